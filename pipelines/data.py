@@ -1,0 +1,86 @@
+"""Deterministic local datasets in the seed's input formats (`make data`).
+
+images: JPEGs of varied sizes and aspect ratios (decode and resize cost is real), listed one
+absolute path per line like the OpenImages 50k list. sentences: one English-like sentence of
+varied length per line, words drawn from the bert uncased vocab, like sentences_50k.txt.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import pathlib
+import random
+
+import numpy as np
+from PIL import Image
+
+# (width, height) pairs in the range OpenImages has: landscape, portrait, square, small, large.
+IMAGE_SIZES = ((1024, 768), (768, 1024), (1024, 683), (640, 480), (480, 640), (800, 800),
+               (1280, 720), (500, 375), (333, 500), (1024, 1024), (300, 225), (1600, 1200))
+SEED = 1234
+
+
+def _image(rng: np.random.Generator, width: int, height: int) -> Image.Image:
+  # Smooth gradients plus noise: compresses like a photo, not like a flat color.
+  y, x = np.mgrid[0:height, 0:width].astype(np.float32)
+  channels = []
+  for _ in range(3):
+    fx, fy, phase = rng.uniform(0.002, 0.03), rng.uniform(0.002, 0.03), rng.uniform(0, 6.3)
+    channels.append(127 + 100 * np.sin(fx * x + fy * y + phase))
+  pixels = np.stack(channels, axis=-1) + rng.normal(0, 12, (height, width, 3))
+  return Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8), "RGB")
+
+
+def write_images(folder: pathlib.Path, count: int) -> pathlib.Path:
+  """Writes `count` images (keeping ones already there) and the list file; returns the list."""
+  images = folder / "images"
+  images.mkdir(parents=True, exist_ok=True)
+  paths = []
+  for i in range(count):
+    path = images / f"image_{i:05d}.jpg"
+    if not path.exists():
+      rng = np.random.default_rng(SEED + i)
+      width, height = IMAGE_SIZES[i % len(IMAGE_SIZES)]
+      tmp = path.with_suffix(".tmp")
+      _image(rng, width, height).save(tmp, format="JPEG", quality=90)
+      tmp.rename(path)
+    paths.append(str(path.resolve()))
+  listing = folder / "images.txt"
+  listing.write_text("\n".join(paths) + "\n")
+  return listing
+
+
+def _words(vocab_path: pathlib.Path) -> list[str]:
+  tokens = vocab_path.read_text(encoding="utf-8").split("\n")
+  return [t for t in tokens if t.isalpha() and t.isascii() and len(t) > 1]
+
+
+def write_sentences(folder: pathlib.Path, count: int, vocab_path: pathlib.Path) -> pathlib.Path:
+  rng = random.Random(SEED)
+  words = _words(vocab_path)
+  lines = []
+  for _ in range(count):
+    length = rng.choice((4, 6, 8, 10, 12, 15, 18, 22, 28, 35))
+    sentence = " ".join(rng.choice(words) for _ in range(length))
+    lines.append(sentence[0].upper() + sentence[1:] + ".")
+  listing = folder / "sentences.txt"
+  listing.write_text("\n".join(lines) + "\n")
+  return listing
+
+
+def main(argv: list[str] | None = None) -> None:
+  parser = argparse.ArgumentParser(description="Generate the local benchmark datasets.")
+  parser.add_argument("--out", type=pathlib.Path, default=pathlib.Path("data"))
+  parser.add_argument("--items", type=int, default=None,
+                      help="items per dataset (default: the largest local profile in the matrix)")
+  parser.add_argument("--vocab", type=pathlib.Path, default=pathlib.Path("models/bert-uncased-vocab.txt"))
+  args = parser.parse_args(argv)
+  logging.basicConfig(level=logging.INFO, format="%(message)s")
+  from pipelines import matrix
+  items = args.items or max(b.local_items for b in matrix.load().values())
+  logging.info("%s", write_images(args.out, items))
+  logging.info("%s", write_sentences(args.out, items, args.vocab))
+
+
+if __name__ == "__main__":
+  main()

@@ -1,0 +1,49 @@
+"""Dead-letter records: every input that does not become a prediction, with a reason."""
+from __future__ import annotations
+
+import json
+from typing import Any, Iterable
+
+import apache_beam as beam
+from apache_beam.metrics import Metrics
+
+TAG = "dead_letter"
+NAMESPACE = "BenchmarkKit"
+
+
+def record(item: Any, stage: str, reason: str) -> dict[str, str]:
+  return {"input": str(item)[:1000], "stage": stage, "reason": reason}
+
+
+def from_exception(item: Any, stage: str, error: BaseException) -> dict[str, str]:
+  return record(item, stage, f"{type(error).__name__}: {error}")
+
+
+def tagged(item: Any, stage: str, reason: str) -> beam.pvalue.TaggedOutput:
+  return beam.pvalue.TaggedOutput(TAG, record(item, stage, reason))
+
+
+def from_failed_batch(failure: tuple[Any, Any]) -> Iterable[dict[str, str]]:
+  """RunInference's failed_inferences hold (batch of (key, example), error info); one record
+  per key, so the count matches the inputs that were lost."""
+  batch, error = failure
+  reason = _describe(error)
+  for element in batch:
+    key = element[0] if isinstance(element, tuple) else element
+    yield record(key, "inference", reason)
+
+
+def _describe(error: Any) -> str:
+  if isinstance(error, BaseException):
+    return f"{type(error).__name__}: {error}"
+  if isinstance(error, tuple) and len(error) >= 2:  # (exception type, message, traceback)
+    kind = getattr(error[0], "__name__", str(error[0]))
+    return f"{kind}: {error[1]}"
+  return str(error)
+
+
+class CountAndSerialize(beam.DoFn):
+  def process(self, dead: dict[str, str]):
+    Metrics.counter(NAMESPACE, "dead_lettered").inc()
+    Metrics.counter(NAMESPACE, f"dead_lettered_{dead['stage']}").inc()
+    yield json.dumps(dead, sort_keys=True)

@@ -1,0 +1,138 @@
+"""BenchmarkModelHandler: the one wrapper every benchmark's Beam model handler goes through.
+
+It delegates everything to Beam's handler (so Beam's own BeamML_PyTorch metrics stay as they
+are) and adds what a trustworthy benchmark needs, all as Beam metrics in namespace `BenchmarkKit`:
+  * refuses to load a GPU benchmark where CUDA is unusable (Beam silently falls back to CPU);
+  * counts the device the model actually sits on and the weights kind it was loaded with;
+  * records each batch's latency in a histogram (latency_histogram.py) for percentiles;
+  * samples GPU telemetry while the model is loaded (gpu_telemetry.py).
+"""
+from __future__ import annotations
+
+import logging
+import time
+import weakref
+from typing import Any, Callable, Iterable, Optional, Sequence
+
+import torch
+from apache_beam.metrics import Metrics
+from apache_beam.ml.inference.base import ModelHandler
+
+from pipelines import gpu_telemetry, latency_histogram
+from pipelines.models import read_meta
+
+NAMESPACE = "BenchmarkKit"
+
+
+class DeviceUnavailableError(RuntimeError):
+  """A GPU benchmark was asked to run where no usable CUDA device exists."""
+
+
+def cuda_usable() -> bool:
+  if not torch.cuda.is_available():
+    return False
+  try:
+    torch.empty(1, device="cuda")
+    return True
+  except Exception:  # noqa: BLE001 - a driver that reports CUDA but cannot allocate
+    return False
+
+
+def require_device(device: str) -> None:
+  if device == "GPU" and not cuda_usable():
+    raise DeviceUnavailableError(
+        "this benchmark needs a CUDA GPU, but torch.cuda.is_available() is "
+        f"{torch.cuda.is_available()} here; refusing to record CPU numbers under a GPU name")
+
+
+class BenchmarkModelHandler(ModelHandler):
+
+  def __init__(self, base: ModelHandler, *, device: str, state_dict_path: str,
+               telemetry_reader: Callable[[], Optional[gpu_telemetry.ReadSample]] = (
+                   gpu_telemetry.nvml_reader)):
+    self._base = base
+    self._device = device
+    self._state_dict_path = state_dict_path
+    self._telemetry_reader = telemetry_reader
+    self._env_vars = getattr(base, "_env_vars", {})
+    self._sampler: Optional[gpu_telemetry.GpuSampler] = None
+    self._load_counters: list[str] = []  # reported at the first batch (see load_model)
+
+  def load_model(self) -> Any:
+    require_device(self._device)
+    model = self._base.load_model()
+    used = _device_of(model)
+    meta = read_meta(self._state_dict_path)
+    # Beam calls load_model from DoFn.setup, where metrics are not reported; keep the counters
+    # until the first batch, as Beam does for its own load metrics.
+    self._load_counters = [f"model_loaded_on_{used}",
+                           f"model_weights_{meta.weights if meta else 'unknown'}"]
+    logging.info("Model %s loaded on %s (%s weights)", self._state_dict_path, used,
+                 meta.weights if meta else "unknown")
+    reader = self._telemetry_reader()
+    if reader is not None:
+      self._sampler = gpu_telemetry.GpuSampler(reader).start()
+      weakref.finalize(model, self._sampler.stop)  # stops with the model
+    return model
+
+  def run_inference(self, batch: Sequence[Any], model: Any,
+                    inference_args: Optional[dict[str, Any]] = None) -> Iterable[Any]:
+    start = time.perf_counter_ns()
+    results = list(self._base.run_inference(batch, model, inference_args))
+    latency_us = (time.perf_counter_ns() - start) / 1000
+    Metrics.counter(NAMESPACE, latency_histogram.counter_name(latency_us)).inc()
+    self._report_pending()
+    return results
+
+  def _report_pending(self) -> None:
+    for name in self._load_counters:
+      Metrics.counter(NAMESPACE, name).inc()
+    self._load_counters = []
+    if self._sampler is not None:
+      for sample in self._sampler.drain():
+        Metrics.distribution(NAMESPACE, "gpu_utilization_pct").update(sample.utilization_pct)
+        Metrics.distribution(NAMESPACE, "gpu_memory_used_mib").update(sample.memory_used_mib)
+        if sample.power_w is not None:
+          Metrics.distribution(NAMESPACE, "gpu_power_w").update(sample.power_w)
+
+  # Everything else is Beam's handler's business.
+  def get_num_bytes(self, batch):
+    return self._base.get_num_bytes(batch)
+
+  def get_metrics_namespace(self) -> str:
+    return self._base.get_metrics_namespace()
+
+  def get_resource_hints(self):
+    return self._base.get_resource_hints()
+
+  def batch_elements_kwargs(self):
+    return self._base.batch_elements_kwargs()
+
+  def validate_inference_args(self, inference_args):
+    return self._base.validate_inference_args(inference_args)
+
+  def update_model_path(self, model_path=None):
+    return self._base.update_model_path(model_path=model_path)
+
+  def get_preprocess_fns(self):
+    return self._base.get_preprocess_fns()
+
+  def get_postprocess_fns(self):
+    return self._base.get_postprocess_fns()
+
+  def should_skip_batching(self) -> bool:
+    return self._base.should_skip_batching()
+
+  def share_model_across_processes(self) -> bool:
+    return self._base.share_model_across_processes()
+
+  def model_copies(self) -> int:
+    return self._base.model_copies()
+
+
+def _device_of(model: Any) -> str:
+  """'cuda' or 'cpu': where the model's parameters actually are."""
+  try:
+    return next(model.parameters()).device.type
+  except (AttributeError, StopIteration):
+    return "unknown"

@@ -1,0 +1,136 @@
+"""Masked language modeling: sentence -> mask its last word -> WordPiece ids -> BERT -> the word.
+
+Unlike Beam's example (which forces batch size 1 because tokenized sentences differ in length),
+batches are padded to their longest sentence with an attention mask, so batching is real.
+"""
+from __future__ import annotations
+
+import os
+import re
+import tempfile
+from typing import Any, Optional, Sequence
+
+import apache_beam as beam
+import torch
+from apache_beam.io.filesystems import FileSystems
+from apache_beam.ml.inference.base import PredictionResult
+from apache_beam.ml.inference.pytorch_inference import PytorchModelHandlerKeyedTensor
+from torch.nn.utils.rnn import pad_sequence
+
+from pipelines import dead_letter
+from pipelines.models import build_architecture
+
+# Ids in the bert-uncased vocab (checked against the tokenizer when it loads).
+PAD_ID = 0
+MASK_ID = 103
+MAX_TOKENS = 512  # BERT's max_position_embeddings
+_LAST_WORD = re.compile(r"^(.*?\w)(\W*)$")
+
+
+class UnusableSentence(ValueError):
+  pass
+
+
+def load_tokenizer(vocab_path: str):
+  """A BertTokenizer from a vocab on any Beam filesystem (copied locally: the tokenizer reads
+  files by path)."""
+  from transformers import BertTokenizer
+  with FileSystems.open(vocab_path) as f:
+    data = f.read()
+  folder = tempfile.mkdtemp(prefix="vocab-")
+  with open(os.path.join(folder, "vocab.txt"), "wb") as f:
+    f.write(data)
+  tokenizer = BertTokenizer.from_pretrained(folder, do_lower_case=True)
+  if tokenizer.mask_token_id != MASK_ID or tokenizer.pad_token_id != PAD_ID:
+    raise ValueError(f"{vocab_path} is not the bert uncased vocab "
+                     f"([MASK]={tokenizer.mask_token_id}, [PAD]={tokenizer.pad_token_id})")
+  return tokenizer
+
+
+def mask_last_word(sentence: str) -> str:
+  """'The cat sat.' -> 'The cat [MASK].' (as Beam's example: the last word, punctuation kept)."""
+  words = sentence.split()
+  if len(words) < 2:
+    raise UnusableSentence(f"needs at least 2 words to mask one, got {len(words)}")
+  match = _LAST_WORD.match(words[-1])
+  if match is None:
+    raise UnusableSentence(f"last token '{words[-1]}' has no word to mask")
+  return " ".join(words[:-1] + ["[MASK]" + match.group(2)])
+
+
+def tokenize(tokenizer, masked: str) -> dict[str, torch.Tensor]:
+  ids = tokenizer(masked, add_special_tokens=True)["input_ids"]
+  if len(ids) > MAX_TOKENS:
+    raise UnusableSentence(f"{len(ids)} tokens exceed BERT's {MAX_TOKENS}")
+  if ids.count(MASK_ID) != 1:
+    raise UnusableSentence("the sentence must hold exactly one [MASK] after tokenizing")
+  input_ids = torch.tensor(ids, dtype=torch.long)
+  return {"input_ids": input_ids, "attention_mask": torch.ones_like(input_ids)}
+
+
+def predict_masked_tokens(batch: Sequence[dict[str, torch.Tensor]], model: torch.nn.Module,
+                          device: torch.device, inference_args: Optional[dict[str, Any]] = None,
+                          model_id: Optional[str] = None) -> list[PredictionResult]:
+  """Pads the batch to its longest sentence, runs BERT, returns the top token id at each mask."""
+  input_ids = pad_sequence([e["input_ids"] for e in batch], batch_first=True,
+                           padding_value=PAD_ID)
+  attention_mask = pad_sequence([e["attention_mask"] for e in batch], batch_first=True,
+                                padding_value=0)
+  mask_positions = (input_ids == MASK_ID).int().argmax(dim=1)
+  with torch.no_grad():
+    logits = model(input_ids=input_ids.to(device), attention_mask=attention_mask.to(device),
+                   **(inference_args or {})).logits
+    token_ids = logits[torch.arange(len(batch)), mask_positions.to(device)].argmax(-1).tolist()
+  return [PredictionResult(example, token_id, model_id)
+          for example, token_id in zip(batch, token_ids)]
+
+
+class MaskAndTokenize(beam.DoFn):
+  """sentence -> (masked sentence, tensors); unusable lines go to the dead-letter output."""
+
+  def __init__(self, vocab_path: str):
+    self._vocab_path = vocab_path
+
+  def setup(self):
+    self._tokenizer = load_tokenizer(self._vocab_path)
+
+  def process(self, line: str):
+    sentence = line.strip()
+    if not sentence:
+      yield dead_letter.tagged(line, "tokenize", "empty line: no sentence")
+      return
+    try:
+      masked = mask_last_word(sentence)
+      yield masked, tokenize(self._tokenizer, masked)
+    except UnusableSentence as e:
+      yield dead_letter.tagged(sentence, "tokenize", str(e))
+
+
+def parse_lines(lines: beam.PCollection, vocab_path: str):
+  """-> (PCollection of (masked sentence, tensors), PCollection of dead-letter records)."""
+  parsed = lines | "MaskAndTokenize" >> beam.ParDo(MaskAndTokenize(vocab_path)).with_outputs(
+      dead_letter.TAG, main="sentences")
+  return parsed.sentences, parsed[dead_letter.TAG]
+
+
+def model_handler(state_dict_path: str, architecture: str, device: str,
+                  batching: dict[str, Any]) -> PytorchModelHandlerKeyedTensor:
+  return PytorchModelHandlerKeyedTensor(
+      state_dict_path=state_dict_path,
+      model_class=build_architecture,
+      model_params={"architecture": architecture},
+      device=device,
+      inference_fn=predict_masked_tokens,
+      **batching)
+
+
+class FormatPrediction(beam.DoFn):
+  def __init__(self, vocab_path: str):
+    self._vocab_path = vocab_path
+
+  def setup(self):
+    self._tokenizer = load_tokenizer(self._vocab_path)
+
+  def process(self, keyed: tuple[str, PredictionResult]):
+    masked, result = keyed
+    yield f"{masked}\t{self._tokenizer.convert_ids_to_tokens(result.inference)}"

@@ -1,0 +1,119 @@
+"""The benchmark matrix: reads infra/benchmarks.toml, the single source of truth."""
+from __future__ import annotations
+
+import dataclasses
+import pathlib
+import tomllib
+from typing import Any
+
+REPO_ROOT = pathlib.Path(__file__).resolve().parent.parent
+MATRIX_PATH = REPO_ROOT / "infra" / "benchmarks.toml"
+
+TASKS = ("image_classification", "language_modeling")
+DEVICES = ("CPU", "GPU")
+
+
+@dataclasses.dataclass(frozen=True)
+class DataflowShape:
+  machine_type: str
+  num_workers: int
+  autoscaling_algorithm: str
+  disk_size_gb: int
+  accelerator: str | None = None
+  accelerator_count: int = 0
+  experiments: tuple[str, ...] = ()
+
+
+@dataclasses.dataclass(frozen=True)
+class Benchmark:
+  name: str
+  task: str
+  model: str
+  dataset: str
+  dataset_input: str
+  dataset_items: int
+  device: str
+  image: str
+  bigquery_table: str
+  influx_measurement: str
+  dataflow: DataflowShape
+  local_items: int
+  local_batch_size: int
+
+  @property
+  def needs_gpu(self) -> bool:
+    return self.device == "GPU"
+
+
+class MatrixError(ValueError):
+  pass
+
+
+def _require(table: dict[str, Any], key: str, where: str) -> Any:
+  if key not in table:
+    raise MatrixError(f"{where}: missing key '{key}' in {MATRIX_PATH.name}")
+  return table[key]
+
+
+def load(path: pathlib.Path = MATRIX_PATH) -> dict[str, Benchmark]:
+  """Returns the benchmarks by name, validated."""
+  with open(path, "rb") as f:
+    raw = tomllib.load(f)
+  shared_dataflow = raw.get("dataflow", {})
+  datasets = raw.get("datasets", {})
+  benchmarks: dict[str, Benchmark] = {}
+  for name, entry in _require(raw, "benchmarks", "matrix").items():
+    where = f"benchmarks.{name}"
+    dataset_name = _require(entry, "dataset", where)
+    if dataset_name not in datasets:
+      raise MatrixError(f"{where}: unknown dataset '{dataset_name}'")
+    dataset = datasets[dataset_name]
+    task = _require(entry, "task", where)
+    if task not in TASKS or dataset["task"] != task:
+      raise MatrixError(f"{where}: task '{task}' invalid or does not match its dataset")
+    device = _require(entry, "device", where)
+    if device not in DEVICES:
+      raise MatrixError(f"{where}: device must be one of {DEVICES}, got '{device}'")
+    dataflow = {**shared_dataflow, **entry.get("dataflow", {})}
+    dataflow["experiments"] = tuple(dataflow.get("experiments", ()))
+    local = _require(entry, "local", where)
+    benchmarks[name] = Benchmark(
+        name=name,
+        task=task,
+        model=_require(entry, "model", where),
+        dataset=dataset_name,
+        dataset_input=dataset["input"],
+        dataset_items=dataset["items"],
+        device=device,
+        image=_require(entry, "image", where),
+        bigquery_table=_require(entry, "bigquery_table", where),
+        influx_measurement=_require(entry, "influx_measurement", where),
+        dataflow=DataflowShape(**dataflow),
+        local_items=int(_require(local, "items", where + ".local")),
+        local_batch_size=int(_require(local, "batch_size", where + ".local")),
+    )
+  return benchmarks
+
+
+def get(name: str) -> Benchmark:
+  benchmarks = load()
+  if name not in benchmarks:
+    raise MatrixError(f"unknown benchmark '{name}'; known: {', '.join(benchmarks)}")
+  return benchmarks[name]
+
+
+def models() -> list[str]:
+  """The distinct model names the matrix uses (what `make models` builds)."""
+  return sorted({b.model for b in load().values()})
+
+
+if __name__ == "__main__":
+  # `python -m pipelines.matrix names` is how the Makefile lists benchmarks.
+  import sys
+  what = sys.argv[1] if len(sys.argv) > 1 else "names"
+  if what == "names":
+    print(" ".join(load()))
+  elif what == "models":
+    print(" ".join(models()))
+  else:
+    raise SystemExit(f"usage: python -m pipelines.matrix [names|models]")

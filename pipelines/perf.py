@@ -1,0 +1,92 @@
+"""`make perf`: each CPU benchmark as a Beam pipeline and as a plain PyTorch loop, side by side.
+
+Same model file, weights, preprocessing functions, batch size, thread count and items. Both
+figures exclude model load (a one-off per worker); the pipeline's includes everything else Beam
+does (reading, reshuffling, batching, metrics, writing outputs).
+efficiency = pipeline items/s / plain loop items/s.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import pathlib
+import time
+
+import torch
+
+from pipelines import image_classification, language_modeling, matrix, run_record
+from pipelines.models import VOCAB_FILE, build_architecture
+from pipelines.run import LOCAL_INPUTS, launch, parse_args
+
+
+def load_model(path: pathlib.Path, architecture: str) -> torch.nn.Module:
+  model = build_architecture(architecture)
+  model.load_state_dict(torch.load(path, map_location="cpu"))
+  model.requires_grad_(False)
+  return model.eval()
+
+
+def _chunks(items: list, size: int):
+  for i in range(0, len(items), size):
+    yield items[i:i + size]
+
+
+def plain_loop(bench: matrix.Benchmark, lines: list[str], batch_size: int,
+               models_dir: pathlib.Path) -> float:
+  """items/s of the same work without Beam, model load excluded."""
+  model = load_model(models_dir / f"{bench.model}.pth", bench.model)
+  cpu = torch.device("cpu")
+  start = time.perf_counter()
+  if bench.task == "image_classification":
+    for chunk in _chunks(lines, batch_size):
+      tensors = [image_classification.preprocess(image_classification.read_bytes(p))
+                 for p in chunk]
+      with torch.no_grad():
+        logits = model(torch.stack(tensors))
+      [image_classification.top1(row) for row in logits]
+  else:
+    tokenizer = language_modeling.load_tokenizer(str(models_dir / VOCAB_FILE))
+    for chunk in _chunks(lines, batch_size):
+      examples = [language_modeling.tokenize(tokenizer, language_modeling.mask_last_word(s))
+                  for s in chunk]
+      results = language_modeling.predict_masked_tokens(examples, model, cpu)
+      [tokenizer.convert_ids_to_tokens(r.inference) for r in results]
+  return len(lines) / (time.perf_counter() - start)
+
+
+def main(argv: list[str] | None = None) -> int:
+  parser = argparse.ArgumentParser(description=__doc__)
+  parser.add_argument("benchmarks", nargs="*", help="default: every CPU benchmark")
+  parser.add_argument("--items", type=int, default=None)
+  parser.add_argument("--results-dir", type=pathlib.Path, default=pathlib.Path("results/perf"))
+  args = parser.parse_args(argv)
+  benches = [b for b in matrix.load().values()
+             if not b.needs_gpu and (not args.benchmarks or b.name in args.benchmarks)]
+  rows = []
+  for bench in benches:
+    items = args.items or bench.local_items
+    lines = (pathlib.Path("data") / LOCAL_INPUTS[bench.task]).read_text().splitlines()[:items]
+    plain = plain_loop(bench, lines, bench.local_batch_size, pathlib.Path("models"))
+    run_args, beam_args = parse_args([bench.name, "--items", str(items),
+                                      "--results-dir", str(args.results_dir)])
+    record = launch(run_args, beam_args)
+    if record["status"] != "succeeded":
+      raise SystemExit(f"{bench.name}: pipeline run failed: {record['error']}")
+    beam_rate = record["metrics"]["throughput_per_s_excl_model_load"]
+    rows.append({"benchmark": bench.name, "items": items, "batch_size": bench.local_batch_size,
+                 "threads": torch.get_num_threads(), "plain_items_per_s": plain,
+                 "beam_items_per_s": beam_rate, "efficiency": beam_rate / plain,
+                 "run_id": record["run_id"]})
+  print("\nbenchmark       items  batch  threads  plain/s  beam/s  efficiency")
+  for r in rows:
+    print(f"{r['benchmark']:<15} {r['items']:>5}  {r['batch_size']:>5}  {r['threads']:>7}  "
+          f"{r['plain_items_per_s']:>7.2f}  {r['beam_items_per_s']:>6.2f}  {r['efficiency']:>10.2f}")
+  out = args.results_dir / f"perf-{run_record.utc_now().replace(':', '')}.json"
+  out.parent.mkdir(parents=True, exist_ok=True)
+  out.write_text(json.dumps({"versions": run_record.versions(), "rows": rows}, indent=2))
+  print(f"figures: {out}")
+  return 0
+
+
+if __name__ == "__main__":
+  raise SystemExit(main())

@@ -1,0 +1,50 @@
+"""The benchmark pipeline: read -> parse (dead-letter bad input) -> RunInference -> write.
+
+One pipeline for both tasks and every runner; only the parse step, the model handler and the
+output format differ by task.
+"""
+from __future__ import annotations
+
+import apache_beam as beam
+from apache_beam.ml.inference.base import KeyedModelHandler, RunInference
+
+from pipelines import dead_letter, image_classification, language_modeling
+from pipelines.handler import BenchmarkModelHandler
+from pipelines.options import BenchmarkOptions, validate
+
+
+def batching(opts: BenchmarkOptions) -> dict[str, int]:
+  return {k: v for k, v in (("min_batch_size", opts.min_batch_size),
+                            ("max_batch_size", opts.max_batch_size)) if v is not None}
+
+
+def build(p: beam.Pipeline, opts: BenchmarkOptions) -> None:
+  validate(opts)
+  lines = p | "ReadInput" >> beam.io.ReadFromText(opts.input)
+  if opts.task == "image_classification":
+    task = image_classification
+    examples, bad_input = task.parse_lines(lines)
+    formatter = task.FormatPrediction()
+  else:
+    task = language_modeling
+    examples, bad_input = task.parse_lines(lines, opts.vocab_path)
+    formatter = task.FormatPrediction(opts.vocab_path)
+
+  base = task.model_handler(opts.model_state_dict_path, opts.model_architecture, opts.device,
+                            batching(opts))
+  handler = KeyedModelHandler(BenchmarkModelHandler(
+      base, device=opts.device, state_dict_path=opts.model_state_dict_path))
+  predictions, failed = examples | "RunInference" >> RunInference(
+      handler).with_exception_handling()
+
+  _ = (predictions
+       | "FormatPredictions" >> beam.ParDo(formatter)
+       | "WritePredictions" >> beam.io.WriteToText(f"{opts.output}/predictions",
+                                                   file_name_suffix=".txt"))
+  failed_inference = failed.failed_inferences | "ExplodeFailedBatches" >> beam.FlatMap(
+      dead_letter.from_failed_batch)
+  _ = ((bad_input, failed_inference)
+       | "MergeDeadLetters" >> beam.Flatten()
+       | "CountDeadLetters" >> beam.ParDo(dead_letter.CountAndSerialize())
+       | "WriteDeadLetters" >> beam.io.WriteToText(f"{opts.output}/dead_letter",
+                                                   file_name_suffix=".jsonl"))

@@ -1,0 +1,153 @@
+"""Runs one benchmark from the matrix and writes its run record (what `make bench-*` calls).
+
+  python -m pipelines.run resnet101 [--items N] [--runner DirectRunner|DataflowRunner] ...
+
+Locally it reads the generated data under data/ and the model files under models/; on Dataflow
+it uses the matrix's datasets and worker shape (see dataflow.py).
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import pathlib
+import sys
+import time
+from typing import Any
+
+import apache_beam as beam
+import torch
+from apache_beam.options.pipeline_options import PipelineOptions
+
+from pipelines import beam_metrics, matrix, pipeline, results_store, run_record, summary
+from pipelines.handler import DeviceUnavailableError, require_device
+from pipelines.models import VOCAB_FILE
+from pipelines.options import BenchmarkOptions
+
+LOCAL_RUNNERS = ("DirectRunner",)
+LOCAL_INPUTS = {"image_classification": "images.txt", "language_modeling": "sentences.txt"}
+
+
+class LaunchError(RuntimeError):
+  """Something is missing before anything runs: a clear message, exit code 2."""
+
+
+def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, list[str]]:
+  parser = argparse.ArgumentParser(description=__doc__,
+                                   formatter_class=argparse.RawDescriptionHelpFormatter)
+  parser.add_argument("benchmark")
+  parser.add_argument("--runner", default="DirectRunner")
+  parser.add_argument("--items", type=int, default=None,
+                      help="items to run (default: local profile, or the full dataset on Dataflow)")
+  parser.add_argument("--batch-size", type=int, default=None,
+                      help="fixed batch size (default: the matrix's)")
+  parser.add_argument("--input", default=None, help="override the input list")
+  parser.add_argument("--data-dir", type=pathlib.Path, default=pathlib.Path("data"))
+  parser.add_argument("--models-dir", type=pathlib.Path, default=pathlib.Path("models"))
+  parser.add_argument("--results-dir", type=pathlib.Path, default=results_store.DEFAULT_DIR)
+  return parser.parse_known_args(argv)  # the rest are passed to Beam untouched
+
+
+def local_input(bench: matrix.Benchmark, args: argparse.Namespace, run_dir: pathlib.Path,
+                items: int) -> str:
+  """The first `items` lines of the generated dataset, as this run's input file."""
+  source = pathlib.Path(args.input) if args.input else args.data_dir / LOCAL_INPUTS[bench.task]
+  if not source.exists():
+    raise LaunchError(f"{source} does not exist: run `make data` first")
+  lines = source.read_text().splitlines()
+  if not args.input and len(lines) < items:
+    raise LaunchError(f"{source} has {len(lines)} items, {items} requested: "
+                      f"run `make data N={items}`")
+  run_dir.mkdir(parents=True, exist_ok=True)
+  path = run_dir / "input.txt"
+  path.write_text("\n".join(lines[:items] if not args.input else lines) + "\n")
+  return str(path.resolve())
+
+
+def local_model_files(bench: matrix.Benchmark, models_dir: pathlib.Path) -> dict[str, str]:
+  state_dict = models_dir / f"{bench.model}.pth"
+  files = {"model_state_dict_path": state_dict}
+  if bench.task == "language_modeling":
+    files["vocab_path"] = models_dir / VOCAB_FILE
+  for path in files.values():
+    if not path.exists():
+      raise LaunchError(f"{path} does not exist: run `make models` first")
+  return {k: str(v.resolve()) for k, v in files.items()}
+
+
+def local_runner():
+  """The DirectRunner's batch engine, chosen explicitly: Beam's DirectRunner first tries to
+  download and start Prism, so what it runs on would depend on network access. Benchmarks need
+  one engine everywhere; this is the in-process FnApiRunner the DirectRunner uses for batch."""
+  from apache_beam.runners.portability.fn_api_runner import fn_runner
+  return fn_runner.FnApiRunner()
+
+
+def launch(args: argparse.Namespace, beam_args: list[str]) -> dict[str, Any]:
+  bench = matrix.get(args.benchmark)
+  run_id = run_record.new_run_id()
+  run_dir = args.results_dir / "runs" / run_id
+  batch_size = args.batch_size or bench.local_batch_size
+  metadata: dict[str, Any] = {
+      "runner": args.runner, "task": bench.task, "model": bench.model,
+      "device_requested": bench.device, "batch_size": batch_size,
+      "torch_threads": torch.get_num_threads(),
+      "bigquery_table": bench.bigquery_table, "influx_measurement": bench.influx_measurement,
+  }
+  if args.runner in LOCAL_RUNNERS:
+    require_device(bench.device)  # fail before any work, not after a CPU fallback
+    items = args.items or bench.local_items
+    options = {"input": local_input(bench, args, run_dir, items),
+               "output": str((run_dir / "output").resolve()),
+               **local_model_files(bench, args.models_dir)}
+    runner = local_runner()
+    metadata.update(engine="FnApiRunner", items_requested=items, machine_type="local",
+                    num_workers=1, accelerator=None)
+  else:
+    from pipelines import dataflow
+    items = args.items or bench.dataset_items
+    options, runner, extra = dataflow.prepare(bench, args, run_id)
+    metadata.update(engine=args.runner, items_requested=items, **extra)
+  metadata["input"] = options["input"]
+  opts = PipelineOptions(
+      beam_args,
+      benchmark=bench.name, task=bench.task, model_architecture=bench.model,
+      device=bench.device, min_batch_size=batch_size, max_batch_size=batch_size, **options)
+  logging.info("Running %s (run %s) on %s", bench.name, run_id, args.runner)
+  started = run_record.utc_now()
+  start = time.perf_counter()
+  raw, error = None, None
+  try:
+    p = beam.Pipeline(runner=runner if args.runner in LOCAL_RUNNERS else None, options=opts)
+    pipeline.build(p, opts.view_as(BenchmarkOptions))
+    result = p.run()
+    if args.runner not in LOCAL_RUNNERS:
+      metadata.update(dataflow.on_launched(result, opts))
+    result.wait_until_finish()
+    raw = beam_metrics.query(result)
+  except Exception as e:  # noqa: BLE001 - a failed run still gets a record saying so
+    logging.exception("benchmark %s failed", bench.name)
+    error = f"{type(e).__name__}: {e}"
+  wall = time.perf_counter() - start
+  record = run_record.build(run_id=run_id, benchmark=bench.name, started=started,
+                            wall_time_s=wall, raw_metrics=raw, metadata=metadata, error=error)
+  path = results_store.save(record, args.results_dir)
+  print(summary.table([record]))
+  print(f"run record: {path}")
+  return record
+
+
+def main(argv: list[str] | None = None) -> int:
+  logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+  for noisy in ("apache_beam", "absl"):
+    logging.getLogger(noisy).setLevel(logging.WARNING)
+  args, beam_args = parse_args(argv)
+  try:
+    record = launch(args, beam_args)
+  except (LaunchError, DeviceUnavailableError, matrix.MatrixError) as e:
+    print(f"error: {args.benchmark}: {e}", file=sys.stderr)
+    return 2
+  return 0 if record["status"] == "succeeded" else 1
+
+
+if __name__ == "__main__":
+  sys.exit(main())

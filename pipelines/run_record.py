@@ -1,0 +1,125 @@
+"""The run record: one plain, versioned JSON document per benchmark run.
+
+It is the contract publishers and reports consume. Schema (version 1):
+  schema_version, run_id, benchmark, timestamp (UTC ISO start), status ('succeeded'|'failed'),
+  error (str|None), metrics {...numbers...}, gpu {...}, latency_histogram {bucket: count},
+  metadata {runner, engine, device_requested, device_used, weights, versions, git_sha, ...},
+  publish {target: {status, at, error}}.
+"""
+from __future__ import annotations
+
+import datetime
+import importlib.metadata
+import platform
+import socket
+import subprocess
+import uuid
+from typing import Any
+
+from pipelines import beam_metrics, latency_histogram
+from pipelines.matrix import REPO_ROOT
+
+SCHEMA_VERSION = 1
+PERCENTILES = (50, 90, 99)
+
+
+def new_run_id() -> str:
+  return uuid.uuid4().hex[:16]
+
+
+def utc_now() -> str:
+  return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+
+
+def versions() -> dict[str, str]:
+  found = {"python": platform.python_version()}
+  for package in ("apache-beam", "torch", "torchvision", "transformers", "numpy", "pillow"):
+    try:
+      found[package] = importlib.metadata.version(package)
+    except importlib.metadata.PackageNotFoundError:
+      found[package] = "absent"
+  return found
+
+
+def git_state() -> dict[str, Any]:
+  def git(*args: str) -> str:
+    return subprocess.run(["git", *args], cwd=REPO_ROOT, capture_output=True, text=True,
+                          timeout=10, check=True).stdout.strip()
+  try:
+    return {"git_sha": git("rev-parse", "HEAD"), "git_dirty": bool(git("status", "--porcelain"))}
+  except (OSError, subprocess.SubprocessError):
+    return {"git_sha": "unknown", "git_dirty": None}
+
+
+def _single(counters: dict[str, int], prefix: str) -> str:
+  """'cuda' from {'model_loaded_on_cuda': 1}; 'mixed' if several, 'unknown' if none."""
+  seen = sorted(name[len(prefix):] for name, value in counters.items()
+                if name.startswith(prefix) and value)
+  if not seen:
+    return "unknown"
+  return seen[0] if len(seen) == 1 else "mixed:" + ",".join(seen)
+
+
+def device_used(counters: dict[str, int]) -> str:
+  return {"cuda": "GPU", "cpu": "CPU"}.get(d := _single(counters, "model_loaded_on_"), d)
+
+
+def weights_used(counters: dict[str, int]) -> str:
+  return _single(counters, "model_weights_")
+
+
+def gpu_section(raw: dict[str, Any]) -> dict[str, Any]:
+  utilization = beam_metrics.kit_distribution(raw, "gpu_utilization_pct")
+  if not utilization:
+    return {"telemetry": "unavailable"}
+  memory = beam_metrics.kit_distribution(raw, "gpu_memory_used_mib")
+  power = beam_metrics.kit_distribution(raw, "gpu_power_w")
+  return {
+      "telemetry": "available",
+      "samples": utilization["count"],
+      "utilization_mean_pct": beam_metrics.mean(utilization),
+      "utilization_max_pct": utilization["max"],
+      "memory_max_mib": memory["max"] if memory else None,
+      "power_mean_w": beam_metrics.mean(power),
+  }
+
+
+def build(*, run_id: str, benchmark: str, started: str, wall_time_s: float,
+          raw_metrics: dict[str, Any] | None, metadata: dict[str, Any],
+          error: str | None = None) -> dict[str, Any]:
+  raw = raw_metrics or {"counters": {}, "distributions": {}}
+  metrics = beam_metrics.summarize(raw)
+  counters = beam_metrics.kit_counters(raw)
+  histogram = latency_histogram.parse_counters(counters)
+  percentiles = latency_histogram.percentiles_from_histogram(histogram, PERCENTILES)
+  for q, value_us in percentiles.items():
+    metrics[f"batch_latency_p{q}_ms"] = value_us / 1000 if value_us is not None else None
+  load_s = (metrics["mean_load_model_latency_milli_secs"] or 0) / 1000
+  n = metrics["num_inferences"]
+  metrics["wall_time_s"] = wall_time_s
+  metrics["throughput_per_s"] = n / wall_time_s if wall_time_s > 0 else None
+  # Model load happens once per worker process; excluding it isolates steady-state inference.
+  steady = wall_time_s - load_s
+  metrics["throughput_per_s_excl_model_load"] = n / steady if steady > 0 else None
+  gpu = gpu_section(raw)
+  metrics["gpu_utilization_mean_pct"] = gpu.get("utilization_mean_pct")
+  return {
+      "schema_version": SCHEMA_VERSION,
+      "run_id": run_id,
+      "benchmark": benchmark,
+      "timestamp": started,
+      "status": "failed" if error else "succeeded",
+      "error": error,
+      "metrics": metrics,
+      "gpu": gpu,
+      "latency_histogram": {str(k): v for k, v in sorted(histogram.items())},
+      "metadata": {
+          **metadata,
+          "device_used": device_used(counters),
+          "weights": weights_used(counters),
+          "versions": versions(),
+          **git_state(),
+          "hostname": socket.gethostname(),
+      },
+      "publish": {},
+  }

@@ -1,0 +1,61 @@
+"""Shared fixtures: small real models (resnet18, a tiny BertConfig) and generated data.
+
+The architectures are the real torchvision/transformers ones; only their size is reduced where
+the architecture does not matter for what a test checks.
+"""
+from __future__ import annotations
+
+import pathlib
+import shutil
+
+import apache_beam as beam
+import pytest
+from apache_beam.options.pipeline_options import PipelineOptions
+
+from pipelines import beam_metrics, data, models, pipeline, run_record
+from pipelines.options import BenchmarkOptions
+from pipelines.run import local_runner
+
+
+@pytest.fixture(scope="session")
+def models_dir(tmp_path_factory) -> pathlib.Path:
+  out = tmp_path_factory.mktemp("models")
+  for architecture in ("resnet18", "bert-tiny-uncased"):
+    models.write_model(architecture, out, "random")
+  models.write_vocab(out, "random")
+  return out
+
+
+@pytest.fixture(scope="session")
+def data_dir(tmp_path_factory, models_dir) -> pathlib.Path:
+  out = tmp_path_factory.mktemp("data")
+  data.write_images(out, 10)
+  data.write_sentences(out, 12, models_dir / models.VOCAB_FILE)
+  return out
+
+
+def run_pipeline(tmp_path: pathlib.Path, lines: list[str], *, task: str, architecture: str,
+                 models_dir: pathlib.Path, batch_size: int, device: str = "CPU",
+                 handler_wrapper=None) -> dict:
+  """Runs the real pipeline on the FnApiRunner; returns outputs, dead letters and the record."""
+  input_path = tmp_path / "input.txt"
+  input_path.write_text("\n".join(lines) + "\n")
+  output = tmp_path / "out"
+  shutil.rmtree(output, ignore_errors=True)
+  opts = PipelineOptions(
+      [], task=task, input=str(input_path), output=str(output),
+      model_architecture=architecture, device=device,
+      model_state_dict_path=str(models_dir / f"{architecture}.pth"),
+      vocab_path=str(models_dir / models.VOCAB_FILE),
+      min_batch_size=batch_size, max_batch_size=batch_size)
+  p = beam.Pipeline(runner=local_runner(), options=opts)
+  pipeline.build(p, opts.view_as(BenchmarkOptions))
+  result = p.run()
+  result.wait_until_finish()
+  raw = beam_metrics.query(result)
+  record = run_record.build(run_id="test", benchmark="test", started=run_record.utc_now(),
+                            wall_time_s=1.0, raw_metrics=raw, metadata={})
+  read = lambda pattern: [line for f in sorted(output.glob(pattern))  # noqa: E731
+                          for line in f.read_text().splitlines()]
+  return {"predictions": read("predictions*"), "dead_letters": read("dead_letter*"),
+          "record": record, "raw": raw}

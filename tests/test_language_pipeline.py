@@ -1,0 +1,58 @@
+"""End to end: the masked-LM pipeline, with real padded batching."""
+import json
+
+import pytest
+
+from pipelines import language_modeling
+from tests.conftest import run_pipeline
+
+
+def _sentences(data_dir):
+  return (data_dir / "sentences.txt").read_text().splitlines()
+
+
+def test_padded_batches_predict_what_batch_size_one_predicts(tmp_path, models_dir, data_dir):
+  sentences = _sentences(data_dir)[:9]
+  # The generated sentences differ in length, so a batch of 4 needs padding.
+  assert len({len(s.split()) for s in sentences}) > 1
+  batched = run_pipeline(tmp_path / "b4", sentences, task="language_modeling",
+                         architecture="bert-tiny-uncased", models_dir=models_dir, batch_size=4)
+  single = run_pipeline(tmp_path / "b1", sentences, task="language_modeling",
+                        architecture="bert-tiny-uncased", models_dir=models_dir, batch_size=1)
+  assert sorted(batched["predictions"]) == sorted(single["predictions"])
+  assert len(batched["predictions"]) == len(sentences)
+  assert all("[MASK]" in line.split("\t")[0] for line in batched["predictions"])
+  metrics = batched["record"]["metrics"]
+  assert metrics["num_inferences"] == len(sentences)
+  assert metrics["sum_inference_request_batch_size"] == metrics["num_inferences"]
+  assert metrics["mean_inference_request_batch_size"] > 1
+  assert single["record"]["metrics"]["mean_inference_request_batch_size"] == 1
+  assert metrics["mean_load_model_latency_milli_secs"] > 0
+
+
+def test_unusable_lines_are_dead_lettered_with_a_reason(tmp_path, models_dir, data_dir):
+  good = _sentences(data_dir)[:5]
+  too_long = " ".join(["word"] * 600) + "."
+  lines = good[:2] + ["", "Hello", "!!! ???", too_long] + good[2:]
+  out = run_pipeline(tmp_path, lines, task="language_modeling",
+                     architecture="bert-tiny-uncased", models_dir=models_dir, batch_size=2)
+  dead = {d["input"]: d["reason"] for d in map(json.loads, out["dead_letters"])}
+  assert dead == {
+      "": "empty line: no sentence",
+      "Hello": "needs at least 2 words to mask one, got 1",
+      "!!! ???": "last token '???' has no word to mask",
+      too_long: "602 tokens exceed BERT's 512",
+  }
+  metrics = out["record"]["metrics"]
+  assert len(out["predictions"]) == len(good)
+  assert metrics["dead_lettered"] == 4
+  assert metrics["num_inferences"] == len(lines) - metrics["dead_lettered"]
+
+
+@pytest.mark.parametrize("sentence,masked", [
+    ("The cat sat on the mat.", "The cat sat on the [MASK]."),
+    ("no punctuation here", "no punctuation [MASK]"),
+    ("Ends with many!?", "Ends with [MASK]!?"),
+])
+def test_mask_last_word(sentence, masked):
+  assert language_modeling.mask_last_word(sentence) == masked
