@@ -1,11 +1,12 @@
 # The front door of the benchmark kit: `make help` lists everything.
 SHELL := /bin/bash
+.SHELLFLAGS := -o pipefail -c
 .DEFAULT_GOAL := help
 .DELETE_ON_ERROR:
 
 # Cloud and publishing settings live in .env (see .env.example); Make variables override them.
 -include .env
-export
+export $(shell sed -n 's/^\([A-Za-z_][A-Za-z0-9_]*\)=.*/\1/p' .env 2>/dev/null)
 
 PYTHON      ?= python3
 VENV        ?= .venv
@@ -17,11 +18,11 @@ WEIGHTS     ?= random## model weights for `make models`: random (offline) or pre
 RESULTS     ?= results## the local results store
 BENCHMARKS  := $(shell $(PYTHON) -m pipelines.matrix names)
 
-PIP_QUIET   := 2>&1 | grep -v "is ignored: it is neither" || true
+QUIET_PIP   := 2>&1 | sed '/is ignored: it is neither/d'
 RUN_ARGS     = --runner $(RUNNER) --results-dir $(RESULTS) $(if $(N),--items $(N)) \
                $(if $(BATCH_SIZE),--batch-size $(BATCH_SIZE)) $(if $(DRY_RUN),--dry-run)
 
-.PHONY: help setup models data $(addprefix bench-,$(BENCHMARKS)) bench-all perf test lint clean
+.PHONY: help setup models data $(addprefix bench-,$(BENCHMARKS)) bench-all perf publish test lint clean
 
 help: ## list targets and variables
 	@echo "Benchmark kit for Apache Beam RunInference with PyTorch models"
@@ -39,13 +40,13 @@ help: ## list targets and variables
 $(VENV)/.base: requirements/base.txt requirements/torch-local.txt requirements/no-deps.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --disable-pip-version-check -q -r requirements/torch-local.txt \
-	  -r requirements/base.txt $(PIP_QUIET)
-	$(PY) -m pip install --disable-pip-version-check -q --no-deps -r requirements/no-deps.txt $(PIP_QUIET)
+	  -r requirements/base.txt $(QUIET_PIP)
+	$(PY) -m pip install --disable-pip-version-check -q --no-deps -r requirements/no-deps.txt $(QUIET_PIP)
 	$(PY) -c "import apache_beam, torch, torchvision, transformers"
 	touch $@
 
 $(VENV)/.test: $(VENV)/.base requirements/test.txt
-	$(PY) -m pip install --disable-pip-version-check -q -r requirements/test.txt $(PIP_QUIET)
+	$(PY) -m pip install --disable-pip-version-check -q -r requirements/test.txt $(QUIET_PIP)
 	$(PY) -c "import pytest, bqemulator, duckdb"
 	touch $@
 
@@ -66,6 +67,9 @@ bench-all: $(if $(filter DirectRunner,$(RUNNER)),data,setup) ## every benchmark 
 
 perf: data ## Beam pipeline vs plain PyTorch loop for every CPU benchmark: throughput and efficiency
 	$(PY) -m pipelines.perf $(if $(N),--items $(N))
+
+publish: setup ## send unpublished run records to InfluxDB/BigQuery (RUN=<id> resends one)
+	$(PY) -m pipelines.publish --results-dir $(RESULTS) $(if $(RUN),--run $(RUN))
 
 # --- quality ----------------------------------------------------------------------------------
 test: $(VENV)/.test ## run the test suite (starts the servers it needs)

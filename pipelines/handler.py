@@ -49,11 +49,13 @@ class BenchmarkModelHandler(ModelHandler):
 
   def __init__(self, base: ModelHandler, *, device: str, state_dict_path: str,
                telemetry_reader: Callable[[], Optional[gpu_telemetry.ReadSample]] = (
-                   gpu_telemetry.nvml_reader)):
+                   gpu_telemetry.nvml_reader),
+               telemetry_interval_s: float = gpu_telemetry.SAMPLE_INTERVAL_S):
     self._base = base
     self._device = device
     self._state_dict_path = state_dict_path
     self._telemetry_reader = telemetry_reader
+    self._telemetry_interval_s = telemetry_interval_s
     self._env_vars = getattr(base, "_env_vars", {})
     self._sampler: Optional[gpu_telemetry.GpuSampler] = None
     self._load_counters: list[str] = []  # reported at the first batch (see load_model)
@@ -71,7 +73,7 @@ class BenchmarkModelHandler(ModelHandler):
                  meta.weights if meta else "unknown")
     reader = self._telemetry_reader()
     if reader is not None:
-      self._sampler = gpu_telemetry.GpuSampler(reader).start()
+      self._sampler = gpu_telemetry.GpuSampler(reader, self._telemetry_interval_s).start()
       weakref.finalize(model, self._sampler.stop)  # stops with the model
     return model
 

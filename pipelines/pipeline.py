@@ -18,9 +18,13 @@ def batching(opts: BenchmarkOptions) -> dict[str, int]:
                             ("max_batch_size", opts.max_batch_size)) if v is not None}
 
 
-def build(p: beam.Pipeline, opts: BenchmarkOptions) -> None:
+def build(p: beam.Pipeline, opts: BenchmarkOptions, **telemetry) -> None:
+  """Adds the benchmark to `p`. `telemetry` (telemetry_reader, telemetry_interval_s) is the
+  seam tests use to inject a GPU sampling function; by default NVML is used where present."""
   validate(opts)
-  lines = p | "ReadInput" >> beam.io.ReadFromText(opts.input)
+  # No build-time check of the input: it would reach out to GCS even for a dry run; local
+  # inputs are checked by the launcher and a bad gs:// path fails the job at once.
+  lines = p | "ReadInput" >> beam.io.ReadFromText(opts.input, validate=False)
   if opts.task == "image_classification":
     task = image_classification
     examples, bad_input = task.parse_lines(lines)
@@ -33,7 +37,7 @@ def build(p: beam.Pipeline, opts: BenchmarkOptions) -> None:
   base = task.model_handler(opts.model_state_dict_path, opts.model_architecture, opts.device,
                             batching(opts))
   handler = KeyedModelHandler(BenchmarkModelHandler(
-      base, device=opts.device, state_dict_path=opts.model_state_dict_path))
+      base, device=opts.device, state_dict_path=opts.model_state_dict_path, **telemetry))
   predictions, failed = examples | "RunInference" >> RunInference(
       handler).with_exception_handling()
 

@@ -18,7 +18,8 @@ import apache_beam as beam
 import torch
 from apache_beam.options.pipeline_options import PipelineOptions
 
-from pipelines import beam_metrics, matrix, pipeline, results_store, run_record, summary
+from pipelines import (beam_metrics, dataflow, matrix, pipeline, results_store, run_record,
+                       summary)
 from pipelines.handler import DeviceUnavailableError, require_device
 from pipelines.models import VOCAB_FILE
 from pipelines.options import BenchmarkOptions
@@ -44,6 +45,8 @@ def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, list[str]]:
   parser.add_argument("--data-dir", type=pathlib.Path, default=pathlib.Path("data"))
   parser.add_argument("--models-dir", type=pathlib.Path, default=pathlib.Path("models"))
   parser.add_argument("--results-dir", type=pathlib.Path, default=results_store.DEFAULT_DIR)
+  parser.add_argument("--dry-run", action="store_true",
+                      help="Dataflow only: build the job offline and write it to a JSON file")
   return parser.parse_known_args(argv)  # the rest are passed to Beam untouched
 
 
@@ -82,46 +85,59 @@ def local_runner():
   return fn_runner.FnApiRunner()
 
 
-def launch(args: argparse.Namespace, beam_args: list[str]) -> dict[str, Any]:
+def launch(args: argparse.Namespace, beam_args: list[str]) -> dict[str, Any] | None:
+  """Runs the benchmark and returns its saved record (None for a Dataflow dry run)."""
   bench = matrix.get(args.benchmark)
   run_id = run_record.new_run_id()
-  run_dir = args.results_dir / "runs" / run_id
   batch_size = args.batch_size or bench.local_batch_size
+  local = args.runner in LOCAL_RUNNERS
   metadata: dict[str, Any] = {
       "runner": args.runner, "task": bench.task, "model": bench.model,
       "device_requested": bench.device, "batch_size": batch_size,
       "torch_threads": torch.get_num_threads(),
       "bigquery_table": bench.bigquery_table, "influx_measurement": bench.influx_measurement,
   }
-  if args.runner in LOCAL_RUNNERS:
+  if local:
     require_device(bench.device)  # fail before any work, not after a CPU fallback
+    run_dir = args.results_dir / "runs" / run_id
     items = args.items or bench.local_items
-    options = {"input": local_input(bench, args, run_dir, items),
-               "output": str((run_dir / "output").resolve()),
-               **local_model_files(bench, args.models_dir)}
+    values = {"input": local_input(bench, args, run_dir, items),
+              "output": str((run_dir / "output").resolve()),
+              **local_model_files(bench, args.models_dir)}
     runner = local_runner()
     metadata.update(engine="FnApiRunner", items_requested=items, machine_type="local",
                     num_workers=1, accelerator=None)
   else:
-    from pipelines import dataflow
-    items = args.items or bench.dataset_items
-    options, runner, extra = dataflow.prepare(bench, args, run_id)
-    metadata.update(engine=args.runner, items_requested=items, **extra)
-  metadata["input"] = options["input"]
+    cloud = dataflow.settings()
+    if args.items:
+      logging.warning("N/--items applies to local runs; Dataflow runs the whole input")
+    values = dataflow.pipeline_values(bench, cloud, run_id, args.input)
+    beam_args = dataflow.worker_args(bench, cloud, dataflow.job_name(bench, run_id)) + (
+        ["--dry_run=True"] if args.dry_run else []) + beam_args
+    runner = None
+    metadata.update(engine="Dataflow", items_requested=bench.dataset_items,
+                    machine_type=bench.dataflow.machine_type,
+                    num_workers=bench.dataflow.num_workers,
+                    accelerator=bench.dataflow.accelerator, region=cloud["REGION"],
+                    image=dataflow.image_uri(bench, cloud),
+                    image_digest=dataflow.image_digest(bench))
+  metadata["input"] = values["input"]
   opts = PipelineOptions(
-      beam_args,
-      benchmark=bench.name, task=bench.task, model_architecture=bench.model,
-      device=bench.device, min_batch_size=batch_size, max_batch_size=batch_size, **options)
+      beam_args, benchmark=bench.name, task=bench.task, model_architecture=bench.model,
+      device=bench.device, min_batch_size=batch_size, max_batch_size=batch_size, **values)
+  p = beam.Pipeline(runner=runner, options=opts)
+  pipeline.build(p, opts.view_as(BenchmarkOptions))
+  if args.dry_run:
+    return _dry_run(p, opts, bench, args.results_dir)
+
   logging.info("Running %s (run %s) on %s", bench.name, run_id, args.runner)
   started = run_record.utc_now()
   start = time.perf_counter()
   raw, error = None, None
   try:
-    p = beam.Pipeline(runner=runner if args.runner in LOCAL_RUNNERS else None, options=opts)
-    pipeline.build(p, opts.view_as(BenchmarkOptions))
     result = p.run()
-    if args.runner not in LOCAL_RUNNERS:
-      metadata.update(dataflow.on_launched(result, opts))
+    if not local:
+      metadata.update(dataflow.launched_metadata(result, cloud))
     result.wait_until_finish()
     raw = beam_metrics.query(result)
   except Exception as e:  # noqa: BLE001 - a failed run still gets a record saying so
@@ -133,7 +149,38 @@ def launch(args: argparse.Namespace, beam_args: list[str]) -> dict[str, Any]:
   path = results_store.save(record, args.results_dir)
   print(summary.table([record]))
   print(f"run record: {path}")
+  publish_after_run(record, args.results_dir)
   return record
+
+
+def _dry_run(p: beam.Pipeline, opts: PipelineOptions, bench: matrix.Benchmark,
+             results_dir: pathlib.Path) -> None:
+  result = p.run()  # with --dry_run Beam builds the whole job and submits nothing
+  description = dataflow.job_description(result, opts, bench)
+  path = dataflow.write_job(description, results_dir / "dataflow-jobs")
+  pool = description["worker_pools"][0]
+  print(f"dry run: {bench.name} would launch {description['job_name']} with "
+        f"{pool.get('numWorkers')} x {pool.get('machineType')}, disk {pool.get('diskSizeGb')} GB, "
+        f"autoscaling {pool.get('autoscalingSettings', {}).get('algorithm')}, "
+        f"image {', '.join(description['container_images'])}, "
+        f"service options {description['service_options'] or 'none'}")
+  print(f"job file: {path}")
+
+
+def publish_after_run(record: dict[str, Any], results_dir: pathlib.Path) -> None:
+  """The post-run step: send the saved record to the configured stores. A failure is recorded
+  on the run and reported; the run itself stays good and `make publish` resends it later."""
+  from pipelines.publish import publisher, settings
+  try:
+    targets = publisher.configured_targets()
+  except settings.SettingsError as e:
+    print(f"warning: not published: {e}", file=sys.stderr)
+    return
+  for failure in publisher.publish_record(record, targets, results_dir):
+    print(f"warning: not published: {failure}; `make publish` will retry", file=sys.stderr)
+  for name, outcome in record.get("publish", {}).items():
+    if outcome["status"] == "ok":
+      print(f"published to {outcome['target']}")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -142,11 +189,14 @@ def main(argv: list[str] | None = None) -> int:
     logging.getLogger(noisy).setLevel(logging.WARNING)
   args, beam_args = parse_args(argv)
   try:
+    if args.dry_run and args.runner in LOCAL_RUNNERS:
+      raise LaunchError("DRY_RUN builds a Dataflow job: use it with RUNNER=DataflowRunner")
     record = launch(args, beam_args)
-  except (LaunchError, DeviceUnavailableError, matrix.MatrixError) as e:
+  except (LaunchError, DeviceUnavailableError, matrix.MatrixError,
+          dataflow.SettingsMissing) as e:
     print(f"error: {args.benchmark}: {e}", file=sys.stderr)
     return 2
-  return 0 if record["status"] == "succeeded" else 1
+  return 0 if record is None or record["status"] == "succeeded" else 1
 
 
 if __name__ == "__main__":

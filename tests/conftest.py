@@ -36,8 +36,9 @@ def data_dir(tmp_path_factory, models_dir) -> pathlib.Path:
 
 def run_pipeline(tmp_path: pathlib.Path, lines: list[str], *, task: str, architecture: str,
                  models_dir: pathlib.Path, batch_size: int, device: str = "CPU",
-                 handler_wrapper=None) -> dict:
+                 **telemetry) -> dict:
   """Runs the real pipeline on the FnApiRunner; returns outputs, dead letters and the record."""
+  tmp_path.mkdir(parents=True, exist_ok=True)
   input_path = tmp_path / "input.txt"
   input_path.write_text("\n".join(lines) + "\n")
   output = tmp_path / "out"
@@ -49,7 +50,7 @@ def run_pipeline(tmp_path: pathlib.Path, lines: list[str], *, task: str, archite
       vocab_path=str(models_dir / models.VOCAB_FILE),
       min_batch_size=batch_size, max_batch_size=batch_size)
   p = beam.Pipeline(runner=local_runner(), options=opts)
-  pipeline.build(p, opts.view_as(BenchmarkOptions))
+  pipeline.build(p, opts.view_as(BenchmarkOptions), **telemetry)
   result = p.run()
   result.wait_until_finish()
   raw = beam_metrics.query(result)

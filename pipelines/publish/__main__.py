@@ -1,0 +1,5 @@
+import sys
+
+from pipelines.publish.publisher import main
+
+sys.exit(main())

@@ -1,0 +1,73 @@
+"""BigQuery publisher: one table per benchmark in the long schema Beam's perf tooling reads.
+
+Rows are (test_id, timestamp, metric, value, job_id), one per metric; test_id is the run id.
+Idempotent: metrics already in the table for this run are not sent again, and each row's
+insert id is run id + metric so a retried request is de-duplicated by BigQuery too.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+from pipelines.publish import PublishError, metrics_rows
+from pipelines.publish.settings import BigQuerySettings
+
+SCHEMA = (("test_id", "STRING"), ("timestamp", "TIMESTAMP"), ("metric", "STRING"),
+          ("value", "FLOAT64"), ("job_id", "STRING"))
+
+
+def client(settings: BigQuerySettings):
+  from google.cloud import bigquery
+  if settings.emulator_url:
+    from google.api_core.client_options import ClientOptions
+    from google.auth.credentials import AnonymousCredentials
+    return bigquery.Client(project=settings.project, credentials=AnonymousCredentials(),
+                           client_options=ClientOptions(api_endpoint=settings.emulator_url))
+  return bigquery.Client(project=settings.project)
+
+
+def rows(record: dict[str, Any]) -> list[dict[str, Any]]:
+  ts = metrics_rows.timestamp(record).isoformat()
+  job_id = record["metadata"].get("job_id") or record["run_id"]
+  return [{"test_id": record["run_id"], "timestamp": ts, "metric": name, "value": value,
+           "job_id": job_id}
+          for name, value in sorted(metrics_rows.numeric_metrics(record).items())]
+
+
+def ensure_table(bq, settings: BigQuerySettings, table_name: str):
+  from google.cloud import bigquery
+  dataset = bigquery.Dataset(f"{settings.project}.{settings.dataset}")
+  bq.create_dataset(dataset, exists_ok=True, timeout=settings.timeout_s)
+  table = bigquery.Table(f"{settings.project}.{settings.dataset}.{table_name}",
+                         schema=[bigquery.SchemaField(n, t) for n, t in SCHEMA])
+  return bq.create_table(table, exists_ok=True, timeout=settings.timeout_s)
+
+
+def existing_metrics(bq, table, run_id: str, timeout_s: float) -> set[str]:
+  from google.cloud import bigquery
+  job = bq.query(
+      f"SELECT metric FROM `{table.project}.{table.dataset_id}.{table.table_id}` "
+      "WHERE test_id = @run_id",
+      job_config=bigquery.QueryJobConfig(
+          query_parameters=[bigquery.ScalarQueryParameter("run_id", "STRING", run_id)]),
+      timeout=timeout_s)
+  return {row["metric"] for row in job.result(timeout=timeout_s)}
+
+
+def publish(record: dict[str, Any], table_name: str, settings: BigQuerySettings) -> int:
+  """Returns how many rows were inserted (0 when the run was already there)."""
+  from google.api_core.retry import Retry
+  try:
+    bq = client(settings)
+    table = ensure_table(bq, settings, table_name)
+    present = existing_metrics(bq, table, record["run_id"], settings.timeout_s)
+    missing = [r for r in rows(record) if r["metric"] not in present]
+    if not missing:
+      return 0
+    errors = bq.insert_rows_json(
+        table, missing, row_ids=[f"{r['test_id']}:{r['metric']}" for r in missing],
+        retry=Retry(timeout=settings.timeout_s), timeout=settings.timeout_s)
+  except Exception as e:  # noqa: BLE001 - one clear message per failure
+    raise PublishError(f"{settings.describe()}: {type(e).__name__}: {str(e)[:500]}") from None
+  if errors:
+    raise PublishError(f"{settings.describe()}: {len(errors)} rows rejected: {errors[:3]}")
+  return len(missing)

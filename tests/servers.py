@@ -1,0 +1,181 @@
+"""Real servers on loopback for the publishing tests, each started in a temp folder on a free
+port and stopped at the end: InfluxDB 1.x (Debian's influxdb), VictoriaMetrics (speaks the
+InfluxDB v2 write protocol), and the BigQuery emulator (PyPI bqemulator). Plus two misbehaving
+servers for fault tests: one that answers HTTP 500, one that accepts and never answers.
+
+A missing binary skips the tests that need it locally, but fails them under CI (CI=true), where
+.ci/run installs every server.
+"""
+from __future__ import annotations
+
+import contextlib
+import http.server
+import os
+import pathlib
+import shutil
+import socket
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+import requests
+
+
+def free_port() -> int:
+  with socket.socket() as s:
+    s.bind(("127.0.0.1", 0))
+    return s.getsockname()[1]
+
+
+def require_binary(name: str) -> str:
+  path = shutil.which(name) or shutil.which(name, path=os.path.dirname(sys.executable))
+  if path:
+    return path
+  message = f"{name} is not installed (.ci/run installs it)"
+  if os.environ.get("CI"):
+    pytest.fail(message)
+  pytest.skip(message)
+
+
+def wait_until(url: str, process: subprocess.Popen, log: pathlib.Path, timeout_s: float = 60,
+               ok=(200, 204)) -> None:
+  deadline = time.monotonic() + timeout_s
+  while time.monotonic() < deadline:
+    if process.poll() is not None:
+      raise RuntimeError(f"{process.args[0]} exited: {log.read_text()[-2000:]}")
+    with contextlib.suppress(requests.RequestException):
+      if requests.get(url, timeout=1).status_code in ok:
+        return
+    time.sleep(0.2)
+  raise RuntimeError(f"{url} not ready after {timeout_s}s: {log.read_text()[-2000:]}")
+
+
+@contextlib.contextmanager
+def serve(args: list[str], ready_url: str, folder: pathlib.Path, env=None):
+  log = folder / "server.log"
+  with open(log, "wb") as out:
+    process = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT, cwd=folder,
+                               env={**os.environ, **(env or {})})
+  try:
+    wait_until(ready_url, process, log)
+    yield
+  finally:
+    process.terminate()
+    try:
+      process.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+      process.kill()
+
+
+@contextlib.contextmanager
+def influxdb_v1(folder: pathlib.Path):
+  binary = require_binary("influxd")
+  http_port, rpc_port = free_port(), free_port()
+  config = folder / "influxdb.conf"
+  config.write_text(f"""
+reporting-disabled = true
+bind-address = "127.0.0.1:{rpc_port}"
+[meta]
+  dir = "{folder}/meta"
+[data]
+  dir = "{folder}/data"
+  wal-dir = "{folder}/wal"
+[http]
+  bind-address = "127.0.0.1:{http_port}"
+  log-enabled = false
+""")
+  url = f"http://127.0.0.1:{http_port}"
+  with serve([binary, "-config", str(config)], f"{url}/ping", folder):
+    yield url
+
+
+@contextlib.contextmanager
+def victoria_metrics(folder: pathlib.Path):
+  binary = require_binary("victoria-metrics")
+  port = free_port()
+  url = f"http://127.0.0.1:{port}"
+  # Dedup at 1ms keeps one sample per series and timestamp, as InfluxDB does.
+  with serve([binary, f"-storageDataPath={folder}/vm", f"-httpListenAddr=127.0.0.1:{port}",
+              "-dedup.minScrapeInterval=1ms", "-loggerLevel=ERROR"],
+             f"{url}/health", folder):
+    yield url
+
+
+@contextlib.contextmanager
+def bigquery_emulator(folder: pathlib.Path):
+  binary = require_binary("bqemulator")
+  home = folder / "home"
+  home.mkdir()
+  # The emulator's DuckDB needs its spatial extension registered from the PyPI wheel (offline).
+  import duckdb
+  import duckdb_extension_spatial
+  extension = next(pathlib.Path(duckdb_extension_spatial.__file__).parent.rglob(
+      "spatial.duckdb_extension"))
+  subprocess.run([sys.executable, "-c",
+                  f"import duckdb; duckdb.connect().execute(\"INSTALL '{extension}'\")"],
+                 env={**os.environ, "HOME": str(home)}, check=True)
+  del duckdb
+  rest, grpc = free_port(), free_port()
+  url = f"http://127.0.0.1:{rest}"
+  with serve([binary, "start", "--rest-host", "127.0.0.1", "--rest-port", str(rest),
+              "--grpc-host", "127.0.0.1", "--grpc-port", str(grpc), "--project", "test"],
+             f"{url}/healthz", folder, env={"HOME": str(home)}):
+    yield url
+
+
+class _Always500(http.server.BaseHTTPRequestHandler):
+  def _fail(self):
+    length = int(self.headers.get("Content-Length") or 0)
+    self.rfile.read(length)
+    self.send_response(500)
+    self.end_headers()
+    self.wfile.write(b"internal error (test server)")
+
+  do_GET = do_POST = do_PUT = _fail
+
+  def log_message(self, *args):
+    pass
+
+
+@contextlib.contextmanager
+def http_500():
+  server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Always500)
+  thread = threading.Thread(target=server.serve_forever, daemon=True)
+  thread.start()
+  try:
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+  finally:
+    server.shutdown()
+
+
+@contextlib.contextmanager
+def hanging_server():
+  """Accepts connections and never answers: a client without a timeout would wait forever."""
+  listener = socket.socket()
+  listener.bind(("127.0.0.1", 0))
+  listener.listen(16)
+  held: list[socket.socket] = []
+  stop = threading.Event()
+
+  def accept():
+    listener.settimeout(0.2)
+    while not stop.is_set():
+      with contextlib.suppress(OSError):
+        held.append(listener.accept()[0])
+
+  thread = threading.Thread(target=accept, daemon=True)
+  thread.start()
+  try:
+    yield f"http://127.0.0.1:{listener.getsockname()[1]}"
+  finally:
+    stop.set()
+    thread.join()
+    for conn in held:
+      conn.close()
+    listener.close()
+
+
+def closed_port_url() -> str:
+  return f"http://127.0.0.1:{free_port()}"

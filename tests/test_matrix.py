@@ -1,0 +1,54 @@
+"""The registry must produce the seed suite's values."""
+import pytest
+
+from pipelines import matrix
+
+SEED = {
+    # name: (task, model, workers, accelerator, bigquery table)
+    "resnet101": ("image_classification", "resnet101", 75, None,
+                  "torch_inference_imagenet_results_resnet101"),
+    "resnet152": ("image_classification", "resnet152", 75, None,
+                  "torch_inference_imagenet_results_resnet152"),
+    "resnet152-gpu": ("image_classification", "resnet152", 75, "nvidia-tesla-t4",
+                      "torch_inference_imagenet_results_resnet152_tesla_t4"),
+    "bert-base": ("language_modeling", "bert-base-uncased", 250, None,
+                  "torch_language_modeling_bert_base_uncased"),
+    "bert-large": ("language_modeling", "bert-large-uncased", 250, None,
+                   "torch_language_modeling_bert_large_uncased"),
+}
+
+
+def test_the_five_seed_benchmarks_and_nothing_else():
+  assert set(matrix.load()) == set(SEED)
+
+
+@pytest.mark.parametrize("name", sorted(SEED))
+def test_seed_values(name):
+  task, model, workers, accelerator, table = SEED[name]
+  b = matrix.get(name)
+  assert (b.task, b.model, b.dataflow.num_workers, b.dataflow.accelerator, b.bigquery_table) == (
+      task, model, workers, accelerator, table)
+  assert b.dataflow.machine_type == "n1-standard-2"
+  assert b.dataflow.autoscaling_algorithm == "NONE"
+  assert b.dataflow.disk_size_gb == 50
+  assert b.dataset_items == 50000
+  expected_input = ("gs://apache-beam-ml/testing/inputs/openimage_50k_benchmark.txt"
+                    if task == "image_classification"
+                    else "gs://apache-beam-ml/testing/inputs/sentences_50k.txt")
+  assert b.dataset_input == expected_input
+  assert b.device == ("GPU" if accelerator else "CPU")
+  assert b.local_items > 0 and b.local_batch_size > 0
+
+
+def test_unknown_benchmark_is_a_clear_error():
+  with pytest.raises(matrix.MatrixError, match="unknown benchmark 'resnet9000'"):
+    matrix.get("resnet9000")
+
+
+def test_invalid_matrix_is_rejected(tmp_path):
+  bad = tmp_path / "m.toml"
+  bad.write_text('[datasets.d]\ntask = "image_classification"\ninput = "x"\nitems = 1\n'
+                 '[benchmarks.b]\ntask = "image_classification"\nmodel = "m"\ndataset = "d"\n'
+                 'device = "TPU"\n')
+  with pytest.raises(matrix.MatrixError, match="device must be one of"):
+    matrix.load(bad)
