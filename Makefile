@@ -16,19 +16,31 @@ N           ?=## items per benchmark (default: the matrix's local profile / full
 BATCH_SIZE  ?=## fixed batch size (default: the matrix's)
 WEIGHTS     ?= random## model weights for `make models`: random (offline) or pretrained
 RESULTS     ?= results## the local results store
+DRY_RUN     ?=## 1 with RUNNER=DataflowRunner: build the job offline into results/dataflow-jobs/
 BENCHMARKS  := $(shell $(PYTHON) -m pipelines.matrix names)
+
+# Worker images: versions come from requirements/ and .python-version, never from :latest.
+BUILDER     ?= docker## image builder: docker, podman or buildah
+REGISTRY    ?=## e.g. us-central1-docker.pkg.dev/PROJECT/REPO (needed by push and Dataflow)
+IMAGE_TAG   ?= $(shell git rev-parse --short=12 HEAD 2>/dev/null || echo dev)
+PY_MINOR    := $(shell cat .python-version)
+BEAM_VERSION        := $(shell sed -n 's/^apache-beam==//p' requirements/base.txt)
+TORCH_VERSION       := $(shell sed -n 's/^torch==//p' requirements/torch-local.txt)
+TORCHVISION_VERSION := $(shell sed -n 's/^torchvision==//p' requirements/torch-local.txt)
+image_ref = $(or $(REGISTRY),local)/beam-bench-$(1):$(IMAGE_TAG)
 
 QUIET_PIP   := 2>&1 | sed '/is ignored: it is neither/d'
 RUN_ARGS     = --runner $(RUNNER) --results-dir $(RESULTS) $(if $(N),--items $(N)) \
                $(if $(BATCH_SIZE),--batch-size $(BATCH_SIZE)) $(if $(DRY_RUN),--dry-run)
 
-.PHONY: help setup models data $(addprefix bench-,$(BENCHMARKS)) bench-all perf publish test lint clean
+.PHONY: help setup models data $(addprefix bench-,$(BENCHMARKS)) bench-all perf publish \
+        image-cpu image-gpu push test lint clean
 
 help: ## list targets and variables
 	@echo "Benchmark kit for Apache Beam RunInference with PyTorch models"
 	@echo
 	@echo "Targets:"
-	@grep -hE '^[a-zA-Z0-9_%-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | \
+	@grep -hE '^[a-zA-Z0-9_% -]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | \
 	  awk -F'\t' '{printf "  %-22s %s\n", $$1, $$2}'
 	@echo "  bench-<name>           one benchmark; names: $(BENCHMARKS)"
 	@echo
@@ -38,6 +50,8 @@ help: ## list targets and variables
 
 # --- set-up: venv with pinned installs ------------------------------------------------------
 $(VENV)/.base: requirements/base.txt requirements/torch-local.txt requirements/no-deps.txt
+	@$(PYTHON) -c 'import sys; v = "%d.%d" % sys.version_info[:2]; sys.exit(0 if v == "$(PY_MINOR)" else \
+	  "$(PYTHON) is Python " + v + ": the worker images use $(PY_MINOR); set PYTHON=python$(PY_MINOR)")'
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --disable-pip-version-check -q -r requirements/torch-local.txt \
 	  -r requirements/base.txt $(QUIET_PIP)
@@ -71,12 +85,35 @@ perf: data ## Beam pipeline vs plain PyTorch loop for every CPU benchmark: throu
 publish: setup ## send unpublished run records to InfluxDB/BigQuery (RUN=<id> resends one)
 	$(PY) -m pipelines.publish --results-dir $(RESULTS) $(if $(RUN),--run $(RUN))
 
+# --- worker images and Dataflow ----------------------------------------------------------------
+image-cpu image-gpu: image-%: ## build a worker image (CPU, or CUDA for the T4) with the models baked in
+	$(BUILDER) build -f docker/Dockerfile.$* -t $(call image_ref,$*) \
+	  --build-arg PYTHON_VERSION=$(PY_MINOR) --build-arg BEAM_VERSION=$(BEAM_VERSION) \
+	  --build-arg TORCH_VERSION=$(TORCH_VERSION) --build-arg TORCHVISION_VERSION=$(TORCHVISION_VERSION) \
+	  --build-arg MODELS="$(shell $(PYTHON) -m pipelines.matrix models $*)" \
+	  --build-arg GIT_SHA=$(shell git rev-parse HEAD 2>/dev/null) .
+	@echo "built $(call image_ref,$*)"
+
+push: ## push both images to REGISTRY and record their digests (build/image-*.digest)
+	@test -n "$(REGISTRY)" || { echo "error: push needs REGISTRY (in .env or REGISTRY=...)" >&2; exit 2; }
+	mkdir -p build
+	for variant in cpu gpu; do \
+	  ref=$(REGISTRY)/beam-bench-$$variant:$(IMAGE_TAG); \
+	  if [ "$(BUILDER)" = docker ]; then \
+	    docker push $$ref && docker inspect --format '{{index .RepoDigests 0}}' $$ref > build/image-$$variant.digest; \
+	  else \
+	    $(BUILDER) push --digestfile build/image-$$variant.digest $$ref; \
+	  fi || exit 1; \
+	  echo "pushed $$ref ($$(cat build/image-$$variant.digest))"; \
+	done
+
 # --- quality ----------------------------------------------------------------------------------
 test: $(VENV)/.test ## run the test suite (starts the servers it needs)
 	$(PY) -m pytest -p no:cacheprovider tests
 
 lint: $(VENV)/.test ## ruff on the code, hadolint on the Dockerfiles
 	$(VENV)/bin/ruff check pipelines tests
+	$(VENV)/bin/hadolint docker/Dockerfile.cpu docker/Dockerfile.gpu
 
 clean: ## remove generated data, models, results and the venv
-	rm -rf data models $(RESULTS) $(VENV)
+	rm -rf data models $(RESULTS) $(VENV) build

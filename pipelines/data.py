@@ -73,7 +73,8 @@ def main(argv: list[str] | None = None) -> None:
   parser.add_argument("--out", type=pathlib.Path, default=pathlib.Path("data"))
   parser.add_argument("--items", type=int, default=None,
                       help="items per dataset (default: the largest local profile in the matrix)")
-  parser.add_argument("--vocab", type=pathlib.Path, default=pathlib.Path("models/bert-uncased-vocab.txt"))
+  parser.add_argument("--vocab", type=pathlib.Path,
+                      default=pathlib.Path("models") / "bert-uncased-vocab.txt")
   args = parser.parse_args(argv)
   logging.basicConfig(level=logging.INFO, format="%(message)s")
   from pipelines import matrix

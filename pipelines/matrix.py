@@ -102,9 +102,10 @@ def get(name: str) -> Benchmark:
   return benchmarks[name]
 
 
-def models() -> list[str]:
-  """The distinct model names the matrix uses (what `make models` builds)."""
-  return sorted({b.model for b in load().values()})
+def models(image: str | None = None) -> list[str]:
+  """The distinct models the matrix uses (what `make models` builds), or those one worker image
+  ('cpu' or 'gpu') must bake."""
+  return sorted({b.model for b in load().values() if image in (None, b.image)})
 
 
 if __name__ == "__main__":
@@ -114,6 +115,6 @@ if __name__ == "__main__":
   if what == "names":
     print(" ".join(load()))
   elif what == "models":
-    print(" ".join(models()))
+    print(" ".join(models(sys.argv[2] if len(sys.argv) > 2 else None)))
   else:
-    raise SystemExit(f"usage: python -m pipelines.matrix [names|models]")
+    raise SystemExit("usage: python -m pipelines.matrix names | models [cpu|gpu]")

@@ -80,7 +80,8 @@ def main(argv: list[str] | None = None) -> int:
   print("\nbenchmark       items  batch  threads  plain/s  beam/s  efficiency")
   for r in rows:
     print(f"{r['benchmark']:<15} {r['items']:>5}  {r['batch_size']:>5}  {r['threads']:>7}  "
-          f"{r['plain_items_per_s']:>7.2f}  {r['beam_items_per_s']:>6.2f}  {r['efficiency']:>10.2f}")
+          f"{r['plain_items_per_s']:>7.2f}  {r['beam_items_per_s']:>6.2f}  "
+          f"{r['efficiency']:>10.2f}")
   out = args.results_dir / f"perf-{run_record.utc_now().replace(':', '')}.json"
   out.parent.mkdir(parents=True, exist_ok=True)
   out.write_text(json.dumps({"versions": run_record.versions(), "rows": rows}, indent=2))

@@ -18,8 +18,7 @@ import apache_beam as beam
 import torch
 from apache_beam.options.pipeline_options import PipelineOptions
 
-from pipelines import (beam_metrics, dataflow, matrix, pipeline, results_store, run_record,
-                       summary)
+from pipelines import beam_metrics, dataflow, matrix, pipeline, results_store, run_record, summary
 from pipelines.handler import DeviceUnavailableError, require_device
 from pipelines.models import VOCAB_FILE
 from pipelines.options import BenchmarkOptions
@@ -178,7 +177,7 @@ def publish_after_run(record: dict[str, Any], results_dir: pathlib.Path) -> None
     return
   for failure in publisher.publish_record(record, targets, results_dir):
     print(f"warning: not published: {failure}; `make publish` will retry", file=sys.stderr)
-  for name, outcome in record.get("publish", {}).items():
+  for outcome in record.get("publish", {}).values():
     if outcome["status"] == "ok":
       print(f"published to {outcome['target']}")
 

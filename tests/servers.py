@@ -177,5 +177,42 @@ def hanging_server():
     listener.close()
 
 
+@contextlib.contextmanager
+def rewriting_proxy(upstream: str, path_suffix: str, answer: dict):
+  """Forwards every request to `upstream` (a real server), except that requests whose path
+  ends with `path_suffix` (query string aside) get `answer` as a 200 JSON body."""
+  import json as json_module
+
+  class Proxy(http.server.BaseHTTPRequestHandler):
+    def _forward(self):
+      body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+      if self.path.split("?")[0].endswith(path_suffix):
+        status, payload, kind = 200, json_module.dumps(answer).encode(), "application/json"
+      else:
+        headers = {k: v for k, v in self.headers.items() if k.lower() != "host"}
+        response = requests.request(self.command, upstream + self.path, data=body or None,
+                                    headers=headers, timeout=30)
+        status, payload = response.status_code, response.content
+        kind = response.headers.get("Content-Type", "application/json")
+      self.send_response(status)
+      self.send_header("Content-Type", kind)
+      self.send_header("Content-Length", str(len(payload)))
+      self.end_headers()
+      self.wfile.write(payload)
+
+    do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = _forward
+
+    def log_message(self, *args):
+      pass
+
+  server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Proxy)
+  thread = threading.Thread(target=server.serve_forever, daemon=True)
+  thread.start()
+  try:
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+  finally:
+    server.shutdown()
+
+
 def closed_port_url() -> str:
   return f"http://127.0.0.1:{free_port()}"

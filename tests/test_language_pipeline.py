@@ -41,7 +41,8 @@ def test_unusable_lines_are_dead_lettered_with_a_reason(tmp_path, models_dir, da
       "": "empty line: no sentence",
       "Hello": "needs at least 2 words to mask one, got 1",
       "!!! ???": "last token '???' has no word to mask",
-      too_long[:1000]: "603 tokens exceed BERT's 512",  # 599 words, [MASK], '.', [CLS], [SEP]; inputs kept to 1000 chars
+      # 599 words, [MASK], '.', [CLS], [SEP]; dead-letter inputs are kept to 1000 chars.
+      too_long[:1000]: "603 tokens exceed BERT's 512",
   }
   metrics = out["record"]["metrics"]
   assert len(out["predictions"]) == len(good)

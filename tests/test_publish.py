@@ -152,21 +152,37 @@ def test_bigquery_create_insert_query_back_without_duplicates(bigquery_url, resu
   assert first["__count__"] == len(numeric)
 
 
-def test_bigquery_insert_errors_are_reported_not_swallowed(bigquery_url, results, no_targets):
+def test_bigquery_insert_failure_is_reported_not_swallowed(bigquery_url, results, no_targets):
   from google.cloud import bigquery as bq
+
   from pipelines.publish import bigquery, settings
   client = bigquery.client(settings.BigQuerySettings("test", "broken", bigquery_url))
   client.create_dataset("test.broken", exists_ok=True)
-  # A table someone created with another schema: 'value' is not a number there.
+  # A table someone created with another schema: our ISO timestamps do not fit an INT64.
   client.create_table(bq.Table(f"test.broken.{TABLE}", schema=[
-      bq.SchemaField("test_id", "STRING"), bq.SchemaField("metric", "STRING"),
-      bq.SchemaField("value", "TIMESTAMP")]), exists_ok=True)
+      bq.SchemaField("test_id", "STRING"), bq.SchemaField("timestamp", "INT64"),
+      bq.SchemaField("metric", "STRING"), bq.SchemaField("value", "FLOAT64"),
+      bq.SchemaField("job_id", "STRING")]), exists_ok=True)
   bigquery_env(no_targets, bigquery_url, dataset="broken")
   record = make_record(results)
   assert publisher.main(["--results-dir", str(results)]) == 1
   outcome = reload(record, results)["publish"]["bigquery"]
   assert outcome["status"] == "failed"
   assert "BigQuery test.broken" in outcome["error"]
+  assert reload(record, results)["metrics"] == record["metrics"]
+
+
+def test_bigquery_row_level_insert_errors_are_reported(bigquery_url, results, no_targets):
+  # The emulator answers a bad row with HTTP 500; real BigQuery answers 200 with insertErrors.
+  # A proxy in front of the real emulator rewrites only insertAll's answer into that form.
+  with servers.rewriting_proxy(bigquery_url, "/insertAll", {"insertErrors": [
+      {"index": 0, "errors": [{"reason": "invalid", "message": "no such field: job_id"}]}]}) as url:
+    bigquery_env(no_targets, url, dataset="rows")
+    record = make_record(results)
+    assert publisher.main(["--results-dir", str(results)]) == 1
+  outcome = reload(record, results)["publish"]["bigquery"]
+  assert outcome["status"] == "failed"
+  assert "rows rejected" in outcome["error"] and "no such field: job_id" in outcome["error"]
 
 
 # --- faults: the record survives, the command fails clearly, a later publish succeeds ----------

@@ -33,39 +33,46 @@ def rows(record: dict[str, Any]) -> list[dict[str, Any]]:
           for name, value in sorted(metrics_rows.numeric_metrics(record).items())]
 
 
+def bounded_retry(settings: BigQuerySettings):
+  """The client retries 5xx for up to 10 minutes by default; a publish gives up sooner."""
+  from google.cloud.bigquery import DEFAULT_RETRY
+  return DEFAULT_RETRY.with_timeout(settings.timeout_s)
+
+
 def ensure_table(bq, settings: BigQuerySettings, table_name: str):
   from google.cloud import bigquery
+  retry = bounded_retry(settings)
   dataset = bigquery.Dataset(f"{settings.project}.{settings.dataset}")
-  bq.create_dataset(dataset, exists_ok=True, timeout=settings.timeout_s)
+  bq.create_dataset(dataset, exists_ok=True, retry=retry, timeout=settings.timeout_s)
   table = bigquery.Table(f"{settings.project}.{settings.dataset}.{table_name}",
                          schema=[bigquery.SchemaField(n, t) for n, t in SCHEMA])
-  return bq.create_table(table, exists_ok=True, timeout=settings.timeout_s)
+  return bq.create_table(table, exists_ok=True, retry=retry, timeout=settings.timeout_s)
 
 
-def existing_metrics(bq, table, run_id: str, timeout_s: float) -> set[str]:
+def existing_metrics(bq, table, run_id: str, settings: BigQuerySettings) -> set[str]:
   from google.cloud import bigquery
   job = bq.query(
       f"SELECT metric FROM `{table.project}.{table.dataset_id}.{table.table_id}` "
       "WHERE test_id = @run_id",
       job_config=bigquery.QueryJobConfig(
           query_parameters=[bigquery.ScalarQueryParameter("run_id", "STRING", run_id)]),
-      timeout=timeout_s)
-  return {row["metric"] for row in job.result(timeout=timeout_s)}
+      retry=bounded_retry(settings), job_retry=None, timeout=settings.timeout_s)
+  rows = job.result(retry=bounded_retry(settings), timeout=settings.timeout_s)
+  return {row["metric"] for row in rows}
 
 
 def publish(record: dict[str, Any], table_name: str, settings: BigQuerySettings) -> int:
   """Returns how many rows were inserted (0 when the run was already there)."""
-  from google.api_core.retry import Retry
   try:
     bq = client(settings)
     table = ensure_table(bq, settings, table_name)
-    present = existing_metrics(bq, table, record["run_id"], settings.timeout_s)
+    present = existing_metrics(bq, table, record["run_id"], settings)
     missing = [r for r in rows(record) if r["metric"] not in present]
     if not missing:
       return 0
     errors = bq.insert_rows_json(
         table, missing, row_ids=[f"{r['test_id']}:{r['metric']}" for r in missing],
-        retry=Retry(timeout=settings.timeout_s), timeout=settings.timeout_s)
+        retry=bounded_retry(settings), timeout=settings.timeout_s)
   except Exception as e:  # noqa: BLE001 - one clear message per failure
     raise PublishError(f"{settings.describe()}: {type(e).__name__}: {str(e)[:500]}") from None
   if errors:
