@@ -130,10 +130,12 @@ def job_description(result, options, bench: matrix.Benchmark) -> dict[str, Any]:
       "transforms": sorted(t.unique_name for t in components.transforms.values()
                            if not t.subtransforms),
       "pipeline_options": {k: v for k, v in options.get_all_options().items()
-                           if v is not None and k in ("input", "output", "model_state_dict_path", "vocab_path",
-                                    "device", "min_batch_size", "max_batch_size", "task",
-                                    "model_architecture")},
+                           if v is not None and k in _BENCHMARK_OPTIONS},
   }
+
+
+_BENCHMARK_OPTIONS = ("input", "output", "model_state_dict_path", "vocab_path", "device",
+                      "min_batch_size", "max_batch_size", "task", "model_architecture")
 
 
 def _container_image(environment) -> str | None:

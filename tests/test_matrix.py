@@ -1,7 +1,12 @@
-"""The registry must produce the seed suite's values."""
+"""The registry must produce the seed suite's values (and the dashboard must chart them)."""
+import json
+
 import pytest
 
 from pipelines import matrix
+from pipelines.matrix import REPO_ROOT
+from pipelines.publish import metrics_rows
+from tests.test_publish import make_record
 
 SEED = {
     # name: (task, model, workers, accelerator, bigquery table)
@@ -52,3 +57,15 @@ def test_invalid_matrix_is_rejected(tmp_path):
                  'device = "TPU"\n')
   with pytest.raises(matrix.MatrixError, match="device must be one of"):
     matrix.load(bad)
+
+
+
+def test_grafana_dashboard_charts_fields_the_records_publish(tmp_path):
+  dashboard = json.loads((REPO_ROOT / "infra" / "grafana-dashboard.json").read_text())
+  fields = set(metrics_rows.numeric_metrics(make_record(tmp_path)))
+  charted = {t["query"].split('"')[1] for p in dashboard["panels"] for t in p["targets"]}
+  published = fields | {"gpu_utilization_mean_pct"}  # present on GPU runs
+  assert charted <= published, charted - published
+  assert {"mean_inference_batch_latency_micro_secs", "mean_load_model_latency_milli_secs",
+          "mean_inference_request_batch_size", "throughput_per_s_excl_model_load",
+          "gpu_utilization_mean_pct"} <= charted
