@@ -16,6 +16,7 @@ N           ?=## items per benchmark (default: the matrix's local profile / full
 BATCH_SIZE  ?=## fixed batch size (default: the matrix's)
 WEIGHTS     ?= random## model weights for `make models`: random (offline) or pretrained
 RESULTS     ?= results## the local results store
+FAIL_ON_REGRESSION ?=## 1: make report exits 3 when a recent regression is flagged (nightly CI)
 DRY_RUN     ?=## 1 with RUNNER=DataflowRunner: build the job offline into results/dataflow-jobs/
 BENCHMARKS  := $(shell $(PYTHON) -m pipelines.matrix names)
 
@@ -33,7 +34,7 @@ QUIET_PIP   := 2>&1 | sed '/is ignored: it is neither/d'
 RUN_ARGS     = --runner $(RUNNER) --results-dir $(RESULTS) $(if $(N),--items $(N)) \
                $(if $(BATCH_SIZE),--batch-size $(BATCH_SIZE)) $(if $(DRY_RUN),--dry-run)
 
-.PHONY: help setup models data $(addprefix bench-,$(BENCHMARKS)) bench-all perf publish \
+.PHONY: help setup models data $(addprefix bench-,$(BENCHMARKS)) bench-all perf report compare publish \
         image-cpu image-gpu push test lint clean
 
 help: ## list targets and variables
@@ -46,7 +47,7 @@ help: ## list targets and variables
 	@echo
 	@echo "Variables (make VAR=value):"
 	@grep -hE '^[A-Z_]+ +\?=.*## ' $(MAKEFILE_LIST) | sed -E 's/ +\?= *([^#]*)## /\t\1\t/' | \
-	  awk -F'\t' '{printf "  %-12s %-14s %s\n", $$1, $$2, $$3}'
+	  awk -F'\t' '{printf "  %-19s %-13s %s\n", $$1, $$2, $$3}'
 
 # --- set-up: venv with pinned installs ------------------------------------------------------
 $(VENV)/.base: requirements/base.txt requirements/torch-local.txt requirements/no-deps.txt
@@ -76,11 +77,17 @@ data: models ## generate the local datasets (images and sentences)
 bench-%: $(if $(filter DirectRunner,$(RUNNER)),data,setup) ## run one benchmark (see names below)
 	$(PY) -m pipelines.run $* $(RUN_ARGS)
 
-bench-all: $(if $(filter DirectRunner,$(RUNNER)),data,setup) ## every benchmark the hardware allows, then the summary
+bench-all: $(if $(filter DirectRunner,$(RUNNER)),data,setup) ## every benchmark the hardware allows, the summary, the report
 	$(PY) -m pipelines.bench_all $(RUN_ARGS)
 
 perf: data ## Beam pipeline vs plain PyTorch loop for every CPU benchmark: throughput and efficiency
 	$(PY) -m pipelines.perf $(if $(N),--items $(N))
+
+report: setup ## write results/report.html (plots, percentiles, cost, regressions) and regressions.json
+	$(PY) -m pipelines.report --results-dir $(RESULTS) $(if $(FAIL_ON_REGRESSION),--fail-on-regression)
+
+compare: setup ## compare two runs (A=<run> B=<run>; default: latest vs previous of the same benchmark)
+	$(PY) -m pipelines.report.compare --results-dir $(RESULTS) $(A) $(B)
 
 publish: setup ## send unpublished run records to InfluxDB/BigQuery (RUN=<id> resends one)
 	$(PY) -m pipelines.publish --results-dir $(RESULTS) $(if $(RUN),--run $(RUN))

@@ -9,6 +9,7 @@ import sys
 
 from pipelines import matrix, results_store, run_record, summary
 from pipelines.handler import cuda_usable
+from pipelines.report import __main__ as report
 from pipelines.run import LOCAL_RUNNERS
 
 
@@ -17,6 +18,7 @@ def main(argv: list[str] | None = None) -> int:
   parser = argparse.ArgumentParser(description=__doc__)
   parser.add_argument("--runner", default="DirectRunner")
   parser.add_argument("--results-dir", type=pathlib.Path, default=results_store.DEFAULT_DIR)
+  parser.add_argument("--dry-run", action="store_true")
   args, _ = parser.parse_known_args(argv)
   since = run_record.utc_now()
   local = args.runner in LOCAL_RUNNERS
@@ -34,6 +36,8 @@ def main(argv: list[str] | None = None) -> int:
   print("\n" + (summary.table(records) if records else "no runs recorded"))
   for line in skipped:
     print(f"skipped {line}")
+  if not args.dry_run:
+    report.main(["--results-dir", str(args.results_dir)])
   if failed:
     print(f"FAILED: {', '.join(failed)}", file=sys.stderr)
   return 1 if failed else 0

@@ -117,7 +117,9 @@ def launch(args: argparse.Namespace, beam_args: list[str]) -> dict[str, Any] | N
     metadata.update(engine="Dataflow", items_requested=bench.dataset_items,
                     machine_type=bench.dataflow.machine_type,
                     num_workers=bench.dataflow.num_workers,
-                    accelerator=bench.dataflow.accelerator, region=cloud["REGION"],
+                    accelerator=bench.dataflow.accelerator,
+                    accelerator_count=bench.dataflow.accelerator_count,
+                    disk_size_gb=bench.dataflow.disk_size_gb, region=cloud["REGION"],
                     image=dataflow.image_uri(bench, cloud),
                     image_digest=dataflow.image_digest(bench))
   metadata["input"] = values["input"]

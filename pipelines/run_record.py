@@ -92,7 +92,11 @@ def build(*, run_id: str, benchmark: str, started: str, wall_time_s: float,
   counters = beam_metrics.kit_counters(raw)
   histogram = latency_histogram.parse_counters(counters)
   percentiles = latency_histogram.percentiles_from_histogram(histogram, PERCENTILES)
+  low = metrics["min_inference_batch_latency_micro_secs"]
+  high = metrics["max_inference_batch_latency_micro_secs"]
   for q, value_us in percentiles.items():
+    if value_us is not None and low is not None and high is not None:
+      value_us = min(max(value_us, low), high)  # Beam's exact min/max bound the estimate
     metrics[f"batch_latency_p{q}_ms"] = value_us / 1000 if value_us is not None else None
   load_s = (metrics["mean_load_model_latency_milli_secs"] or 0) / 1000
   n = metrics["num_inferences"]

@@ -6,7 +6,7 @@ import pytest
 from pipelines import matrix
 from pipelines.matrix import REPO_ROOT
 from pipelines.publish import metrics_rows
-from tests.test_publish import make_record
+from tests.records import make_record
 
 SEED = {
     # name: (task, model, workers, accelerator, bigquery table)

@@ -7,35 +7,15 @@ import time
 import pytest
 import requests
 
-from pipelines import results_store, run_record
+from pipelines import results_store
 from pipelines.publish import publisher
 from pipelines.run import publish_after_run
 from tests import servers
+from tests.records import make_record
 
 MEASUREMENT = "torch_inference_imagenet_resnet101"
 TABLE = "torch_inference_imagenet_results_resnet101"
 SECRET = "s3cr3t-Pa55"
-
-
-def make_record(results, latency_us=52_000.0) -> dict:
-  """A record as run_record.build makes it from Beam's metrics of a 64-image run."""
-  raw = {"counters": {("BeamML_PyTorch", "num_inferences"): 64,
-                      ("BenchmarkKit", "model_loaded_on_cpu"): 1,
-                      ("BenchmarkKit", "model_weights_random"): 1,
-                      ("BenchmarkKit", "batch_latency_us_bucket_222"): 4},
-         "distributions": {
-             ("BeamML_PyTorch", "inference_request_batch_size"):
-                 {"sum": 64, "count": 4, "min": 16, "max": 16},
-             ("BeamML_PyTorch", "inference_batch_latency_micro_secs"):
-                 {"sum": 4 * latency_us, "count": 4, "min": latency_us, "max": latency_us},
-             ("BeamML_PyTorch", "load_model_latency_milli_secs"):
-                 {"sum": 1500, "count": 1, "min": 1500, "max": 1500}}}
-  record = run_record.build(run_id=run_record.new_run_id(), benchmark="resnet101",
-                            started=run_record.utc_now(), wall_time_s=10.0, raw_metrics=raw,
-                            metadata={"runner": "DirectRunner", "machine_type": "local",
-                                      "accelerator": None})
-  results_store.save(record, results)
-  return record
 
 
 def reload(record, results):

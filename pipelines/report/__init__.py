@@ -1,0 +1,1 @@
+"""Reports over the run history: HTML page, run comparison, regression detection, cost."""

@@ -1,0 +1,37 @@
+"""`make report`: writes results/report.html and results/regressions.json from the local store.
+
+With --fail-on-regression (FAIL_ON_REGRESSION=1) it exits 3 when a regression is flagged among
+the latest runs of any group, for nightly CI.
+"""
+import argparse
+import json
+import pathlib
+import sys
+
+from pipelines import results_store, run_record
+from pipelines.report import cost, page
+
+
+def main(argv=None) -> int:
+  parser = argparse.ArgumentParser(description=__doc__)
+  parser.add_argument("--results-dir", type=pathlib.Path, default=results_store.DEFAULT_DIR)
+  parser.add_argument("--fail-on-regression", action="store_true")
+  args = parser.parse_args(argv)
+  records = results_store.load_all(args.results_dir)
+  analysis = page.analyze(records)
+  out = args.results_dir / "report.html"
+  out.parent.mkdir(parents=True, exist_ok=True)
+  out.write_text(page.render(records, analysis, cost.load_prices(), run_record.utc_now()))
+  summary = page.summary_json(analysis)
+  (args.results_dir / "regressions.json").write_text(json.dumps(summary, indent=2) + "\n")
+  print(f"report: {out.resolve()}")
+  print(f"regressions: {(args.results_dir / 'regressions.json').resolve()} "
+        f"({summary['recent_regressions']} recent)")
+  if args.fail_on_regression and summary["recent_regressions"]:
+    print("error: regressions flagged (FAIL_ON_REGRESSION=1)", file=sys.stderr)
+    return 3
+  return 0
+
+
+if __name__ == "__main__":
+  sys.exit(main())

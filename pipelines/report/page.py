@@ -1,0 +1,133 @@
+"""The self-contained HTML report: per comparable group, the latest headline numbers, cost,
+history plots, the batch-latency spread and flagged regressions. Plots are embedded PNGs, so the
+file opens offline."""
+from __future__ import annotations
+
+import base64
+import html
+from typing import Any
+
+from pipelines.report import cost, history, plots, regressions
+
+TABLE_METRICS = ["mean_inference_request_batch_size", "mean_inference_batch_latency_micro_secs",
+                 "mean_load_model_latency_milli_secs", "throughput_per_s_excl_model_load",
+                 "throughput_per_s", "batch_latency_p50_ms", "batch_latency_p90_ms",
+                 "batch_latency_p99_ms", "gpu_utilization_mean_pct", "dead_lettered",
+                 "num_inferences"]
+
+CSS = """
+body{font-family:system-ui,sans-serif;margin:24px;color:#222;max-width:1200px}
+h1{font-size:22px} h2{font-size:18px;margin-top:36px;border-bottom:1px solid #ddd}
+table{border-collapse:collapse;margin:8px 0} td,th{padding:4px 10px;border-bottom:1px solid #eee;
+text-align:right} th:first-child,td:first-child{text-align:left}
+.bad{color:#b00020;font-weight:600} .ok{color:#2e7d32} .muted{color:#777;font-size:13px}
+img{max-width:100%}
+"""
+
+
+def analyze(records: list[dict[str, Any]]) -> dict[str, Any]:
+  """The machine-readable summary: change points and regressions per comparable group."""
+  groups = []
+  for key, runs in history.groups(records).items():
+    change_points = {m: regressions.detect(history.series(runs, m), direction)
+                     for m, direction in history.HEADLINE.items()}
+    flagged = [{"metric": m, "run_id": runs[cp.index]["run_id"],
+                "timestamp": runs[cp.index]["timestamp"], **cp.as_dict()}
+               for m, cps in change_points.items() for cp in cps if cp.regression]
+    groups.append({"group": key, "runs": runs, "change_points": change_points,
+                   "regressions": flagged})
+  return {"groups": groups,
+          "recent_regressions": sum(1 for g in groups for r in g["regressions"] if r["recent"])}
+
+
+def summary_json(analysis: dict[str, Any]) -> dict[str, Any]:
+  return {
+      "recent_regressions": analysis["recent_regressions"],
+      "groups": [{
+          "group": g["group"].__dict__, "runs": len(g["runs"]),
+          "latest_run_id": g["runs"][-1]["run_id"],
+          "change_points": {m: [cp.as_dict() for cp in cps]
+                            for m, cps in g["change_points"].items()},
+          "regressions": g["regressions"],
+      } for g in analysis["groups"]],
+  }
+
+
+def _img(png: bytes, alt: str) -> str:
+  data = base64.b64encode(png).decode()
+  return f'<img alt="{html.escape(alt)}" src="data:image/png;base64,{data}">'
+
+
+def _fmt(value: Any) -> str:
+  if value is None:
+    return "–"
+  if isinstance(value, float):
+    return f"{value:,.4g}" if abs(value) < 1000 else f"{value:,.0f}"
+  return html.escape(str(value))
+
+
+def _group_section(g: dict[str, Any], prices: dict[str, Any]) -> str:
+  runs, key = g["runs"], g["group"]
+  latest = runs[-1]
+  meta = latest["metadata"]
+  rows = "".join(f"<tr><td>{html.escape(history.LABELS.get(m, m))}</td>"
+                 f"<td>{_fmt(latest['metrics'].get(m))}</td></tr>" for m in TABLE_METRICS)
+  estimate = cost.estimate(latest, prices)
+  if estimate["applicable"]:
+    cost_row = (f"<tr><td>cost of the run (estimate)</td><td>{estimate['run']:.2f} "
+                f"{estimate['currency']}</td></tr><tr><td>cost per 1,000 inferences</td>"
+                f"<td>{estimate['per_1k_inferences']:.4f} {estimate['currency']}</td></tr>")
+  else:
+    why = html.escape(estimate["why"])
+    cost_row = f"<tr><td>cost</td><td class=muted>not applicable: {why}</td></tr>"
+  gpu = latest.get("gpu", {})
+  gpu_note = ("GPU telemetry: " + ("available, " + str(gpu.get("samples")) + " samples"
+                                   if gpu.get("telemetry") == "available" else "unavailable"))
+  if g["regressions"]:
+    items = "".join(
+        f"<li class=bad>{html.escape(history.LABELS.get(r['metric'], r['metric']))}: "
+        f"{r['relative_change']:+.1%} from run {html.escape(r['run_id'])} "
+        f"({html.escape(r['timestamp'])}){' — recent' if r['recent'] else ''}</li>"
+        for r in g["regressions"])
+    verdict = f"<p class=bad>Regressions flagged:</p><ul>{items}</ul>"
+  else:
+    verdict = "<p class=ok>No regression flagged.</p>"
+  headline = list(history.HEADLINE)
+  versions = meta.get("versions", {})
+  image = f", image {html.escape(str(meta['image']))}" if meta.get("image") else ""
+  return f"""
+<section id="{html.escape(key.slug())}">
+<h2>{html.escape(key.label())}</h2>
+<p class=muted>{len(runs)} run(s). Latest: {html.escape(latest['run_id'])} at
+{html.escape(latest['timestamp'])}, git {html.escape(str(meta.get('git_sha', '?'))[:10])},
+Beam {html.escape(versions.get('apache-beam', '?'))},
+torch {html.escape(versions.get('torch', '?'))}, batch size {_fmt(meta.get('batch_size'))}{image}.
+{html.escape(gpu_note)}.</p>
+{verdict}
+<table><tr><th>latest run</th><th>value</th></tr>{rows}{cost_row}</table>
+{_img(plots.history_grid(runs, headline, g['change_points']), 'history of ' + key.label())}
+{_img(plots.latency_spread(runs), 'batch latency spread of ' + key.label())}
+</section>"""
+
+
+def render(records: list[dict[str, Any]], analysis: dict[str, Any], prices: dict[str, Any],
+           generated_at: str) -> str:
+  groups = analysis["groups"]
+  index = "".join(
+      f'<li><a href="#{html.escape(g["group"].slug())}">{html.escape(g["group"].label())}</a>'
+      f'{" <span class=bad>regression</span>" if g["regressions"] else ""}</li>' for g in groups)
+  failed = [r for r in records if r["status"] != "succeeded"]
+  failed_note = (f"<p class=bad>{len(failed)} failed run(s) not charted: "
+                 + ", ".join(html.escape(f"{r['benchmark']} {r['run_id']}") for r in failed[-5:])
+                 + "</p>") if failed else ""
+  body = "".join(_group_section(g, prices) for g in groups) or "<p>No successful runs yet.</p>"
+  return f"""<!doctype html>
+<html lang="en"><head><meta charset="utf-8">
+<title>Beam RunInference PyTorch benchmarks</title><style>{CSS}</style></head>
+<body><h1>Beam RunInference PyTorch benchmarks</h1>
+<p class=muted>Generated {html.escape(generated_at)} from {len(records)} run record(s).
+Runs are compared only within a group (benchmark, runner, device, machine type, weights).
+Change points: PELT over each headline metric, at least 3 runs per segment, changes under 5%
+ignored; red dashed lines are regressions.</p>
+{failed_note}<ul>{index}</ul>{body}</body></html>
+"""

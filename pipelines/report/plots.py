@@ -1,0 +1,83 @@
+"""PNG plots (matplotlib, headless) returned as bytes for embedding in the page."""
+from __future__ import annotations
+
+import io
+from typing import Any, Sequence
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+from pipelines.report import history  # noqa: E402
+from pipelines.report.regressions import ChangePoint  # noqa: E402
+
+
+def _png(fig) -> bytes:
+  buffer = io.BytesIO()
+  fig.savefig(buffer, format="png", dpi=90, bbox_inches="tight")
+  plt.close(fig)
+  return buffer.getvalue()
+
+
+def _run_labels(runs: Sequence[dict[str, Any]]) -> list[str]:
+  return [f"{r['timestamp'][5:16].replace('T', ' ')}\n{r['metadata'].get('git_sha', '?')[:7]}"
+          for r in runs]
+
+
+def _ticks(ax, runs, max_labels: int) -> None:
+  labels = _run_labels(runs)
+  step = max(1, -(-len(labels) // max_labels))
+  ax.set_xticks(range(0, len(labels), step))
+  ax.set_xticklabels(labels[::step], fontsize=7)
+
+
+def history_grid(runs: list[dict[str, Any]], metrics: list[str],
+                 change_points: dict[str, list[ChangePoint]]) -> bytes:
+  """One small history chart per metric; change points drawn red (regression) or grey."""
+  cols = 2
+  rows = (len(metrics) + cols - 1) // cols
+  fig, axes = plt.subplots(rows, cols, figsize=(11, 3.1 * rows), squeeze=False)
+  for ax, metric in zip(axes.flat, metrics):
+    values = history.series(runs, metric)
+    xs = [i for i, v in enumerate(values) if v is not None]
+    ax.plot(xs, [values[i] for i in xs], marker="o", markersize=3, linewidth=1.2,
+            color="#1f77b4")
+    for cp in change_points.get(metric, []):
+      ax.axvline(cp.index - 0.5, color="#d62728" if cp.regression else "#888888",
+                 linestyle="--", linewidth=1.2)
+      ax.annotate(f"{cp.relative_change:+.0%}", (cp.index - 0.5, ax.get_ylim()[1]),
+                  fontsize=8, color="#d62728" if cp.regression else "#555555",
+                  ha="left", va="top")
+    ax.set_title(history.LABELS.get(metric, metric), fontsize=10)
+    ax.grid(alpha=0.3)
+    _ticks(ax, runs, max_labels=5)
+  for ax in list(axes.flat)[len(metrics):]:
+    ax.set_visible(False)
+  fig.tight_layout()
+  return _png(fig)
+
+
+def latency_spread(runs: list[dict[str, Any]]) -> bytes:
+  """Per run: min-max range of batch latency, with p50, p90 and p99 marked."""
+  fig, ax = plt.subplots(figsize=(11, 3.2))
+  for i, run in enumerate(runs):
+    m = run["metrics"]
+    low, high = m.get("min_inference_batch_latency_micro_secs"), m.get(
+        "max_inference_batch_latency_micro_secs")
+    if low is not None and high is not None:
+      ax.vlines(i, low / 1000, high / 1000, color="#bbbbbb", linewidth=6)
+  for key, marker, color in (("batch_latency_p50_ms", "o", "#1f77b4"),
+                             ("batch_latency_p90_ms", "^", "#ff7f0e"),
+                             ("batch_latency_p99_ms", "x", "#d62728")):
+    values = history.series(runs, key)
+    xs = [i for i, v in enumerate(values) if v is not None]
+    ax.scatter(xs, [values[i] for i in xs], marker=marker, color=color, zorder=3,
+               label=key.split("_")[-2])
+  ax.set_ylabel("batch latency (ms)")
+  ax.set_title("Batch latency spread per run (bar: min to max)", fontsize=10)
+  ax.legend(fontsize=8, loc="upper left")
+  ax.grid(alpha=0.3)
+  _ticks(ax, runs, max_labels=10)
+  fig.tight_layout()
+  return _png(fig)
