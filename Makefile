@@ -34,7 +34,7 @@ QUIET_PIP   := 2>&1 | sed '/is ignored: it is neither/d'
 RUN_ARGS     = --runner $(RUNNER) --results-dir $(RESULTS) $(if $(N),--items $(N)) \
                $(if $(BATCH_SIZE),--batch-size $(BATCH_SIZE)) $(if $(DRY_RUN),--dry-run)
 
-.PHONY: help setup models data $(addprefix bench-,$(BENCHMARKS)) bench-all perf report compare publish \
+.PHONY: help setup models data $(addprefix bench-,$(BENCHMARKS)) bench-all perf gpu-check report compare publish \
         image-cpu image-gpu push test lint clean
 
 help: ## list targets and variables
@@ -113,6 +113,9 @@ push: ## push both images to REGISTRY and record their digests (build/image-*.di
 	  fi || exit 1; \
 	  echo "pushed $$ref ($$(cat build/image-$$variant.digest))"; \
 	done
+
+gpu-check: data ## on a GPU machine: NVML reads, resnet152-gpu on CUDA, efficiency vs a plain CUDA loop
+	$(PY) -m pipelines.gpu_check
 
 # --- quality ----------------------------------------------------------------------------------
 test: $(VENV)/.test ## run the test suite (starts the servers it needs)

@@ -1,4 +1,5 @@
-"""`make perf`: each CPU benchmark as a Beam pipeline and as a plain PyTorch loop, side by side.
+"""`make perf`: each benchmark this machine can run (the CPU ones; the GPU one where CUDA is
+usable) as a Beam pipeline and as a plain PyTorch loop, side by side.
 
 Same model file, weights, preprocessing functions, batch size, thread count and items. Both
 figures exclude model load (a one-off per worker); the pipeline's includes everything else Beam
@@ -15,6 +16,7 @@ import time
 import torch
 
 from pipelines import image_classification, language_modeling, matrix, run_record
+from pipelines.handler import cuda_usable
 from pipelines.models import VOCAB_FILE, build_architecture
 from pipelines.run import LOCAL_INPUTS, launch, parse_args
 
@@ -34,34 +36,36 @@ def _chunks(items: list, size: int):
 def plain_loop(bench: matrix.Benchmark, lines: list[str], batch_size: int,
                models_dir: pathlib.Path) -> float:
   """items/s of the same work without Beam, model load excluded."""
-  model = load_model(models_dir / f"{bench.model}.pth", bench.model)
-  cpu = torch.device("cpu")
+  device = torch.device("cuda" if bench.needs_gpu else "cpu")
+  model = load_model(models_dir / f"{bench.model}.pth", bench.model).to(device)
   start = time.perf_counter()
   if bench.task == "image_classification":
     for chunk in _chunks(lines, batch_size):
       tensors = [image_classification.preprocess(image_classification.read_bytes(p))
                  for p in chunk]
       with torch.no_grad():
-        logits = model(torch.stack(tensors))
-      [image_classification.top1(row) for row in logits]
+        logits = model(torch.stack(tensors).to(device))
+      [image_classification.top1(row) for row in logits]  # .item() waits for the GPU
   else:
     tokenizer = language_modeling.load_tokenizer(str(models_dir / VOCAB_FILE))
     for chunk in _chunks(lines, batch_size):
       examples = [language_modeling.tokenize(tokenizer, language_modeling.mask_last_word(s))
                   for s in chunk]
-      results = language_modeling.predict_masked_tokens(examples, model, cpu)
+      results = language_modeling.predict_masked_tokens(examples, model, device)
       [tokenizer.convert_ids_to_tokens(r.inference) for r in results]
   return len(lines) / (time.perf_counter() - start)
 
 
 def main(argv: list[str] | None = None) -> int:
   parser = argparse.ArgumentParser(description=__doc__)
-  parser.add_argument("benchmarks", nargs="*", help="default: every CPU benchmark")
+  parser.add_argument("benchmarks", nargs="*", help="default: every benchmark this machine can run")
   parser.add_argument("--items", type=int, default=None)
   parser.add_argument("--results-dir", type=pathlib.Path, default=pathlib.Path("results/perf"))
   args = parser.parse_args(argv)
+  gpu_here = cuda_usable()
+  wanted = args.benchmarks or list(matrix.load())
   benches = [b for b in matrix.load().values()
-             if not b.needs_gpu and (not args.benchmarks or b.name in args.benchmarks)]
+             if b.name in wanted and (gpu_here or not b.needs_gpu)]
   rows = []
   for bench in benches:
     items = args.items or bench.local_items
@@ -76,11 +80,13 @@ def main(argv: list[str] | None = None) -> int:
     rows.append({"benchmark": bench.name, "items": items, "batch_size": bench.local_batch_size,
                  "threads": torch.get_num_threads(), "plain_items_per_s": plain,
                  "beam_items_per_s": beam_rate, "efficiency": beam_rate / plain,
+                 "device_used": record["metadata"]["device_used"],
+                 "gpu_utilization_mean_pct": record["gpu"].get("utilization_mean_pct"),
                  "run_id": record["run_id"]})
-  print("\nbenchmark       items  batch  threads  plain/s  beam/s  efficiency")
+  print("\nbenchmark       device  items  batch  threads  plain/s  beam/s  efficiency")
   for r in rows:
-    print(f"{r['benchmark']:<15} {r['items']:>5}  {r['batch_size']:>5}  {r['threads']:>7}  "
-          f"{r['plain_items_per_s']:>7.2f}  {r['beam_items_per_s']:>6.2f}  "
+    print(f"{r['benchmark']:<15} {r['device_used']:<6}  {r['items']:>5}  {r['batch_size']:>5}  "
+          f"{r['threads']:>7}  {r['plain_items_per_s']:>7.2f}  {r['beam_items_per_s']:>6.2f}  "
           f"{r['efficiency']:>10.2f}")
   out = args.results_dir / f"perf-{run_record.utc_now().replace(':', '')}.json"
   out.parent.mkdir(parents=True, exist_ok=True)

@@ -84,8 +84,10 @@ def local_runner():
   return fn_runner.FnApiRunner()
 
 
-def launch(args: argparse.Namespace, beam_args: list[str]) -> dict[str, Any] | None:
-  """Runs the benchmark and returns its saved record (None for a Dataflow dry run)."""
+def launch(args: argparse.Namespace, beam_args: list[str],
+           **telemetry) -> dict[str, Any] | None:
+  """Runs the benchmark and returns its saved record (None for a Dataflow dry run).
+  `telemetry` is passed to pipeline.build (the GPU check turns the sampler off with it)."""
   bench = matrix.get(args.benchmark)
   run_id = run_record.new_run_id()
   batch_size = args.batch_size or bench.local_batch_size
@@ -127,7 +129,7 @@ def launch(args: argparse.Namespace, beam_args: list[str]) -> dict[str, Any] | N
       beam_args, benchmark=bench.name, task=bench.task, model_architecture=bench.model,
       device=bench.device, min_batch_size=batch_size, max_batch_size=batch_size, **values)
   p = beam.Pipeline(runner=runner, options=opts)
-  pipeline.build(p, opts.view_as(BenchmarkOptions))
+  pipeline.build(p, opts.view_as(BenchmarkOptions), **telemetry)
   if args.dry_run:
     return _dry_run(p, opts, bench, args.results_dir)
 

@@ -1,0 +1,80 @@
+"""`make gpu-check`: the checks only a GPU machine can make, in one run.
+
+1. NVML: the sampler reads real utilization while a CUDA kernel loop runs.
+2. resnet152-gpu runs on CUDA and its record says device GPU with telemetry.
+3. Efficiency of the Beam pipeline versus a plain CUDA loop (same model, data, batch size).
+4. Telemetry overhead: the same pipeline with the sampler off.
+Prints one JSON summary (also written to $OUT/gpu_check.json when OUT is set).
+"""
+from __future__ import annotations
+
+import json
+import os
+import pathlib
+import sys
+import time
+
+import torch
+
+from pipelines import gpu_telemetry, matrix, perf
+from pipelines.handler import cuda_usable
+from pipelines.run import LOCAL_INPUTS, launch, parse_args
+
+
+def nvml_under_load(seconds: float = 3.0) -> dict:
+  reader = gpu_telemetry.nvml_reader()
+  if reader is None:
+    return {"ok": False, "why": "NVML unavailable"}
+  sampler = gpu_telemetry.GpuSampler(reader, interval_s=0.2).start()
+  a = torch.randn(8192, 8192, device="cuda")
+  end = time.monotonic() + seconds
+  while time.monotonic() < end:
+    a = (a @ a).tanh_()
+  torch.cuda.synchronize()
+  sampler.stop()
+  samples = sampler.drain()
+  peak = max((s.utilization_pct for s in samples), default=0)
+  return {"ok": peak > 50, "samples": len(samples), "peak_utilization_pct": peak,
+          "max_memory_mib": max((s.memory_used_mib for s in samples), default=0)}
+
+
+def no_telemetry():
+  return None
+
+
+def main() -> int:
+  if not cuda_usable():
+    print("error: gpu-check needs a CUDA GPU", file=sys.stderr)
+    return 2
+  bench = matrix.get("resnet152-gpu")
+  items = bench.local_items
+  lines = (pathlib.Path("data") / LOCAL_INPUTS[bench.task]).read_text().splitlines()[:items]
+  plain = perf.plain_loop(bench, lines, bench.local_batch_size, pathlib.Path("models"))
+  results = pathlib.Path("results/gpu-check")
+  record = launch(*parse_args([bench.name, "--items", str(items), "--results-dir", str(results)]))
+  quiet = launch(*parse_args([bench.name, "--items", str(items),
+                              "--results-dir", str(results / "no-telemetry")]),
+                 telemetry_reader=no_telemetry)
+  beam = record["metrics"]["throughput_per_s_excl_model_load"]
+  beam_quiet = quiet["metrics"]["throughput_per_s_excl_model_load"]
+  summary = {
+      "device": torch.cuda.get_device_name(0),
+      "nvml_under_load": nvml_under_load(),
+      "resnet152_gpu": {"device_used": record["metadata"]["device_used"],
+                        "gpu": record["gpu"], "items": items,
+                        "batch_size": bench.local_batch_size},
+      "plain_cuda_items_per_s": plain, "beam_items_per_s": beam, "efficiency": beam / plain,
+      "beam_items_per_s_without_telemetry": beam_quiet,
+      "telemetry_overhead": 1 - beam / beam_quiet,
+  }
+  text = json.dumps(summary, indent=2)
+  print(text)
+  if os.environ.get("OUT"):
+    pathlib.Path(os.environ["OUT"], "gpu_check.json").write_text(text)
+  ok = (summary["nvml_under_load"]["ok"] and record["metadata"]["device_used"] == "GPU"
+        and record["gpu"]["telemetry"] == "available")
+  return 0 if ok else 1
+
+
+if __name__ == "__main__":
+  sys.exit(main())
