@@ -36,9 +36,8 @@ def from_failed_batch(failure: tuple[Any, Any]) -> Iterable[dict[str, str]]:
 def _describe(error: Any) -> str:
   if isinstance(error, BaseException):
     return f"{type(error).__name__}: {error}"
-  if isinstance(error, tuple) and len(error) >= 2:  # (exception type, message, traceback)
-    kind = getattr(error[0], "__name__", str(error[0]))
-    return f"{kind}: {error[1]}"
+  if isinstance(error, tuple) and len(error) >= 2:  # Beam's (type, repr(exception), traceback)
+    return str(error[1])
   return str(error)
 
 

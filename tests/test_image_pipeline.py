@@ -66,3 +66,29 @@ def test_bad_images_are_dead_lettered_and_the_rest_complete(tmp_path, models_dir
 def pathlib_bytes(path):
   with open(path, "rb") as f:
     return f.read()
+
+
+def test_a_batch_that_fails_inference_is_dead_lettered_per_input(models_dir):
+  """Beam's real failed_inferences output, turned into one dead letter per lost input."""
+  import apache_beam as beam
+  from apache_beam.ml.inference.base import KeyedModelHandler, RunInference
+  from apache_beam.testing.util import assert_that, equal_to
+
+  from pipelines import dead_letter
+  from pipelines.handler import BenchmarkModelHandler
+  from pipelines.run import local_runner
+
+  path = str(models_dir / "resnet18.pth")
+  handler = KeyedModelHandler(BenchmarkModelHandler(
+      image_classification.model_handler(path, "resnet18", "CPU",
+                                         {"min_batch_size": 2, "max_batch_size": 2}),
+      device="CPU", state_dict_path=path, telemetry_reader=lambda: None))
+  with beam.Pipeline(runner=local_runner()) as p:
+    # Two tensors of different shapes cannot be stacked into one batch.
+    examples = p | beam.Create([("a.jpg", torch.zeros(3, 224, 224)),
+                                ("b.jpg", torch.zeros(3, 10, 10))])
+    _, failed = examples | RunInference(handler).with_exception_handling()
+    dead = (failed.failed_inferences | beam.FlatMap(dead_letter.from_failed_batch)
+            | beam.Map(lambda d: (d["input"], d["stage"], d["reason"][:40])))
+    reason = "RuntimeError('stack expects each tensor "
+    assert_that(dead, equal_to([("a.jpg", "inference", reason), ("b.jpg", "inference", reason)]))
