@@ -43,7 +43,7 @@ help: ## list targets and variables
 	@echo "Targets:"
 	@grep -hE '^[a-zA-Z0-9_% -]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | \
 	  awk -F'\t' '{printf "  %-22s %s\n", $$1, $$2}'
-	@echo "  bench-<name>           one benchmark; names: $(BENCHMARKS)"
+	@echo "  bench-<name>           run one benchmark; names: $(BENCHMARKS)"
 	@echo
 	@echo "Variables (make VAR=value):"
 	@grep -hE '^[A-Z_]+ +\?=.*## ' $(MAKEFILE_LIST) | sed -E 's/ +\?= *([^#]*)## /\t\1\t/' | \
@@ -74,7 +74,7 @@ data: models ## generate the local datasets (images and sentences)
 	$(PY) -m pipelines.data --out data $(if $(N),--items $(N))
 
 # --- benchmarks -------------------------------------------------------------------------------
-bench-%: $(if $(filter DirectRunner,$(RUNNER)),data,setup) ## run one benchmark (see names below)
+$(addprefix bench-,$(BENCHMARKS)): bench-%: $(if $(filter DirectRunner,$(RUNNER)),data,setup)
 	$(PY) -m pipelines.run $* $(RUN_ARGS)
 
 bench-all: $(if $(filter DirectRunner,$(RUNNER)),data,setup) ## every benchmark the hardware allows, the summary, the report
