@@ -14,6 +14,7 @@ PY          := $(VENV)/bin/python
 RUNNER      ?= DirectRunner## DirectRunner (local, default) or DataflowRunner
 N           ?=## items per benchmark (default: the matrix's local profile / full dataset)
 BATCH_SIZE  ?=## fixed batch size (default: the matrix's)
+REPEATS     ?=## make perf: plain/pipeline pairs per benchmark, median reported (default 3)
 WEIGHTS     ?= random## model weights for `make models`: random (offline) or pretrained
 RESULTS     ?= results## the local results store
 FAIL_ON_REGRESSION ?=## 1: make report exits 3 when a recent regression is flagged (nightly CI)
@@ -81,7 +82,7 @@ bench-all: $(if $(filter DirectRunner,$(RUNNER)),data,setup) ## every benchmark 
 	$(PY) -m pipelines.bench_all $(RUN_ARGS)
 
 perf: data ## Beam pipeline vs plain PyTorch loop for every CPU benchmark: throughput and efficiency
-	$(PY) -m pipelines.perf $(if $(N),--items $(N))
+	$(PY) -m pipelines.perf $(if $(N),--items $(N)) $(if $(REPEATS),--repeats $(REPEATS))
 
 report: setup ## write results/report.html (plots, percentiles, cost, regressions) and regressions.json
 	$(PY) -m pipelines.report --results-dir $(RESULTS) $(if $(FAIL_ON_REGRESSION),--fail-on-regression)

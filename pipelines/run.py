@@ -49,20 +49,22 @@ def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, list[str]]:
   return parser.parse_known_args(argv)  # the rest are passed to Beam untouched
 
 
-def local_input(bench: matrix.Benchmark, args: argparse.Namespace, run_dir: pathlib.Path,
-                items: int) -> str:
-  """The first `items` lines of the generated dataset, as this run's input file."""
+def local_input(bench: matrix.Benchmark, args: argparse.Namespace,
+                run_dir: pathlib.Path) -> tuple[str, int]:
+  """This run's input file: the first N lines of the generated dataset (or of --input, all of
+  it without --items). Returns its path and line count."""
   source = pathlib.Path(args.input) if args.input else args.data_dir / LOCAL_INPUTS[bench.task]
   if not source.exists():
     raise LaunchError(f"{source} does not exist: run `make data` first")
   lines = source.read_text().splitlines()
-  if not args.input and len(lines) < items:
-    raise LaunchError(f"{source} has {len(lines)} items, {items} requested: "
-                      f"run `make data N={items}`")
+  items = args.items or (len(lines) if args.input else bench.local_items)
+  if len(lines) < items:
+    raise LaunchError(f"{source} has {len(lines)} items, {items} requested"
+                      + ("" if args.input else f": run `make data N={items}`"))
   run_dir.mkdir(parents=True, exist_ok=True)
   path = run_dir / "input.txt"
-  path.write_text("\n".join(lines[:items] if not args.input else lines) + "\n")
-  return str(path.resolve())
+  path.write_text("\n".join(lines[:items]) + "\n")
+  return str(path.resolve()), items
 
 
 def local_model_files(bench: matrix.Benchmark, models_dir: pathlib.Path) -> dict[str, str]:
@@ -101,9 +103,8 @@ def launch(args: argparse.Namespace, beam_args: list[str],
   if local:
     require_device(bench.device)  # fail before any work, not after a CPU fallback
     run_dir = args.results_dir / "runs" / run_id
-    items = args.items or bench.local_items
-    values = {"input": local_input(bench, args, run_dir, items),
-              "output": str((run_dir / "output").resolve()),
+    input_path, items = local_input(bench, args, run_dir)
+    values = {"input": input_path, "output": str((run_dir / "output").resolve()),
               **local_model_files(bench, args.models_dir)}
     runner = local_runner()
     metadata.update(engine="FnApiRunner", items_requested=items, machine_type="local",
