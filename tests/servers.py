@@ -140,14 +140,18 @@ class _Always500(http.server.BaseHTTPRequestHandler):
 
 
 @contextlib.contextmanager
-def http_500():
-  server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Always500)
+def _http_server(handler: type[http.server.BaseHTTPRequestHandler]):
+  server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
   thread = threading.Thread(target=server.serve_forever, daemon=True)
   thread.start()
   try:
     yield f"http://127.0.0.1:{server.server_address[1]}"
   finally:
     server.shutdown()
+
+
+def http_500():
+  return _http_server(_Always500)
 
 
 @contextlib.contextmanager
@@ -205,13 +209,8 @@ def rewriting_proxy(upstream: str, path_suffix: str, answer: dict):
     def log_message(self, *args):
       pass
 
-  server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Proxy)
-  thread = threading.Thread(target=server.serve_forever, daemon=True)
-  thread.start()
-  try:
-    yield f"http://127.0.0.1:{server.server_address[1]}"
-  finally:
-    server.shutdown()
+  with _http_server(Proxy) as url:
+    yield url
 
 
 def closed_port_url() -> str:
