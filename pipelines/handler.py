@@ -9,8 +9,11 @@ are) and adds what a trustworthy benchmark needs, all as Beam metrics in namespa
 """
 from __future__ import annotations
 
+import collections
 import logging
+import threading
 import time
+import uuid
 import weakref
 from typing import Any, Callable, Iterable, Optional, Sequence
 
@@ -22,6 +25,13 @@ from pipelines import gpu_telemetry, latency_histogram
 from pipelines.models import read_meta
 
 NAMESPACE = "BenchmarkKit"
+
+# Kept per worker process and per pipeline (the handler's token, shared by all its copies), not
+# per handler copy: Beam shares one loaded model among the DoFn instances of a process and only
+# the one that loaded it runs load_model, so any copy's next batch reports what is pending.
+_lock = threading.Lock()
+_pending_counters: dict[str, list[str]] = collections.defaultdict(list)
+_samplers: dict[str, list[gpu_telemetry.GpuSampler]] = collections.defaultdict(list)
 
 
 class DeviceUnavailableError(RuntimeError):
@@ -57,8 +67,7 @@ class BenchmarkModelHandler(ModelHandler):
     self._telemetry_reader = telemetry_reader
     self._telemetry_interval_s = telemetry_interval_s
     self._env_vars = getattr(base, "_env_vars", {})
-    self._sampler: Optional[gpu_telemetry.GpuSampler] = None
-    self._load_counters: list[str] = []  # reported at the first batch (see load_model)
+    self._token = uuid.uuid4().hex  # identifies this pipeline's handler in every worker
 
   def load_model(self) -> Any:
     require_device(self._device)
@@ -66,15 +75,18 @@ class BenchmarkModelHandler(ModelHandler):
     used = _device_of(model)
     meta = read_meta(self._state_dict_path)
     # Beam calls load_model from DoFn.setup, where metrics are not reported; keep the counters
-    # until the first batch, as Beam does for its own load metrics.
-    self._load_counters = [f"model_loaded_on_{used}",
-                           f"model_weights_{meta.weights if meta else 'unknown'}"]
+    # until the next batch, as Beam does for its own load metrics.
+    with _lock:
+      _pending_counters[self._token] += [f"model_loaded_on_{used}",
+                                         f"model_weights_{meta.weights if meta else 'unknown'}"]
     logging.info("Model %s loaded on %s (%s weights)", self._state_dict_path, used,
                  meta.weights if meta else "unknown")
     reader = self._telemetry_reader()
     if reader is not None:
-      self._sampler = gpu_telemetry.GpuSampler(reader, self._telemetry_interval_s).start()
-      weakref.finalize(model, self._sampler.stop)  # stops with the model
+      sampler = gpu_telemetry.GpuSampler(reader, self._telemetry_interval_s).start()
+      with _lock:
+        _samplers[self._token].append(sampler)
+      weakref.finalize(model, _retire, self._token, sampler)  # sampling stops with the model
     return model
 
   def run_inference(self, batch: Sequence[Any], model: Any,
@@ -87,15 +99,17 @@ class BenchmarkModelHandler(ModelHandler):
     return results
 
   def _report_pending(self) -> None:
-    for name in self._load_counters:
+    with _lock:
+      counters = _pending_counters.pop(self._token, [])
+      samples = [sample for sampler in _samplers.get(self._token, ())
+                 for sample in sampler.drain()]
+    for name in counters:
       Metrics.counter(NAMESPACE, name).inc()
-    self._load_counters = []
-    if self._sampler is not None:
-      for sample in self._sampler.drain():
-        Metrics.distribution(NAMESPACE, "gpu_utilization_pct").update(sample.utilization_pct)
-        Metrics.distribution(NAMESPACE, "gpu_memory_used_mib").update(sample.memory_used_mib)
-        if sample.power_w is not None:
-          Metrics.distribution(NAMESPACE, "gpu_power_w").update(sample.power_w)
+    for sample in samples:
+      Metrics.distribution(NAMESPACE, "gpu_utilization_pct").update(sample.utilization_pct)
+      Metrics.distribution(NAMESPACE, "gpu_memory_used_mib").update(sample.memory_used_mib)
+      if sample.power_w is not None:
+        Metrics.distribution(NAMESPACE, "gpu_power_w").update(sample.power_w)
 
   # Everything else is Beam's handler's business.
   def get_num_bytes(self, batch):
@@ -130,6 +144,13 @@ class BenchmarkModelHandler(ModelHandler):
 
   def model_copies(self) -> int:
     return self._base.model_copies()
+
+
+def _retire(token: str, sampler: gpu_telemetry.GpuSampler) -> None:
+  sampler.stop()
+  with _lock:
+    if sampler in _samplers.get(token, ()):
+      _samplers[token].remove(sampler)
 
 
 def _device_of(model: Any) -> str:

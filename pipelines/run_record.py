@@ -107,6 +107,8 @@ def build(*, run_id: str, benchmark: str, started: str, wall_time_s: float,
   metrics["throughput_per_s_excl_model_load"] = n / steady if steady > 0 else None
   gpu = gpu_section(raw)
   metrics["gpu_utilization_mean_pct"] = gpu.get("utilization_mean_pct")
+  if error is None and n == 0:  # nothing was measured: never publish zeros as a result
+    error = f"no inferences ran ({metrics['dead_lettered']} inputs dead-lettered)"
   return {
       "schema_version": SCHEMA_VERSION,
       "run_id": run_id,

@@ -92,3 +92,12 @@ def test_a_batch_that_fails_inference_is_dead_lettered_per_input(models_dir):
             | beam.Map(lambda d: (d["input"], d["stage"], d["reason"][:40])))
     reason = "RuntimeError('stack expects each tensor "
     assert_that(dead, equal_to([("a.jpg", "inference", reason), ("b.jpg", "inference", reason)]))
+
+
+def test_a_run_where_every_input_is_bad_is_a_failed_run(tmp_path, models_dir):
+  out = run_pipeline(tmp_path, ["", str(tmp_path / "missing.jpg")], task="image_classification",
+                     architecture="resnet18", models_dir=models_dir, batch_size=2)
+  record = out["record"]
+  assert record["status"] == "failed"
+  assert record["error"] == "no inferences ran (2 inputs dead-lettered)"
+  assert len(out["dead_letters"]) == 2
