@@ -6,7 +6,10 @@ SHELL := /bin/bash
 
 # Cloud and publishing settings live in .env (see .env.example); Make variables override them.
 -include .env
-export $(shell sed -n 's/^\([A-Za-z_][A-Za-z0-9_]*\)=.*/\1/p' .env 2>/dev/null)
+ENV_FILE_VARS := $(shell sed -n 's/^\([A-Za-z_][A-Za-z0-9_]*\)=.*/\1/p' .env 2>/dev/null)
+ifneq ($(ENV_FILE_VARS),)
+export $(ENV_FILE_VARS)# a bare `export` would export every Make variable
+endif
 
 PYTHON      ?= python3
 VENV        ?= .venv
@@ -14,6 +17,7 @@ PY          := $(VENV)/bin/python
 RUNNER      ?= DirectRunner## DirectRunner (local, default) or DataflowRunner
 N           ?=## items per benchmark (default: the matrix's local profile / full dataset)
 BATCH_SIZE  ?=## fixed batch size (default: the matrix's)
+INPUT       ?=## input list to use instead of the default (local file, or gs:// on Dataflow)
 REPEATS     ?=## make perf: plain/pipeline pairs per benchmark, median reported (default 3)
 WEIGHTS     ?= random## model weights for `make models`: random (offline) or pretrained
 RESULTS     ?= results## the local results store
@@ -33,7 +37,8 @@ image_ref = $(or $(REGISTRY),local)/beam-bench-$(1):$(IMAGE_TAG)
 
 QUIET_PIP   := 2>&1 | sed '/is ignored: it is neither/d'
 RUN_ARGS     = --runner $(RUNNER) --results-dir $(RESULTS) $(if $(N),--items $(N)) \
-               $(if $(BATCH_SIZE),--batch-size $(BATCH_SIZE)) $(if $(DRY_RUN),--dry-run)
+               $(if $(BATCH_SIZE),--batch-size $(BATCH_SIZE)) $(if $(INPUT),--input $(INPUT)) \
+               $(if $(DRY_RUN),--dry-run)
 
 .PHONY: help setup models data $(addprefix bench-,$(BENCHMARKS)) bench-all perf gpu-check report compare publish \
         image-cpu image-gpu push test lint clean

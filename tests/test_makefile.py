@@ -22,8 +22,10 @@ def test_each_benchmark_target_runs_its_benchmark(name):
 
 
 def test_dataflow_dry_run_flags_reach_the_launcher():
-  out = make("bench-bert-base", "RUNNER=DataflowRunner", "DRY_RUN=1", "BATCH_SIZE=4")
+  out = make("bench-bert-base", "RUNNER=DataflowRunner", "DRY_RUN=1", "BATCH_SIZE=4",
+             "INPUT=gs://bkt-x/mine.txt")
   assert "--runner DataflowRunner" in out and "--batch-size 4" in out and "--dry-run" in out
+  assert "--input gs://bkt-x/mine.txt" in out
   assert "pipelines.data" not in out  # Dataflow reads its own datasets
 
 

@@ -90,6 +90,7 @@ def test_influxdb_v2_protocol_write_then_read_back(tmp_path, results, no_targets
   assert line["values"] == [52_000.0]  # one sample: the resend did not duplicate it
   assert line["timestamps"] == [int(run_record_ts(record) * 1000)]
   assert line["metric"]["device"] == "CPU" and line["metric"]["benchmark"] == "resnet101"
+  assert SECRET not in json.dumps(reload(record, results))  # the token stays out of the record
 
 
 def run_record_ts(record):
