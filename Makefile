@@ -40,7 +40,7 @@ RUN_ARGS     = --runner $(RUNNER) --results-dir $(RESULTS) $(if $(N),--items $(N
                $(if $(BATCH_SIZE),--batch-size $(BATCH_SIZE)) $(if $(INPUT),--input $(INPUT)) \
                $(if $(DRY_RUN),--dry-run)
 
-.PHONY: help setup models data $(addprefix bench-,$(BENCHMARKS)) bench-all perf gpu-check report compare publish \
+.PHONY: help setup lock models data $(addprefix bench-,$(BENCHMARKS)) bench-all perf gpu-check report compare publish \
         image-cpu image-gpu push test lint clean
 
 help: ## list targets and variables
@@ -72,6 +72,9 @@ $(VENV)/.test: $(VENV)/.base requirements/test.txt
 	touch $@
 
 setup: $(VENV)/.base ## create the venv with the pinned requirements
+
+lock: ## re-resolve requirements/base.in into the pinned base.txt and torch-local.txt
+	PYTHON=$(PYTHON) infra/lock-requirements.sh
 
 models: setup ## write model state dicts (WEIGHTS=random|pretrained) and the bert vocab
 	$(PY) -m pipelines.models --weights $(WEIGHTS) --out models
