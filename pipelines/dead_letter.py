@@ -7,8 +7,9 @@ from typing import Any, Iterable
 import apache_beam as beam
 from apache_beam.metrics import Metrics
 
+from pipelines.beam_metrics import KIT_NAMESPACE
+
 TAG = "dead_letter"
-NAMESPACE = "BenchmarkKit"
 
 
 def record(item: Any, stage: str, reason: str) -> dict[str, str]:
@@ -43,6 +44,6 @@ def _describe(error: Any) -> str:
 
 class CountAndSerialize(beam.DoFn):
   def process(self, dead: dict[str, str]):
-    Metrics.counter(NAMESPACE, "dead_lettered").inc()
-    Metrics.counter(NAMESPACE, f"dead_lettered_{dead['stage']}").inc()
+    Metrics.counter(KIT_NAMESPACE, "dead_lettered").inc()
+    Metrics.counter(KIT_NAMESPACE, f"dead_lettered_{dead['stage']}").inc()
     yield json.dumps(dead, sort_keys=True)

@@ -22,9 +22,8 @@ from apache_beam.metrics import Metrics
 from apache_beam.ml.inference.base import ModelHandler
 
 from pipelines import gpu_telemetry, latency_histogram
+from pipelines.beam_metrics import KIT_NAMESPACE
 from pipelines.models import read_meta
-
-NAMESPACE = "BenchmarkKit"
 
 # Kept per worker process and per pipeline (the handler's token, shared by all its copies), not
 # per handler copy: Beam shares one loaded model among the DoFn instances of a process and only
@@ -94,7 +93,7 @@ class BenchmarkModelHandler(ModelHandler):
     start = time.perf_counter_ns()
     results = list(self._base.run_inference(batch, model, inference_args))
     latency_us = (time.perf_counter_ns() - start) / 1000
-    Metrics.counter(NAMESPACE, latency_histogram.counter_name(latency_us)).inc()
+    Metrics.counter(KIT_NAMESPACE, latency_histogram.counter_name(latency_us)).inc()
     self._report_pending()
     return results
 
@@ -104,12 +103,12 @@ class BenchmarkModelHandler(ModelHandler):
       samples = [sample for sampler in _samplers.get(self._token, ())
                  for sample in sampler.drain()]
     for name in counters:
-      Metrics.counter(NAMESPACE, name).inc()
+      Metrics.counter(KIT_NAMESPACE, name).inc()
     for sample in samples:
-      Metrics.distribution(NAMESPACE, "gpu_utilization_pct").update(sample.utilization_pct)
-      Metrics.distribution(NAMESPACE, "gpu_memory_used_mib").update(sample.memory_used_mib)
+      Metrics.distribution(KIT_NAMESPACE, "gpu_utilization_pct").update(sample.utilization_pct)
+      Metrics.distribution(KIT_NAMESPACE, "gpu_memory_used_mib").update(sample.memory_used_mib)
       if sample.power_w is not None:
-        Metrics.distribution(NAMESPACE, "gpu_power_w").update(sample.power_w)
+        Metrics.distribution(KIT_NAMESPACE, "gpu_power_w").update(sample.power_w)
 
   # Everything else is Beam's handler's business.
   def get_num_bytes(self, batch):

@@ -5,6 +5,7 @@ batches are padded to their longest sentence with an attention mask, so batching
 """
 from __future__ import annotations
 
+import functools
 import os
 import re
 import tempfile
@@ -31,9 +32,10 @@ class UnusableSentence(ValueError):
   pass
 
 
+@functools.lru_cache(maxsize=None)
 def load_tokenizer(vocab_path: str):
   """A BertTokenizer from a vocab on any Beam filesystem (copied locally: the tokenizer reads
-  files by path)."""
+  files by path). Cached: the tokenize and format steps of a worker share one."""
   from transformers import BertTokenizer
   with FileSystems.open(vocab_path) as f:
     data = f.read()
