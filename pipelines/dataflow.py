@@ -9,10 +9,9 @@ from __future__ import annotations
 import json
 import os
 import pathlib
-import subprocess
 from typing import Any, Mapping
 
-from pipelines import matrix
+from pipelines import matrix, run_record
 from pipelines.matrix import REPO_ROOT
 from pipelines.models import VOCAB_FILE
 
@@ -42,11 +41,11 @@ def settings(env: Mapping[str, str] = os.environ) -> dict[str, str]:
 
 
 def default_image_tag() -> str:
-  try:
-    return subprocess.run(["git", "rev-parse", "--short=12", "HEAD"], cwd=REPO_ROOT,
-                          capture_output=True, text=True, check=True).stdout.strip()
-  except (OSError, subprocess.CalledProcessError):
-    raise SettingsMissing("IMAGE_TAG is not set and there is no git sha to default to") from None
+  """The tag `make image-*` gives: the first 12 characters of the git sha."""
+  sha = run_record.git_state()["git_sha"]
+  if sha == "unknown":
+    raise SettingsMissing("IMAGE_TAG is not set and there is no git sha to default to")
+  return sha[:12]
 
 
 def image_uri(bench: matrix.Benchmark, s: Mapping[str, str]) -> str:
