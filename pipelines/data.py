@@ -8,11 +8,14 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import pathlib
 import random
 
 import numpy as np
 from PIL import Image
+
+from pipelines.cli_types import positive_int
 
 # (width, height) pairs in the range OpenImages has: landscape, portrait, square, small, large.
 IMAGE_SIZES = ((1024, 768), (768, 1024), (1024, 683), (640, 480), (480, 640), (800, 800),
@@ -31,8 +34,28 @@ def _image(rng: np.random.Generator, width: int, height: int) -> Image.Image:
   return Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8), "RGB")
 
 
+def _lines_in(listing: pathlib.Path) -> int:
+  try:
+    with open(listing, "rb") as f:
+      return sum(1 for _ in f)
+  except FileNotFoundError:
+    return 0
+
+
+def _write_list(listing: pathlib.Path, lines: list[str]) -> None:
+  """Replaces the list in one step: a benchmark starting meanwhile reads the old or the new
+  list, never a half-written one."""
+  tmp = listing.with_name(f".{listing.name}.{os.getpid()}.tmp")
+  tmp.write_text("\n".join(lines) + "\n")
+  os.replace(tmp, listing)
+
+
 def write_images(folder: pathlib.Path, count: int) -> pathlib.Path:
-  """Writes `count` images (keeping ones already there) and the list file; returns the list."""
+  """Writes `count` images (keeping ones already there) and the list file; returns the list.
+  Lists only grow: a `make data N=8` after N=32 keeps 32, so it cannot shrink the input of a
+  benchmark another shell is starting (the generators are deterministic, so the first N
+  items are the same whatever the count)."""
+  count = max(count, _lines_in(folder / "images.txt"))
   images = folder / "images"
   images.mkdir(parents=True, exist_ok=True)
   paths = []
@@ -41,12 +64,12 @@ def write_images(folder: pathlib.Path, count: int) -> pathlib.Path:
     if not path.exists():
       rng = np.random.default_rng(SEED + i)
       width, height = IMAGE_SIZES[i % len(IMAGE_SIZES)]
-      tmp = path.with_suffix(".tmp")
+      tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
       _image(rng, width, height).save(tmp, format="JPEG", quality=90)
-      tmp.rename(path)
+      os.replace(tmp, path)
     paths.append(str(path.resolve()))
   listing = folder / "images.txt"
-  listing.write_text("\n".join(paths) + "\n")
+  _write_list(listing, paths)
   return listing
 
 
@@ -56,6 +79,7 @@ def _words(vocab_path: pathlib.Path) -> list[str]:
 
 
 def write_sentences(folder: pathlib.Path, count: int, vocab_path: pathlib.Path) -> pathlib.Path:
+  count = max(count, _lines_in(folder / "sentences.txt"))  # lists only grow (see write_images)
   rng = random.Random(SEED)
   words = _words(vocab_path)
   lines = []
@@ -64,14 +88,15 @@ def write_sentences(folder: pathlib.Path, count: int, vocab_path: pathlib.Path) 
     sentence = " ".join(rng.choice(words) for _ in range(length))
     lines.append(sentence[0].upper() + sentence[1:] + ".")
   listing = folder / "sentences.txt"
-  listing.write_text("\n".join(lines) + "\n")
+  folder.mkdir(parents=True, exist_ok=True)
+  _write_list(listing, lines)
   return listing
 
 
 def main(argv: list[str] | None = None) -> None:
   parser = argparse.ArgumentParser(description="Generate the local benchmark datasets.")
   parser.add_argument("--out", type=pathlib.Path, default=pathlib.Path("data"))
-  parser.add_argument("--items", type=int, default=None,
+  parser.add_argument("--items", type=positive_int, default=None,
                       help="items per dataset (default: the largest local profile in the matrix)")
   parser.add_argument("--vocab", type=pathlib.Path,
                       default=pathlib.Path("models") / "bert-uncased-vocab.txt")

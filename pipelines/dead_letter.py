@@ -42,6 +42,18 @@ def _describe(error: Any) -> str:
   return str(error)
 
 
+class DecodeUtf8(beam.DoFn):
+  """bytes -> str; a line that is not UTF-8 goes to the dead-letter output with where it
+  breaks."""
+
+  def process(self, line: bytes):
+    try:
+      yield line.decode("utf-8")
+    except UnicodeDecodeError as e:
+      yield tagged(line.decode("utf-8", "backslashreplace"), "read",
+                   f"not valid UTF-8: byte 0x{line[e.start]:02x} at offset {e.start}")
+
+
 class CountAndSerialize(beam.DoFn):
   def process(self, dead: dict[str, str]):
     Metrics.counter(KIT_NAMESPACE, "dead_lettered").inc()

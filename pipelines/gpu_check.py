@@ -18,7 +18,8 @@ import torch
 
 from pipelines import gpu_telemetry, matrix, perf
 from pipelines.handler import cuda_usable
-from pipelines.run import LOCAL_INPUTS, launch, parse_args
+from pipelines.run import launch, parse_args
+from pipelines.runners import LOCAL_INPUTS
 
 
 def nvml_under_load(seconds: float = 3.0) -> dict:

@@ -2,13 +2,14 @@
 from __future__ import annotations
 
 import io
+import json
 from typing import Any
 
 import apache_beam as beam
 import torch
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.ml.inference.pytorch_inference import PytorchModelHandlerTensor
-from PIL import Image
+from PIL import Image, UnidentifiedImageError
 
 from pipelines import dead_letter
 from pipelines.models import build_architecture
@@ -37,15 +38,35 @@ def read_bytes(path: str) -> bytes:
     return f.read()
 
 
-def preprocess(data: bytes) -> torch.Tensor:
-  """JPEG/PNG bytes -> normalized 3x224x224 float tensor (shared with the plain loop)."""
-  image = Image.open(io.BytesIO(data))
-  image = image.convert("RGB")  # forces the full decode: a truncated file fails here
+class BadImage(ValueError):
+  """An input that cannot become a model input; the message is the dead-letter reason."""
+
+
+def preprocess(data: bytes, max_pixels: int | None = None) -> torch.Tensor:
+  """JPEG/PNG bytes -> normalized 3x224x224 float tensor (shared with the plain loop).
+  Raises BadImage with a readable reason for anything that is not a usable image."""
+  try:
+    image = Image.open(io.BytesIO(data))  # reads the header only
+  except Image.DecompressionBombError as e:
+    raise BadImage(f"image too large: {e}") from None
+  except (UnidentifiedImageError, OSError):
+    raise BadImage(f"not an image file ({len(data)} bytes Pillow cannot identify)") from None
+  width, height = image.size
+  if max_pixels and width * height > max_pixels:
+    raise BadImage(f"image too large: {width}x{height} is {width * height / 1e6:.0f} megapixels,"
+                   f" the limit is {max_pixels / 1e6:g} (--max_image_pixels)")
+  try:
+    image = image.convert("RGB")  # forces the full decode: a truncated file fails here
+  except (OSError, SyntaxError, ValueError) as e:
+    raise BadImage(f"corrupt or truncated {image.format} image: {e}") from None
   return _transform()(image)
 
 
 class DecodeImage(beam.DoFn):
   """path -> (path, tensor); unreadable or corrupt images go to the dead-letter output."""
+
+  def __init__(self, max_pixels: int | None = None):
+    self._max_pixels = max_pixels
 
   def process(self, line: str):
     path = line.strip()
@@ -53,18 +74,29 @@ class DecodeImage(beam.DoFn):
       yield dead_letter.tagged(line, "decode", "empty line: no image path")
       return
     try:
-      yield path, preprocess(read_bytes(path))
+      data = read_bytes(path)
+    except FileNotFoundError:
+      yield dead_letter.tagged(path, "decode", "file not found")
+      return
+    except Exception as e:  # noqa: BLE001 - any unreadable path is dead-lettered
+      yield beam.pvalue.TaggedOutput(dead_letter.TAG,
+                                     dead_letter.from_exception(path, "decode", e))
+      return
+    try:
+      yield path, preprocess(data, self._max_pixels)
+    except BadImage as e:
+      yield dead_letter.tagged(path, "decode", str(e))
     except Exception as e:  # noqa: BLE001 - any bad file is dead-lettered, the run goes on
       yield beam.pvalue.TaggedOutput(dead_letter.TAG,
                                      dead_letter.from_exception(path, "decode", e))
 
 
-def parse_lines(lines: beam.PCollection):
+def parse_lines(lines: beam.PCollection, max_pixels: int | None = None):
   """-> (PCollection of (path, tensor), PCollection of dead-letter records)."""
   # Reshuffle spreads the (cheap) paths across workers before the expensive decode/inference.
   parsed = (lines
             | "Distribute" >> beam.Reshuffle()
-            | "DecodeImages" >> beam.ParDo(DecodeImage()).with_outputs(
+            | "DecodeImages" >> beam.ParDo(DecodeImage(max_pixels)).with_outputs(
                 dead_letter.TAG, main="images"))
   return parsed.images, parsed[dead_letter.TAG]
 
@@ -86,4 +118,5 @@ def top1(logits: torch.Tensor) -> int:
 class FormatPrediction(beam.DoFn):
   def process(self, keyed: tuple[str, Any]):
     path, result = keyed
-    yield f"{path},{top1(result.inference)}"
+    # JSON lines: unambiguous for paths holding commas, quotes or tabs.
+    yield json.dumps({"input": path, "class": top1(result.inference)})

@@ -6,6 +6,7 @@ batches are padded to their longest sentence with an attention mask, so batching
 from __future__ import annotations
 
 import functools
+import json
 import os
 import re
 import tempfile
@@ -135,4 +136,5 @@ class FormatPrediction(beam.DoFn):
 
   def process(self, keyed: tuple[str, PredictionResult]):
     masked, result = keyed
-    yield f"{masked}\t{self._tokenizer.convert_ids_to_tokens(result.inference)}"
+    yield json.dumps({"input": masked,
+                      "token": self._tokenizer.convert_ids_to_tokens(result.inference)})

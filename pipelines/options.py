@@ -3,6 +3,10 @@ from apache_beam.options.pipeline_options import PipelineOptions
 
 from pipelines.matrix import DEVICES, TASKS
 
+# Well under Pillow's decompression-bomb guard (89 MP warns, 179 MP fails): a 50 MP RGB image
+# decodes to 150 MB, affordable on a 7.5 GB worker running two SDK processes.
+DEFAULT_MAX_IMAGE_PIXELS = 50_000_000
+
 
 class BenchmarkOptions(PipelineOptions):
 
@@ -18,6 +22,9 @@ class BenchmarkOptions(PipelineOptions):
     parser.add_argument("--device", choices=DEVICES, default="CPU")
     parser.add_argument("--min_batch_size", type=int, default=None)
     parser.add_argument("--max_batch_size", type=int, default=None)
+    parser.add_argument("--max_image_pixels", type=int, default=DEFAULT_MAX_IMAGE_PIXELS,
+                        help="images with more pixels are dead-lettered before decoding "
+                             "(a 169-megapixel PNG takes 600 MB to decode)")
 
 
 def validate(opts: BenchmarkOptions) -> None:
@@ -28,3 +35,15 @@ def validate(opts: BenchmarkOptions) -> None:
     missing.append("vocab_path")
   if missing:
     raise ValueError("missing pipeline options: " + ", ".join("--" + m for m in missing))
+
+
+def unknown_beam_args(args: list[str]) -> list[str]:
+  """The flags in `args` that no Beam option (nor the kit's) knows. Beam itself only warns
+  about these and runs with defaults, so a mistyped flag would silently measure the wrong
+  thing; this is the parser Beam's get_all_options builds, asked for what it leaves over."""
+  from apache_beam.options.pipeline_options import _BeamArgumentParser
+  parser = _BeamArgumentParser(allow_abbrev=False)
+  for cls in {str(c): c for c in PipelineOptions.__subclasses__()}.values():
+    cls._add_argparse_args(parser)  # noqa: SLF001 - the same call Beam makes
+  _, unknown = parser.parse_known_args(args)
+  return [a for a in unknown if a.startswith("-")]

@@ -17,9 +17,11 @@ import time
 import torch
 
 from pipelines import image_classification, language_modeling, matrix, run_record
+from pipelines.cli_types import positive_int
 from pipelines.handler import cuda_usable
 from pipelines.models import VOCAB_FILE, build_architecture
-from pipelines.run import LOCAL_INPUTS, launch, parse_args
+from pipelines.run import launch, parse_args
+from pipelines.runners import LOCAL_INPUTS
 
 
 def load_model(path: pathlib.Path, architecture: str) -> torch.nn.Module:
@@ -76,8 +78,8 @@ def measure_pair(bench: matrix.Benchmark, items: int, results_dir: pathlib.Path)
 def main(argv: list[str] | None = None) -> int:
   parser = argparse.ArgumentParser(description=__doc__)
   parser.add_argument("benchmarks", nargs="*", help="default: every benchmark this machine can run")
-  parser.add_argument("--items", type=int, default=None)
-  parser.add_argument("--repeats", type=int, default=3,
+  parser.add_argument("--items", type=positive_int, default=None)
+  parser.add_argument("--repeats", type=positive_int, default=3,
                       help="plain/pipeline pairs per benchmark; the median pair is reported "
                            "(a shared machine's speed drifts by 20%% between minutes)")
   parser.add_argument("--results-dir", type=pathlib.Path, default=pathlib.Path("results/perf"))

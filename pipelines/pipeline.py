@@ -6,6 +6,7 @@ output format differ by task.
 from __future__ import annotations
 
 import apache_beam as beam
+from apache_beam import coders
 from apache_beam.ml.inference.base import KeyedModelHandler, RunInference
 
 from pipelines import dead_letter, image_classification, language_modeling
@@ -24,10 +25,16 @@ def build(p: beam.Pipeline, opts: BenchmarkOptions, **telemetry) -> None:
   validate(opts)
   # No build-time check of the input: it would reach out to GCS even for a dry run; local
   # inputs are checked by the launcher and a bad gs:// path fails the job at once.
-  lines = p | "ReadInput" >> beam.io.ReadFromText(opts.input, validate=False)
+  # Lines are read as bytes and decoded one by one: an undecodable line is dead-lettered
+  # instead of failing the whole job (Beam's default coder decodes strictly).
+  raw_lines = p | "ReadInput" >> beam.io.ReadFromText(opts.input, coder=coders.BytesCoder(),
+                                                       validate=False)
+  decoded = raw_lines | "DecodeLines" >> beam.ParDo(dead_letter.DecodeUtf8()).with_outputs(
+      dead_letter.TAG, main="lines")
+  lines, undecodable = decoded.lines, decoded[dead_letter.TAG]
   if opts.task == "image_classification":
     task = image_classification
-    examples, bad_input = task.parse_lines(lines)
+    examples, bad_input = task.parse_lines(lines, opts.max_image_pixels)
     formatter = task.FormatPrediction()
   else:
     task = language_modeling
@@ -44,10 +51,10 @@ def build(p: beam.Pipeline, opts: BenchmarkOptions, **telemetry) -> None:
   _ = (predictions
        | "FormatPredictions" >> beam.ParDo(formatter)
        | "WritePredictions" >> beam.io.WriteToText(f"{opts.output}/predictions",
-                                                   file_name_suffix=".txt"))
+                                                   file_name_suffix=".jsonl"))
   failed_inference = failed.failed_inferences | "ExplodeFailedBatches" >> beam.FlatMap(
       dead_letter.from_failed_batch)
-  _ = ((bad_input, failed_inference)
+  _ = ((undecodable, bad_input, failed_inference)
        | "MergeDeadLetters" >> beam.Flatten()
        | "CountDeadLetters" >> beam.ParDo(dead_letter.CountAndSerialize())
        | "WriteDeadLetters" >> beam.io.WriteToText(f"{opts.output}/dead_letter",

@@ -14,7 +14,7 @@ from apache_beam.options.pipeline_options import PipelineOptions
 
 from pipelines import beam_metrics, data, models, pipeline, run_record
 from pipelines.options import BenchmarkOptions
-from pipelines.run import local_runner
+from pipelines.runners import local_engine
 
 
 @pytest.fixture(scope="session")
@@ -49,7 +49,7 @@ def run_pipeline(tmp_path: pathlib.Path, lines: list[str], *, task: str, archite
       model_state_dict_path=str(models_dir / f"{architecture}.pth"),
       vocab_path=str(models_dir / models.VOCAB_FILE),
       min_batch_size=batch_size, max_batch_size=batch_size)
-  p = beam.Pipeline(runner=local_runner(), options=opts)
+  p = beam.Pipeline(runner=local_engine(), options=opts)
   pipeline.build(p, opts.view_as(BenchmarkOptions), **telemetry)
   result = p.run()
   result.wait_until_finish()

@@ -22,8 +22,9 @@ def test_predictions_match_plain_pytorch_and_metrics_add_up(tmp_path, models_dir
   with torch.no_grad():
     logits = model(torch.stack([image_classification.preprocess(
         image_classification.read_bytes(p)) for p in paths]))
-  expected = {f"{p},{image_classification.top1(row)}" for p, row in zip(paths, logits)}
-  assert set(out["predictions"]) == expected
+  expected = {(p, image_classification.top1(row)) for p, row in zip(paths, logits)}
+  predictions = [json.loads(line) for line in out["predictions"]]
+  assert {(row["input"], row["class"]) for row in predictions} == expected
   assert out["dead_letters"] == []
   assert metrics["num_inferences"] == len(paths)
   assert metrics["sum_inference_request_batch_size"] == metrics["num_inferences"]
@@ -56,8 +57,9 @@ def test_bad_images_are_dead_lettered_and_the_rest_complete(tmp_path, models_dir
   reasons = {d["input"]: d["reason"] for d in dead}
   assert "truncated" in reasons[str(truncated)]
   assert reasons[""] == "empty line: no image path"
-  assert reasons[str(tmp_path / "missing.jpg")].startswith("FileNotFoundError")
-  assert reasons[str(not_an_image)].startswith("UnidentifiedImageError")
+  assert reasons[str(tmp_path / "missing.jpg")] == "file not found"
+  assert reasons[str(not_an_image)].startswith("not an image file")
+  assert "BytesIO" not in reasons[str(not_an_image)]
   assert metrics["dead_lettered"] == 4
   assert metrics["num_inferences"] == len(lines) - metrics["dead_lettered"]
   assert metrics["sum_inference_request_batch_size"] == metrics["num_inferences"]
@@ -76,14 +78,14 @@ def test_a_batch_that_fails_inference_is_dead_lettered_per_input(models_dir):
 
   from pipelines import dead_letter
   from pipelines.handler import BenchmarkModelHandler
-  from pipelines.run import local_runner
+  from pipelines.runners import local_engine
 
   path = str(models_dir / "resnet18.pth")
   handler = KeyedModelHandler(BenchmarkModelHandler(
       image_classification.model_handler(path, "resnet18", "CPU",
                                          {"min_batch_size": 2, "max_batch_size": 2}),
       device="CPU", state_dict_path=path, telemetry_reader=lambda: None))
-  with beam.Pipeline(runner=local_runner()) as p:
+  with beam.Pipeline(runner=local_engine()) as p:
     # Two tensors of different shapes cannot be stacked into one batch.
     examples = p | beam.Create([("a.jpg", torch.zeros(3, 224, 224)),
                                 ("b.jpg", torch.zeros(3, 10, 10))])
