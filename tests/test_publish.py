@@ -468,3 +468,56 @@ def fault_url(fault):
   if fault == "down":
     return contextlib.nullcontext(servers.closed_port_url())
   return servers.http_500() if fault == "http_500" else servers.hanging_server()
+
+
+# --- the publish history on the record -----------------------------------------------------------
+
+def test_forced_resend_failure_keeps_the_earlier_success(tmp_path, results, no_targets, capsys):
+  record = make_record(results)
+  (tmp_path / "a").mkdir()
+  with servers.influxdb_v1(tmp_path / "a") as url:
+    create_db(url)
+    influx_v1_env(no_targets, url)
+    assert publisher.main(["--results-dir", str(results)]) == 0
+  # Same target, server now down: `make publish RUN=<id>` fails and says so...
+  assert publisher.main(["--results-dir", str(results), "--run", record["run_id"]]) == 1
+  assert "stays published" in capsys.readouterr().err
+  entry = reload(record, results)["publish"]["influxdb"]
+  # ...but the run stays published (sends are idempotent: the points are still there).
+  assert (entry["status"], entry["last_attempt"]) == ("ok", "failed")
+  assert "ConnectionError" in entry["error"]
+  assert [a["status"] for a in entry["attempts"]] == ["ok", "failed"]
+  assert {a["target"] for a in entry["attempts"]} == {f"InfluxDB v1 at {url} (beam_test_metrics)"}
+  assert publisher.is_published(reload(record, results), "influxdb")
+  assert publisher.main(["--results-dir", str(results)]) == 0  # nothing to resend
+  assert len(reload(record, results)["publish"]["influxdb"]["attempts"]) == 2
+  # A different server never got the run: `make publish` sends it there.
+  (tmp_path / "b").mkdir()
+  with servers.influxdb_v1(tmp_path / "b") as other:
+    create_db(other)
+    influx_v1_env(no_targets, other)
+    assert publisher.main(["--results-dir", str(results)]) == 0
+    assert len(influx_v1_points(other)) == len(metrics_rows.published_metrics(record))
+  entry = reload(record, results)["publish"]["influxdb"]
+  assert [a["status"] for a in entry["attempts"]] == ["ok", "failed", "ok"]
+  assert (entry["status"], entry["last_attempt"], entry["error"]) == ("ok", "ok", None)
+
+
+def test_records_from_before_the_history_keep_their_outcome_without_credentials(
+    results, no_targets):
+  url = servers.closed_port_url()
+  host = url.removeprefix("http://")
+  record = make_record(results)
+  record["publish"] = {"influxdb": {  # as written before: one outcome, credentials in the URL
+      "status": "ok", "target": f"InfluxDB v1 at http://kit:{SECRET}@{host} (beam_test_metrics)",
+      "at": "2026-11-01T00:00:00+00:00"}}
+  results_store.save(record, results)
+  influx_v1_env(no_targets, f"http://kit:{SECRET}@{host}")
+  assert publisher.main(["--results-dir", str(results)]) == 0  # already published there
+  assert publisher.main(["--results-dir", str(results), "--run", record["run_id"]]) == 1
+  saved = reload(record, results)
+  assert SECRET not in json.dumps(saved)
+  entry = saved["publish"]["influxdb"]
+  assert [(a["status"], a["at"]) for a in entry["attempts"]][0] == (
+      "ok", "2026-11-01T00:00:00+00:00")
+  assert (entry["status"], entry["last_attempt"]) == ("ok", "failed")
