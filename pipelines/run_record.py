@@ -4,7 +4,8 @@ It is the contract publishers and reports consume. Schema (version 1):
   schema_version, run_id, benchmark, timestamp (UTC ISO start), status ('succeeded'|'failed'),
   error (str|None), metrics {...numbers...}, gpu {...}, latency_histogram {bucket: count},
   metadata {runner, engine, device_requested, device_used, weights, versions, git_sha, ...},
-  publish {target: {status, at, error}}.
+  publish {target: {status, target, at, error, last_attempt, attempts: [...]}} (see
+  pipelines/publish/publisher.py).
 """
 from __future__ import annotations
 

@@ -9,7 +9,10 @@ from pipelines import latency_histogram, results_store, run_record
 def synthetic_record(*, benchmark="resnet101", latency_us=52_000.0, load_ms=1500.0,
                      batches=4, batch_size=16, wall_time_s=None, started=None,
                      runner="DirectRunner", machine_type="local", device="cpu",
-                     weights="random", extra_metadata=None) -> dict:
+                     weights="random", profile=None, inference_step=None,
+                     extra_metadata=None) -> dict:
+  """profile / inference_step: the record's metadata fields (left out when None, as in records
+  written before they existed: publishers then assume 'tuned' and 'RunInference')."""
   n = batches * batch_size
   latencies = [latency_us * (0.9 + 0.2 * i / max(1, batches - 1)) for i in range(batches)]
   counters = {("BeamML_PyTorch", "num_inferences"): n,
@@ -29,6 +32,8 @@ def synthetic_record(*, benchmark="resnet101", latency_us=52_000.0, load_ms=1500
   if wall_time_s is None:  # consistent with the latencies: load + inference + 50 ms overhead
     wall_time_s = load_ms / 1000 + sum(latencies) / 1e6 + 0.05
   metadata = {"runner": runner, "machine_type": machine_type, "accelerator": None,
+              **({"profile": profile} if profile else {}),
+              **({"inference_step": inference_step} if inference_step else {}),
               **(extra_metadata or {})}
   return run_record.build(run_id=run_record.new_run_id(), benchmark=benchmark,
                           started=started or run_record.utc_now(), wall_time_s=wall_time_s,

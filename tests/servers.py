@@ -70,7 +70,9 @@ def serve(args: list[str], ready_url: str, folder: pathlib.Path, env=None):
 
 
 @contextlib.contextmanager
-def influxdb_v1(folder: pathlib.Path):
+def influxdb_v1(folder: pathlib.Path, auth: bool = False):
+  """With auth, the server requires users: the first `CREATE USER ... WITH ALL PRIVILEGES`
+  (allowed without credentials while there is no user) creates the admin."""
   binary = require_binary("influxd")
   http_port, rpc_port = free_port(), free_port()
   config = folder / "influxdb.conf"
@@ -85,6 +87,7 @@ bind-address = "127.0.0.1:{rpc_port}"
 [http]
   bind-address = "127.0.0.1:{http_port}"
   log-enabled = false
+  auth-enabled = {str(auth).lower()}
 """)
   url = f"http://127.0.0.1:{http_port}"
   with serve([binary, "-config", str(config)], f"{url}/ping", folder):
@@ -92,13 +95,15 @@ bind-address = "127.0.0.1:{rpc_port}"
 
 
 @contextlib.contextmanager
-def victoria_metrics(folder: pathlib.Path):
+def victoria_metrics(folder: pathlib.Path, auth: tuple[str, str] | None = None):
+  """With auth=(user, password), every endpoint but /health requires HTTP basic auth."""
   binary = require_binary("victoria-metrics")
   port = free_port()
   url = f"http://127.0.0.1:{port}"
+  extra = [f"-httpAuth.username={auth[0]}", f"-httpAuth.password={auth[1]}"] if auth else []
   # Dedup at 1ms keeps one sample per series and timestamp, as InfluxDB does.
   with serve([binary, f"-storageDataPath={folder}/vm", f"-httpListenAddr=127.0.0.1:{port}",
-              "-dedup.minScrapeInterval=1ms", "-loggerLevel=ERROR"],
+              "-dedup.minScrapeInterval=1ms", "-loggerLevel=ERROR", *extra],
              f"{url}/health", folder):
     yield url
 

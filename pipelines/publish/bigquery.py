@@ -1,8 +1,16 @@
-"""BigQuery publisher: one table per benchmark in the long schema Beam's perf tooling reads.
+"""BigQuery publisher: one table per benchmark in the schema Beam's own benchmarks write, so
+Beam's change-point analyzer (apache_beam/testing/analyzers/perf_analysis.py) reads the rows.
 
-Rows are (test_id, timestamp, metric, value, job_id), one per metric; test_id is the run id.
+The schema is load_test_metrics_utils.SCHEMA, the columns BigQueryMetricsPublisher creates:
+  test_id STRING REQUIRED, timestamp TIMESTAMP REQUIRED, metric STRING REQUIRED,
+  value FLOAT REQUIRED, job_id STRING NULLABLE
+one row per metric (names from metrics_rows.published_metrics); test_id is the run id,
+timestamp the run's start, job_id the Dataflow job id (NULL for local runs, as in Beam).
+
 Idempotent: metrics already in the table for this run are not sent again, and each row's
 insert id is run id + metric so a retried request is de-duplicated by BigQuery too.
+The dataset must exist (as Beam's BigQueryClient requires): a typo in BIGQUERY_DATASET is an
+error, not a new dataset, unless BIGQUERY_CREATE_DATASET=1. A missing table is created.
 """
 from __future__ import annotations
 
@@ -11,8 +19,9 @@ from typing import Any
 from pipelines.publish import PublishError, metrics_rows
 from pipelines.publish.settings import BigQuerySettings
 
-SCHEMA = (("test_id", "STRING"), ("timestamp", "TIMESTAMP"), ("metric", "STRING"),
-          ("value", "FLOAT64"), ("job_id", "STRING"))
+SCHEMA = (("test_id", "STRING", "REQUIRED"), ("timestamp", "TIMESTAMP", "REQUIRED"),
+          ("metric", "STRING", "REQUIRED"), ("value", "FLOAT", "REQUIRED"),
+          ("job_id", "STRING", "NULLABLE"))
 
 
 def client(settings: BigQuerySettings):
@@ -27,10 +36,10 @@ def client(settings: BigQuerySettings):
 
 def rows(record: dict[str, Any]) -> list[dict[str, Any]]:
   ts = metrics_rows.timestamp(record).isoformat()
-  job_id = record["metadata"].get("job_id") or record["run_id"]
+  job_id = record["metadata"].get("job_id") or None
   return [{"test_id": record["run_id"], "timestamp": ts, "metric": name, "value": value,
            "job_id": job_id}
-          for name, value in sorted(metrics_rows.numeric_metrics(record).items())]
+          for name, value in sorted(metrics_rows.published_metrics(record).items())]
 
 
 def bounded_retry(settings: BigQuerySettings):
@@ -39,13 +48,29 @@ def bounded_retry(settings: BigQuerySettings):
   return DEFAULT_RETRY.with_timeout(settings.timeout_s)
 
 
+def ensure_dataset(bq, settings: BigQuerySettings) -> None:
+  from google.api_core.exceptions import NotFound
+  from google.cloud import bigquery
+  retry = bounded_retry(settings)
+  name = f"{settings.project}.{settings.dataset}"
+  try:
+    bq.get_dataset(name, retry=retry, timeout=settings.timeout_s)
+  except NotFound:
+    if not settings.create_dataset:
+      raise PublishError(
+          f"{settings.describe()}: dataset {name} does not exist; check BIGQUERY_DATASET "
+          "and BIGQUERY_PROJECT for a typo, create the dataset, or set "
+          "BIGQUERY_CREATE_DATASET=1 to let the kit create it") from None
+    bq.create_dataset(bigquery.Dataset(name), exists_ok=True, retry=retry,
+                      timeout=settings.timeout_s)
+
+
 def ensure_table(bq, settings: BigQuerySettings, table_name: str):
   from google.cloud import bigquery
   retry = bounded_retry(settings)
-  dataset = bigquery.Dataset(f"{settings.project}.{settings.dataset}")
-  bq.create_dataset(dataset, exists_ok=True, retry=retry, timeout=settings.timeout_s)
+  ensure_dataset(bq, settings)
   table = bigquery.Table(f"{settings.project}.{settings.dataset}.{table_name}",
-                         schema=[bigquery.SchemaField(n, t) for n, t in SCHEMA])
+                         schema=[bigquery.SchemaField(n, t, mode=m) for n, t, m in SCHEMA])
   return bq.create_table(table, exists_ok=True, retry=retry, timeout=settings.timeout_s)
 
 
@@ -73,6 +98,8 @@ def publish(record: dict[str, Any], table_name: str, settings: BigQuerySettings)
     errors = bq.insert_rows_json(
         table, missing, row_ids=[f"{r['test_id']}:{r['metric']}" for r in missing],
         retry=bounded_retry(settings), timeout=settings.timeout_s)
+  except PublishError:
+    raise
   except Exception as e:  # noqa: BLE001 - one clear message per failure
     raise PublishError(f"{settings.describe()}: {type(e).__name__}: {str(e)[:500]}") from None
   if errors:

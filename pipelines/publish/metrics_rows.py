@@ -1,12 +1,90 @@
-"""The numbers a record publishes, flattened: shared by every publisher so they agree."""
+"""The numbers a record publishes, named as Apache Beam names them: shared by every publisher so
+InfluxDB and BigQuery agree, and so Beam's dashboards and change-point analyzer read them.
+
+Metric names (`published_metrics`):
+
+* Beam's own metrics keep Beam's names, composed as
+  `apache_beam/testing/load_tests/load_test_metrics_utils.py` composes them from a pipeline
+  result (`Metric.__init__`, `DistributionMetric.__init__`, `parse_step`):
+    counter:       <namespace>_<parse_step(step)>_<counter name>
+    distribution:  <namespace>_<parse_step(step)>_<count|max|min|sum|mean>_<distribution name>
+  RunInference reports its metrics in namespace `BeamML_PyTorch` at step
+  `<RunInference label>/BeamML_RunInference`, and parse_step lower-cases the step and turns
+  spaces into underscores. With Beam's own benchmark label `PyTorchRunInference`:
+    BeamML_PyTorch_pytorchruninference/beamml_runinference_mean_inference_batch_latency_micro_secs
+  The label is the record's `metadata.inference_step` (default `RunInference`, so a tuned run's
+  names start `BeamML_PyTorch_runinference/beamml_runinference_`).
+  Published from the record: mean/min/max_inference_batch_latency_micro_secs,
+  mean/sum/count_inference_request_batch_size, mean/count_load_model_latency_milli_secs,
+  max_model_byte_size, num_inferences, failed_batches_counter.
+* Everything else the kit measures (latency percentiles, throughput, wall time, dead letters,
+  GPU telemetry) is published as `BenchmarkKit/<record metric name>`, e.g.
+  `BenchmarkKit/batch_latency_p99_ms`, `BenchmarkKit/throughput_per_s`,
+  `BenchmarkKit/gpu_utilization_max_pct`. No kit name contains a Beam metric name, so Beam's
+  analyzer (which selects rows with CONTAINS_SUBSTR(metric, '<beam name>')) never picks one up.
+
+Series names (`series_name`): only records with `metadata.profile == "beam"` (Beam's own
+benchmark settings) publish under the matrix's influx_measurement / bigquery_table, the names
+Beam's dashboards and analyzer read. Every other profile, `tuned` by default, publishes to the
+same name with the suffix `_<profile>` (`torch_inference_imagenet_resnet101_tuned`), so a tuned
+run can never land in Beam's series by accident.
+"""
 from __future__ import annotations
 
 import datetime
+import re
 from typing import Any
+
+from pipelines.publish import PublishError
+
+BEAM_NAMESPACE = "BeamML_PyTorch"
+BEAM_PROFILE = "beam"
+DEFAULT_PROFILE = "tuned"
+DEFAULT_INFERENCE_STEP = "RunInference"
+KIT_PREFIX = "BenchmarkKit/"
+
+# record metric -> the name Beam gives it after the step prefix (aggregation type first for a
+# distribution, as DistributionMetric composes it).
+BEAM_NAMES = {
+    "mean_inference_batch_latency_micro_secs": "mean_inference_batch_latency_micro_secs",
+    "min_inference_batch_latency_micro_secs": "min_inference_batch_latency_micro_secs",
+    "max_inference_batch_latency_micro_secs": "max_inference_batch_latency_micro_secs",
+    "mean_inference_request_batch_size": "mean_inference_request_batch_size",
+    "sum_inference_request_batch_size": "sum_inference_request_batch_size",
+    "num_batches": "count_inference_request_batch_size",
+    "mean_load_model_latency_milli_secs": "mean_load_model_latency_milli_secs",
+    "model_loads": "count_load_model_latency_milli_secs",
+    "model_byte_size": "max_model_byte_size",
+    "num_inferences": "num_inferences",
+    "failed_batches": "failed_batches_counter",
+}
+
+
+def profile(record: dict[str, Any]) -> str:
+  return record["metadata"].get("profile") or DEFAULT_PROFILE
+
+
+def inference_step(record: dict[str, Any]) -> str:
+  return record["metadata"].get("inference_step") or DEFAULT_INFERENCE_STEP
+
+
+def parse_step(step_name: str) -> str:
+  """Beam's load_test_metrics_utils.parse_step: lower case, spaces to '_', a leading 'step'
+  and surrounding ':' / '_' removed."""
+  prefix = "step"
+  step_name = step_name.lower().replace(" ", "_")
+  step_name = step_name[len(prefix):] if step_name.startswith(prefix) else step_name
+  return step_name.strip(":_")
+
+
+def beam_prefix(step_label: str) -> str:
+  """'BeamML_PyTorch_pytorchruninference/beamml_runinference_' for 'PyTorchRunInference'."""
+  return f"{BEAM_NAMESPACE}_{parse_step(f'{step_label}/BeamML_RunInference')}_"
 
 
 def numeric_metrics(record: dict[str, Any]) -> dict[str, float]:
-  """Every numeric metric of the record (None and non-numbers left out)."""
+  """Every numeric metric of the record under the record's own names (None and non-numbers
+  left out)."""
   out = {}
   for name, value in record["metrics"].items():
     if isinstance(value, (int, float)) and not isinstance(value, bool):
@@ -18,5 +96,28 @@ def numeric_metrics(record: dict[str, Any]) -> dict[str, float]:
   return out
 
 
+def published_metrics(record: dict[str, Any]) -> dict[str, float]:
+  """{metric name as published: value}: Beam's names for Beam's metrics, `BenchmarkKit/...`
+  for the kit's own. The one mapping every publisher uses."""
+  prefix = beam_prefix(inference_step(record))
+  return {(prefix + BEAM_NAMES[name] if name in BEAM_NAMES else KIT_PREFIX + name): value
+          for name, value in numeric_metrics(record).items()}
+
+
+def series_name(base: str, record: dict[str, Any]) -> str:
+  """The measurement / table a record goes to: Beam's own name only for profile 'beam'."""
+  name = profile(record)
+  if name == BEAM_PROFILE:
+    return base
+  if not re.fullmatch(r"[a-z0-9_]+", name):
+    raise PublishError(f"profile '{name}' is not a valid series suffix (use [a-z0-9_])")
+  return f"{base}_{name}"
+
+
 def timestamp(record: dict[str, Any]) -> datetime.datetime:
   return datetime.datetime.fromisoformat(record["timestamp"])
+
+
+def epoch_seconds(record: dict[str, Any]) -> int:
+  """The run's start in whole seconds: Beam writes InfluxDB points with precision 's'."""
+  return int(timestamp(record).timestamp())

@@ -2,16 +2,33 @@
 
 `python -m pipelines.publish` (`make publish`) resends everything not yet published;
 `--run ID` sends one run again (idempotent, so no duplicates either way).
+
+What the record keeps, per target name ("influxdb", "bigquery"):
+
+    record["publish"][name] = {
+      "status": "ok" | "failed",  # "ok" once ANY attempt delivered the run to this target
+      "target", "at", "error",    # of the latest attempt (error None when it succeeded)
+      "last_attempt": "ok" | "failed",
+      "attempts": [{"status", "target", "at", "error"}, ...],  # every attempt, oldest first
+    }
+
+Sends are idempotent, so a later failed resend (`make publish RUN=<id>`, e.g. while the server
+is down) does not undo an earlier delivery: the run stays published, the failure is reported
+(exit status 1) and kept in `attempts`. A delivery counts for the target it went to: "target"
+describes the server (URL without credentials, database / dataset), so a run delivered only to
+a server that has since been replaced in .env is not published to the new one and
+`make publish` sends it there.
 """
 from __future__ import annotations
 
 import argparse
 import pathlib
+import re
 import sys
-from typing import Any, Callable
+from typing import Any, Callable, Optional
 
 from pipelines import matrix, results_store, run_record
-from pipelines.publish import PublishError, bigquery, influx, settings
+from pipelines.publish import PublishError, bigquery, influx, metrics_rows, settings
 
 Target = tuple[str, str, Callable[[dict[str, Any]], Any]]  # name, description, send(record)
 
@@ -22,16 +39,48 @@ def configured_targets() -> list[Target]:
   influx_settings = settings.influx()
   if influx_settings:
     targets.append(("influxdb", influx_settings.describe(), lambda r: influx.publish(
-        r, benchmarks[r["benchmark"]].influx_measurement, influx_settings)))
+        r, metrics_rows.series_name(benchmarks[r["benchmark"]].influx_measurement, r),
+        influx_settings)))
   bq_settings = settings.bigquery()
   if bq_settings:
     targets.append(("bigquery", bq_settings.describe(), lambda r: bigquery.publish(
-        r, benchmarks[r["benchmark"]].bigquery_table, bq_settings)))
+        r, metrics_rows.series_name(benchmarks[r["benchmark"]].bigquery_table, r),
+        bq_settings)))
   return targets
 
 
-def is_published(record: dict[str, Any], target: str) -> bool:
-  return record.get("publish", {}).get(target, {}).get("status") == "ok"
+def _scrub(text: Optional[str]) -> Optional[str]:
+  """Credentials written inside a URL ('://user:pw@host'), as records written before they were
+  redacted may hold them."""
+  return re.sub(r"://[^/@\s]+@", "://", text) if text else text
+
+
+def attempts(record: dict[str, Any], name: str) -> list[dict[str, Any]]:
+  """Every attempt to publish the run to target `name`, oldest first (a record written before
+  attempts were kept counts its one stored outcome as one attempt)."""
+  entry = record.get("publish", {}).get(name)
+  if not entry:
+    return []
+  found = entry.get("attempts") or [entry]
+  return [{"status": a.get("status"), "target": _scrub(a.get("target")), "at": a.get("at"),
+           "error": _scrub(a.get("error"))} for a in found]
+
+
+def is_published(record: dict[str, Any], name: str, target: Optional[str] = None) -> bool:
+  """True once any attempt delivered the run to target `name` (to the server described by
+  `target`, when given)."""
+  return any(a["status"] == "ok" and (target is None or a["target"] == _scrub(target))
+             for a in attempts(record, name))
+
+
+def record_attempt(record: dict[str, Any], name: str, attempt: dict[str, Any]) -> dict:
+  history = attempts(record, name) + [attempt]
+  entry = {"status": "ok" if is_published({"publish": {name: {"attempts": history}}}, name,
+                                          attempt["target"]) else "failed",
+           "target": attempt["target"], "at": attempt["at"], "error": attempt["error"],
+           "last_attempt": attempt["status"], "attempts": history}
+  record.setdefault("publish", {})[name] = entry
+  return entry
 
 
 def publish_record(record: dict[str, Any], targets: list[Target], root: pathlib.Path,
@@ -42,16 +91,19 @@ def publish_record(record: dict[str, Any], targets: list[Target], root: pathlib.
   if record["status"] != "succeeded":
     return failures  # a failed run has no numbers worth charting
   for name, description, send in targets:
-    if is_published(record, name) and not force:
+    if is_published(record, name, description) and not force:
       continue
     try:
       send(record)
-      outcome = {"status": "ok", "target": description}
+      attempt = {"status": "ok", "target": description, "error": None}
     except PublishError as e:
-      outcome = {"status": "failed", "target": description, "error": str(e)}
-      failures.append(f"{record['benchmark']} run {record['run_id']}: {e}")
-    record.setdefault("publish", {})[name] = {**outcome, "at": run_record.utc_now()}
+      attempt = {"status": "failed", "target": description, "error": str(e)}
+    entry = record_attempt(record, name, {**attempt, "at": run_record.utc_now()})
     results_store.save(record, root)
+    if attempt["status"] == "failed":
+      kept = (" (an earlier attempt delivered it there: the run stays published)"
+              if entry["status"] == "ok" else "")
+      failures.append(f"{record['benchmark']} run {record['run_id']}: {attempt['error']}{kept}")
   return failures
 
 
@@ -73,7 +125,8 @@ def main(argv: list[str] | None = None) -> int:
   else:
     records = [r for r in results_store.load_all(args.results_dir)
                if r["status"] == "succeeded"
-               and not all(is_published(r, name) for name, _, _ in targets)]
+               and not all(is_published(r, name, description)
+                           for name, description, _ in targets)]
   failures, failed_runs = [], 0
   for record in records:
     record_failures = publish_record(record, targets, args.results_dir, force=bool(args.run))

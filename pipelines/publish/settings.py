@@ -2,8 +2,10 @@
 secrets to keep out of every message and record."""
 from __future__ import annotations
 
+import base64
 import dataclasses
 import os
+import urllib.parse
 from typing import Mapping, Optional
 
 
@@ -21,9 +23,14 @@ class InfluxSettings:
 
   @property
   def secrets(self) -> list[str]:
-    return [s for s in (self.token, self.password) if s]
+    found = [s for s in (self.token, self.password) if s]
+    if self.password:  # as written in a URL, and as sent in a basic auth header
+      found.append(urllib.parse.quote(self.password, safe=""))
+      found.append(base64.b64encode(f"{self.user}:{self.password}".encode()).decode())
+    return sorted(set(found), key=len, reverse=True)
 
   def describe(self) -> str:
+    """Never shows a secret: `url` carries no credentials (see split_credentials)."""
     return f"InfluxDB {self.api} at {self.url} ({self.bucket or self.db})"
 
 
@@ -33,6 +40,7 @@ class BigQuerySettings:
   dataset: str
   emulator_url: str = ""  # set for the BigQuery emulator: anonymous credentials, this endpoint
   timeout_s: float = 30.0
+  create_dataset: bool = False  # BIGQUERY_CREATE_DATASET=1; otherwise a missing dataset is an error
 
   @property
   def secrets(self) -> list[str]:
@@ -47,16 +55,32 @@ class SettingsError(ValueError):
   pass
 
 
+def split_credentials(url: str) -> tuple[str, str, str]:
+  """'http://user:pw@host:8086/x' -> ('http://host:8086/x', 'user', 'pw'); the URL that is
+  shown, stored and requested never carries the credentials (they are sent as basic auth)."""
+  parts = urllib.parse.urlsplit(url)
+  if "@" not in parts.netloc:
+    return url, "", ""
+  userinfo, _, host = parts.netloc.rpartition("@")
+  user, _, password = userinfo.partition(":")
+  clean = urllib.parse.urlunsplit(parts._replace(netloc=host))
+  return clean, urllib.parse.unquote(user), urllib.parse.unquote(password)
+
+
 def influx(env: Mapping[str, str] = os.environ) -> Optional[InfluxSettings]:
   url = env.get("INFLUXDB_URL", "").strip()
   if not url:
     return None
+  url, url_user, url_password = split_credentials(url)
   api = env.get("INFLUXDB_API", "v2").strip()
+  user = env.get("INFLUXDB_USER", "")
+  password = env.get("INFLUXDB_PASSWORD", "")
+  if not user and url_user:  # INFLUXDB_USER/PASSWORD win over credentials in the URL
+    user, password = url_user, url_password
   s = InfluxSettings(
       url=url.rstrip("/"), api=api, org=env.get("INFLUXDB_ORG", ""),
       bucket=env.get("INFLUXDB_BUCKET", ""), token=env.get("INFLUXDB_TOKEN", ""),
-      db=env.get("INFLUXDB_DB", ""), user=env.get("INFLUXDB_USER", ""),
-      password=env.get("INFLUXDB_PASSWORD", ""),
+      db=env.get("INFLUXDB_DB", ""), user=user, password=password,
       timeout_s=float(env.get("PUBLISH_TIMEOUT_S", "10")))
   if api == "v2" and not s.bucket:
     raise SettingsError("INFLUXDB_URL is set with INFLUXDB_API=v2 but INFLUXDB_BUCKET is not")
@@ -76,7 +100,8 @@ def bigquery(env: Mapping[str, str] = os.environ) -> Optional[BigQuerySettings]:
     raise SettingsError("BIGQUERY_DATASET is set but neither BIGQUERY_PROJECT nor PROJECT is")
   return BigQuerySettings(project=project, dataset=dataset,
                           emulator_url=env.get("BIGQUERY_EMULATOR_URL", "").strip(),
-                          timeout_s=float(env.get("PUBLISH_TIMEOUT_S", "30")))
+                          timeout_s=float(env.get("PUBLISH_TIMEOUT_S", "30")),
+                          create_dataset=env.get("BIGQUERY_CREATE_DATASET", "").strip() == "1")
 
 
 def redact(message: str, secrets: list[str]) -> str:
