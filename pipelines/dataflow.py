@@ -12,6 +12,7 @@ import pathlib
 from typing import Any, Mapping
 
 from pipelines import matrix, run_record
+from pipelines.layout import Layout
 from pipelines.matrix import REPO_ROOT
 from pipelines.models import VOCAB_FILE
 
@@ -59,8 +60,9 @@ def service_options(bench: matrix.Benchmark) -> list[str]:
           f"count:{bench.dataflow.accelerator_count};install-nvidia-driver"]
 
 
-def worker_args(bench: matrix.Benchmark, s: Mapping[str, str], job_name: str) -> list[str]:
-  """Every Dataflow flag that comes from the matrix and the settings."""
+def worker_args(bench: matrix.Benchmark, s: Mapping[str, str], job_name: str,
+                layout: Layout) -> list[str]:
+  """Every Dataflow flag that comes from the matrix, the worker layout and the settings."""
   shape = bench.dataflow
   args = [
       "--runner=DataflowRunner", f"--project={s['PROJECT']}", f"--region={s['REGION']}",
@@ -72,7 +74,8 @@ def worker_args(bench: matrix.Benchmark, s: Mapping[str, str], job_name: str) ->
       f"--sdk_container_image={image_uri(bench, s)}", "--sdk_location=container",
   ]
   args += [f"--dataflow_service_options={o}" for o in service_options(bench)]
-  args += [f"--experiments={e}" for e in shape.experiments]
+  experiments = [*shape.experiments, *layout.dataflow_experiments(bench.machine.vcpus)]
+  args += [f"--experiments={e}" for e in dict.fromkeys(experiments)]
   if s.get("SERVICE_ACCOUNT"):
     args.append(f"--service_account_email={s['SERVICE_ACCOUNT']}")
   if s.get("SUBNETWORK"):
@@ -134,7 +137,8 @@ def job_description(result, options, bench: matrix.Benchmark) -> dict[str, Any]:
 
 
 _BENCHMARK_OPTIONS = ("input", "output", "model_state_dict_path", "vocab_path", "device",
-                      "min_batch_size", "max_batch_size", "task", "model_architecture")
+                      "min_batch_size", "max_batch_size", "task", "model_architecture",
+                      "torch_threads", "torch_interop_threads", "layout")
 
 
 def _container_image(environment) -> str | None:

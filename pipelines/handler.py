@@ -5,7 +5,9 @@ are) and adds what a trustworthy benchmark needs, all as Beam metrics in namespa
   * refuses to load a GPU benchmark where CUDA is unusable (Beam silently falls back to CPU);
   * counts the device the model actually sits on and the weights kind it was loaded with;
   * records each batch's latency in a histogram (latency_histogram.py) for percentiles;
-  * samples GPU telemetry while the model is loaded (gpu_telemetry.py).
+  * samples GPU telemetry while the model is loaded (gpu_telemetry.py);
+  * sets the worker layout's torch threads before the model loads, and reports per SDK process
+    (`process/<host>:<pid>/...`) its threads, peak RSS and steady-state window (process_stats.py).
 """
 from __future__ import annotations
 
@@ -21,8 +23,9 @@ import torch
 from apache_beam.metrics import Metrics
 from apache_beam.ml.inference.base import ModelHandler
 
-from pipelines import gpu_telemetry, latency_histogram
+from pipelines import gpu_telemetry, latency_histogram, process_stats
 from pipelines.beam_metrics import KIT_NAMESPACE
+from pipelines.layout import apply_threads
 from pipelines.models import read_meta
 
 # Kept per worker process and per pipeline (the handler's token, shared by all its copies), not
@@ -31,6 +34,8 @@ from pipelines.models import read_meta
 _lock = threading.Lock()
 _pending_counters: dict[str, list[str]] = collections.defaultdict(list)
 _samplers: dict[str, list[gpu_telemetry.GpuSampler]] = collections.defaultdict(list)
+_pending_distributions: dict[str, list[tuple[str, int]]] = collections.defaultdict(list)
+_batches_seen: dict[str, int] = collections.defaultdict(int)
 
 
 class DeviceUnavailableError(RuntimeError):
@@ -59,8 +64,11 @@ class BenchmarkModelHandler(ModelHandler):
   def __init__(self, base: ModelHandler, *, device: str, state_dict_path: str,
                telemetry_reader: Callable[[], Optional[gpu_telemetry.ReadSample]] = (
                    gpu_telemetry.nvml_reader),
-               telemetry_interval_s: float = gpu_telemetry.SAMPLE_INTERVAL_S):
+               telemetry_interval_s: float = gpu_telemetry.SAMPLE_INTERVAL_S,
+               threads: int | None = None, interop_threads: int | None = None):
     self._base = base
+    self._threads = threads
+    self._interop_threads = interop_threads
     self._device = device
     self._state_dict_path = state_dict_path
     self._telemetry_reader = telemetry_reader
@@ -70,6 +78,7 @@ class BenchmarkModelHandler(ModelHandler):
 
   def load_model(self) -> Any:
     require_device(self._device)
+    apply_threads(self._threads, self._interop_threads)
     model = self._base.load_model()
     used = _device_of(model)
     meta = read_meta(self._state_dict_path)
@@ -77,7 +86,9 @@ class BenchmarkModelHandler(ModelHandler):
     # until the next batch, as Beam does for its own load metrics.
     with _lock:
       _pending_counters[self._token] += [f"model_loaded_on_{used}",
-                                         f"model_weights_{meta.weights if meta else 'unknown'}"]
+                                         f"model_weights_{meta.weights if meta else 'unknown'}",
+                                         process_stats.name("model_loads")]
+      _pending_distributions[self._token] += process_stats.threads()
     logging.info("Model %s loaded on %s (%s weights)", self._state_dict_path, used,
                  meta.weights if meta else "unknown")
     reader = self._telemetry_reader()
@@ -94,16 +105,23 @@ class BenchmarkModelHandler(ModelHandler):
     results = list(self._base.run_inference(batch, model, inference_args))
     latency_us = (time.perf_counter_ns() - start) / 1000
     Metrics.counter(KIT_NAMESPACE, latency_histogram.counter_name(latency_us)).inc()
+    with _lock:
+      _batches_seen[self._token] += 1
+      first_batch = _batches_seen[self._token] == 1
+    process_stats.report_batch(len(batch), first_batch)
     self._report_pending()
     return results
 
   def _report_pending(self) -> None:
     with _lock:
       counters = _pending_counters.pop(self._token, [])
+      distributions = _pending_distributions.pop(self._token, [])
       samples = [sample for sampler in _samplers.get(self._token, ())
                  for sample in sampler.drain()]
     for name in counters:
       Metrics.counter(KIT_NAMESPACE, name).inc()
+    for name, value in distributions:
+      Metrics.distribution(KIT_NAMESPACE, name).update(value)
     for sample in samples:
       Metrics.distribution(KIT_NAMESPACE, "gpu_utilization_pct").update(sample.utilization_pct)
       Metrics.distribution(KIT_NAMESPACE, "gpu_memory_used_mib").update(sample.memory_used_mib)

@@ -93,11 +93,8 @@ class DecodeImage(beam.DoFn):
 
 def parse_lines(lines: beam.PCollection, max_pixels: int | None = None):
   """-> (PCollection of (path, tensor), PCollection of dead-letter records)."""
-  # Reshuffle spreads the (cheap) paths across workers before the expensive decode/inference.
-  parsed = (lines
-            | "Distribute" >> beam.Reshuffle()
-            | "DecodeImages" >> beam.ParDo(DecodeImage(max_pixels)).with_outputs(
-                dead_letter.TAG, main="images"))
+  parsed = lines | "DecodeImages" >> beam.ParDo(DecodeImage(max_pixels)).with_outputs(
+      dead_letter.TAG, main="images")
   return parsed.images, parsed[dead_letter.TAG]
 
 

@@ -7,6 +7,8 @@ import pathlib
 import tomllib
 from typing import Any
 
+from pipelines.layout import Layout, LayoutError, check_memory
+
 REPO_ROOT = pathlib.Path(__file__).resolve().parent.parent
 MATRIX_PATH = REPO_ROOT / "infra" / "benchmarks.toml"
 
@@ -31,6 +33,15 @@ class DataflowShape:
 
 
 @dataclasses.dataclass(frozen=True)
+class MachineType:
+  name: str
+  vcpus: int
+  memory_gb: float
+  reserved_gb: float  # kept for the OS and Dataflow's worker harness
+  layout: Layout  # the default worker layout on this machine type
+
+
+@dataclasses.dataclass(frozen=True)
 class Benchmark:
   name: str
   task: str
@@ -45,6 +56,13 @@ class Benchmark:
   dataflow: DataflowShape
   local_items: int
   local_batch_size: int
+  machine: MachineType
+  layout: Layout  # the benchmark's own, or its machine type's default
+  process_memory_mib: float  # peak RSS of one SDK process holding this model
+
+  def check_memory(self, layout: Layout) -> None:
+    check_memory(layout, self.process_memory_mib, self.machine.name, self.machine.memory_gb,
+                 self.machine.reserved_gb, self.model)
 
   @property
   def needs_gpu(self) -> bool:
@@ -68,6 +86,12 @@ def load(path: pathlib.Path | None = None) -> dict[str, Benchmark]:
     raw = tomllib.load(f)
   shared_dataflow = raw.get("dataflow", {})
   datasets = raw.get("datasets", {})
+  machines = {name: MachineType(name=name, vcpus=int(_require(m, "vcpus", name)),
+                                memory_gb=float(_require(m, "memory_gb", name)),
+                                reserved_gb=float(_require(m, "reserved_gb", name)),
+                                layout=_layout(_require(m, "layout", name), name))
+              for name, m in raw.get("machine_types", {}).items()}
+  memory = raw.get("process_memory_mib", {})
   benchmarks: dict[str, Benchmark] = {}
   for name, entry in _require(raw, "benchmarks", "matrix").items():
     where = f"benchmarks.{name}"
@@ -84,10 +108,17 @@ def load(path: pathlib.Path | None = None) -> dict[str, Benchmark]:
     dataflow = {**shared_dataflow, **entry.get("dataflow", {})}
     dataflow["experiments"] = tuple(dataflow.get("experiments", ()))
     local = _require(entry, "local", where)
+    machine_name = dataflow["machine_type"]
+    if machine_name not in machines:
+      raise MatrixError(f"{where}: machine type '{machine_name}' has no [machine_types] entry")
+    machine = machines[machine_name]
+    model = _require(entry, "model", where)
+    if model not in memory:
+      raise MatrixError(f"{where}: model '{model}' has no [process_memory_mib] entry")
     benchmarks[name] = Benchmark(
         name=name,
         task=task,
-        model=_require(entry, "model", where),
+        model=model,
         dataset=dataset_name,
         dataset_input=dataset["input"],
         dataset_items=dataset["items"],
@@ -98,8 +129,18 @@ def load(path: pathlib.Path | None = None) -> dict[str, Benchmark]:
         dataflow=DataflowShape(**dataflow),
         local_items=int(_require(local, "items", where + ".local")),
         local_batch_size=int(_require(local, "batch_size", where + ".local")),
+        machine=machine,
+        layout=_layout(entry["layout"], where) if "layout" in entry else machine.layout,
+        process_memory_mib=float(memory[model]),
     )
   return benchmarks
+
+
+def _layout(text: str, where: str) -> Layout:
+  try:
+    return Layout.parse(text)
+  except LayoutError as e:
+    raise MatrixError(f"{where}: {e}") from None
 
 
 def get(name: str) -> Benchmark:

@@ -22,6 +22,10 @@ class BenchmarkOptions(PipelineOptions):
     parser.add_argument("--device", choices=DEVICES, default="CPU")
     parser.add_argument("--min_batch_size", type=int, default=None)
     parser.add_argument("--max_batch_size", type=int, default=None)
+    parser.add_argument("--layout", help="the worker layout PxT (recorded; see layout.py)")
+    parser.add_argument("--torch_threads", type=int, default=None,
+                        help="torch intra-op threads each worker process sets before loading")
+    parser.add_argument("--torch_interop_threads", type=int, default=None)
     parser.add_argument("--max_image_pixels", type=int, default=DEFAULT_MAX_IMAGE_PIXELS,
                         help="images with more pixels are dead-lettered before decoding "
                              "(a 169-megapixel PNG takes 600 MB to decode)")

@@ -31,7 +31,10 @@ def build(p: beam.Pipeline, opts: BenchmarkOptions, **telemetry) -> None:
                                                        validate=False)
   decoded = raw_lines | "DecodeLines" >> beam.ParDo(dead_letter.DecodeUtf8()).with_outputs(
       dead_letter.TAG, main="lines")
-  lines, undecodable = decoded.lines, decoded[dead_letter.TAG]
+  # Reshuffle spreads the (cheap) lines across workers and SDK processes before the expensive
+  # decode/tokenize and inference: a small file is one read split, read by one process.
+  lines = decoded.lines | "Distribute" >> beam.Reshuffle()
+  undecodable = decoded[dead_letter.TAG]
   if opts.task == "image_classification":
     task = image_classification
     examples, bad_input = task.parse_lines(lines, opts.max_image_pixels)
@@ -44,7 +47,8 @@ def build(p: beam.Pipeline, opts: BenchmarkOptions, **telemetry) -> None:
   base = task.model_handler(opts.model_state_dict_path, opts.model_architecture, opts.device,
                             batching(opts))
   handler = KeyedModelHandler(BenchmarkModelHandler(
-      base, device=opts.device, state_dict_path=opts.model_state_dict_path, **telemetry))
+      base, device=opts.device, state_dict_path=opts.model_state_dict_path,
+      threads=opts.torch_threads, interop_threads=opts.torch_interop_threads, **telemetry))
   predictions, failed = examples | "RunInference" >> RunInference(
       handler).with_exception_handling()
 

@@ -15,7 +15,6 @@ import time
 from typing import Any
 
 import apache_beam as beam
-import torch
 from apache_beam.options.pipeline_options import PipelineOptions
 
 from pipelines import (
@@ -30,6 +29,7 @@ from pipelines import (
 )
 from pipelines.cli_types import positive_int
 from pipelines.handler import DeviceUnavailableError
+from pipelines.layout import Layout, LayoutError
 from pipelines.options import BenchmarkOptions
 from pipelines.runners import LaunchError
 
@@ -50,6 +50,9 @@ def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, list[str]]:
   parser.add_argument("--data-dir", type=pathlib.Path, default=pathlib.Path("data"))
   parser.add_argument("--models-dir", type=pathlib.Path, default=pathlib.Path("models"))
   parser.add_argument("--results-dir", type=pathlib.Path, default=results_store.DEFAULT_DIR)
+  parser.add_argument("--layout", type=Layout.parse, default=None,
+                      help="worker layout PxT: SDK processes x torch threads per process "
+                           "(default: the matrix's for the machine type)")
   parser.add_argument("--dry-run", action="store_true",
                       help="Dataflow only: build the job offline and write it to a JSON file")
   args, beam_args = parser.parse_known_args(argv)
@@ -68,13 +71,14 @@ def launch(args: argparse.Namespace, beam_args: list[str],
   target = runners.for_runner(args.runner, args.dry_run)
   if not args.dry_run:
     results_store.check_writable(args.results_dir)  # before any work, not after it
+  layout = args.layout or bench.layout
+  bench.check_memory(layout)  # before anything launches: copies that cannot fit never start
   run_id = run_record.new_run_id()
   batch_size = args.batch_size or bench.local_batch_size
-  plan = target.prepare(bench, args, run_id)
+  plan = target.prepare(bench, args, run_id, layout)
   metadata: dict[str, Any] = {
       "runner": args.runner, "task": bench.task, "model": bench.model,
-      "device_requested": bench.device, "batch_size": batch_size,
-      "torch_threads": torch.get_num_threads(),
+      "device_requested": bench.device, "batch_size": batch_size, **layout.as_dict(),
       "bigquery_table": bench.bigquery_table, "influx_measurement": bench.influx_measurement,
       **plan.metadata, "input": plan.values["input"],
   }
@@ -82,7 +86,8 @@ def launch(args: argparse.Namespace, beam_args: list[str],
     opts = PipelineOptions(
         plan.beam_args + beam_args, benchmark=bench.name, task=bench.task,
         model_architecture=bench.model, device=bench.device, min_batch_size=batch_size,
-        max_batch_size=batch_size, **plan.values)
+        max_batch_size=batch_size, layout=str(layout), torch_threads=layout.threads,
+        torch_interop_threads=layout.interop_threads, **plan.values)
     p = beam.Pipeline(runner=plan.engine, options=opts)
     pipeline.build(p, opts.view_as(BenchmarkOptions), **telemetry)
   except BaseException:
@@ -155,7 +160,7 @@ def main(argv: list[str] | None = None) -> int:
   try:
     record = launch(args, beam_args)
   except (LaunchError, DeviceUnavailableError, matrix.MatrixError,
-          dataflow.SettingsMissing, results_store.NotWritable) as e:
+          dataflow.SettingsMissing, results_store.NotWritable, LayoutError) as e:
     print(f"error: {args.benchmark}: {e}", file=sys.stderr)
     return 2
   except RecordNotSaved as e:

@@ -17,7 +17,7 @@ import subprocess
 import uuid
 from typing import Any
 
-from pipelines import beam_metrics, latency_histogram
+from pipelines import beam_metrics, latency_histogram, process_stats
 from pipelines.matrix import REPO_ROOT
 
 SCHEMA_VERSION = 1
@@ -106,6 +106,8 @@ def build(*, run_id: str, benchmark: str, started: str, wall_time_s: float,
   # Model load happens once per worker process; excluding it isolates steady-state inference.
   steady = wall_time_s - load_s
   metrics["throughput_per_s_excl_model_load"] = n / steady if steady > 0 else None
+  processes = process_stats.read(raw)
+  metrics["steady_throughput_per_s"] = process_stats.steady_throughput(processes)
   gpu = gpu_section(raw)
   metrics["gpu_utilization_mean_pct"] = gpu.get("utilization_mean_pct")
   if error is None and n == 0:  # nothing was measured: never publish zeros as a result
@@ -124,6 +126,8 @@ def build(*, run_id: str, benchmark: str, started: str, wall_time_s: float,
           **metadata,
           "device_used": device_used(counters),
           "weights": weights_used(counters),
+          "processes_loaded_model": sum(1 for p in processes if p.get("model_loads")),
+          "worker_processes": processes,
           "versions": versions(),
           **git_state(),
           "hostname": socket.gethostname(),

@@ -1,7 +1,7 @@
 """Where a benchmark runs: one small object per runner behind one interface.
 
-  prepare(bench, args, run_id) -> Plan   everything a run needs before any work: inputs, model
-                                         paths, Beam flags, the engine, the record's metadata.
+  prepare(bench, args, run_id, layout) -> Plan   everything a run needs before any work:
+                                         inputs, model paths, Beam flags, the engine, the metadata.
                                          Raises LaunchError (nothing was created) on bad input.
   execute(pipeline, plan) -> raw metrics runs the job and waits for it.
   discard(plan)                          removes what prepare created, for a run that never ran.
@@ -20,6 +20,7 @@ from typing import Any
 import apache_beam as beam
 
 from pipelines import beam_metrics, dataflow, matrix
+from pipelines.layout import Layout
 from pipelines.models import VOCAB_FILE
 
 LOCAL_INPUTS = {"image_classification": "images.txt", "language_modeling": "sentences.txt"}
@@ -72,7 +73,8 @@ class LocalRun:
   """The DirectRunner's batch engine on this machine, on generated data and local models."""
   name = "DirectRunner"
 
-  def prepare(self, bench: matrix.Benchmark, args: argparse.Namespace, run_id: str) -> Plan:
+  def prepare(self, bench: matrix.Benchmark, args: argparse.Namespace, run_id: str,
+              layout: Layout) -> Plan:
     from pipelines.handler import require_device
     require_device(bench.device)  # fail before any work, not after a CPU fallback
     default_source = not args.input
@@ -94,8 +96,8 @@ class LocalRun:
               **model_files}
     metadata = {"engine": "FnApiRunner", "items_requested": items, "machine_type": "local",
                 "num_workers": 1, "accelerator": None}
-    return Plan(values=values, beam_args=[], metadata=metadata, engine=local_engine(),
-                run_dir=run_dir)
+    return Plan(values=values, beam_args=layout.local_beam_args(), metadata=metadata,
+                engine=local_engine(), run_dir=run_dir)
 
   def execute(self, p: beam.Pipeline, plan: Plan) -> dict[str, Any]:
     result = p.run()
@@ -114,12 +116,13 @@ class DataflowRun:
   def __init__(self, dry_run: bool = False):
     self.dry_run = dry_run
 
-  def prepare(self, bench: matrix.Benchmark, args: argparse.Namespace, run_id: str) -> Plan:
+  def prepare(self, bench: matrix.Benchmark, args: argparse.Namespace, run_id: str,
+              layout: Layout) -> Plan:
     cloud = dataflow.settings()
     if args.items:
       logging.warning("N/--items applies to local runs; Dataflow runs the whole input")
     values = dataflow.pipeline_values(bench, cloud, run_id, args.input)
-    beam_args = dataflow.worker_args(bench, cloud, dataflow.job_name(bench, run_id))
+    beam_args = dataflow.worker_args(bench, cloud, dataflow.job_name(bench, run_id), layout)
     if self.dry_run:
       beam_args.append("--dry_run=True")
     metadata = {"engine": "Dataflow", "items_requested": bench.dataset_items,
