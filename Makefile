@@ -23,6 +23,10 @@ WEIGHTS     ?= random## model weights for `make models`: random (offline) or pre
 RESULTS     ?= results## the local results store
 FAIL_ON_REGRESSION ?=## 1: make report exits 3 when a recent regression is flagged (nightly CI)
 DRY_RUN     ?=## 1 with RUNNER=DataflowRunner: build the job offline into results/dataflow-jobs/
+LAYOUT      ?=## worker layout PxT: SDK processes x torch threads (default: the matrix's)
+BENCH       ?=## make sweep: the benchmark to sweep
+BATCH_SIZES ?=## make sweep: comma-separated batch sizes (default 4,8,16,32)
+LAYOUTS     ?=## make sweep: comma-separated layouts (default 1x2,2x1,2x2)
 BENCHMARKS  := $(shell $(PYTHON) -m pipelines.matrix names)
 
 # Worker images: versions come from requirements/ and .python-version, never from :latest.
@@ -38,9 +42,9 @@ image_ref = $(or $(REGISTRY),local)/beam-bench-$(1):$(IMAGE_TAG)
 QUIET_PIP   := 2>&1 | sed '/is ignored: it is neither/d'
 RUN_ARGS     = --runner $(RUNNER) --results-dir $(RESULTS) $(if $(N),--items $(N)) \
                $(if $(BATCH_SIZE),--batch-size $(BATCH_SIZE)) $(if $(INPUT),--input $(INPUT)) \
-               $(if $(DRY_RUN),--dry-run)
+               $(if $(DRY_RUN),--dry-run) $(if $(LAYOUT),--layout $(LAYOUT))
 
-.PHONY: help setup lock models data $(addprefix bench-,$(BENCHMARKS)) bench-all perf gpu-check report compare publish \
+.PHONY: help setup lock models data $(addprefix bench-,$(BENCHMARKS)) bench-all perf sweep gpu-check report compare publish \
         image-cpu image-gpu push test lint clean
 
 help: ## list targets and variables
@@ -122,6 +126,14 @@ push: ## push both images to REGISTRY and record their digests (build/image-*.di
 	  fi || exit 1; \
 	  echo "pushed $$ref ($$(cat build/image-$$variant.digest))"; \
 	done
+
+sweep: $(if $(BENCH),data,needs-bench) ## one benchmark over batch sizes x worker layouts (BENCH=, BATCH_SIZES=, LAYOUTS=, N=, REPEATS=)
+	$(PY) -m pipelines.sweep $(BENCH) --results-dir $(RESULTS) $(if $(N),--items $(N)) \
+	  $(if $(BATCH_SIZES),--batch-sizes $(BATCH_SIZES)) $(if $(LAYOUTS),--layouts $(LAYOUTS)) \
+	  $(if $(REPEATS),--repeats $(REPEATS))
+
+needs-bench:
+	@echo "error: make sweep needs BENCH=<name>; names: $(BENCHMARKS)" >&2; exit 2
 
 gpu-check: data ## on a GPU machine: NVML reads, resnet152-gpu on CUDA, efficiency vs a plain CUDA loop
 	$(PY) -m pipelines.gpu_check

@@ -1,0 +1,153 @@
+"""`make sweep BENCH=<name> [BATCH_SIZES=4,8,16,32] [LAYOUTS=1x2,2x1,2x2] [N=…] [REPEATS=1]`:
+one benchmark over a grid of batch sizes x worker layouts, run locally.
+
+Each point is one launcher run in its own process (python -m pipelines.run --layout --batch-size),
+so points do not share a warmed-up process. Each point is measured in steady state, from the
+workers' own batch timestamps (see process_stats.py): per SDK process, the items of its batches
+after the first over the time from its first batch's end to its last batch's end, summed over
+processes. Process start-up, model load and the first batch are excluded whatever N is; N only
+needs to give every process a few batches. With REPEATS > 1 a point's figures are the median.
+
+Prints a table and stores it as results/sweeps/<bench>-<time>.json (the report plots the latest
+sweep of each benchmark); the points' run records go to results/sweeps/runs/, apart from the
+benchmark history.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import pathlib
+import statistics
+import subprocess
+import sys
+import time
+from typing import Any
+
+from pipelines import matrix, results_store, run_record
+from pipelines.cli_types import positive_int
+from pipelines.layout import Layout
+
+DEFAULT_BATCH_SIZES = "4,8,16,32"
+DEFAULT_LAYOUTS = "1x2,2x1,2x2"
+
+
+def _list(parse):
+  def parse_list(text: str) -> list:
+    return [parse(part) for part in text.split(",") if part.strip()]
+  return parse_list
+
+
+def run_point(bench: matrix.Benchmark, layout: Layout, batch_size: int, items: int,
+              results: pathlib.Path, extra: list[str]) -> dict[str, Any]:
+  """One launcher run; returns its record (status failed with the error if it failed)."""
+  before = {r["run_id"] for r in results_store.load_all(results)}
+  cmd = [sys.executable, "-m", "pipelines.run", bench.name, "--layout", str(layout),
+         "--batch-size", str(batch_size), "--items", str(items), "--results-dir", str(results),
+         *extra]
+  done = subprocess.run(cmd, capture_output=True, text=True)
+  new = [r for r in results_store.load_all(results) if r["run_id"] not in before]
+  if not new:
+    raise SystemExit(f"sweep point {layout} batch {batch_size} did not start:\n"
+                     + done.stderr.strip()[-2000:])
+  return new[-1]
+
+
+def summarize(records: list[dict[str, Any]]) -> dict[str, Any]:
+  """A point's figures: medians over its repeats."""
+  def median(get):
+    values = [v for v in (get(r) for r in records) if v is not None]
+    return statistics.median(values) if values else None
+  last = records[-1]["metadata"]
+  return {
+      "steady_items_per_s": median(lambda r: r["metrics"]["steady_throughput_per_s"]),
+      "p99_batch_ms": median(lambda r: r["metrics"]["batch_latency_p99_ms"]),
+      "mean_batch_ms": median(lambda r: (r["metrics"]["mean_inference_batch_latency_micro_secs"]
+                                         or 0) / 1000 or None),
+      "peak_rss_mib_per_process": max((p.get("peak_rss_mib") or 0 for r in records
+                                       for p in r["metadata"]["worker_processes"]), default=None),
+      "processes_loaded_model": last["processes_loaded_model"],
+      "threads_seen": sorted({p.get("intra_op_threads") for r in records
+                              for p in r["metadata"]["worker_processes"]} - {None}),
+      "status": "succeeded" if all(r["status"] == "succeeded" for r in records) else "failed",
+      "run_ids": [r["run_id"] for r in records],
+  }
+
+
+def table(sweep: dict[str, Any]) -> str:
+  default = sweep["default_layout"]
+  lines = [f"{sweep['benchmark']}: steady-state items/s (p99 batch ms), {sweep['items']} items "
+           f"per point, median of {sweep['repeats']}; * = the matrix default layout",
+           "layout    " + "".join(f"{'batch ' + str(b):>20}" for b in sweep["batch_sizes"])
+           + "   peak RSS/process"]
+  for layout in sweep["layouts"]:
+    points = [p for p in sweep["points"] if p["layout"] == layout]
+    cells = "".join(
+        f"{_cell(p):>20}" for p in sorted(points, key=lambda p: p["batch_size"]))
+    rss = max((p["peak_rss_mib_per_process"] or 0 for p in points), default=0)
+    lines.append(f"{layout + (' *' if layout == default else ''):<10}{cells}   {rss} MiB")
+  return "\n".join(lines)
+
+
+def _cell(point: dict[str, Any]) -> str:
+  if point["status"] != "succeeded" or point["steady_items_per_s"] is None:
+    return "failed" if point["status"] != "succeeded" else "too few batches"
+  return f"{point['steady_items_per_s']:.2f} ({point['p99_batch_ms']:.0f})"
+
+
+def main(argv: list[str] | None = None) -> int:
+  parser = argparse.ArgumentParser(description=__doc__,
+                                   formatter_class=argparse.RawDescriptionHelpFormatter)
+  parser.add_argument("benchmark")
+  parser.add_argument("--batch-sizes", type=_list(positive_int), default=DEFAULT_BATCH_SIZES)
+  parser.add_argument("--layouts", type=_list(Layout.parse), default=DEFAULT_LAYOUTS)
+  parser.add_argument("--items", type=positive_int, default=None,
+                      help="items per point (default: the benchmark's local items)")
+  parser.add_argument("--repeats", type=positive_int, default=1)
+  parser.add_argument("--results-dir", type=pathlib.Path, default=results_store.DEFAULT_DIR)
+  args, extra = parser.parse_known_args(argv)
+  bench = matrix.get(args.benchmark)
+  for layout in args.layouts:
+    bench.check_memory(layout)  # refuse the whole grid before the first point runs
+  if bench.needs_gpu:
+    from pipelines.handler import require_device
+    require_device(bench.device)
+  items = args.items or bench.local_items
+  point_results = args.results_dir / "sweeps" / "runs"
+  grid = [(layout, b) for layout in args.layouts for b in args.batch_sizes]
+  sweep = {"benchmark": bench.name, "items": items, "repeats": args.repeats,
+           "batch_sizes": args.batch_sizes, "layouts": [str(x) for x in args.layouts],
+           "default_layout": str(bench.layout), "default_batch_size": bench.local_batch_size,
+           "started": run_record.utc_now(), "versions": run_record.versions(),
+           **run_record.git_state(), "points": []}
+  start = time.monotonic()
+  total = len(grid) * args.repeats
+  for i, (layout, batch_size) in enumerate(grid):
+    records = []
+    for r in range(args.repeats):
+      step = i * args.repeats + r + 1
+      eta = (time.monotonic() - start) / (step - 1) * (total - step + 1) if step > 1 else None
+      print(f"[{step}/{total}] {bench.name} layout {layout} batch {batch_size}"
+            + (f" (about {eta / 60:.0f} min left)" if eta else ""), flush=True)
+      records.append(run_point(bench, layout, batch_size, items, point_results, extra))
+    point = {"layout": str(layout), "batch_size": batch_size, **summarize(records)}
+    sweep["points"].append(point)
+    print(f"    {_cell(point)} items/s (p99 batch ms)", flush=True)
+  out = args.results_dir / "sweeps" / f"{bench.name}-{sweep['started'].replace(':', '')}.json"
+  out.parent.mkdir(parents=True, exist_ok=True)
+  out.write_text(json.dumps(sweep, indent=2) + "\n")
+  print("\n" + table(sweep))
+  print(f"sweep: {out}")
+  return 0 if all(p["status"] == "succeeded" for p in sweep["points"]) else 1
+
+
+def latest(results_dir: pathlib.Path) -> dict[str, dict[str, Any]]:
+  """The newest sweep of each benchmark in the store."""
+  found: dict[str, dict[str, Any]] = {}
+  for path in sorted((results_dir / "sweeps").glob("*.json")):
+    sweep = json.loads(path.read_text())
+    found[sweep["benchmark"]] = sweep  # names sort by time within a benchmark
+  return found
+
+
+if __name__ == "__main__":
+  sys.exit(main())
