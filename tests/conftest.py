@@ -15,6 +15,7 @@ from apache_beam.options.pipeline_options import PipelineOptions
 from pipelines import beam_metrics, data, models, pipeline, run_record
 from pipelines.options import BenchmarkOptions
 from pipelines.run import local_runner
+from tests.skip_summary import pytest_sessionfinish, pytest_terminal_summary  # noqa: F401
 
 
 @pytest.fixture(scope="session")
