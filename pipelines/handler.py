@@ -24,6 +24,7 @@ from apache_beam.ml.inference.base import ModelHandler
 from pipelines import gpu_telemetry, latency_histogram
 from pipelines.beam_metrics import KIT_NAMESPACE
 from pipelines.models import read_meta
+from pipelines.progress import reporter as progress_reporter
 
 # Kept per worker process and per pipeline (the handler's token, shared by all its copies), not
 # per handler copy: Beam shares one loaded model among the DoFn instances of a process and only
@@ -95,6 +96,7 @@ class BenchmarkModelHandler(ModelHandler):
     latency_us = (time.perf_counter_ns() - start) / 1000
     Metrics.counter(KIT_NAMESPACE, latency_histogram.counter_name(latency_us)).inc()
     self._report_pending()
+    progress_reporter().add(len(batch))  # live progress for the launcher (pipelines/progress.py)
     return results
 
   def _report_pending(self) -> None:

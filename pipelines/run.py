@@ -22,6 +22,7 @@ from pipelines import beam_metrics, dataflow, matrix, pipeline, results_store, r
 from pipelines.handler import DeviceUnavailableError, require_device
 from pipelines.models import VOCAB_FILE
 from pipelines.options import BenchmarkOptions
+from pipelines.progress import for_launch as progress_for_launch
 
 LOCAL_RUNNERS = ("DirectRunner",)
 LOCAL_INPUTS = {"image_classification": "images.txt", "language_modeling": "sentences.txt"}
@@ -138,6 +139,7 @@ def launch(args: argparse.Namespace, beam_args: list[str],
   started = run_record.utc_now()
   start = time.perf_counter()
   raw, error = None, None
+  live = progress_for_launch(local, metadata["items_requested"], bench.name).start()  # progress
   try:
     result = p.run()
     if not local:
@@ -148,6 +150,7 @@ def launch(args: argparse.Namespace, beam_args: list[str],
     logging.exception("benchmark %s failed", bench.name)
     error = f"{type(e).__name__}: {e}"
   wall = time.perf_counter() - start
+  live.stop()  # progress: final count, bar closed
   record = run_record.build(run_id=run_id, benchmark=bench.name, started=started,
                             wall_time_s=wall, raw_metrics=raw, metadata=metadata, error=error)
   path = results_store.save(record, args.results_dir)
