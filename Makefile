@@ -41,7 +41,7 @@ RUN_ARGS     = --runner $(RUNNER) --results-dir $(RESULTS) $(if $(N),--items $(N
                $(if $(DRY_RUN),--dry-run)
 
 .PHONY: help setup lock models data $(addprefix bench-,$(BENCHMARKS)) bench-all perf gpu-check report compare publish \
-        image-cpu image-gpu push test test-servers lint clean
+        image-cpu image-gpu push test test-servers lint doctor clean
 
 help: ## list targets and variables
 	@echo "Benchmark kit for Apache Beam RunInference with PyTorch models"
@@ -145,6 +145,9 @@ test-servers: ## install the Debian packages the tests need (InfluxDB, VictoriaM
 lint: $(VENV)/.test ## ruff on the code, hadolint on the Dockerfiles
 	$(VENV)/bin/ruff check pipelines tests
 	$(VENV)/bin/hadolint docker/Dockerfile.cpu docker/Dockerfile.gpu
+
+doctor: ## one screen: venv, models, data, GPU, what can run here, publishing and Dataflow settings
+	@$(PY) -m pipelines.doctor
 
 clean: ## remove generated data, models, results and the venv
 	rm -rf data models $(RESULTS) $(VENV) build
