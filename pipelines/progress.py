@@ -15,6 +15,7 @@ Where the variable is unset (Dataflow workers, tests that do not ask) `.add` doe
 """
 from __future__ import annotations
 
+import io
 import os
 import pathlib
 import shutil
@@ -130,8 +131,10 @@ class ProgressDisplay:
     self._started = self._last_plain = time.monotonic()
     if self.interactive:
       from tqdm import tqdm
+      size = _terminal_size(self.stream)  # some ptys report 0x0, which would hide the bar
+      sized = {} if size.columns and size.lines else {"ncols": 80, "nrows": 24}
       self._bar = tqdm(total=self.total, desc=self.description, unit=self.unit,
-                       file=self.stream, dynamic_ncols=True, leave=True)
+                       file=self.stream, dynamic_ncols=not sized, leave=True, **sized)
     self._thread = threading.Thread(target=self._loop, name="bench-progress", daemon=True)
     self._thread.start()
     return self
@@ -245,6 +248,13 @@ def _duration(seconds: float) -> str:
   hours, rest = divmod(seconds, 3600)
   minutes, secs = divmod(rest, 60)
   return f"{hours}h{minutes:02d}m{secs:02d}s" if hours else f"{minutes}m{secs:02d}s"
+
+
+def _terminal_size(stream: TextIO) -> os.terminal_size:
+  try:
+    return os.get_terminal_size(stream.fileno())
+  except (AttributeError, OSError, ValueError, io.UnsupportedOperation):
+    return os.terminal_size((0, 0))
 
 
 def _isatty(stream: TextIO) -> bool:
