@@ -56,7 +56,9 @@ def summary_line(skips: list[tuple[str, str]]) -> str | None:
 
 def pytest_terminal_summary(terminalreporter, exitstatus, config):
   line = summary_line(_skips(terminalreporter.stats))
-  if line:
+  if line is None:
+    terminalreporter.write_line(f"{PREFIX} none")
+  else:
     if under_ci() and "Install what is missing" in line:
       line += " (CI=true: a missing program fails the run)"
     terminalreporter.write_sep("-", "skipped tests")

@@ -103,3 +103,13 @@ def test_make_test_servers_installs_the_debian_packages():
     assert package in out
   assert out.index("apt-get update") < out.index("apt-get install")
   assert "make test-servers" in (REPO_ROOT / ".ci" / "run").read_text()
+
+
+def test_a_run_without_skips_says_so(tmp_path):
+  (tmp_path / "test_ok.py").write_text("def test_ok():\n    assert True\n")
+  result = subprocess.run([sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-p",
+                           "tests.skip_summary", "-q", str(tmp_path / "test_ok.py")],
+                          cwd=REPO_ROOT, env={**os.environ, "PYTHONPATH": str(REPO_ROOT)},
+                          capture_output=True, text=True, timeout=120)
+  assert result.returncode == 0, result.stdout
+  assert summary_lines(result.stdout) == ["skipped: none"]
