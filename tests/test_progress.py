@@ -97,8 +97,8 @@ def test_launcher_shows_progress_only_for_local_runs():
 
 
 def test_bench_all_numbers_its_steps(tmp_path):
-  """bench-all on a machine without CUDA: four runnable steps numbered out of four (each run
-  fails fast here: the data folder is empty)."""
+  """bench-all where torch sees no GPU: four runnable steps numbered out of four (the runs and
+  the report are stubbed out)."""
   script = textwrap.dedent("""
       import subprocess, sys
       from pipelines import bench_all
