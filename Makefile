@@ -45,7 +45,7 @@ RUN_ARGS     = --runner $(RUNNER) --results-dir $(RESULTS) $(if $(N),--items $(N
                $(if $(DRY_RUN),--dry-run) $(if $(LAYOUT),--layout $(LAYOUT))
 
 .PHONY: help setup lock models data $(addprefix bench-,$(BENCHMARKS)) bench-all perf sweep gpu-check report compare publish \
-        image-cpu image-gpu push test lint clean
+        image-cpu image-gpu push test test-servers lint doctor clean needs-bench
 
 help: ## list targets and variables
 	@echo "Benchmark kit for Apache Beam RunInference with PyTorch models"
@@ -139,12 +139,27 @@ gpu-check: data ## on a GPU machine: NVML reads, resnet152-gpu on CUDA, efficien
 	$(PY) -m pipelines.gpu_check
 
 # --- quality ----------------------------------------------------------------------------------
-test: $(VENV)/.test ## run the test suite (starts the servers it needs)
+test: $(VENV)/.test ## run the test suite (starts the servers it needs; a last line names any skip)
 	$(PY) -m pytest -p no:cacheprovider tests
+
+# The Debian packages the tests start: InfluxDB 1.x, VictoriaMetrics, headless Chromium (and its
+# fonts) for the report render check. The BigQuery emulator comes from requirements/test.txt.
+TEST_SERVER_PACKAGES := influxdb victoria-metrics chromium fonts-liberation
+SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
+test-servers: ## install the Debian packages the tests need (InfluxDB, VictoriaMetrics, Chromium)
+	@missing=$$(for p in $(TEST_SERVER_PACKAGES); do \
+	  dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q 'ok installed' || echo $$p; done); \
+	if [ -z "$$missing" ]; then echo "test servers: all installed ($(TEST_SERVER_PACKAGES))"; exit 0; fi; \
+	echo "test servers: installing" $$missing; \
+	$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get update -q && \
+	$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $$missing
 
 lint: $(VENV)/.test ## ruff on the code, hadolint on the Dockerfiles
 	$(VENV)/bin/ruff check pipelines tests
 	$(VENV)/bin/hadolint docker/Dockerfile.cpu docker/Dockerfile.gpu
+
+doctor: ## one screen: venv, models, data, GPU, what can run here, publishing and Dataflow settings
+	@$(PY) -m pipelines.doctor
 
 clean: ## remove generated data, models, results and the venv
 	rm -rf data models $(RESULTS) $(VENV) build

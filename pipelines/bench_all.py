@@ -7,7 +7,7 @@ import pathlib
 import subprocess
 import sys
 
-from pipelines import matrix, results_store, run_record, summary
+from pipelines import matrix, progress, results_store, run_record, summary
 from pipelines.handler import cuda_usable
 from pipelines.report import __main__ as report
 from pipelines.run import LOCAL_RUNNERS
@@ -24,11 +24,14 @@ def main(argv: list[str] | None = None) -> int:
   local = args.runner in LOCAL_RUNNERS
   skipped, failed = [], []
   gpu_here = cuda_usable() if local else None
+  runnable = []
   for bench in matrix.load().values():
     if local and bench.needs_gpu and not gpu_here:
       skipped.append(f"{bench.name}: needs a CUDA GPU and torch sees none on this machine")
-      continue
-    print(f"\n=== {bench.name} ===", flush=True)
+    else:
+      runnable.append(bench)
+  for index, bench in enumerate(runnable, 1):
+    print(f"\n=== {progress.step(index, len(runnable), bench.name)} ===", flush=True)
     if subprocess.call([sys.executable, "-m", "pipelines.run", bench.name, *argv]) != 0:
       failed.append(bench.name)
   records = [r for r in results_store.load_all(args.results_dir)

@@ -27,6 +27,7 @@ from pipelines import gpu_telemetry, latency_histogram, process_stats
 from pipelines.beam_metrics import KIT_NAMESPACE
 from pipelines.layout import apply_threads
 from pipelines.models import read_meta
+from pipelines.progress import reporter as progress_reporter
 
 # Kept per worker process and per pipeline (the handler's token, shared by all its copies), not
 # per handler copy: Beam shares one loaded model among the DoFn instances of a process and only
@@ -110,6 +111,7 @@ class BenchmarkModelHandler(ModelHandler):
       first_batch = _batches_seen[self._token] == 1
     process_stats.report_batch(len(batch), first_batch)
     self._report_pending()
+    progress_reporter().add(len(batch))  # live progress for the launcher (pipelines/progress.py)
     return results
 
   def _report_pending(self) -> None:

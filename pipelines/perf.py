@@ -16,7 +16,7 @@ import time
 
 import torch
 
-from pipelines import image_classification, language_modeling, matrix, run_record
+from pipelines import image_classification, language_modeling, matrix, progress, run_record
 from pipelines.cli_types import positive_int
 from pipelines.handler import cuda_usable
 from pipelines.models import VOCAB_FILE, build_architecture
@@ -89,10 +89,14 @@ def main(argv: list[str] | None = None) -> int:
   benches = [b for b in matrix.load().values()
              if b.name in wanted and (gpu_here or not b.needs_gpu)]
   rows = []
-  for bench in benches:
+  for index, bench in enumerate(benches, 1):
     items = args.items or bench.local_items
-    pairs = sorted((measure_pair(bench, items, args.results_dir) for _ in range(args.repeats)),
-                   key=lambda pair: pair["efficiency"])
+    pairs = []
+    for repeat in range(1, args.repeats + 1):
+      print(f"\n=== {progress.step(index, len(benches), bench.name)}: pair {repeat}/{args.repeats} "
+            "(plain loop, then pipeline) ===", flush=True)
+      pairs.append(measure_pair(bench, items, args.results_dir))
+    pairs.sort(key=lambda pair: pair["efficiency"])
     rows.append({"benchmark": bench.name, "items": items, "batch_size": bench.local_batch_size,
                  "threads": torch.get_num_threads(), **pairs[len(pairs) // 2],
                  "efficiency_min": pairs[0]["efficiency"],

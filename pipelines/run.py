@@ -31,6 +31,7 @@ from pipelines.cli_types import positive_int
 from pipelines.handler import DeviceUnavailableError
 from pipelines.layout import Layout, LayoutError
 from pipelines.options import BenchmarkOptions
+from pipelines.progress import for_launch as progress_for_launch
 from pipelines.runners import LaunchError
 
 LOCAL_RUNNERS = ("DirectRunner",)
@@ -100,13 +101,17 @@ def launch(args: argparse.Namespace, beam_args: list[str],
   started = run_record.utc_now()
   start = time.perf_counter()
   raw, error = None, None
+  live = progress_for_launch(args.runner in LOCAL_RUNNERS, metadata["items_requested"],
+                             bench.name).start()
   try:
     raw = target.execute(p, plan)
   except Exception as e:  # noqa: BLE001 - a failed run still gets a record saying so
     logging.exception("benchmark %s failed", bench.name)
     error = f"{type(e).__name__}: {e}"
+  finally:
+    wall = time.perf_counter() - start
+    live.stop()  # the final count; the bar closed
   metadata.update(plan.metadata)  # what the runner learned while running (job id, ...)
-  wall = time.perf_counter() - start
   record = run_record.build(run_id=run_id, benchmark=bench.name, started=started,
                             wall_time_s=wall, raw_metrics=raw, metadata=metadata, error=error)
   saved = results_store.save_or_fallback(record, args.results_dir)

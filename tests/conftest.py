@@ -15,6 +15,7 @@ from apache_beam.options.pipeline_options import PipelineOptions
 from pipelines import beam_metrics, data, models, pipeline, run_record
 from pipelines.options import BenchmarkOptions
 from pipelines.runners import local_engine
+from tests.skip_summary import pytest_sessionfinish, pytest_terminal_summary  # noqa: F401
 
 
 @pytest.fixture(scope="session")
@@ -36,15 +37,16 @@ def data_dir(tmp_path_factory, models_dir) -> pathlib.Path:
 
 def run_pipeline(tmp_path: pathlib.Path, lines: list[str], *, task: str, architecture: str,
                  models_dir: pathlib.Path, batch_size: int, device: str = "CPU",
-                 **telemetry) -> dict:
-  """Runs the real pipeline on the FnApiRunner; returns outputs, dead letters and the record."""
+                 beam_args: tuple[str, ...] = (), **telemetry) -> dict:
+  """Runs the real pipeline on the FnApiRunner; returns outputs, dead letters and the record.
+  `beam_args` are Beam flags, e.g. --direct_num_workers=2 --direct_running_mode=multi_processing."""
   tmp_path.mkdir(parents=True, exist_ok=True)
   input_path = tmp_path / "input.txt"
   input_path.write_text("\n".join(lines) + "\n")
   output = tmp_path / "out"
   shutil.rmtree(output, ignore_errors=True)
   opts = PipelineOptions(
-      [], task=task, input=str(input_path), output=str(output),
+      list(beam_args), task=task, input=str(input_path), output=str(output),
       model_architecture=architecture, device=device,
       model_state_dict_path=str(models_dir / f"{architecture}.pth"),
       vocab_path=str(models_dir / models.VOCAB_FILE),

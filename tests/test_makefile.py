@@ -33,7 +33,7 @@ def test_help_lists_every_entry_point():
   out = subprocess.run(["make"], cwd=REPO_ROOT, capture_output=True, text=True).stdout
   for target in ("setup", "data", "models", "bench-all", "bench-<name>", "perf", "test", "lint",
                  "clean", "image-cpu", "image-gpu", "push", "publish", "report", "compare",
-                 "gpu-check"):
+                 "gpu-check", "test-servers", "doctor"):
     assert target in out, target
   for variable in ("RUNNER", "N ", "BATCH_SIZE", "WEIGHTS", "DRY_RUN", "REGISTRY"):
     assert variable in out, variable

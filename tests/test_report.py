@@ -5,8 +5,6 @@ import base64
 import html.parser
 import io
 import json
-import os
-import shutil
 import subprocess
 
 import numpy as np
@@ -15,6 +13,7 @@ from PIL import Image
 
 from pipelines.report import __main__ as report_cli
 from pipelines.report import compare, cost, history, page
+from tests import servers
 from tests.records import history as make_history
 from tests.records import synthetic_record
 
@@ -195,11 +194,7 @@ def test_page_is_self_contained_with_real_plots(report_with_step):
 
 
 def test_headless_chromium_renders_the_plots(report_with_step, tmp_path):
-  browser = shutil.which("chromium") or shutil.which("chromium-browser")
-  if not browser:
-    if os.environ.get("CI"):
-      pytest.fail("chromium is not installed (.ci/run installs it)")
-    pytest.skip("chromium is not installed")
+  browser = servers.require_binary("chromium", "chromium-browser")  # fails under CI
   shot = tmp_path / "shot.png"
   subprocess.run([browser, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
                   "--no-first-run", "--disable-background-networking",

@@ -1,0 +1,264 @@
+"""Progress on long work: a live bar for local benchmark runs, fed by the workers, and a steady
+status line while waiting on a Dataflow job.
+
+Beam metrics are only readable once a run ends, so the workers report through a side channel:
+  * the launcher (`ProgressDisplay`, around p.run()/wait_until_finish()) creates an empty folder
+    and puts its path in the environment variable BENCH_PROGRESS_DIR *before* the pipeline runs.
+    In-process SDK workers see it directly; the FnApiRunner's multi-processing workers are
+    started with a copy of the launcher's environment, so they inherit it;
+  * in every worker process, `reporter()` returns one `ProgressReporter` per folder, and the
+    model handler calls `.add(len(batch))` after each batch: one atomic rewrite (write a temp
+    file, rename) of `<folder>/<pid>-<token>` holding the process's cumulative item count;
+  * the launcher's display thread sums those files every 0.5 s into a tqdm bar (items done of
+    total, rate, ETA) on a terminal, or a plain line every 30 s in logs; it ends on the exact sum.
+Where the variable is unset (Dataflow workers, tests that do not ask) `.add` does nothing.
+"""
+from __future__ import annotations
+
+import io
+import os
+import pathlib
+import shutil
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from typing import Callable, Optional, TextIO
+
+ENV_VAR = "BENCH_PROGRESS_DIR"
+POLL_S = 0.5
+PLAIN_EVERY_S = 30.0
+
+
+class ProgressReporter:
+  """Worker side: this process's cumulative item count in one small file of the folder."""
+
+  def __init__(self, folder: str | os.PathLike):
+    self.folder = pathlib.Path(folder)
+    self.path = self.folder / f"{os.getpid()}-{uuid.uuid4().hex[:12]}"
+    self.count = 0
+    self._lock = threading.Lock()
+
+  def add(self, n: int) -> None:
+    with self._lock:  # SDK worker threads of one process share this reporter
+      self.count += n
+      tmp = self.path.with_name(self.path.name + ".tmp")
+      try:
+        tmp.write_text(str(self.count))
+        os.replace(tmp, self.path)  # readers see the old or the new count, never half of one
+      except OSError:  # the launcher removed the folder (run over) or it is not writable
+        pass
+
+
+class _NoReporter:
+  count = 0
+
+  def add(self, n: int) -> None:
+    pass
+
+
+_reporters: dict[str, ProgressReporter] = {}
+_reporters_lock = threading.Lock()
+
+
+def reporter() -> ProgressReporter | _NoReporter:
+  """This process's reporter for the folder the launcher named, or a no-op without one.
+  Looked up per call (a dict read) so one process can serve several runs one after another."""
+  folder = os.environ.get(ENV_VAR)
+  if not folder:
+    return _NoReporter()
+  with _reporters_lock:
+    if folder not in _reporters:
+      _reporters[folder] = ProgressReporter(folder)
+    return _reporters[folder]
+
+
+def read_counts(folder: str | os.PathLike) -> dict[str, int]:
+  """The count each reporter wrote, by file name (`<pid>-<token>`)."""
+  counts = {}
+  try:
+    entries = list(os.scandir(folder))
+  except OSError:
+    return counts
+  for entry in entries:
+    if entry.name.endswith(".tmp"):
+      continue
+    try:
+      counts[entry.name] = int(pathlib.Path(entry.path).read_text() or 0)
+    except (OSError, ValueError):
+      pass  # replaced between listing and reading: the next poll gets it
+  return counts
+
+
+def reporting_pids(folder: str | os.PathLike) -> set[int]:
+  return {int(name.split("-")[0]) for name in read_counts(folder)}
+
+
+class ProgressDisplay:
+  """Launcher side: sets BENCH_PROGRESS_DIR, polls the workers' files on a thread and shows the
+  sum. Context manager, or start()/stop(). `interactive` defaults to stream.isatty()."""
+
+  def __init__(self, total: int, description: str = "", unit: str = "item", *,
+               stream: TextIO | None = None, interactive: bool | None = None,
+               folder: str | os.PathLike | None = None, poll_s: float = POLL_S,
+               plain_every_s: float = PLAIN_EVERY_S):
+    self.total = total
+    self.description = description
+    self.unit = unit
+    self.stream = stream or sys.stderr
+    self.interactive = (_isatty(self.stream) if interactive is None else interactive)
+    self._own_folder = folder is None
+    self.folder = pathlib.Path(folder) if folder else None
+    self.poll_s = poll_s
+    self.plain_every_s = plain_every_s
+    self.done = 0
+    self._bar = None
+    self._stop = threading.Event()
+    self._thread: Optional[threading.Thread] = None
+    self._previous_env: Optional[str] = None
+    self._started = 0.0
+    self._last_plain = 0.0
+
+  def start(self) -> "ProgressDisplay":
+    if self._thread is not None:
+      return self
+    if self.folder is None:
+      self.folder = pathlib.Path(tempfile.mkdtemp(prefix="bench-progress-"))
+    self.folder.mkdir(parents=True, exist_ok=True)
+    self._previous_env = os.environ.get(ENV_VAR)
+    os.environ[ENV_VAR] = str(self.folder)  # before p.run(): worker processes inherit it
+    self._started = self._last_plain = time.monotonic()
+    if self.interactive:
+      from tqdm import tqdm
+      size = _terminal_size(self.stream)  # some ptys report 0x0, which would hide the bar
+      sized = {} if size.columns and size.lines else {"ncols": 80, "nrows": 24}
+      self._bar = tqdm(total=self.total, desc=self.description, unit=self.unit,
+                       file=self.stream, dynamic_ncols=not sized, leave=True, **sized)
+    self._thread = threading.Thread(target=self._loop, name="bench-progress", daemon=True)
+    self._thread.start()
+    return self
+
+  def _loop(self) -> None:
+    while not self._stop.wait(self.poll_s):
+      self._refresh()
+      if not self.interactive and time.monotonic() - self._last_plain >= self.plain_every_s:
+        self._last_plain = time.monotonic()
+        print(self.plain_line(), file=self.stream, flush=True)
+
+  def _refresh(self) -> None:
+    done = sum(read_counts(self.folder).values())
+    if self._bar is not None and done != self._bar.n:
+      self._bar.update(done - self._bar.n)
+    self.done = done
+
+  def plain_line(self) -> str:
+    elapsed = time.monotonic() - self._started
+    rate = self.done / elapsed if elapsed > 0 else 0.0
+    left = (f", ETA {_duration((self.total - self.done) / rate)}"
+            if rate > 0 and self.total > self.done else "")
+    pct = f" ({100 * self.done / self.total:.0f}%)" if self.total else ""
+    return (f"{self.description + ': ' if self.description else ''}{self.done}/{self.total} "
+            f"{self.unit}s{pct}, {rate:.2f} {self.unit}s/s{left}")
+
+  def stop(self) -> None:
+    if self._thread is None:
+      return
+    self._stop.set()
+    self._thread.join()
+    self._thread = None
+    self._refresh()  # the final, exact count
+    if self._bar is not None:
+      self._bar.close()
+      self._bar = None
+    if self._previous_env is None:
+      os.environ.pop(ENV_VAR, None)
+    else:
+      os.environ[ENV_VAR] = self._previous_env
+    if self._own_folder and self.folder is not None:
+      shutil.rmtree(self.folder, ignore_errors=True)
+      self.folder = None
+
+  def __enter__(self) -> "ProgressDisplay":
+    return self.start()
+
+  def __exit__(self, *exc) -> None:
+    self.stop()
+
+
+class _NoDisplay:
+  def start(self) -> "_NoDisplay":
+    return self
+
+  def stop(self) -> None:
+    pass
+
+
+def for_launch(local: bool, total: int, description: str) -> ProgressDisplay | _NoDisplay:
+  """What the launcher wraps around a run: the live display for local runs, nothing on
+  Dataflow (see watch_job)."""
+  return ProgressDisplay(total, description) if local and total else _NoDisplay()
+
+
+def step(index: int, count: int, name: str) -> str:
+  """`[2/4] resnet152`: which step of a multi-benchmark command is running."""
+  return f"[{index}/{count}] {name}"
+
+
+# --- Dataflow --------------------------------------------------------------------------------
+
+TERMINAL_STATES = ("DONE", "FAILED", "CANCELLED", "DRAINED", "UPDATED", "STOPPED")
+
+
+def watch_job(get_state: Callable[[], object], console_url: str, *, interval_s: float = 30.0,
+              stream: TextIO | None = None, clock: Callable[[], float] = time.monotonic,
+              sleep: Callable[[float], None] = time.sleep,
+              stop: Callable[[], bool] = lambda: False) -> str:
+  """While a Dataflow job runs: one line per `interval_s` with its state and elapsed time; the
+  console URL first and last. Returns the terminal state (or the last one seen when `stop()`
+  says to end early). `get_state` returns a state such as Beam's PipelineState.RUNNING or
+  'JOB_STATE_RUNNING'; a failing call is reported and retried at the next interval."""
+  stream = stream or sys.stderr
+  started = clock()
+  print(f"Dataflow job: {console_url}", file=stream, flush=True)
+  state = "UNKNOWN"
+  while True:
+    try:
+      state = _state_name(get_state())
+      shown = state
+    except Exception as e:  # noqa: BLE001 - a status call failing is not the job failing
+      shown = f"{state} (status unavailable: {type(e).__name__})"
+    elapsed = _duration(clock() - started)
+    if state in TERMINAL_STATES:
+      print(f"Dataflow job {state} after {elapsed}: {console_url}", file=stream, flush=True)
+      return state
+    print(f"Dataflow job {shown}, {elapsed} elapsed", file=stream, flush=True)
+    if stop():
+      return state
+    sleep(interval_s)
+
+
+def _state_name(state: object) -> str:
+  name = str(getattr(state, "name", state) or "UNKNOWN")
+  return name.removeprefix("PipelineState.").removeprefix("JOB_STATE_")
+
+
+def _duration(seconds: float) -> str:
+  seconds = int(round(seconds))
+  hours, rest = divmod(seconds, 3600)
+  minutes, secs = divmod(rest, 60)
+  return f"{hours}h{minutes:02d}m{secs:02d}s" if hours else f"{minutes}m{secs:02d}s"
+
+
+def _terminal_size(stream: TextIO) -> os.terminal_size:
+  try:
+    return os.get_terminal_size(stream.fileno())
+  except (AttributeError, OSError, ValueError, io.UnsupportedOperation):
+    return os.terminal_size((0, 0))
+
+
+def _isatty(stream: TextIO) -> bool:
+  try:
+    return stream.isatty()
+  except (AttributeError, ValueError):
+    return False

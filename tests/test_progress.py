@@ -1,0 +1,161 @@
+"""Progress: the workers' side channel adds up across SDK processes, the display ends on the
+exact count, the launcher and the multi-benchmark commands show where they are, and the Dataflow
+watcher prints state and elapsed time at a steady interval."""
+from __future__ import annotations
+
+import io
+import os
+import re
+import subprocess
+import sys
+import textwrap
+import time
+
+import pytest
+
+from pipelines import progress
+from pipelines.matrix import REPO_ROOT
+from tests.conftest import run_pipeline
+
+TWO_PROCESSES = ("--direct_num_workers=2", "--direct_running_mode=multi_processing")
+
+
+def test_counts_from_two_sdk_processes_add_up_to_num_inferences(tmp_path, monkeypatch,
+                                                                  models_dir, data_dir):
+  folder = tmp_path / "progress"
+  folder.mkdir()
+  monkeypatch.setenv(progress.ENV_VAR, str(folder))  # as the launcher does before p.run()
+  monkeypatch.setenv("OMP_NUM_THREADS", "1")  # two processes on a 2-core machine
+  paths = (data_dir / "images.txt").read_text().split()
+  out = run_pipeline(tmp_path / "run", paths, task="image_classification",
+                     architecture="resnet18", models_dir=models_dir, batch_size=2,
+                     beam_args=TWO_PROCESSES)
+  counts = progress.read_counts(folder)
+  pids = progress.reporting_pids(folder)
+  assert sum(counts.values()) == out["record"]["metrics"]["num_inferences"] == len(paths)
+  assert len(pids) == 2, counts  # both SDK worker processes reported...
+  assert os.getpid() not in pids  # ...and neither is this process
+  assert not list(folder.glob("*.tmp"))
+
+
+def test_without_the_variable_workers_report_nothing(monkeypatch, tmp_path):
+  monkeypatch.delenv(progress.ENV_VAR, raising=False)
+  progress.reporter().add(5)  # a no-op, as on Dataflow
+  monkeypatch.setenv(progress.ENV_VAR, str(tmp_path))
+  reporter = progress.reporter()
+  assert progress.reporter() is reporter  # one per process and folder
+  reporter.add(3)
+  reporter.add(4)
+  assert progress.read_counts(tmp_path) == {reporter.path.name: 7}
+  assert progress.reporting_pids(tmp_path) == {os.getpid()}
+
+
+def _fake_worker(folder, pid_name: str, count: int) -> None:
+  (folder / f"{pid_name}-abc").write_text(str(count))
+
+
+def test_display_ends_exactly_at_the_total(tmp_path):
+  stream = io.StringIO()
+  with progress.ProgressDisplay(12, "resnet18", stream=stream, interactive=True,
+                                poll_s=0.05) as display:
+    folder = display.folder
+    assert os.environ[progress.ENV_VAR] == str(folder)
+    _fake_worker(folder, "101", 5)
+    _fake_worker(folder, "102", 7)  # the last write lands just before the run ends
+  assert display.done == 12
+  assert progress.ENV_VAR not in os.environ  # restored
+  assert not folder.exists()  # its own temp folder is removed
+  final = stream.getvalue().replace("\r", "\n").strip().splitlines()[-1]
+  assert "resnet18" in final and "12/12" in final and "100%" in final, final
+  assert re.search(r"item/s|s/item", final), final
+
+
+def test_display_in_logs_prints_a_plain_line_at_an_interval(tmp_path):
+  stream = io.StringIO()
+  display = progress.ProgressDisplay(10, "bert-base", unit="sentence", stream=stream,
+                                     folder=tmp_path, poll_s=0.02, plain_every_s=0.05)
+  assert not display.interactive  # StringIO is no terminal
+  with display:
+    _fake_worker(tmp_path, "7", 4)
+    for _ in range(200):
+      if "4/10" in stream.getvalue():
+        break
+      time.sleep(0.02)
+  lines = stream.getvalue().splitlines()
+  assert lines and all(line.startswith("bert-base: ") for line in lines)
+  assert any(re.fullmatch(r"bert-base: 4/10 sentences \(40%\), [\d.]+ sentences/s"
+                          r"(, ETA \d+m\d\ds)?", line) for line in lines), lines
+  assert "\r" not in stream.getvalue()  # no bar drawing in logs
+  assert tmp_path.exists()  # a folder it was given is left in place
+
+
+def test_launcher_shows_progress_only_for_local_runs():
+  assert isinstance(progress.for_launch(True, 16, "resnet101"), progress.ProgressDisplay)
+  assert not isinstance(progress.for_launch(False, 50_000, "resnet101"),
+                        progress.ProgressDisplay)
+  assert progress.step(2, 4, "resnet152") == "[2/4] resnet152"
+
+
+def test_bench_all_numbers_its_steps(tmp_path):
+  """bench-all where torch sees no GPU: four runnable steps numbered out of four (the runs and
+  the report are stubbed out)."""
+  script = textwrap.dedent("""
+      import subprocess, sys
+      from pipelines import bench_all
+      subprocess.call = lambda *a, **k: 2  # no real runs
+      bench_all.report.main = lambda argv: 0
+      sys.exit(bench_all.main(["--results-dir", sys.argv[1]]))
+  """)
+  result = subprocess.run([sys.executable, "-c", script, str(tmp_path)], cwd=REPO_ROOT,
+                          capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "CUDA_VISIBLE_DEVICES": ""})
+  steps = re.findall(r"=== (\[\d/\d\] \S+) ===", result.stdout)
+  assert steps == ["[1/4] resnet101", "[2/4] resnet152", "[3/4] bert-base",
+                   "[4/4] bert-large"], result.stdout + result.stderr
+  assert "skipped resnet152-gpu" in result.stdout
+
+
+class FakeJob:
+  def __init__(self, states):
+    self.states = list(states)
+    self.calls = 0
+
+  def __call__(self):
+    self.calls += 1
+    state = self.states.pop(0)
+    if isinstance(state, Exception):
+      raise state
+    return state
+
+
+def test_dataflow_watch_prints_state_and_elapsed_at_a_steady_interval():
+  now = [0.0]
+  sleeps = []
+
+  def sleep(s):
+    sleeps.append(s)
+    now[0] += s
+
+  url = "https://console.cloud.google.com/dataflow/jobs/us-central1/2026-1?project=p"
+  job = FakeJob(["JOB_STATE_PENDING", "RUNNING", ConnectionError("503"), "RUNNING", "DONE"])
+  stream = io.StringIO()
+  final = progress.watch_job(job, url, interval_s=30, stream=stream, clock=lambda: now[0],
+                             sleep=sleep)
+  assert final == "DONE"
+  assert sleeps == [30, 30, 30, 30]
+  assert stream.getvalue().splitlines() == [
+      f"Dataflow job: {url}",
+      "Dataflow job PENDING, 0m00s elapsed",
+      "Dataflow job RUNNING, 0m30s elapsed",
+      "Dataflow job RUNNING (status unavailable: ConnectionError), 1m00s elapsed",
+      "Dataflow job RUNNING, 1m30s elapsed",
+      f"Dataflow job DONE after 2m00s: {url}",
+  ]
+
+
+def test_dataflow_watch_takes_beam_pipeline_states():
+  from apache_beam.runners.runner import PipelineState
+  stream = io.StringIO()
+  assert progress.watch_job(FakeJob([PipelineState.FAILED]), "u", stream=stream,
+                            sleep=pytest.fail) == "FAILED"
+  assert stream.getvalue().splitlines()[-1].startswith("Dataflow job FAILED after 0m00s: u")
