@@ -12,7 +12,7 @@ import pathlib
 from typing import Any, Mapping
 
 from pipelines import matrix, run_record
-from pipelines.layout import Layout
+from pipelines.layout import ONE_SDK_PROCESS, Layout
 from pipelines.matrix import REPO_ROOT
 from pipelines.models import VOCAB_FILE
 
@@ -121,17 +121,26 @@ def job_description(result, options, bench: matrix.Benchmark) -> dict[str, Any]:
       proto_pipeline_staged_url="dry-run://pipeline.pb", proto_pipeline=job.proto_pipeline).proto
   env_json = json.loads(type(environment).to_json(environment, use_integers_for_enums=False))
   components = job.proto_pipeline.components
+  experiments = env_json.get("experiments", [])
+  all_options = options.get_all_options()
   return {
       "benchmark": bench.name,
+      # What each worker machine runs: SDK processes (Dataflow's default is one per vCPU) and
+      # the torch threads every process sets before loading its model.
+      "layout": {"layout": all_options["layout"],
+                 "sdk_processes_per_worker": 1 if ONE_SDK_PROCESS in experiments
+                 else bench.machine.vcpus,
+                 "torch_threads": all_options["torch_threads"],
+                 "torch_interop_threads": all_options["torch_interop_threads"]},
       "job_name": job.proto.name,
       "worker_pools": env_json.get("workerPools", []),
       "service_options": env_json.get("serviceOptions", []),
-      "experiments": env_json.get("experiments", []),
+      "experiments": experiments,
       "container_images": sorted({_container_image(e) for e in components.environments.values()}
                                  - {None}),
       "transforms": sorted(t.unique_name for t in components.transforms.values()
                            if not t.subtransforms),
-      "pipeline_options": {k: v for k, v in options.get_all_options().items()
+      "pipeline_options": {k: v for k, v in all_options.items()
                            if v is not None and k in _BENCHMARK_OPTIONS},
   }
 

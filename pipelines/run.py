@@ -135,7 +135,9 @@ def _dry_run(p: beam.Pipeline, opts: PipelineOptions, bench: matrix.Benchmark,
   pool = description["worker_pools"][0]
   print(f"dry run: {bench.name} would launch {description['job_name']} with "
         f"{pool.get('numWorkers')} x {pool.get('machineType')}, disk {pool.get('diskSizeGb')} GB, "
-        f"autoscaling {pool.get('autoscalingSettings', {}).get('algorithm')}, "
+        f"autoscaling {pool.get('autoscalingSettings', {}).get('algorithm')}, layout "
+        f"{description['layout']['sdk_processes_per_worker']} SDK process(es) x "
+        f"{description['layout']['torch_threads']} torch threads per worker, "
         f"image {', '.join(description['container_images'])}, "
         f"service options {description['service_options'] or 'none'}")
   print(f"job file: {path}")

@@ -12,6 +12,7 @@ COLUMNS = (
     ("status", lambda r: r["status"]),
     ("device", lambda r: r["metadata"].get("device_used", "?")),
     ("weights", lambda r: r["metadata"].get("weights", "?")),
+    ("layout", lambda r: r["metadata"].get("layout", "?")),
     ("items", lambda r: r["metrics"]["num_inferences"]),
     ("dead", lambda r: r["metrics"]["dead_lettered"]),
     ("batch", lambda r: _num(r["metrics"]["mean_inference_request_batch_size"], 1)),
@@ -20,6 +21,7 @@ COLUMNS = (
     ("load ms", lambda r: _num(r["metrics"]["mean_load_model_latency_milli_secs"], 0)),
     ("items/s", lambda r: _num(r["metrics"]["throughput_per_s"], 2)),
     ("items/s excl load", lambda r: _num(r["metrics"]["throughput_per_s_excl_model_load"], 2)),
+    ("steady items/s", lambda r: _num(r["metrics"].get("steady_throughput_per_s"), 2)),
     ("gpu util %", lambda r: _num(r["gpu"].get("utilization_mean_pct"), 0)
      if r["gpu"].get("telemetry") == "available" else "n/a"),
     ("run id", lambda r: r["run_id"]),

@@ -1,0 +1,86 @@
+"""The worker layout reaches the workers, on the FnApiRunner and in the Dataflow job alike, and
+a layout whose model copies cannot fit the machine type is refused before anything runs."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from pipelines import matrix, run
+from pipelines.layout import Layout, LayoutError
+from tests.test_dataflow import SETTINGS
+from tests.test_faults import SMALL_MATRIX
+
+
+@pytest.fixture
+def small(monkeypatch, tmp_path, models_dir, data_dir):
+  monkeypatch.setenv("BENCHMARK_MATRIX", str(SMALL_MATRIX))
+  for name in ("INFLUXDB_URL", "BIGQUERY_DATASET"):
+    monkeypatch.delenv(name, raising=False)
+  return ["--models-dir", str(models_dir), "--data-dir", str(data_dir),
+          "--results-dir", str(tmp_path / "results")]
+
+
+def only_record(tmp_path):
+  (path,) = (tmp_path / "results" / "records").glob("*.json")
+  return json.loads(path.read_text())
+
+
+@pytest.mark.parametrize("layout,processes,threads", [("2x1", 2, 1), ("1x2", 1, 2)])
+def test_the_layout_reaches_every_worker_process(small, tmp_path, layout, processes, threads):
+  assert run.main(["small-resnet", "--layout", layout, "--items", "8", *small]) == 0
+  record = only_record(tmp_path)
+  meta = record["metadata"]
+  assert (meta["layout"], meta["processes"], meta["threads"]) == (layout, processes, threads)
+  assert meta["processes_loaded_model"] == processes
+  workers = meta["worker_processes"]
+  assert len({w["process"] for w in workers}) == processes
+  assert {w["intra_op_threads"] for w in workers} == {threads}
+  assert {w["inter_op_threads"] for w in workers} == {1}
+  assert all(w["peak_rss_mib"] > 100 for w in workers)
+  assert sum(w["items_after_first_batch"] for w in workers if "items_after_first_batch" in w) \
+      <= record["metrics"]["num_inferences"] == 8
+
+
+def test_the_local_run_and_the_dry_run_show_the_same_layout(small, tmp_path, monkeypatch):
+  for name, value in SETTINGS.items():
+    monkeypatch.setenv(name, value)
+  for layout, experiments in (("2x1", ["use_multiple_sdk_containers"]),  # Beam's default
+                              ("1x2", ["no_use_multiple_sdk_containers"])):
+    assert run.main(["small-bert", "--runner", "DataflowRunner", "--dry-run", "--layout", layout,
+                     *small]) == 0
+    job = json.loads((tmp_path / "results" / "dataflow-jobs" / "small-bert.json").read_text())
+    parsed = Layout.parse(layout)
+    assert job["layout"] == {"layout": layout, "sdk_processes_per_worker": parsed.processes,
+                             "torch_threads": parsed.threads, "torch_interop_threads": 1}
+    assert [e for e in job["experiments"] if "sdk_containers" in e] == experiments
+
+
+def test_a_layout_dataflow_cannot_run_is_refused(small, monkeypatch, capsys):
+  for name, value in SETTINGS.items():
+    monkeypatch.setenv(name, value)
+  assert run.main(["small-bert", "--runner", "DataflowRunner", "--dry-run", "--layout", "3x1",
+                   *small]) == 2
+  assert "Dataflow runs 1 SDK process per worker or one per vCPU (2), not 3" in (
+      capsys.readouterr().err)
+
+
+def test_copies_that_cannot_fit_the_machine_are_refused_before_anything_runs(tmp_path, capsys):
+  results = tmp_path / "results"
+  code = run.main(["bert-large", "--layout", "3x1", "--results-dir", str(results)])
+  assert code == 2
+  (line,) = capsys.readouterr().err.strip().splitlines()
+  assert "layout 3x1 needs 3 x" in line and "bert-large-uncased" in line
+  assert "n1-standard-2 has 7.5 GB" in line
+  assert not results.exists()
+  bench = matrix.get("bert-large")
+  bench.check_memory(Layout.parse("2x1"))  # the largest model still fits two copies
+  with pytest.raises(LayoutError):
+    matrix.get("resnet101").check_memory(Layout.parse("8x1"))
+
+
+@pytest.mark.parametrize("text", ["2", "0x2", "2x0", "axb", "2x2i0", ""])
+def test_layout_syntax(text):
+  with pytest.raises(LayoutError, match="is not PxT"):
+    Layout.parse(text)
+  assert str(Layout.parse("1x2i2")) == "1x2i2" and Layout.parse("2x1") == Layout(2, 1, 1)
