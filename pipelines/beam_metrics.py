@@ -65,6 +65,9 @@ def summarize(raw: dict[str, Any]) -> dict[str, Any]:
       "model_loads": load["count"] if load else 0,
       "model_byte_size": model_bytes["max"] if model_bytes else None,
       "dead_lettered": kit_counter("dead_lettered"),
+      # Language modeling: the share of token slots in batches that were padding.
+      "padding_fraction": (kit_counter("padding_slots") / kit_counter("token_slots")
+                           if kit_counter("token_slots") else None),
   }
 
 

@@ -59,6 +59,7 @@ class Benchmark:
   machine: MachineType
   layout: Layout  # the benchmark's own, or its machine type's default
   process_memory_mib: float  # peak RSS of one SDK process holding this model
+  batching: str = "padded"  # language modeling: padded, or length (similar lengths together)
 
   def check_memory(self, layout: Layout) -> None:
     check_memory(layout, self.process_memory_mib, self.machine.name, self.machine.memory_gb,
@@ -132,6 +133,7 @@ def load(path: pathlib.Path | None = None) -> dict[str, Benchmark]:
         machine=machine,
         layout=_layout(entry["layout"], where) if "layout" in entry else machine.layout,
         process_memory_mib=float(memory[model]),
+        batching=entry.get("batching", "padded"),
     )
   return benchmarks
 

@@ -26,6 +26,8 @@ class BenchmarkOptions(PipelineOptions):
     parser.add_argument("--torch_threads", type=int, default=None,
                         help="torch intra-op threads each worker process sets before loading")
     parser.add_argument("--torch_interop_threads", type=int, default=None)
+    parser.add_argument("--length_aware_batching", action="store_true", default=False,
+                        help="language modeling: batch sentences of similar token length")
     parser.add_argument("--max_image_pixels", type=int, default=DEFAULT_MAX_IMAGE_PIXELS,
                         help="images with more pixels are dead-lettered before decoding "
                              "(a 169-megapixel PNG takes 600 MB to decode)")

@@ -13,6 +13,10 @@ from pipelines import dead_letter, image_classification, language_modeling
 from pipelines.handler import BenchmarkModelHandler
 from pipelines.options import BenchmarkOptions, validate
 
+# Length-aware batching sorts this many batches' worth of sentences at a time: wide enough to
+# find similar lengths, small enough to keep a bundle's memory and latency bounded.
+LENGTH_SORT_BATCHES = 8
+
 
 def batching(opts: BenchmarkOptions) -> dict[str, int]:
   return {k: v for k, v in (("min_batch_size", opts.min_batch_size),
@@ -42,6 +46,9 @@ def build(p: beam.Pipeline, opts: BenchmarkOptions, **telemetry) -> None:
   else:
     task = language_modeling
     examples, bad_input = task.parse_lines(lines, opts.vocab_path)
+    if opts.length_aware_batching:
+      window = LENGTH_SORT_BATCHES * (opts.max_batch_size or 1)
+      examples = examples | "SortByLength" >> beam.ParDo(task.SortByLength(window))
     formatter = task.FormatPrediction(opts.vocab_path)
 
   base = task.model_handler(opts.model_state_dict_path, opts.model_architecture, opts.device,

@@ -54,6 +54,9 @@ def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, list[str]]:
   parser.add_argument("--layout", type=Layout.parse, default=None,
                       help="worker layout PxT: SDK processes x torch threads per process "
                            "(default: the matrix's for the machine type)")
+  parser.add_argument("--batching", choices=("padded", "length"), default=None,
+                      help="language modeling: pad each batch as it comes (padded) or batch "
+                           "sentences of similar length (length); default: the matrix's")
   parser.add_argument("--dry-run", action="store_true",
                       help="Dataflow only: build the job offline and write it to a JSON file")
   args, beam_args = parser.parse_known_args(argv)
@@ -76,10 +79,12 @@ def launch(args: argparse.Namespace, beam_args: list[str],
   bench.check_memory(layout)  # before anything launches: copies that cannot fit never start
   run_id = run_record.new_run_id()
   batch_size = args.batch_size or bench.local_batch_size
+  batching = args.batching or bench.batching
   plan = target.prepare(bench, args, run_id, layout)
   metadata: dict[str, Any] = {
       "runner": args.runner, "task": bench.task, "model": bench.model,
       "device_requested": bench.device, "batch_size": batch_size, **layout.as_dict(),
+      "batching": batching if bench.task == "language_modeling" else "fixed",
       "bigquery_table": bench.bigquery_table, "influx_measurement": bench.influx_measurement,
       **plan.metadata, "input": plan.values["input"],
   }
@@ -88,7 +93,8 @@ def launch(args: argparse.Namespace, beam_args: list[str],
         plan.beam_args + beam_args, benchmark=bench.name, task=bench.task,
         model_architecture=bench.model, device=bench.device, min_batch_size=batch_size,
         max_batch_size=batch_size, layout=str(layout), torch_threads=layout.threads,
-        torch_interop_threads=layout.interop_threads, **plan.values)
+        torch_interop_threads=layout.interop_threads,
+        length_aware_batching=batching == "length", **plan.values)
     p = beam.Pipeline(runner=plan.engine, options=opts)
     pipeline.build(p, opts.view_as(BenchmarkOptions), **telemetry)
   except BaseException:

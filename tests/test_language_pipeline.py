@@ -57,3 +57,18 @@ def test_unusable_lines_are_dead_lettered_with_a_reason(tmp_path, models_dir, da
 ])
 def test_mask_last_word(sentence, masked):
   assert language_modeling.mask_last_word(sentence) == masked
+
+
+def test_length_aware_batches_predict_what_padded_batches_predict(tmp_path, models_dir,
+                                                                   data_dir):
+  sentences = _sentences(data_dir)[:12]
+  padded = run_pipeline(tmp_path / "padded", sentences, task="language_modeling",
+                        architecture="bert-tiny-uncased", models_dir=models_dir, batch_size=3)
+  by_length = run_pipeline(tmp_path / "length", sentences, task="language_modeling",
+                           architecture="bert-tiny-uncased", models_dir=models_dir, batch_size=3,
+                           beam_args=("--length_aware_batching",))
+  assert len(padded["predictions"]) == len(sentences)
+  assert sorted(by_length["predictions"]) == sorted(padded["predictions"])
+  # Same sentences, same batch size, far less padding.
+  assert by_length["record"]["metrics"]["padding_fraction"] < (
+      padded["record"]["metrics"]["padding_fraction"] / 2)
