@@ -27,6 +27,8 @@ LAYOUT      ?=## worker layout PxT: SDK processes x torch threads (default: the 
 BENCH       ?=## make sweep: the benchmark to sweep
 BATCH_SIZES ?=## make sweep: comma-separated batch sizes (default 4,8,16,32)
 LAYOUTS     ?=## make sweep: comma-separated layouts (default 1x2,2x1,2x2)
+BATCHINGS   ?=## make sweep, BERT: padded,length (default both)
+BATCHING    ?=## BERT batching: padded or length (default: the matrix's)
 BENCHMARKS  := $(shell $(PYTHON) -m pipelines.matrix names)
 
 # Worker images: versions come from requirements/ and .python-version, never from :latest.
@@ -42,7 +44,8 @@ image_ref = $(or $(REGISTRY),local)/beam-bench-$(1):$(IMAGE_TAG)
 QUIET_PIP   := 2>&1 | sed '/is ignored: it is neither/d'
 RUN_ARGS     = --runner $(RUNNER) --results-dir $(RESULTS) $(if $(N),--items $(N)) \
                $(if $(BATCH_SIZE),--batch-size $(BATCH_SIZE)) $(if $(INPUT),--input $(INPUT)) \
-               $(if $(DRY_RUN),--dry-run) $(if $(LAYOUT),--layout $(LAYOUT))
+               $(if $(DRY_RUN),--dry-run) $(if $(LAYOUT),--layout $(LAYOUT)) \
+               $(if $(BATCHING),--batching $(BATCHING))
 
 .PHONY: help setup lock models data $(addprefix bench-,$(BENCHMARKS)) bench-all perf sweep gpu-check report compare publish \
         image-cpu image-gpu push test test-servers lint doctor clean needs-bench
@@ -130,7 +133,7 @@ push: ## push both images to REGISTRY and record their digests (build/image-*.di
 sweep: $(if $(BENCH),data,needs-bench) ## one benchmark over batch sizes x worker layouts (BENCH=, BATCH_SIZES=, LAYOUTS=, N=, REPEATS=)
 	$(PY) -m pipelines.sweep $(BENCH) --results-dir $(RESULTS) $(if $(N),--items $(N)) \
 	  $(if $(BATCH_SIZES),--batch-sizes $(BATCH_SIZES)) $(if $(LAYOUTS),--layouts $(LAYOUTS)) \
-	  $(if $(REPEATS),--repeats $(REPEATS))
+	  $(if $(BATCHINGS),--batchings $(BATCHINGS)) $(if $(REPEATS),--repeats $(REPEATS))
 
 needs-bench:
 	@echo "error: make sweep needs BENCH=<name>; names: $(BENCHMARKS)" >&2; exit 2

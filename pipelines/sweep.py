@@ -1,5 +1,6 @@
-"""`make sweep BENCH=<name> [BATCH_SIZES=4,8,16,32] [LAYOUTS=1x2,2x1,2x2] [N=…] [REPEATS=1]`:
-one benchmark over a grid of batch sizes x worker layouts, run locally.
+"""`make sweep BENCH=<name> [BATCH_SIZES=4,8,16,32] [LAYOUTS=1x2,2x1,2x2] [BATCHINGS=padded,length]
+[N=…] [REPEATS=1]`: one benchmark over a grid of batch sizes x worker layouts (x, for BERT,
+padded or length-aware batching), run locally.
 
 Each point is one launcher run in its own process (python -m pipelines.run --layout --batch-size),
 so points do not share a warmed-up process. Each point is measured in steady state, from the
@@ -37,17 +38,17 @@ def _list(parse):
   return parse_list
 
 
-def run_point(bench: matrix.Benchmark, layout: Layout, batch_size: int, items: int,
-              results: pathlib.Path, extra: list[str]) -> dict[str, Any]:
+def run_point(bench: matrix.Benchmark, layout: Layout, batching: str | None, batch_size: int,
+              items: int, results: pathlib.Path, extra: list[str]) -> dict[str, Any]:
   """One launcher run; returns its record (status failed with the error if it failed)."""
   before = {r["run_id"] for r in results_store.load_all(results)}
   cmd = [sys.executable, "-m", "pipelines.run", bench.name, "--layout", str(layout),
          "--batch-size", str(batch_size), "--items", str(items), "--results-dir", str(results),
-         *extra]
+         *(["--batching", batching] if batching else []), *extra]
   done = subprocess.run(cmd, capture_output=True, text=True)
   new = [r for r in results_store.load_all(results) if r["run_id"] not in before]
   if not new:
-    raise SystemExit(f"sweep point {layout} batch {batch_size} did not start:\n"
+    raise SystemExit(f"sweep point {layout} {batching or ''} batch {batch_size} did not start:\n"
                      + done.stderr.strip()[-2000:])
   return new[-1]
 
@@ -74,18 +75,31 @@ def summarize(records: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def table(sweep: dict[str, Any]) -> str:
-  default = sweep["default_layout"]
   lines = [f"{sweep['benchmark']}: steady-state items/s (p99 batch ms), {sweep['items']} items "
            f"per point, median of {sweep['repeats']}; * = the matrix default layout",
-           "layout    " + "".join(f"{'batch ' + str(b):>20}" for b in sweep["batch_sizes"])
+           "layout          " + "".join(f"{'batch ' + str(b):>20}" for b in sweep["batch_sizes"])
            + "   peak RSS/process"]
-  for layout in sweep["layouts"]:
-    points = [p for p in sweep["points"] if p["layout"] == layout]
+  for line in lines_of(sweep):
+    points = [p for p in sweep["points"] if line_of(p) == line]
     cells = "".join(
         f"{_cell(p):>20}" for p in sorted(points, key=lambda p: p["batch_size"]))
     rss = max((p["peak_rss_mib_per_process"] or 0 for p in points), default=0)
-    lines.append(f"{layout + (' *' if layout == default else ''):<10}{cells}   {rss} MiB")
+    star = " *" if line == default_line(sweep) else ""
+    lines.append(f"{line + star:<16}{cells}   {rss} MiB")
   return "\n".join(lines)
+
+
+def default_line(sweep: dict[str, Any]) -> str:
+  return line_of({"layout": sweep["default_layout"], "batching": sweep.get("default_batching")})
+
+
+def line_of(point: dict[str, Any]) -> str:
+  """A plot line / table row: the layout, plus the batching where it varies (BERT)."""
+  return point["layout"] + (f" {point['batching']}" if point.get("batching") else "")
+
+
+def lines_of(sweep: dict[str, Any]) -> list[str]:
+  return list(dict.fromkeys(line_of(p) for p in sweep["points"]))
 
 
 def _cell(point: dict[str, Any]) -> str:
@@ -100,6 +114,8 @@ def main(argv: list[str] | None = None) -> int:
   parser.add_argument("benchmark")
   parser.add_argument("--batch-sizes", type=_list(positive_int), default=DEFAULT_BATCH_SIZES)
   parser.add_argument("--layouts", type=_list(Layout.parse), default=DEFAULT_LAYOUTS)
+  parser.add_argument("--batchings", type=_list(str), default=None,
+                      help="language modeling: padded,length (default: both)")
   parser.add_argument("--items", type=positive_int, default=None,
                       help="items per point (default: the benchmark's local items)")
   parser.add_argument("--repeats", type=positive_int, default=1)
@@ -113,23 +129,34 @@ def main(argv: list[str] | None = None) -> int:
     require_device(bench.device)
   items = args.items or bench.local_items
   point_results = args.results_dir / "sweeps" / "runs"
-  grid = [(layout, b) for layout in args.layouts for b in args.batch_sizes]
+  if bench.task == "language_modeling":
+    batchings = args.batchings or ["padded", "length"]
+    unknown = set(batchings) - {"padded", "length"}
+    if unknown:
+      parser.error(f"unknown batching {', '.join(sorted(unknown))}: use padded,length")
+  else:
+    batchings = [None]  # images: every batch is the same size, nothing to pad
+  grid = [(layout, batching, b) for layout in args.layouts for batching in batchings
+          for b in args.batch_sizes]
   sweep = {"benchmark": bench.name, "items": items, "repeats": args.repeats,
            "batch_sizes": args.batch_sizes, "layouts": [str(x) for x in args.layouts],
            "default_layout": str(bench.layout), "default_batch_size": bench.local_batch_size,
+           "default_batching": bench.batching if bench.task == "language_modeling" else None,
            "started": run_record.utc_now(), "versions": run_record.versions(),
            **run_record.git_state(), "points": []}
   start = time.monotonic()
   total = len(grid) * args.repeats
-  for i, (layout, batch_size) in enumerate(grid):
+  for i, (layout, batching, batch_size) in enumerate(grid):
     records = []
     for r in range(args.repeats):
       step = i * args.repeats + r + 1
       eta = (time.monotonic() - start) / (step - 1) * (total - step + 1) if step > 1 else None
-      print(f"[{step}/{total}] {bench.name} layout {layout} batch {batch_size}"
+      print(f"[{step}/{total}] {bench.name} layout {layout} {batching or ''} batch {batch_size}"
             + (f" (about {eta / 60:.0f} min left)" if eta else ""), flush=True)
-      records.append(run_point(bench, layout, batch_size, items, point_results, extra))
-    point = {"layout": str(layout), "batch_size": batch_size, **summarize(records)}
+      records.append(run_point(bench, layout, batching, batch_size, items, point_results,
+                               extra))
+    point = {"layout": str(layout), "batching": batching, "batch_size": batch_size,
+             **summarize(records)}
     sweep["points"].append(point)
     print(f"    {_cell(point)} items/s (p99 batch ms)", flush=True)
   out = args.results_dir / "sweeps" / f"{bench.name}-{sweep['started'].replace(':', '')}.json"

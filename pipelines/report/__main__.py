@@ -8,7 +8,7 @@ import json
 import pathlib
 import sys
 
-from pipelines import results_store, run_record
+from pipelines import results_store, run_record, sweep
 from pipelines.report import cost, page
 
 
@@ -21,7 +21,8 @@ def main(argv=None) -> int:
   analysis = page.analyze(records)
   out = args.results_dir / "report.html"
   out.parent.mkdir(parents=True, exist_ok=True)
-  out.write_text(page.render(records, analysis, cost.load_prices(), run_record.utc_now()))
+  out.write_text(page.render(records, analysis, cost.load_prices(), run_record.utc_now(),
+                             sweep.latest(args.results_dir)))
   summary = page.summary_json(analysis)
   (args.results_dir / "regressions.json").write_text(json.dumps(summary, indent=2) + "\n")
   print(f"report: {out.resolve()}")

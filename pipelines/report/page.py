@@ -110,8 +110,22 @@ torch {html.escape(versions.get('torch', '?'))}, batch size {_fmt(meta.get('batc
 </section>"""
 
 
+def _sweep_section(sweeps: dict[str, dict[str, Any]]) -> str:
+  if not sweeps:
+    return ""
+  parts = [f"<h3>{html.escape(name)}</h3><p class=muted>{s['items']} items per point, median "
+           f"of {s['repeats']}, {html.escape(s['started'])}, git "
+           f"{html.escape(str(s.get('git_sha', '?'))[:10])}; the ringed point is the matrix "
+           f"default ({html.escape(s['default_layout'])}, batch {s['default_batch_size']}).</p>"
+           + _img(plots.sweep(s), f"sweep of {name}") for name, s in sorted(sweeps.items())]
+  return ("<section id=sweeps><h2>Worker layout sweeps (make sweep)</h2><p class=muted>"
+          "Steady state: per SDK process, items after its first batch over the time from its "
+          "first to its last batch end, summed over processes.</p>" + "".join(parts)
+          + "</section>")
+
+
 def render(records: list[dict[str, Any]], analysis: dict[str, Any], prices: dict[str, Any],
-           generated_at: str) -> str:
+           generated_at: str, sweeps: dict[str, dict[str, Any]] | None = None) -> str:
   groups = analysis["groups"]
   index = "".join(
       f'<li><a href="#{html.escape(g["group"].slug())}">{html.escape(g["group"].label())}</a>'
@@ -129,5 +143,5 @@ def render(records: list[dict[str, Any]], analysis: dict[str, Any], prices: dict
 Runs are compared only within a group (benchmark, runner, device, machine type, weights).
 Change points: PELT over each headline metric, at least 3 runs per segment, changes under 5%
 ignored; red dashed lines are regressions.</p>
-{failed_note}<ul>{index}</ul>{body}</body></html>
+{failed_note}<ul>{index}</ul>{body}{_sweep_section(sweeps or {})}</body></html>
 """

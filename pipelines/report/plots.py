@@ -81,3 +81,36 @@ def latency_spread(runs: list[dict[str, Any]]) -> bytes:
   _ticks(ax, runs, max_labels=10)
   fig.tight_layout()
   return _png(fig)
+
+
+def sweep(sweep: dict[str, Any]) -> bytes:
+  """Steady-state throughput and p99 batch latency against batch size, one line per layout
+  (and batching), the matrix default ringed."""
+  from pipelines.sweep import default_line, line_of, lines_of
+  fig, (tput, p99) = plt.subplots(1, 2, figsize=(11, 3.6))
+  default = default_line(sweep)
+  for line in lines_of(sweep):
+    points = sorted((p for p in sweep["points"] if line_of(p) == line and
+                     p["steady_items_per_s"] is not None), key=lambda p: p["batch_size"])
+    xs = [p["batch_size"] for p in points]
+    width = 2.4 if line == default else 1.2
+    label = line + (" (default)" if line == default else "")
+    tput.plot(xs, [p["steady_items_per_s"] for p in points], marker="o", linewidth=width,
+              label=label)
+    p99.plot(xs, [p["p99_batch_ms"] for p in points], marker="o", linewidth=width, label=label)
+    for p in points:
+      if line == default and p["batch_size"] == sweep["default_batch_size"]:
+        tput.scatter([p["batch_size"]], [p["steady_items_per_s"]], s=160, facecolors="none",
+                     edgecolors="#d62728", linewidths=2, zorder=4)
+        p99.scatter([p["batch_size"]], [p["p99_batch_ms"]], s=160, facecolors="none",
+                    edgecolors="#d62728", linewidths=2, zorder=4)
+  for ax, title in ((tput, "steady-state items/s"), (p99, "p99 batch latency (ms)")):
+    ax.set_xscale("log", base=2)
+    ax.set_xticks(sweep["batch_sizes"])
+    ax.set_xticklabels([str(b) for b in sweep["batch_sizes"]])
+    ax.set_xlabel("batch size")
+    ax.set_title(f"{sweep['benchmark']}: {title}", fontsize=10)
+    ax.grid(alpha=0.3)
+  tput.legend(fontsize=8)
+  fig.tight_layout()
+  return _png(fig)

@@ -1,0 +1,41 @@
+"""make sweep: the grid runs through the real launcher, the table and the stored sweep agree with
+the points' run records, and the report plots it."""
+from __future__ import annotations
+
+import json
+
+from pipelines import data, models, results_store, sweep
+from pipelines.report import __main__ as report
+from tests.test_faults import SMALL_MATRIX
+
+
+def test_sweep_runs_the_grid_and_stores_it(tmp_path, monkeypatch, capsys, models_dir):
+  monkeypatch.setenv("BENCHMARK_MATRIX", str(SMALL_MATRIX))
+  monkeypatch.delenv("INFLUXDB_URL", raising=False)
+  monkeypatch.delenv("BIGQUERY_DATASET", raising=False)
+  results = tmp_path / "results"
+  data_dir = tmp_path / "data"  # enough sentences for two batches per process at batch 4
+  data.write_sentences(data_dir, 24, models_dir / models.VOCAB_FILE)
+  code = sweep.main(["small-bert", "--batch-sizes", "2,4", "--layouts", "1x2,2x1",
+                     "--batchings", "padded", "--items", "24", "--results-dir", str(results),
+                     "--models-dir", str(models_dir), "--data-dir", str(data_dir)])
+  assert code == 0
+  out = capsys.readouterr().out
+  assert "[4/4] small-bert layout 2x1 padded batch 4" in out
+  (stored,) = (results / "sweeps").glob("small-bert-*.json")
+  saved = json.loads(stored.read_text())
+  assert [(p["layout"], p["batch_size"]) for p in saved["points"]] == [
+      ("1x2", 2), ("1x2", 4), ("2x1", 2), ("2x1", 4)]
+  records = {r["run_id"]: r for r in results_store.load_all(results / "sweeps" / "runs")}
+  assert not (results / "records").exists()  # points stay out of the benchmark history
+  for point in saved["points"]:
+    (run_id,) = point["run_ids"]
+    record = records[run_id]
+    assert record["metadata"]["layout"] == point["layout"]
+    assert record["metadata"]["batch_size"] == point["batch_size"]
+    assert point["processes_loaded_model"] == int(point["layout"][0])
+    assert point["steady_items_per_s"] == record["metrics"]["steady_throughput_per_s"] > 0
+  assert "1x2 padded *" in out  # the matrix default marked in the table
+  assert report.main(["--results-dir", str(results)]) == 0
+  page = (results / "report.html").read_text()
+  assert "Worker layout sweeps" in page and 'alt="sweep of small-bert"' in page
