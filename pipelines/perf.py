@@ -1,16 +1,21 @@
 """`make perf`: each benchmark this machine can run (the CPU ones; the GPU one where CUDA is
 usable) as a Beam pipeline and as a plain PyTorch loop, side by side.
 
-Same model file, weights, preprocessing functions, batch size, thread count and items. Both
-figures exclude model load (a one-off per worker); the pipeline's includes everything else Beam
-does (reading, reshuffling, batching, metrics, writing outputs).
-efficiency = pipeline items/s / plain loop items/s, for each back-to-back pair; the median of
-REPEATS pairs is reported with the range.
+Same model file, weights, preprocessing functions, batch size and items. The plain loop runs in
+one process on all cores. The pipeline runs in two worker layouts (layout.py): 1 x all cores
+(one process, like the plain loop) and the matrix's chosen layout for the Dataflow machine type,
+plus any --layouts. Every figure is steady state: items after the first batch over the time from
+the first batch's end to the last's (per SDK process, summed; process_stats.py), so model load,
+start-up and warm-up are out of both; the pipeline's includes everything else Beam does
+(reading, reshuffling, batching, metrics, writing outputs).
+efficiency = pipeline items/s / plain loop items/s, within each back-to-back repeat (the plain
+loop, then each layout); the median of REPEATS is reported with the range.
 """
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import pathlib
 import time
 
@@ -19,6 +24,7 @@ import torch
 from pipelines import image_classification, language_modeling, matrix, progress, run_record
 from pipelines.cli_types import positive_int
 from pipelines.handler import cuda_usable
+from pipelines.layout import Layout
 from pipelines.models import VOCAB_FILE, build_architecture
 from pipelines.run import launch, parse_args
 from pipelines.runners import LOCAL_INPUTS
@@ -38,41 +44,63 @@ def _chunks(items: list, size: int):
 
 def plain_loop(bench: matrix.Benchmark, lines: list[str], batch_size: int,
                models_dir: pathlib.Path) -> float:
-  """items/s of the same work without Beam, model load excluded."""
+  """Steady-state items/s of the same work without Beam, on all cores: the items after the
+  first batch over the time from the first batch's end to the last's."""
+  torch.set_num_threads(os.cpu_count() or 1)  # a 1xT pipeline run may have narrowed the pool
   device = torch.device("cuda" if bench.needs_gpu else "cpu")
   model = load_model(models_dir / f"{bench.model}.pth", bench.model).to(device)
-  start = time.perf_counter()
-  if bench.task == "image_classification":
-    for chunk in _chunks(lines, batch_size):
+  tokenizer = (language_modeling.load_tokenizer(str(models_dir / VOCAB_FILE))
+               if bench.task == "language_modeling" else None)
+  chunks = list(_chunks(lines, batch_size))
+  if len(chunks) < 2:
+    raise SystemExit(f"{bench.name}: perf needs at least two batches ({batch_size} items each)")
+  first_end = None
+  for chunk in chunks:
+    if tokenizer is None:
       tensors = [image_classification.preprocess(image_classification.read_bytes(p))
                  for p in chunk]
       with torch.no_grad():
         logits = model(torch.stack(tensors).to(device))
       [image_classification.top1(row) for row in logits]  # .item() waits for the GPU
-  else:
-    tokenizer = language_modeling.load_tokenizer(str(models_dir / VOCAB_FILE))
-    for chunk in _chunks(lines, batch_size):
+    else:
       examples = [language_modeling.tokenize(tokenizer, language_modeling.mask_last_word(s))
                   for s in chunk]
       results = language_modeling.predict_masked_tokens(examples, model, device)
       [tokenizer.convert_ids_to_tokens(r.inference) for r in results]
-  return len(lines) / (time.perf_counter() - start)
+    first_end = first_end or time.perf_counter()
+  return (len(lines) - len(chunks[0])) / (time.perf_counter() - first_end)
 
 
-def measure_pair(bench: matrix.Benchmark, items: int, results_dir: pathlib.Path) -> dict:
-  """One plain loop then one pipeline run, back to back, so both see the same machine."""
+def measure_repeat(bench: matrix.Benchmark, items: int, layouts: list[Layout],
+                   results_dir: pathlib.Path) -> dict:
+  """The plain loop, then the pipeline in each layout, back to back on the same machine."""
   lines = (pathlib.Path("data") / LOCAL_INPUTS[bench.task]).read_text().splitlines()[:items]
   plain = plain_loop(bench, lines, bench.local_batch_size, pathlib.Path("models"))
-  run_args, beam_args = parse_args([bench.name, "--items", str(items),
-                                    "--results-dir", str(results_dir)])
-  record = launch(run_args, beam_args)
-  if record["status"] != "succeeded":
-    raise SystemExit(f"{bench.name}: pipeline run failed: {record['error']}")
-  beam = record["metrics"]["throughput_per_s_excl_model_load"]
-  return {"plain_items_per_s": plain, "beam_items_per_s": beam, "efficiency": beam / plain,
-          "device_used": record["metadata"]["device_used"],
-          "gpu_utilization_mean_pct": record["gpu"].get("utilization_mean_pct"),
-          "run_id": record["run_id"]}
+  runs = {}
+  for layout in layouts:
+    run_args, beam_args = parse_args([bench.name, "--items", str(items), "--layout", str(layout),
+                                      "--results-dir", str(results_dir)])
+    record = launch(run_args, beam_args)
+    if record["status"] != "succeeded":
+      raise SystemExit(f"{bench.name}: pipeline run failed: {record['error']}")
+    beam = record["metrics"]["steady_throughput_per_s"]
+    if beam is None:
+      raise SystemExit(f"{bench.name} {layout}: too few batches per process for a steady state; "
+                       "raise N")
+    runs[str(layout)] = {"beam_items_per_s": beam, "efficiency": beam / plain,
+                         "device_used": record["metadata"]["device_used"],
+                         "gpu_utilization_mean_pct": record["gpu"].get("utilization_mean_pct"),
+                         "run_id": record["run_id"]}
+  return {"plain_items_per_s": plain, "layouts": runs}
+
+
+def median_row(bench: matrix.Benchmark, items: int, layout: str, repeats: list[dict]) -> dict:
+  pairs = sorted(({"plain_items_per_s": r["plain_items_per_s"], **r["layouts"][layout]}
+                  for r in repeats), key=lambda pair: pair["efficiency"])
+  return {"benchmark": bench.name, "items": items, "batch_size": bench.local_batch_size,
+          "layout": layout, "default": layout == str(bench.layout), **pairs[len(pairs) // 2],
+          "efficiency_min": pairs[0]["efficiency"], "efficiency_max": pairs[-1]["efficiency"],
+          "pairs": pairs}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -82,6 +110,9 @@ def main(argv: list[str] | None = None) -> int:
   parser.add_argument("--repeats", type=positive_int, default=3,
                       help="plain/pipeline pairs per benchmark; the median pair is reported "
                            "(a shared machine's speed drifts by 20%% between minutes)")
+  parser.add_argument("--layouts", type=lambda t: [Layout.parse(x) for x in t.split(",")],
+                      default=[], help="more pipeline layouts to measure, e.g. 2x2 (Dataflow's "
+                      "default on n1-standard-2)")
   parser.add_argument("--results-dir", type=pathlib.Path, default=pathlib.Path("results/perf"))
   args = parser.parse_args(argv)
   gpu_here = cuda_usable()
@@ -91,20 +122,21 @@ def main(argv: list[str] | None = None) -> int:
   rows = []
   for index, bench in enumerate(benches, 1):
     items = args.items or bench.local_items
-    pairs = []
+    one_process = Layout(1, os.cpu_count() or 1)
+    layouts = list(dict.fromkeys([one_process, bench.layout, *args.layouts]))
+    repeats = []
     for repeat in range(1, args.repeats + 1):
-      print(f"\n=== {progress.step(index, len(benches), bench.name)}: pair {repeat}/{args.repeats} "
-            "(plain loop, then pipeline) ===", flush=True)
-      pairs.append(measure_pair(bench, items, args.results_dir))
-    pairs.sort(key=lambda pair: pair["efficiency"])
-    rows.append({"benchmark": bench.name, "items": items, "batch_size": bench.local_batch_size,
-                 "threads": torch.get_num_threads(), **pairs[len(pairs) // 2],
-                 "efficiency_min": pairs[0]["efficiency"],
-                 "efficiency_max": pairs[-1]["efficiency"], "pairs": pairs})
-  print("\nbenchmark       device  items  batch  threads  plain/s  beam/s  efficiency  (range)")
+      print(f"\n=== {progress.step(index, len(benches), bench.name)}: repeat {repeat}/"
+            f"{args.repeats} (plain loop, then the pipeline in {', '.join(map(str, layouts))}) ===",
+            flush=True)
+      repeats.append(measure_repeat(bench, items, layouts, args.results_dir))
+    rows += [median_row(bench, items, str(layout), repeats) for layout in layouts]
+  print("\nsteady-state items/s, median of back-to-back repeats (* = the matrix's chosen layout)")
+  print("benchmark       device  items  batch  layout   plain/s  beam/s  efficiency  (range)")
   for r in rows:
+    layout = r["layout"] + (" *" if r["default"] else "")
     print(f"{r['benchmark']:<15} {r['device_used']:<6}  {r['items']:>5}  {r['batch_size']:>5}  "
-          f"{r['threads']:>7}  {r['plain_items_per_s']:>7.2f}  {r['beam_items_per_s']:>6.2f}  "
+          f"{layout:<7}  {r['plain_items_per_s']:>7.2f}  {r['beam_items_per_s']:>6.2f}  "
           f"{r['efficiency']:>10.2f}  ({r['efficiency_min']:.2f}-{r['efficiency_max']:.2f})")
   out = args.results_dir / f"perf-{run_record.utc_now().replace(':', '')}.json"
   out.parent.mkdir(parents=True, exist_ok=True)
