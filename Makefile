@@ -26,7 +26,8 @@ DRY_RUN     ?=## 1 with RUNNER=DataflowRunner: build the job offline into result
 LAYOUT      ?=## worker layout PxT: SDK processes x torch threads (default: the matrix's)
 BENCH       ?=## make sweep: the benchmark to sweep
 BATCH_SIZES ?=## make sweep: comma-separated batch sizes (default 4,8,16,32)
-LAYOUTS     ?=## make sweep: comma-separated layouts (default 1x2,2x1,2x2)
+LAYOUTS     ?=## make sweep: layouts (default 1x2,2x1,2x2); make perf: more layouts to compare
+PERF_BENCHMARKS ?=## make perf: only these benchmarks (default: all this machine can run)
 BATCHINGS   ?=## make sweep, BERT: padded,length (default both)
 BATCHING    ?=## BERT batching: padded or length (default: the matrix's)
 BENCHMARKS  := $(shell $(PYTHON) -m pipelines.matrix names)
@@ -97,7 +98,8 @@ bench-all: $(if $(filter DirectRunner,$(RUNNER)),data,setup) ## every benchmark 
 	$(PY) -m pipelines.bench_all $(RUN_ARGS)
 
 perf: data ## Beam pipeline vs plain PyTorch loop for every CPU benchmark: throughput and efficiency
-	$(PY) -m pipelines.perf $(if $(N),--items $(N)) $(if $(REPEATS),--repeats $(REPEATS))
+	$(PY) -m pipelines.perf $(if $(N),--items $(N)) $(if $(REPEATS),--repeats $(REPEATS)) \
+	  $(if $(LAYOUTS),--layouts $(LAYOUTS)) $(PERF_BENCHMARKS)
 
 report: setup ## write results/report.html (plots, percentiles, cost, regressions) and regressions.json
 	$(PY) -m pipelines.report --results-dir $(RESULTS) $(if $(FAIL_ON_REGRESSION),--fail-on-regression)

@@ -17,6 +17,7 @@ import argparse
 import json
 import os
 import pathlib
+import statistics
 import time
 
 import torch
@@ -94,6 +95,15 @@ def measure_repeat(bench: matrix.Benchmark, items: int, layouts: list[Layout],
   return {"plain_items_per_s": plain, "layouts": runs}
 
 
+def layout_ratio(bench: matrix.Benchmark, repeats: list[dict], other: str) -> dict:
+  """The chosen layout's throughput over another's, within each back-to-back repeat."""
+  chosen = str(bench.layout)
+  values = sorted(r["layouts"][chosen]["beam_items_per_s"] / r["layouts"][other]["beam_items_per_s"]
+                  for r in repeats)
+  return {"benchmark": bench.name, "chosen": chosen, "other": other,
+          "median": statistics.median(values), "min": values[0], "max": values[-1]}
+
+
 def median_row(bench: matrix.Benchmark, items: int, layout: str, repeats: list[dict]) -> dict:
   pairs = sorted(({"plain_items_per_s": r["plain_items_per_s"], **r["layouts"][layout]}
                   for r in repeats), key=lambda pair: pair["efficiency"])
@@ -119,7 +129,7 @@ def main(argv: list[str] | None = None) -> int:
   wanted = args.benchmarks or list(matrix.load())
   benches = [b for b in matrix.load().values()
              if b.name in wanted and (gpu_here or not b.needs_gpu)]
-  rows = []
+  rows, ratios = [], []
   for index, bench in enumerate(benches, 1):
     items = args.items or bench.local_items
     one_process = Layout(1, os.cpu_count() or 1)
@@ -131,6 +141,9 @@ def main(argv: list[str] | None = None) -> int:
             flush=True)
       repeats.append(measure_repeat(bench, items, layouts, args.results_dir))
     rows += [median_row(bench, items, str(layout), repeats) for layout in layouts]
+    for other in layouts:
+      if other != bench.layout:
+        ratios.append(layout_ratio(bench, repeats, str(other)))
   print("\nsteady-state items/s, median of back-to-back repeats (* = the matrix's chosen layout)")
   print("benchmark       device  items  batch  layout   plain/s  beam/s  efficiency  (range)")
   for r in rows:
@@ -138,9 +151,14 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{r['benchmark']:<15} {r['device_used']:<6}  {r['items']:>5}  {r['batch_size']:>5}  "
           f"{layout:<7}  {r['plain_items_per_s']:>7.2f}  {r['beam_items_per_s']:>6.2f}  "
           f"{r['efficiency']:>10.2f}  ({r['efficiency_min']:.2f}-{r['efficiency_max']:.2f})")
+  print("\nthe chosen layout against the others, median of per-repeat ratios (range)")
+  for r in ratios:
+    print(f"{r['benchmark']:<15} {r['chosen']} / {r['other']}: {r['median']:.2f} "
+          f"({r['min']:.2f}-{r['max']:.2f})")
   out = args.results_dir / f"perf-{run_record.utc_now().replace(':', '')}.json"
   out.parent.mkdir(parents=True, exist_ok=True)
-  out.write_text(json.dumps({"versions": run_record.versions(), "rows": rows}, indent=2))
+  out.write_text(json.dumps({"versions": run_record.versions(), "rows": rows,
+                                "layout_ratios": ratios}, indent=2))
   print(f"figures: {out} (median of {args.repeats} pairs per benchmark)")
   return 0
 
