@@ -35,6 +35,8 @@ from pipelines.progress import for_launch as progress_for_launch
 from pipelines.runners import LaunchError
 
 LOCAL_RUNNERS = ("DirectRunner",)
+# Beam flags the worker layout sets (layout.py); given by hand they would contradict the record.
+LAYOUT_FLAGS = ("--direct_num_workers", "--direct_running_mode")
 
 
 def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, list[str]]:
@@ -64,6 +66,10 @@ def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, list[str]]:
   if unknown:
     parser.error(f"unknown flag(s) {' '.join(unknown)}: neither the kit's (see --help) "
                  "nor Beam's")
+  layout_flags = [a for a in beam_args if a.split("=")[0] in LAYOUT_FLAGS]
+  if layout_flags:
+    parser.error(f"{' '.join(layout_flags)} would change the worker layout behind the "
+                 "record's back: use --layout/LAYOUT=PxT")
   return args, beam_args
 
 

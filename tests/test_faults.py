@@ -196,9 +196,16 @@ def test_bad_arguments_are_errors(kit, capsys, args):
 
 
 def test_beams_own_flags_still_work(kit):
-  code, record = kit("small-resnet", "--direct_num_workers=1", "--items", "2")
+  code, record = kit("small-resnet", "--pipeline_type_check", "--items", "2")
   assert code == 0
   assert_accounted(record, inputs=2, dead=0)
+
+
+def test_layout_flags_must_go_through_the_layout(kit, capsys):
+  with pytest.raises(SystemExit) as exit_:
+    kit("small-resnet", "--direct_num_workers=2")
+  assert exit_.value.code == 2
+  assert "use --layout/LAYOUT=PxT" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("kind", ["directory", "binary", "missing"])
