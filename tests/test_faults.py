@@ -196,7 +196,7 @@ def test_bad_arguments_are_errors(kit, capsys, args):
 
 
 def test_beams_own_flags_still_work(kit):
-  code, record = kit("small-resnet", "--pipeline_type_check", "--items", "2")
+  code, record = kit("small-resnet", "--job_name=fault-test", "--items", "2")
   assert code == 0
   assert_accounted(record, inputs=2, dead=0)
 
