@@ -15,10 +15,12 @@ PYTHON      ?= python3
 VENV        ?= .venv
 PY          := $(VENV)/bin/python
 RUNNER      ?= DirectRunner## DirectRunner (local, default) or DataflowRunner
+PROFILE     ?= tuned## run profile: tuned (the kit's settings) or beam (Beam's own benchmark settings)
 N           ?=## items per benchmark (default: the matrix's local profile / full dataset)
 BATCH_SIZE  ?=## fixed batch size (default: the matrix's)
 INPUT       ?=## input list to use instead of the default (local file, or gs:// on Dataflow)
-REPEATS     ?=## make perf: plain/pipeline pairs per benchmark, median reported (default 3)
+REPEATS     ?=## make perf / compare-profiles: repeats per benchmark, median reported (default 3)
+BENCH       ?=## make compare-profiles: the benchmark to run in both profiles
 WEIGHTS     ?= random## model weights for `make models`: random (offline) or pretrained
 RESULTS     ?= results## the local results store
 FAIL_ON_REGRESSION ?=## 1: make report exits 3 when a recent regression is flagged (nightly CI)
@@ -38,9 +40,9 @@ image_ref = $(or $(REGISTRY),local)/beam-bench-$(1):$(IMAGE_TAG)
 QUIET_PIP   := 2>&1 | sed '/is ignored: it is neither/d'
 RUN_ARGS     = --runner $(RUNNER) --results-dir $(RESULTS) $(if $(N),--items $(N)) \
                $(if $(BATCH_SIZE),--batch-size $(BATCH_SIZE)) $(if $(INPUT),--input $(INPUT)) \
-               $(if $(DRY_RUN),--dry-run)
+               $(if $(DRY_RUN),--dry-run) --profile $(PROFILE)
 
-.PHONY: help setup lock models data $(addprefix bench-,$(BENCHMARKS)) bench-all perf gpu-check report compare publish \
+.PHONY: help setup lock models data $(addprefix bench-,$(BENCHMARKS)) bench-all perf compare-profiles gpu-check report compare publish \
         image-cpu image-gpu push test lint clean
 
 help: ## list targets and variables
@@ -90,7 +92,12 @@ bench-all: $(if $(filter DirectRunner,$(RUNNER)),data,setup) ## every benchmark 
 	$(PY) -m pipelines.bench_all $(RUN_ARGS)
 
 perf: data ## Beam pipeline vs plain PyTorch loop for every CPU benchmark: throughput and efficiency
-	$(PY) -m pipelines.perf $(if $(N),--items $(N)) $(if $(REPEATS),--repeats $(REPEATS))
+	$(PY) -m pipelines.perf --profile $(PROFILE) $(if $(N),--items $(N)) $(if $(REPEATS),--repeats $(REPEATS))
+
+compare-profiles: data ## BENCH=<name>: tuned then beam profile back to back, REPEATS times; median beam/tuned ratios
+	@test -n "$(BENCH)" || { echo "error: compare-profiles needs BENCH=<name> (one of: $(BENCHMARKS))" >&2; exit 2; }
+	$(PY) -m pipelines.compare_profiles $(BENCH) --results-dir $(RESULTS) \
+	  $(if $(N),--items $(N)) $(if $(REPEATS),--repeats $(REPEATS))
 
 report: setup ## write results/report.html (plots, percentiles, cost, regressions) and regressions.json
 	$(PY) -m pipelines.report --results-dir $(RESULTS) $(if $(FAIL_ON_REGRESSION),--fail-on-regression)

@@ -59,11 +59,13 @@ def plain_loop(bench: matrix.Benchmark, lines: list[str], batch_size: int,
   return len(lines) / (time.perf_counter() - start)
 
 
-def measure_pair(bench: matrix.Benchmark, items: int, results_dir: pathlib.Path) -> dict:
-  """One plain loop then one pipeline run, back to back, so both see the same machine."""
+def measure_pair(bench: matrix.Benchmark, items: int, results_dir: pathlib.Path,
+                 profile: str = "tuned") -> dict:
+  """One plain loop then one pipeline run, back to back, so both see the same machine. The
+  plain loop always runs the matrix's batch size; the pipeline runs `profile`'s settings."""
   lines = (pathlib.Path("data") / LOCAL_INPUTS[bench.task]).read_text().splitlines()[:items]
   plain = plain_loop(bench, lines, bench.local_batch_size, pathlib.Path("models"))
-  run_args, beam_args = parse_args([bench.name, "--items", str(items),
+  run_args, beam_args = parse_args([bench.name, "--items", str(items), "--profile", profile,
                                     "--results-dir", str(results_dir)])
   record = launch(run_args, beam_args)
   if record["status"] != "succeeded":
@@ -83,6 +85,7 @@ def main(argv: list[str] | None = None) -> int:
                       help="plain/pipeline pairs per benchmark; the median pair is reported "
                            "(a shared machine's speed drifts by 20%% between minutes)")
   parser.add_argument("--results-dir", type=pathlib.Path, default=pathlib.Path("results/perf"))
+  parser.add_argument("--profile", default="tuned", help="the pipeline runs' profile")
   args = parser.parse_args(argv)
   gpu_here = cuda_usable()
   wanted = args.benchmarks or list(matrix.load())
@@ -91,9 +94,11 @@ def main(argv: list[str] | None = None) -> int:
   rows = []
   for bench in benches:
     items = args.items or bench.local_items
-    pairs = sorted((measure_pair(bench, items, args.results_dir) for _ in range(args.repeats)),
+    pairs = sorted((measure_pair(bench, items, args.results_dir, args.profile)
+                    for _ in range(args.repeats)),
                    key=lambda pair: pair["efficiency"])
-    rows.append({"benchmark": bench.name, "items": items, "batch_size": bench.local_batch_size,
+    rows.append({"benchmark": bench.name, "profile": args.profile, "items": items,
+                 "batch_size": bench.local_batch_size,
                  "threads": torch.get_num_threads(), **pairs[len(pairs) // 2],
                  "efficiency_min": pairs[0]["efficiency"],
                  "efficiency_max": pairs[-1]["efficiency"], "pairs": pairs})
