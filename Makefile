@@ -25,6 +25,7 @@ WEIGHTS     ?= random## model weights for `make models`: random (offline) or pre
 RESULTS     ?= results## the local results store
 FAIL_ON_REGRESSION ?=## 1: make report exits 3 when a recent regression is flagged (nightly CI)
 DRY_RUN     ?=## 1 with RUNNER=DataflowRunner: build the job offline into results/dataflow-jobs/
+CROSS_PROFILE ?=## 1: make compare compares runs of different profiles anyway (flagged)
 BENCHMARKS  := $(shell $(PYTHON) -m pipelines.matrix names)
 
 # Worker images: versions come from requirements/ and .python-version, never from :latest.
@@ -103,7 +104,7 @@ report: setup ## write results/report.html (plots, percentiles, cost, regression
 	$(PY) -m pipelines.report --results-dir $(RESULTS) $(if $(FAIL_ON_REGRESSION),--fail-on-regression)
 
 compare: setup ## compare two runs (A=<run> B=<run>; default: latest vs previous of the same benchmark)
-	$(PY) -m pipelines.report.compare --results-dir $(RESULTS) $(A) $(B)
+	$(PY) -m pipelines.report.compare --results-dir $(RESULTS) $(if $(CROSS_PROFILE),--cross-profile) $(A) $(B)
 
 publish: setup ## send unpublished run records to InfluxDB/BigQuery (RUN=<id> resends one)
 	$(PY) -m pipelines.publish --results-dir $(RESULTS) $(if $(RUN),--run $(RUN))
