@@ -15,21 +15,23 @@ PYTHON      ?= python3
 VENV        ?= .venv
 PY          := $(VENV)/bin/python
 RUNNER      ?= DirectRunner## DirectRunner (local, default) or DataflowRunner
+PROFILE     ?= tuned## run profile: tuned (the kit's settings) or beam (Beam's own benchmark settings)
 N           ?=## items per benchmark (default: the matrix's local profile / full dataset)
 BATCH_SIZE  ?=## fixed batch size (default: the matrix's)
 INPUT       ?=## input list to use instead of the default (local file, or gs:// on Dataflow)
-REPEATS     ?=## make perf: plain/pipeline pairs per benchmark, median reported (default 3)
+REPEATS     ?=## make perf / compare-profiles: repeats per benchmark, median reported (default 3)
+BENCH       ?=## make sweep / compare-profiles: the benchmark
 WEIGHTS     ?= random## model weights for `make models`: random (offline) or pretrained
 RESULTS     ?= results## the local results store
 FAIL_ON_REGRESSION ?=## 1: make report exits 3 when a recent regression is flagged (nightly CI)
 DRY_RUN     ?=## 1 with RUNNER=DataflowRunner: build the job offline into results/dataflow-jobs/
 LAYOUT      ?=## worker layout PxT: SDK processes x torch threads (default: the matrix's)
-BENCH       ?=## make sweep: the benchmark to sweep
 BATCH_SIZES ?=## make sweep: comma-separated batch sizes (default 4,8,16,32)
 LAYOUTS     ?=## make sweep: layouts (default 1x2,2x1,2x2); make perf: more layouts to compare
 PERF_BENCHMARKS ?=## make perf: only these benchmarks (default: all this machine can run)
 BATCHINGS   ?=## make sweep, BERT: padded,length (default both)
 BATCHING    ?=## BERT batching: padded or length (default: the matrix's)
+CROSS_PROFILE ?=## 1: make compare compares runs of different profiles anyway (flagged)
 BENCHMARKS  := $(shell $(PYTHON) -m pipelines.matrix names)
 
 # Worker images: versions come from requirements/ and .python-version, never from :latest.
@@ -46,9 +48,9 @@ QUIET_PIP   := 2>&1 | sed '/is ignored: it is neither/d'
 RUN_ARGS     = --runner $(RUNNER) --results-dir $(RESULTS) $(if $(N),--items $(N)) \
                $(if $(BATCH_SIZE),--batch-size $(BATCH_SIZE)) $(if $(INPUT),--input $(INPUT)) \
                $(if $(DRY_RUN),--dry-run) $(if $(LAYOUT),--layout $(LAYOUT)) \
-               $(if $(BATCHING),--batching $(BATCHING))
+               $(if $(BATCHING),--batching $(BATCHING)) --profile $(PROFILE)
 
-.PHONY: help setup lock models data $(addprefix bench-,$(BENCHMARKS)) bench-all perf sweep gpu-check report compare publish \
+.PHONY: help setup lock models data $(addprefix bench-,$(BENCHMARKS)) bench-all perf sweep compare-profiles gpu-check report compare publish \
         image-cpu image-gpu push test test-servers lint doctor clean needs-bench
 
 help: ## list targets and variables
@@ -98,14 +100,18 @@ bench-all: $(if $(filter DirectRunner,$(RUNNER)),data,setup) ## every benchmark 
 	$(PY) -m pipelines.bench_all $(RUN_ARGS)
 
 perf: data ## Beam pipeline vs plain PyTorch loop for every CPU benchmark: throughput and efficiency
-	$(PY) -m pipelines.perf $(if $(N),--items $(N)) $(if $(REPEATS),--repeats $(REPEATS)) \
+	$(PY) -m pipelines.perf --profile $(PROFILE) $(if $(N),--items $(N)) $(if $(REPEATS),--repeats $(REPEATS)) \
 	  $(if $(LAYOUTS),--layouts $(LAYOUTS)) $(PERF_BENCHMARKS)
+
+compare-profiles: $(if $(BENCH),data,needs-bench) ## BENCH=<name>: tuned then beam profile back to back, REPEATS times; median beam/tuned ratios
+	$(PY) -m pipelines.compare_profiles $(BENCH) --results-dir $(RESULTS) \
+	  $(if $(N),--items $(N)) $(if $(REPEATS),--repeats $(REPEATS))
 
 report: setup ## write results/report.html (plots, percentiles, cost, regressions) and regressions.json
 	$(PY) -m pipelines.report --results-dir $(RESULTS) $(if $(FAIL_ON_REGRESSION),--fail-on-regression)
 
 compare: setup ## compare two runs (A=<run> B=<run>; default: latest vs previous of the same benchmark)
-	$(PY) -m pipelines.report.compare --results-dir $(RESULTS) $(A) $(B)
+	$(PY) -m pipelines.report.compare --results-dir $(RESULTS) $(if $(CROSS_PROFILE),--cross-profile) $(A) $(B)
 
 publish: setup ## send unpublished run records to InfluxDB/BigQuery (RUN=<id> resends one)
 	$(PY) -m pipelines.publish --results-dir $(RESULTS) $(if $(RUN),--run $(RUN))
@@ -138,7 +144,7 @@ sweep: $(if $(BENCH),data,needs-bench) ## one benchmark over batch sizes x worke
 	  $(if $(BATCHINGS),--batchings $(BATCHINGS)) $(if $(REPEATS),--repeats $(REPEATS))
 
 needs-bench:
-	@echo "error: make sweep needs BENCH=<name>; names: $(BENCHMARKS)" >&2; exit 2
+	@echo "error: make $(MAKECMDGOALS) needs BENCH=<name>; names: $(BENCHMARKS)" >&2; exit 2
 
 gpu-check: data ## on a GPU machine: NVML reads, resnet152-gpu on CUDA, efficiency vs a plain CUDA loop
 	$(PY) -m pipelines.gpu_check

@@ -17,9 +17,13 @@ def _value(result):
 
 def query(pipeline_result) -> dict[str, Any]:
   """{'counters': {(namespace, name): int}, 'distributions': {(namespace, name): dict}} summed
-  over steps (a metric can be reported by more than one step)."""
+  over steps (a metric can be reported by more than one step), and 'steps':
+  {(namespace, name): [steps that reported it]}."""
   results = pipeline_result.metrics().query(MetricsFilter())
   counters: dict[tuple[str, str], int] = {}
+  steps: dict[tuple[str, str], set[str]] = {}
+  for m in (*results["counters"], *results["distributions"]):
+    steps.setdefault((m.key.metric.namespace, m.key.metric.name), set()).add(m.key.step)
   for c in results["counters"]:
     key = (c.key.metric.namespace, c.key.metric.name)
     counters[key] = counters.get(key, 0) + int(_value(c) or 0)
@@ -35,7 +39,14 @@ def query(pipeline_result) -> dict[str, Any]:
     agg["count"] += value.count
     agg["min"] = min(agg["min"], value.min)
     agg["max"] = max(agg["max"], value.max)
-  return {"counters": counters, "distributions": distributions}
+  return {"counters": counters, "distributions": distributions,
+          "steps": {key: sorted(names) for key, names in steps.items()}}
+
+
+def beam_steps(raw: dict[str, Any]) -> list[str]:
+  """The steps that reported Beam's RunInference metrics ('<label>/BeamML_RunInference')."""
+  return sorted({step for (namespace, _), names in raw.get("steps", {}).items()
+                 if namespace == BEAM_NAMESPACE for step in names})
 
 
 def mean(dist: dict[str, float] | None) -> float | None:
@@ -51,6 +62,7 @@ def summarize(raw: dict[str, Any]) -> dict[str, Any]:
   latency = dists.get((BEAM_NAMESPACE, "inference_batch_latency_micro_secs"))
   load = dists.get((BEAM_NAMESPACE, "load_model_latency_milli_secs"))
   model_bytes = dists.get((BEAM_NAMESPACE, "model_byte_size"))
+  param_bytes = dists.get((KIT_NAMESPACE, "model_param_bytes"))
   return {
       # The seed's three headline metrics.
       "mean_inference_request_batch_size": mean(batch_size),
@@ -63,7 +75,9 @@ def summarize(raw: dict[str, Any]) -> dict[str, Any]:
       "min_inference_batch_latency_micro_secs": latency["min"] if latency else None,
       "max_inference_batch_latency_micro_secs": latency["max"] if latency else None,
       "model_loads": load["count"] if load else 0,
-      "model_byte_size": model_bytes["max"] if model_bytes else None,
+      "model_byte_size": model_bytes["max"] if model_bytes else None,  # Beam's: an RSS delta
+      # The loaded model's parameters and buffers (what the weights really take).
+      "model_param_and_buffer_bytes": param_bytes["max"] if param_bytes else None,
       "dead_lettered": kit_counter("dead_lettered"),
       # Language modeling: the share of token slots in batches that were padding.
       "padding_fraction": (kit_counter("padding_slots") / kit_counter("token_slots")

@@ -147,7 +147,8 @@ def job_description(result, options, bench: matrix.Benchmark) -> dict[str, Any]:
 
 _BENCHMARK_OPTIONS = ("input", "output", "model_state_dict_path", "vocab_path", "device",
                       "min_batch_size", "max_batch_size", "task", "model_architecture",
-                      "torch_threads", "torch_interop_threads", "layout")
+                      "torch_threads", "torch_interop_threads", "layout", "inference_step",
+                      "profile")
 
 
 def _container_image(environment) -> str | None:

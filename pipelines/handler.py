@@ -90,6 +90,9 @@ class BenchmarkModelHandler(ModelHandler):
                                          f"model_weights_{meta.weights if meta else 'unknown'}",
                                          process_stats.name("model_loads")]
       _pending_distributions[self._token] += process_stats.threads()
+      # The loaded model's true size: Beam's model_byte_size is a process-memory delta.
+      _pending_distributions[self._token].append(("model_param_bytes", sum(
+          t.numel() * t.element_size() for t in (*model.parameters(), *model.buffers()))))
     logging.info("Model %s loaded on %s (%s weights)", self._state_dict_path, used,
                  meta.weights if meta else "unknown")
     reader = self._telemetry_reader()

@@ -22,6 +22,10 @@ class BenchmarkOptions(PipelineOptions):
     parser.add_argument("--device", choices=DEVICES, default="CPU")
     parser.add_argument("--min_batch_size", type=int, default=None)
     parser.add_argument("--max_batch_size", type=int, default=None)
+    parser.add_argument("--inference_step", default="RunInference",
+                        help="the RunInference step label (Beam's benchmarks: PyTorchRunInference);"
+                             " Beam's metric names are composed from it")
+    parser.add_argument("--profile", default="tuned", help="the run profile (recorded)")
     parser.add_argument("--layout", help="the worker layout PxT (recorded; see layout.py)")
     parser.add_argument("--torch_threads", type=int, default=None,
                         help="torch intra-op threads each worker process sets before loading")

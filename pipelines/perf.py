@@ -73,14 +73,15 @@ def plain_loop(bench: matrix.Benchmark, lines: list[str], batch_size: int,
 
 
 def measure_repeat(bench: matrix.Benchmark, items: int, layouts: list[Layout],
-                   results_dir: pathlib.Path) -> dict:
-  """The plain loop, then the pipeline in each layout, back to back on the same machine."""
+                   results_dir: pathlib.Path, profile: str = "tuned") -> dict:
+  """The plain loop, then the pipeline in each layout, back to back on the same machine. The
+  plain loop always runs the matrix's batch size; the pipeline runs `profile`'s batching."""
   lines = (pathlib.Path("data") / LOCAL_INPUTS[bench.task]).read_text().splitlines()[:items]
   plain = plain_loop(bench, lines, bench.local_batch_size, pathlib.Path("models"))
   runs = {}
   for layout in layouts:
     run_args, beam_args = parse_args([bench.name, "--items", str(items), "--layout", str(layout),
-                                      "--results-dir", str(results_dir)])
+                                      "--profile", profile, "--results-dir", str(results_dir)])
     record = launch(run_args, beam_args)
     if record["status"] != "succeeded":
       raise SystemExit(f"{bench.name}: pipeline run failed: {record['error']}")
@@ -104,10 +105,12 @@ def layout_ratio(bench: matrix.Benchmark, repeats: list[dict], other: str) -> di
           "median": statistics.median(values), "min": values[0], "max": values[-1]}
 
 
-def median_row(bench: matrix.Benchmark, items: int, layout: str, repeats: list[dict]) -> dict:
+def median_row(bench: matrix.Benchmark, items: int, layout: str, repeats: list[dict],
+               profile: str) -> dict:
   pairs = sorted(({"plain_items_per_s": r["plain_items_per_s"], **r["layouts"][layout]}
                   for r in repeats), key=lambda pair: pair["efficiency"])
-  return {"benchmark": bench.name, "items": items, "batch_size": bench.local_batch_size,
+  return {"benchmark": bench.name, "profile": profile, "items": items,
+          "batch_size": bench.local_batch_size,
           "layout": layout, "default": layout == str(bench.layout), **pairs[len(pairs) // 2],
           "efficiency_min": pairs[0]["efficiency"], "efficiency_max": pairs[-1]["efficiency"],
           "pairs": pairs}
@@ -124,6 +127,7 @@ def main(argv: list[str] | None = None) -> int:
                       default=[], help="more pipeline layouts to measure, e.g. 2x2 (Dataflow's "
                       "default on n1-standard-2)")
   parser.add_argument("--results-dir", type=pathlib.Path, default=pathlib.Path("results/perf"))
+  parser.add_argument("--profile", default="tuned", help="the pipeline runs' profile")
   args = parser.parse_args(argv)
   gpu_here = cuda_usable()
   wanted = args.benchmarks or list(matrix.load())
@@ -139,8 +143,8 @@ def main(argv: list[str] | None = None) -> int:
       print(f"\n=== {progress.step(index, len(benches), bench.name)}: repeat {repeat}/"
             f"{args.repeats} (plain loop, then the pipeline in {', '.join(map(str, layouts))}) ===",
             flush=True)
-      repeats.append(measure_repeat(bench, items, layouts, args.results_dir))
-    rows += [median_row(bench, items, str(layout), repeats) for layout in layouts]
+      repeats.append(measure_repeat(bench, items, layouts, args.results_dir, args.profile))
+    rows += [median_row(bench, items, str(layout), repeats, args.profile) for layout in layouts]
     for other in layouts:
       if other != bench.layout:
         ratios.append(layout_ratio(bench, repeats, str(other)))

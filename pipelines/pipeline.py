@@ -56,7 +56,7 @@ def build(p: beam.Pipeline, opts: BenchmarkOptions, **telemetry) -> None:
   handler = KeyedModelHandler(BenchmarkModelHandler(
       base, device=opts.device, state_dict_path=opts.model_state_dict_path,
       threads=opts.torch_threads, interop_threads=opts.torch_interop_threads, **telemetry))
-  predictions, failed = examples | "RunInference" >> RunInference(
+  predictions, failed = examples | opts.inference_step >> RunInference(
       handler).with_exception_handling()
 
   _ = (predictions

@@ -22,6 +22,7 @@ from pipelines import (
   matrix,
   options,
   pipeline,
+  profiles,
   results_store,
   run_record,
   runners,
@@ -59,6 +60,9 @@ def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, list[str]]:
   parser.add_argument("--batching", choices=("padded", "length"), default=None,
                       help="language modeling: pad each batch as it comes (padded) or batch "
                            "sentences of similar length (length); default: the matrix's")
+  parser.add_argument("--profile", default=profiles.DEFAULT,
+                      help="run profile: tuned (the kit's settings, default) or beam (Beam's own "
+                           "benchmark settings; see infra/benchmarks.toml [profiles.beam])")
   parser.add_argument("--dry-run", action="store_true",
                       help="Dataflow only: build the job offline and write it to a JSON file")
   args, beam_args = parser.parse_known_args(argv)
@@ -77,30 +81,41 @@ def launch(args: argparse.Namespace, beam_args: list[str],
            **telemetry) -> dict[str, Any] | None:
   """Runs the benchmark and returns its saved record (None for a Dataflow dry run).
   `telemetry` is passed to pipeline.build (the GPU check turns the sampler off with it)."""
-  bench = matrix.get(args.benchmark)
+  profile = profiles.get(args.profile)
+  bench = profile.apply(matrix.get(args.benchmark))
   target = runners.for_runner(args.runner, args.dry_run)
   if not args.dry_run:
     results_store.check_writable(args.results_dir)  # before any work, not after it
-  layout = args.layout or bench.layout
+  layout = args.layout or profile.layout_for(bench)
   bench.check_memory(layout)  # before anything launches: copies that cannot fit never start
   run_id = run_record.new_run_id()
-  batch_size = args.batch_size or bench.local_batch_size
-  batching = args.batching or bench.batching
+  batching = profile.batching_for(bench, args.batch_size)
+  fixed = batching.get("min_batch_size") == batching.get("max_batch_size")
+  length_aware = (args.batching or bench.batching) == "length" and (
+      bench.task == "language_modeling")
   plan = target.prepare(bench, args, run_id, layout)
+  if args.runner == runners.DataflowRun.name:
+    plan.values.update(profile.dataflow_values(bench))  # e.g. Beam's gs:// model path
   metadata: dict[str, Any] = {
       "runner": args.runner, "task": bench.task, "model": bench.model,
-      "device_requested": bench.device, "batch_size": batch_size, **layout.as_dict(),
-      "batching": batching if bench.task == "language_modeling" else "fixed",
+      "profile": profile.name, "inference_step": profile.inference_step,
+      "device_requested": bench.device,
+      "batch_size": batching["max_batch_size"] if fixed else None, "batching": batching,
+      **layout.as_dict(),
+      "length_aware_batching": length_aware,
       "bigquery_table": bench.bigquery_table, "influx_measurement": bench.influx_measurement,
       **plan.metadata, "input": plan.values["input"],
+      "model_state_dict_path": plan.values["model_state_dict_path"],
   }
   try:
     opts = PipelineOptions(
         plan.beam_args + beam_args, benchmark=bench.name, task=bench.task,
-        model_architecture=bench.model, device=bench.device, min_batch_size=batch_size,
-        max_batch_size=batch_size, layout=str(layout), torch_threads=layout.threads,
-        torch_interop_threads=layout.interop_threads,
-        length_aware_batching=batching == "length", **plan.values)
+        model_architecture=bench.model, device=bench.device,
+        min_batch_size=batching.get("min_batch_size"),
+        max_batch_size=batching.get("max_batch_size"), layout=str(layout),
+        torch_threads=layout.threads, torch_interop_threads=layout.interop_threads,
+        inference_step=profile.inference_step, profile=profile.name,
+        length_aware_batching=length_aware, **plan.values)
     p = beam.Pipeline(runner=plan.engine, options=opts)
     pipeline.build(p, opts.view_as(BenchmarkOptions), **telemetry)
   except BaseException:
@@ -179,7 +194,8 @@ def main(argv: list[str] | None = None) -> int:
   try:
     record = launch(args, beam_args)
   except (LaunchError, DeviceUnavailableError, matrix.MatrixError,
-          dataflow.SettingsMissing, results_store.NotWritable, LayoutError) as e:
+          dataflow.SettingsMissing, results_store.NotWritable, LayoutError,
+          profiles.ProfileError) as e:
     print(f"error: {args.benchmark}: {e}", file=sys.stderr)
     return 2
   except RecordNotSaved as e:

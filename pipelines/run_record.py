@@ -125,6 +125,9 @@ def build(*, run_id: str, benchmark: str, started: str, wall_time_s: float,
       "metadata": {
           **metadata,
           "device_used": device_used(counters),
+          # Where Beam's metrics were really reported; publishers name them after
+          # metadata.inference_step, so the two must agree.
+          "inference_metric_steps": beam_metrics.beam_steps(raw),
           "weights": weights_used(counters),
           "processes_loaded_model": sum(1 for p in processes if p.get("model_loads")),
           "worker_processes": processes,

@@ -9,6 +9,7 @@ from pipelines import results_store
 
 COLUMNS = (
     ("benchmark", lambda r: r["benchmark"]),
+    ("profile", lambda r: r["metadata"].get("profile") or "tuned"),
     ("status", lambda r: r["status"]),
     ("device", lambda r: r["metadata"].get("device_used", "?")),
     ("weights", lambda r: r["metadata"].get("weights", "?")),

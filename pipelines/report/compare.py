@@ -54,6 +54,9 @@ def format_table(a, b, rows) -> str:
            f"group: {history.key(b).label()}"
            + ("" if history.key(a) == history.key(b)
               else f"  (A is {history.key(a).label()}: not like with like!)"),
+           *([f"WARNING: profiles differ (A {history.profile(a)}, B {history.profile(b)}): "
+              "different batching, layout and step label; changes below are not regressions"]
+             if history.profile(a) != history.profile(b) else []),
            "",
            f"{'metric':<42} {'A':>12} {'B':>12} {'change':>8} {'noise':>7}  verdict"]
   for r in rows:
@@ -70,6 +73,8 @@ def main(argv: list[str] | None = None) -> int:
   parser.add_argument("a", nargs="?", help="run id (prefix); default: the previous run")
   parser.add_argument("b", nargs="?", help="run id (prefix); default: the latest run")
   parser.add_argument("--results-dir", type=pathlib.Path, default=results_store.DEFAULT_DIR)
+  parser.add_argument("--cross-profile", action="store_true",
+                      help="compare runs of different profiles anyway (flagged in the output)")
   args = parser.parse_args(argv)
   records = results_store.load_all(args.results_dir)
   try:
@@ -82,6 +87,13 @@ def main(argv: list[str] | None = None) -> int:
       a, b = default_pair(records)
   except (LookupError, KeyError) as e:
     print(f"error: {e}", file=sys.stderr)
+    return 2
+  if history.profile(a) != history.profile(b) and not args.cross_profile:
+    print(f"error: A ({a['run_id']}) is profile {history.profile(a)}, B ({b['run_id']}) is "
+          f"profile {history.profile(b)}: their batching, layout and step differ, so their "
+          "figures are not comparable. Use `make compare-profiles BENCH=<name>` to measure the "
+          "two profiles back to back, or pass --cross-profile to compare anyway.",
+          file=sys.stderr)
     return 2
   print(format_table(a, b, compare(a, b, records)))
   return 0

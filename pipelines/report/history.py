@@ -4,6 +4,8 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, Iterable
 
+from pipelines.profiles import DEFAULT as DEFAULT_PROFILE
+
 # The seed's headline metrics plus throughput, with the direction that counts as a regression.
 HEADLINE = {
     "mean_inference_request_batch_size": "changed",  # a batching change, not better or worse
@@ -28,26 +30,33 @@ LABELS = {
 
 @dataclasses.dataclass(frozen=True, order=True)
 class GroupKey:
-  """Runs are comparable only with the same benchmark, runner, device, machine and weights."""
+  """Runs are comparable only with the same benchmark, runner, device, machine, weights and
+  profile (a `beam` run batches, labels and lays out workers differently from a `tuned` one)."""
   benchmark: str
   runner: str
   device: str
   machine_type: str
   weights: str
+  profile: str = DEFAULT_PROFILE
 
   def label(self) -> str:
     return (f"{self.benchmark} · {self.runner} · {self.device} · {self.machine_type} · "
-            f"{self.weights} weights")
+            f"{self.weights} weights · profile {self.profile}")
 
   def slug(self) -> str:
     return "-".join([self.benchmark, self.runner, self.device, self.machine_type,
-                     self.weights]).lower()
+                     self.weights, self.profile]).lower()
+
+
+def profile(record: dict[str, Any]) -> str:
+  """The record's run profile; records from before profiles existed ran the tuned settings."""
+  return str(record["metadata"].get("profile") or DEFAULT_PROFILE)
 
 
 def key(record: dict[str, Any]) -> GroupKey:
   meta = record["metadata"]
   return GroupKey(record["benchmark"], str(meta.get("runner")), str(meta.get("device_used")),
-                  str(meta.get("machine_type")), str(meta.get("weights")))
+                  str(meta.get("machine_type")), str(meta.get("weights")), profile(record))
 
 
 def groups(records: Iterable[dict[str, Any]]) -> dict[GroupKey, list[dict[str, Any]]]:

@@ -1,0 +1,116 @@
+"""`make compare-profiles BENCH=<name>`: the `tuned` and the `beam` profile of one benchmark,
+run locally back to back (each repeat: tuned, then beam, so both see the same machine), and for
+each headline metric the median over the repeats of the ratio beam / tuned.
+
+  python -m pipelines.compare_profiles resnet101 [--items N] [--repeats 3]
+
+The figures (every run's metrics, the ratios of each repeat, their medians) are stored as JSON
+under <results>/compare-profiles/.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import pathlib
+import statistics
+import sys
+from typing import Any
+
+from pipelines import results_store, run_record
+from pipelines.cli_types import positive_int
+from pipelines.run import launch, parse_args
+
+PROFILES = ("tuned", "beam")
+METRICS = (
+    ("mean_inference_request_batch_size", "mean batch size"),
+    ("mean_inference_batch_latency_micro_secs", "mean batch latency (µs)"),
+    ("mean_load_model_latency_milli_secs", "mean model load (ms)"),
+    ("steady_throughput_per_s", "steady throughput (items/s)"),
+    ("throughput_per_s_excl_model_load", "throughput excl. load (items/s)"),
+)
+# Kept beside each run: what explains the difference.
+SETTINGS = ("layout", "processes", "threads", "batching", "inference_step")
+
+
+def ratio(beam: float | None, tuned: float | None) -> float | None:
+  return beam / tuned if beam is not None and tuned not in (None, 0) else None
+
+
+def median_or_none(values: list[float | None]) -> float | None:
+  present = [v for v in values if v is not None]
+  return statistics.median(present) if present else None
+
+
+def run_profile(bench: str, profile: str, items: int | None,
+                results_dir: pathlib.Path) -> dict[str, Any]:
+  argv = [bench, "--profile", profile, "--results-dir", str(results_dir)]
+  if items:
+    argv += ["--items", str(items)]
+  args, beam_args = parse_args(argv)
+  record = launch(args, beam_args)
+  if record is None or record["status"] != "succeeded":
+    raise SystemExit(f"{bench} ({profile}): run failed: {record and record['error']}")
+  return record
+
+
+def summarize(repeats: list[dict[str, dict[str, Any]]]) -> dict[str, Any]:
+  """{metric: {tuned: [...], beam: [...], ratios: [...], median_ratio}} from the repeats'
+  records ({'tuned': record, 'beam': record} each)."""
+  out = {}
+  for metric, _ in METRICS:
+    values = {p: [r[p]["metrics"].get(metric) for r in repeats] for p in PROFILES}
+    ratios = [ratio(b, t) for t, b in zip(values["tuned"], values["beam"])]
+    out[metric] = {**values, "ratios": ratios, "median_ratio": median_or_none(ratios),
+                   **{f"median_{p}": median_or_none(values[p]) for p in PROFILES}}
+  return out
+
+
+def format_table(bench: str, figures: dict[str, Any], n: int) -> str:
+  def num(v):
+    return "-" if v is None else f"{v:.4g}"
+  lines = [f"{bench}: beam / tuned, median of {n} back-to-back repeat(s)", "",
+           f"{'metric':<34} {'tuned':>10} {'beam':>10} {'beam/tuned':>11}  ratios"]
+  for metric, label in METRICS:
+    f = figures[metric]
+    ratios = ", ".join("-" if r is None else f"{r:.3f}" for r in f["ratios"])
+    lines.append(f"{label:<34} {num(f['median_tuned']):>10} {num(f['median_beam']):>10} "
+                 f"{num(f['median_ratio']):>11}  ({ratios})")
+  return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+  parser = argparse.ArgumentParser(description=__doc__,
+                                   formatter_class=argparse.RawDescriptionHelpFormatter)
+  parser.add_argument("benchmark")
+  parser.add_argument("--items", type=positive_int, default=None)
+  parser.add_argument("--repeats", type=positive_int, default=3)
+  parser.add_argument("--results-dir", type=pathlib.Path, default=results_store.DEFAULT_DIR)
+  args = parser.parse_args(argv)
+  repeats = []
+  for i in range(args.repeats):
+    pair = {}
+    for profile in PROFILES:
+      print(f"\n=== {args.benchmark}: repeat {i + 1}/{args.repeats}, profile {profile} ===",
+            flush=True)
+      pair[profile] = run_profile(args.benchmark, profile, args.items, args.results_dir)
+    repeats.append(pair)
+  figures = summarize(repeats)
+  table = format_table(args.benchmark, figures, args.repeats)
+  print("\n" + table)
+  out = (args.results_dir / "compare-profiles"
+         / f"{args.benchmark}-{run_record.utc_now().replace(':', '')}.json")
+  out.parent.mkdir(parents=True, exist_ok=True)
+  out.write_text(json.dumps({
+      "benchmark": args.benchmark, "items": args.items, "repeats": args.repeats,
+      "order": "each repeat runs tuned, then beam", "figures": figures,
+      "runs": [{p: {"run_id": r[p]["run_id"], "timestamp": r[p]["timestamp"],
+                    **{k: r[p]["metadata"].get(k) for k in SETTINGS},
+                    "metrics": r[p]["metrics"]} for p in PROFILES} for r in repeats],
+      "versions": run_record.versions(), "hostname": repeats[0]["tuned"]["metadata"]["hostname"],
+  }, indent=2, default=str) + "\n")
+  print(f"figures: {out}")
+  return 0
+
+
+if __name__ == "__main__":
+  sys.exit(main())

@@ -1,0 +1,111 @@
+"""Run profiles: how a benchmark of the matrix is run (`--profile`, Makefile PROFILE).
+
+  tuned  the kit's own settings (the default): a fixed batch (the matrix's local.batch_size as
+         min and max), the matrix's worker layout, the models baked into the worker image, the
+         RunInference step label `RunInference`.
+  beam   Apache Beam's benchmark suite as Beam runs it: Beam's batching (adaptive for ResNet,
+         batch size 1 for BERT), Beam's step label `PyTorchRunInference` (so the metric names
+         are Beam's), Dataflow's default layout (one SDK process per vCPU, torch's default pool
+         of all vCPUs in each), Beam's gs:// model paths and worker counts on Dataflow.
+
+Every setting lives in the matrix file's `[profiles.<name>]` tables (infra/benchmarks.toml,
+with the Beam source file and lines of each value); this module only reads and applies them.
+"""
+from __future__ import annotations
+
+import dataclasses
+import tomllib
+from typing import Any
+
+from pipelines import matrix
+from pipelines.layout import Layout, LayoutError
+
+DEFAULT = "tuned"
+VCPUS = "vcpus"  # layout: processes = threads = the machine type's vCPUs (Dataflow's default)
+_BATCH_KEYS = ("min_batch_size", "max_batch_size")
+
+
+class ProfileError(matrix.MatrixError):
+  pass
+
+
+@dataclasses.dataclass(frozen=True)
+class Profile:
+  name: str
+  inference_step: str = "RunInference"
+  layout: str | None = None  # None: the matrix's; "vcpus"; or PxT
+  batching: dict[str, dict[str, int]] = dataclasses.field(default_factory=dict)  # by task
+  benchmarks: dict[str, dict[str, Any]] = dataclasses.field(default_factory=dict)
+
+  def layout_for(self, bench: matrix.Benchmark) -> Layout:
+    if self.layout is None:
+      return bench.layout
+    if self.layout == VCPUS:
+      return Layout(bench.machine.vcpus, bench.machine.vcpus)
+    return Layout.parse(self.layout)
+
+  def batching_for(self, bench: matrix.Benchmark,
+                   batch_size: int | None = None) -> dict[str, int]:
+    """min/max batch size for RunInference: an explicit batch size wins, then the profile's
+    batching for the task, then the matrix's fixed local batch size."""
+    if batch_size:
+      return {"min_batch_size": batch_size, "max_batch_size": batch_size}
+    if bench.task in self.batching:
+      return dict(self.batching[bench.task])
+    return {"min_batch_size": bench.local_batch_size, "max_batch_size": bench.local_batch_size}
+
+  def apply(self, bench: matrix.Benchmark) -> matrix.Benchmark:
+    """The benchmark with the profile's Dataflow shape overrides."""
+    overrides = self.benchmarks.get(bench.name, {}).get("dataflow", {})
+    if not overrides:
+      return bench
+    shape = dict(overrides)
+    if "experiments" in shape:
+      shape["experiments"] = tuple(shape["experiments"])
+    return dataclasses.replace(bench, dataflow=dataclasses.replace(bench.dataflow, **shape))
+
+  def dataflow_values(self, bench: matrix.Benchmark) -> dict[str, str]:
+    """Pipeline values the profile sets on Dataflow (Beam's gs:// model path)."""
+    entry = self.benchmarks.get(bench.name, {})
+    return {k: entry[k] for k in ("model_state_dict_path",) if k in entry}
+
+
+def load(path=None) -> dict[str, Profile]:
+  """The profiles of the matrix file; `tuned` exists even where the file names none."""
+  with open(path or matrix.matrix_path(), "rb") as f:
+    raw = tomllib.load(f).get("profiles", {})
+  out = {DEFAULT: Profile(DEFAULT)}
+  shape_fields = {f.name for f in dataclasses.fields(matrix.DataflowShape)}
+  for name, entry in raw.items():
+    where = f"profiles.{name}"
+    unknown = set(entry) - {"inference_step", "layout", "batching", "benchmarks"}
+    if unknown:
+      raise ProfileError(f"{where}: unknown key(s) {', '.join(sorted(unknown))}")
+    layout = entry.get("layout")
+    if layout not in (None, VCPUS):
+      try:
+        Layout.parse(layout)
+      except LayoutError as e:
+        raise ProfileError(f"{where}: {e}") from None
+    for task, batching in entry.get("batching", {}).items():
+      if task not in matrix.TASKS or not batching or set(batching) - set(_BATCH_KEYS):
+        raise ProfileError(f"{where}.batching.{task}: a task with min_batch_size and/or "
+                           "max_batch_size")
+    for bench, settings in entry.get("benchmarks", {}).items():
+      bad = ((set(settings) - {"model_state_dict_path", "dataflow"})
+             | (set(settings.get("dataflow", {})) - shape_fields))
+      if bad:
+        raise ProfileError(f"{where}.benchmarks.{bench}: unknown key(s) "
+                           f"{', '.join(sorted(bad))}")
+    out[name] = Profile(name=name, inference_step=entry.get("inference_step", "RunInference"),
+                        layout=layout, batching=entry.get("batching", {}),
+                        benchmarks=entry.get("benchmarks", {}))
+  return out
+
+
+def get(name: str | None) -> Profile:
+  profiles = load()
+  name = name or DEFAULT
+  if name not in profiles:
+    raise ProfileError(f"unknown profile '{name}'; known: {', '.join(profiles)}")
+  return profiles[name]
