@@ -1,7 +1,8 @@
 """The run record: one plain, versioned JSON document per benchmark run.
 
 It is the contract publishers and reports consume. Schema (version 1):
-  schema_version, run_id, benchmark, timestamp (UTC ISO start), status ('succeeded'|'failed'),
+  schema_version, run_id, benchmark, timestamp (UTC ISO start),
+  status ('succeeded'|'failed'|'cancelled': interrupted, its Dataflow job cancelled),
   error (str|None), metrics {...numbers...}, gpu {...}, latency_histogram {bucket: count},
   metadata {runner, engine, device_requested, device_used, weights, versions, git_sha, ...},
   publish {target: {status, at, error}}.
@@ -18,6 +19,7 @@ from typing import Any
 
 from pipelines import beam_metrics, latency_histogram
 from pipelines.matrix import REPO_ROOT
+from pipelines.report import cost
 
 SCHEMA_VERSION = 1
 PERCENTILES = (50, 90, 99)
@@ -84,10 +86,36 @@ def gpu_section(raw: dict[str, Any]) -> dict[str, Any]:
   }
 
 
+def job_metrics(metrics: dict[str, Any], job: dict[str, Any] | None,
+                metadata: dict[str, Any]) -> None:
+  """Dataflow: throughput over the job's own processing window (dataflow.job_window says how
+  it is bounded) and cost from its metered resources; launch-to-finish stays its own figure."""
+  n = metrics["num_inferences"]
+  window = (job or {}).get("job_window_s")
+  metrics["job_window_s"] = window
+  if window:
+    metrics["throughput_per_s"] = n / window
+    steady = window - (metrics["mean_load_model_latency_milli_secs"] or 0) / 1000
+    metrics["throughput_per_s_excl_model_load"] = n / steady if steady > 0 else None
+  usage = cost.usage_from_resource_metrics((job or {}).get("resources") or {})
+  metrics.update(usage)
+  run_cost = cost.usage_cost(usage, cost.load_prices(), metadata.get("accelerator"))
+  metrics["cost_usd"] = run_cost
+  metrics["cost_per_1k_inferences_usd"] = run_cost / n * 1000 if run_cost and n else None
+  if job:
+    metadata.update({k: job.get(k) for k in ("job_window_source", "job_window_start",
+                                             "job_window_end", "job_state", "job_create_time")})
+  metadata["throughput_basis"] = "job window" if window else "launch to finish"
+
+
 def build(*, run_id: str, benchmark: str, started: str, wall_time_s: float,
           raw_metrics: dict[str, Any] | None, metadata: dict[str, Any],
-          error: str | None = None) -> dict[str, Any]:
+          error: str | None = None, job: dict[str, Any] | None = None,
+          status: str | None = None) -> dict[str, Any]:
+  """The record. `job`: a Dataflow job's own figures (dataflow.job_figures); `status`
+  overrides the succeeded/failed verdict ('cancelled')."""
   raw = raw_metrics or {"counters": {}, "distributions": {}}
+  metadata = dict(metadata)
   metrics = beam_metrics.summarize(raw)
   counters = beam_metrics.kit_counters(raw)
   histogram = latency_histogram.parse_counters(counters)
@@ -101,20 +129,24 @@ def build(*, run_id: str, benchmark: str, started: str, wall_time_s: float,
   load_s = (metrics["mean_load_model_latency_milli_secs"] or 0) / 1000
   n = metrics["num_inferences"]
   metrics["wall_time_s"] = wall_time_s
+  metrics["launch_to_finish_s"] = wall_time_s
   metrics["throughput_per_s"] = n / wall_time_s if wall_time_s > 0 else None
   # Model load happens once per worker process; excluding it isolates steady-state inference.
   steady = wall_time_s - load_s
   metrics["throughput_per_s_excl_model_load"] = n / steady if steady > 0 else None
+  if metadata.get("runner") == "DataflowRunner":
+    job_metrics(metrics, job, metadata)
   gpu = gpu_section(raw)
   metrics["gpu_utilization_mean_pct"] = gpu.get("utilization_mean_pct")
   if error is None and n == 0:  # nothing was measured: never publish zeros as a result
     error = f"no inferences ran ({metrics['dead_lettered']} inputs dead-lettered)"
+  status = status or ("failed" if error else "succeeded")
   return {
       "schema_version": SCHEMA_VERSION,
       "run_id": run_id,
       "benchmark": benchmark,
       "timestamp": started,
-      "status": "failed" if error else "succeeded",
+      "status": status,
       "error": error,
       "metrics": metrics,
       "gpu": gpu,
