@@ -110,17 +110,17 @@ image-cpu image-gpu: image-%: ## build a worker image (CPU, or CUDA for the T4) 
 	  --build-arg GIT_SHA=$(shell git rev-parse HEAD 2>/dev/null) .
 	@echo "built $(call image_ref,$*)"
 
-push: ## push both images to REGISTRY and record their digests (build/image-*.digest)
+push: ## push both images to REGISTRY and record tag + digest (build/image-*.digest): launches use image@sha256
 	@test -n "$(REGISTRY)" || { echo "error: push needs REGISTRY (in .env or REGISTRY=...)" >&2; exit 2; }
 	mkdir -p build
 	for variant in cpu gpu; do \
 	  ref=$(REGISTRY)/beam-bench-$$variant:$(IMAGE_TAG); \
 	  if [ "$(BUILDER)" = docker ]; then \
-	    docker push $$ref && docker inspect --format '{{index .RepoDigests 0}}' $$ref > build/image-$$variant.digest; \
+	    docker push $$ref && digest=$$(docker inspect --format '{{index .RepoDigests 0}}' $$ref); \
 	  else \
-	    $(BUILDER) push --digestfile build/image-$$variant.digest $$ref; \
+	    $(BUILDER) push --digestfile build/image-$$variant.pushed $$ref && digest=$$(cat build/image-$$variant.pushed); \
 	  fi || exit 1; \
-	  echo "pushed $$ref ($$(cat build/image-$$variant.digest))"; \
+	  $(PY) -m pipelines.dataflow record-digest build/image-$$variant.digest $$ref "$$digest" || exit 1; \
 	done
 
 gpu-check: data ## on a GPU machine: NVML reads, resnet152-gpu on CUDA, efficiency vs a plain CUDA loop

@@ -464,3 +464,14 @@ def write_job(description: dict[str, Any], out_dir: pathlib.Path) -> pathlib.Pat
   path = out_dir / f"{description['benchmark']}.json"
   path.write_text(json.dumps(description, indent=2, sort_keys=True) + "\n")
   return path
+
+
+if __name__ == "__main__":
+  # `make push`: python -m pipelines.dataflow record-digest <file> <image:tag> <digest text>
+  if len(sys.argv) != 5 or sys.argv[1] != "record-digest":
+    raise SystemExit("usage: python -m pipelines.dataflow record-digest FILE IMAGE:TAG DIGEST")
+  try:
+    pushed = write_digest(pathlib.Path(sys.argv[2]), sys.argv[3], sys.argv[4])
+  except ValueError as e:
+    raise SystemExit(f"error: {sys.argv[3]}: {e}") from None
+  print(f"pushed {sys.argv[3]} ({pushed}): recorded in {sys.argv[2]}")

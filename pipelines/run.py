@@ -15,7 +15,6 @@ import time
 from typing import Any
 
 import apache_beam as beam
-import torch
 from apache_beam.options.pipeline_options import PipelineOptions
 
 from pipelines import (
@@ -75,7 +74,6 @@ def launch(args: argparse.Namespace, beam_args: list[str],
   metadata: dict[str, Any] = {
       "runner": args.runner, "task": bench.task, "model": bench.model,
       "device_requested": bench.device, "batch_size": batch_size,
-      "torch_threads": torch.get_num_threads(),
       "bigquery_table": bench.bigquery_table, "influx_measurement": bench.influx_measurement,
       **plan.metadata, "input": plan.values["input"],
   }

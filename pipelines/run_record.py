@@ -17,7 +17,7 @@ import subprocess
 import uuid
 from typing import Any
 
-from pipelines import beam_metrics, latency_histogram
+from pipelines import beam_metrics, latency_histogram, worker_facts
 from pipelines.matrix import REPO_ROOT
 from pipelines.report import cost
 
@@ -108,6 +108,27 @@ def job_metrics(metrics: dict[str, Any], job: dict[str, Any] | None,
   metadata["throughput_basis"] = "job window" if window else "launch to finish"
 
 
+def worker_metadata(counters: dict[str, int]) -> dict[str, Any]:
+  """Versions, torch threads and hostname as the workers reported them (worker_facts.py);
+  the launcher's own versions stay under launcher_versions. A run whose workers reported
+  nothing (it failed before loading a model) has None where only a worker could tell."""
+  reported = worker_facts.decode(counters)
+  launcher = versions()
+  worker_versions = {k: worker_facts.single(reported.get(k))
+                     for k in ("python", "apache-beam", "torch", "cuda")}
+  threads = worker_facts.single(reported.get("torch_threads"))
+  hosts = sorted(reported.get("hostname", {}))
+  return {
+      "versions": {**{k: v for k, v in launcher.items() if k not in worker_versions},
+                   **worker_versions},
+      "launcher_versions": launcher,
+      "torch_threads": int(threads) if threads and threads.isdigit() else threads,
+      "hostname": hosts[0] if len(hosts) == 1 else (f"{len(hosts)} workers" if hosts else None),
+      "worker_hostnames": hosts,
+      "worker_facts": reported,
+  }
+
+
 def build(*, run_id: str, benchmark: str, started: str, wall_time_s: float,
           raw_metrics: dict[str, Any] | None, metadata: dict[str, Any],
           error: str | None = None, job: dict[str, Any] | None = None,
@@ -155,9 +176,9 @@ def build(*, run_id: str, benchmark: str, started: str, wall_time_s: float,
           **metadata,
           "device_used": device_used(counters),
           "weights": weights_used(counters),
-          "versions": versions(),
+          **worker_metadata(counters),
           **git_state(),
-          "hostname": socket.gethostname(),
+          "launcher_hostname": socket.gethostname(),
       },
       "publish": {},
   }

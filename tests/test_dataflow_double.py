@@ -4,9 +4,11 @@ and GCS (fake-gcs-server). Beam stages the pipeline to the fake bucket, creates 
 launcher watches it, reads its metrics and its own figures, and cancels it when interrupted."""
 from __future__ import annotations
 
+import collections
 import json
 import os
 import pathlib
+import re
 import signal
 import subprocess
 import sys
@@ -16,7 +18,7 @@ import time
 import pytest
 import requests
 
-from pipelines import dataflow, run
+from pipelines import dataflow, run, runners, worker_facts
 from pipelines.matrix import REPO_ROOT
 from tests.dataflow_double import (
     dataflow_double,
@@ -44,6 +46,14 @@ JOB_METRICS = [
     user_distribution("load_model_latency_milli_secs", 4 * 1_500, 4, 1_200, 1_800),
     user_counter("model_loaded_on_cpu", 4, namespace="BenchmarkKit", step="RunInference"),
     user_counter("model_weights_pretrained", 4, namespace="BenchmarkKit", step="RunInference"),
+    # Worker facts, 2 model loads per worker; the service sums a counter over workers.
+    *[user_counter(name, count, namespace="BenchmarkKit", step="RunInference")
+      for name, count in collections.Counter(
+          name for worker in ("beam-bench-small-resn-11290130-abcd-harness-x1y2",
+                              "beam-bench-small-resn-11290130-abcd-harness-z3w4")
+          for name in worker_facts.counter_names(
+              {"torch": "2.14.1+cpu", "cuda": "none", "torch_threads": "2", "hostname": worker,
+               "python": "3.11.14", "apache-beam": "2.77.0"}) * 2).items()],
     resource_metric("TotalVcpuTime", 2 * 2 * 420),
     resource_metric("TotalMemoryUsage", 2 * 7680 * 420),
     resource_metric("TotalPdUsage", 2 * 50 * 420),
@@ -110,6 +120,12 @@ def test_a_finished_job_gives_the_seed_metrics_and_job_based_figures(cloud, doub
   assert m["mean_inference_batch_latency_micro_secs"] == 20_000
   assert m["mean_load_model_latency_milli_secs"] == 1_500
   assert meta["device_used"] == "CPU" and meta["weights"] == "pretrained"
+  # Versions, threads and hosts as the workers reported them, not the launcher's.
+  assert meta["versions"]["torch"] == "2.14.1+cpu" and meta["versions"]["cuda"] == "none"
+  assert meta["torch_threads"] == 2 and meta["hostname"] == "2 workers"
+  assert len(meta["worker_hostnames"]) == 2
+  assert meta["worker_facts"]["torch"] == {"2.14.1+cpu": 4}
+  assert meta["items_requested"] == 1000  # the matrix dataset's size
   # Throughput over the job's own window (worker messages), not launch to finish.
   assert m["job_window_s"] == 250.0 and meta["job_window_source"] == "worker messages"
   assert m["throughput_per_s"] == pytest.approx(1000 / 250)
@@ -249,3 +265,22 @@ def test_ctrl_c_stops_bench_all_after_cancelling_the_running_job(cloud, double, 
   assert double.cancel_requests == [job_id]
   assert "no further benchmark started" in out
   assert [r["status"] for r in records(results)] == ["cancelled"]
+
+
+def test_items_requested_on_dataflow(tmp_path):
+  from pipelines import matrix
+  bench = matrix.load(REPO_ROOT / "tests" / "small-matrix.toml")["small-resnet"]
+  listing = tmp_path / "mine.txt"
+  listing.write_bytes(b"gs://b/1.jpg\ngs://b/2.jpg\r\ngs://b/3.jpg\n")
+  assert runners.items_requested(bench, None) == bench.dataset_items
+  assert runners.items_requested(bench, str(listing)) == 3  # a local list: its lines
+  assert runners.items_requested(bench, "gs://bkt-x/mine.txt") is None  # not read: unknown
+
+
+def test_worker_facts_survive_the_metric_name_encoding():
+  facts = {"torch": "2.14.1+cu128", "hostname": "host_1.example", "cuda": "12.8",
+           "torch_threads": "4"}
+  names = worker_facts.counter_names(facts)
+  assert all(re.fullmatch(r"[A-Za-z0-9._-]+", n) for n in names), names
+  decoded = worker_facts.decode({n: 3 for n in names})
+  assert {k: worker_facts.single(v) for k, v in decoded.items()} == facts
