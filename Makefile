@@ -30,7 +30,7 @@ BUILDER     ?= docker## image builder: docker, podman or buildah
 REGISTRY    ?=## e.g. us-central1-docker.pkg.dev/PROJECT/REPO (needed by push and Dataflow)
 IMAGE_TAG   ?= $(shell git rev-parse --short=12 HEAD 2>/dev/null || echo dev)
 PY_MINOR    := $(shell cat .python-version)
-BEAM_VERSION        := $(shell sed -n 's/^apache-beam==//p' requirements/base.txt)
+BEAM_VERSION        := $(shell sed -n 's/^apache-beam==//p' requirements/worker.txt)
 TORCH_VERSION       := $(shell sed -n 's/^torch==//p' requirements/torch-local.txt)
 TORCHVISION_VERSION := $(shell sed -n 's/^torchvision==//p' requirements/torch-local.txt)
 image_ref = $(or $(REGISTRY),local)/beam-bench-$(1):$(IMAGE_TAG)
@@ -56,7 +56,7 @@ help: ## list targets and variables
 	  awk -F'\t' '{printf "  %-19s %-13s %s\n", $$1, $$2, $$3}'
 
 # --- set-up: venv with pinned installs ------------------------------------------------------
-$(VENV)/.base: requirements/base.txt requirements/torch-local.txt requirements/no-deps.txt
+$(VENV)/.base: requirements/base.txt requirements/worker.txt requirements/torch-local.txt requirements/no-deps.txt
 	@$(PYTHON) -c 'import sys; v = "%d.%d" % sys.version_info[:2]; sys.exit(0 if v == "$(PY_MINOR)" else \
 	  "$(PYTHON) is Python " + v + ": the worker images use $(PY_MINOR); set PYTHON=python$(PY_MINOR)")'
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -73,7 +73,7 @@ $(VENV)/.test: $(VENV)/.base requirements/test.txt
 
 setup: $(VENV)/.base ## create the venv with the pinned requirements
 
-lock: ## re-resolve requirements/base.in into the pinned base.txt and torch-local.txt
+lock: ## re-resolve requirements/base.in into the pinned worker.txt, base.txt and torch-local.txt
 	PYTHON=$(PYTHON) infra/lock-requirements.sh
 
 models: setup ## write model state dicts (WEIGHTS=random|pretrained) and the bert vocab
