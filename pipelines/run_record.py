@@ -109,9 +109,10 @@ def job_metrics(metrics: dict[str, Any], job: dict[str, Any] | None,
 
 
 def worker_metadata(counters: dict[str, int]) -> dict[str, Any]:
-  """Versions, torch threads and hostname as the workers reported them (worker_facts.py);
-  the launcher's own versions stay under launcher_versions. A run whose workers reported
-  nothing (it failed before loading a model) has None where only a worker could tell."""
+  """Versions, torch threads and hostname as the workers reported them (worker_facts.py).
+  The launcher's own versions stay under launcher_versions; a run whose workers reported
+  nothing (it failed before loading a model) keeps the launcher's versions, says so in
+  versions_source, and has None for threads and hostname, which only a worker can tell."""
   reported = worker_facts.decode(counters)
   launcher = versions()
   worker_versions = {k: worker_facts.single(reported.get(k))
@@ -119,8 +120,8 @@ def worker_metadata(counters: dict[str, int]) -> dict[str, Any]:
   threads = worker_facts.single(reported.get("torch_threads"))
   hosts = sorted(reported.get("hostname", {}))
   return {
-      "versions": {**{k: v for k, v in launcher.items() if k not in worker_versions},
-                   **worker_versions},
+      "versions": {**launcher, **{k: v for k, v in worker_versions.items() if v}},
+      "versions_source": "workers" if reported else "launcher (no worker reported)",
       "launcher_versions": launcher,
       "torch_threads": int(threads) if threads and threads.isdigit() else threads,
       "hostname": hosts[0] if len(hosts) == 1 else (f"{len(hosts)} workers" if hosts else None),
