@@ -39,7 +39,7 @@ BUILDER     ?= docker## image builder: docker, podman or buildah
 REGISTRY    ?=## e.g. us-central1-docker.pkg.dev/PROJECT/REPO (needed by push and Dataflow)
 IMAGE_TAG   ?= $(shell git rev-parse --short=12 HEAD 2>/dev/null || echo dev)
 PY_MINOR    := $(shell cat .python-version)
-BEAM_VERSION        := $(shell sed -n 's/^apache-beam==//p' requirements/base.txt)
+BEAM_VERSION        := $(shell sed -n 's/^apache-beam==//p' requirements/worker.txt)
 TORCH_VERSION       := $(shell sed -n 's/^torch==//p' requirements/torch-local.txt)
 TORCHVISION_VERSION := $(shell sed -n 's/^torchvision==//p' requirements/torch-local.txt)
 image_ref = $(or $(REGISTRY),local)/beam-bench-$(1):$(IMAGE_TAG)
@@ -66,7 +66,7 @@ help: ## list targets and variables
 	  awk -F'\t' '{printf "  %-19s %-13s %s\n", $$1, $$2, $$3}'
 
 # --- set-up: venv with pinned installs ------------------------------------------------------
-$(VENV)/.base: requirements/base.txt requirements/torch-local.txt requirements/no-deps.txt
+$(VENV)/.base: requirements/base.txt requirements/worker.txt requirements/torch-local.txt requirements/no-deps.txt
 	@$(PYTHON) -c 'import sys; v = "%d.%d" % sys.version_info[:2]; sys.exit(0 if v == "$(PY_MINOR)" else \
 	  "$(PYTHON) is Python " + v + ": the worker images use $(PY_MINOR); set PYTHON=python$(PY_MINOR)")'
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -83,7 +83,7 @@ $(VENV)/.test: $(VENV)/.base requirements/test.txt
 
 setup: $(VENV)/.base ## create the venv with the pinned requirements
 
-lock: ## re-resolve requirements/base.in into the pinned base.txt and torch-local.txt
+lock: ## re-resolve requirements/base.in into the pinned worker.txt, base.txt and torch-local.txt
 	PYTHON=$(PYTHON) infra/lock-requirements.sh
 
 models: setup ## write model state dicts (WEIGHTS=random|pretrained) and the bert vocab
@@ -125,17 +125,17 @@ image-cpu image-gpu: image-%: ## build a worker image (CPU, or CUDA for the T4) 
 	  --build-arg GIT_SHA=$(shell git rev-parse HEAD 2>/dev/null) .
 	@echo "built $(call image_ref,$*)"
 
-push: ## push both images to REGISTRY and record their digests (build/image-*.digest)
+push: ## push both images to REGISTRY and record tag + digest (build/image-*.digest): launches use image@sha256
 	@test -n "$(REGISTRY)" || { echo "error: push needs REGISTRY (in .env or REGISTRY=...)" >&2; exit 2; }
 	mkdir -p build
 	for variant in cpu gpu; do \
 	  ref=$(REGISTRY)/beam-bench-$$variant:$(IMAGE_TAG); \
 	  if [ "$(BUILDER)" = docker ]; then \
-	    docker push $$ref && docker inspect --format '{{index .RepoDigests 0}}' $$ref > build/image-$$variant.digest; \
+	    docker push $$ref && digest=$$(docker inspect --format '{{index .RepoDigests 0}}' $$ref); \
 	  else \
-	    $(BUILDER) push --digestfile build/image-$$variant.digest $$ref; \
+	    $(BUILDER) push --digestfile build/image-$$variant.pushed $$ref && digest=$$(cat build/image-$$variant.pushed); \
 	  fi || exit 1; \
-	  echo "pushed $$ref ($$(cat build/image-$$variant.digest))"; \
+	  $(PY) -m pipelines.dataflow record-digest build/image-$$variant.digest $$ref "$$digest" || exit 1; \
 	done
 
 sweep: $(if $(BENCH),data,needs-bench) ## one benchmark over batch sizes x worker layouts (BENCH=, BATCH_SIZES=, LAYOUTS=, N=, REPEATS=)

@@ -23,7 +23,7 @@ import torch
 from apache_beam.metrics import Metrics
 from apache_beam.ml.inference.base import ModelHandler
 
-from pipelines import gpu_telemetry, latency_histogram, process_stats
+from pipelines import gpu_telemetry, latency_histogram, process_stats, worker_facts
 from pipelines.beam_metrics import KIT_NAMESPACE
 from pipelines.layout import apply_threads
 from pipelines.models import read_meta
@@ -95,6 +95,10 @@ class BenchmarkModelHandler(ModelHandler):
           t.numel() * t.element_size() for t in (*model.parameters(), *model.buffers()))))
     logging.info("Model %s loaded on %s (%s weights)", self._state_dict_path, used,
                  meta.weights if meta else "unknown")
+    # --- worker facts: versions, torch threads, hostname, from this worker (worker_facts.py) ---
+    with _lock:
+      _pending_counters[self._token] += worker_facts.counter_names()
+    # --- end of worker facts ---
     reader = self._telemetry_reader()
     if reader is not None:
       sampler = gpu_telemetry.GpuSampler(reader, self._telemetry_interval_s).start()

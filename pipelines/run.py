@@ -38,6 +38,7 @@ from pipelines.runners import LaunchError
 LOCAL_RUNNERS = ("DirectRunner",)
 # Beam flags the worker layout sets (layout.py); given by hand they would contradict the record.
 LAYOUT_FLAGS = ("--direct_num_workers", "--direct_running_mode")
+EXIT_CANCELLED = 130  # the run was interrupted and its Dataflow job cancelled (128 + SIGINT)
 
 
 def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, list[str]]:
@@ -127,11 +128,16 @@ def launch(args: argparse.Namespace, beam_args: list[str],
   logging.info("Running %s (run %s) on %s", bench.name, run_id, args.runner)
   started = run_record.utc_now()
   start = time.perf_counter()
-  raw, error = None, None
+  raw, error, status = None, None, None
   live = progress_for_launch(args.runner in LOCAL_RUNNERS, metadata["items_requested"],
                              bench.name).start()
   try:
     raw = target.execute(p, plan)
+  except dataflow.JobCancelled as e:  # Ctrl-C/SIGTERM: the job was cancelled, not failed
+    error, status = str(e), "cancelled"
+  except dataflow.JobError as e:  # the job failed or the API went away: its id is in the text
+    logging.error("benchmark %s failed: %s", bench.name, e)
+    error = f"{type(e).__name__}: {e}"
   except Exception as e:  # noqa: BLE001 - a failed run still gets a record saying so
     logging.exception("benchmark %s failed", bench.name)
     error = f"{type(e).__name__}: {e}"
@@ -140,7 +146,8 @@ def launch(args: argparse.Namespace, beam_args: list[str],
     live.stop()  # the final count; the bar closed
   metadata.update(plan.metadata)  # what the runner learned while running (job id, ...)
   record = run_record.build(run_id=run_id, benchmark=bench.name, started=started,
-                            wall_time_s=wall, raw_metrics=raw, metadata=metadata, error=error)
+                            wall_time_s=wall, raw_metrics=raw, metadata=metadata, error=error,
+                            job=plan.job, status=status)
   saved = results_store.save_or_fallback(record, args.results_dir)
   print(summary.table([record]))
   if not saved.ok:
@@ -201,6 +208,8 @@ def main(argv: list[str] | None = None) -> int:
   except RecordNotSaved as e:
     print(f"error: {args.benchmark}: {e}", file=sys.stderr)
     return 1
+  if record is not None and record["status"] == "cancelled":
+    return EXIT_CANCELLED
   return 0 if record is None or record["status"] == "succeeded" else 1
 
 

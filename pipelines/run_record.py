@@ -1,7 +1,8 @@
 """The run record: one plain, versioned JSON document per benchmark run.
 
 It is the contract publishers and reports consume. Schema (version 1):
-  schema_version, run_id, benchmark, timestamp (UTC ISO start), status ('succeeded'|'failed'),
+  schema_version, run_id, benchmark, timestamp (UTC ISO start),
+  status ('succeeded'|'failed'|'cancelled': interrupted, its Dataflow job cancelled),
   error (str|None), metrics {...numbers...}, gpu {...}, latency_histogram {bucket: count},
   metadata {runner, engine, device_requested, device_used, weights, versions, git_sha, ...},
   publish {target: {status, target, at, error, last_attempt, attempts: [...]}} (see
@@ -17,8 +18,9 @@ import subprocess
 import uuid
 from typing import Any
 
-from pipelines import beam_metrics, latency_histogram, process_stats
+from pipelines import beam_metrics, latency_histogram, process_stats, worker_facts
 from pipelines.matrix import REPO_ROOT
+from pipelines.report import cost
 
 SCHEMA_VERSION = 1
 PERCENTILES = (50, 90, 99)
@@ -85,10 +87,58 @@ def gpu_section(raw: dict[str, Any]) -> dict[str, Any]:
   }
 
 
+def job_metrics(metrics: dict[str, Any], job: dict[str, Any] | None,
+                metadata: dict[str, Any]) -> None:
+  """Dataflow: throughput over the job's own processing window (dataflow.job_window says how
+  it is bounded) and cost from its metered resources; launch-to-finish stays its own figure."""
+  n = metrics["num_inferences"]
+  window = (job or {}).get("job_window_s")
+  metrics["job_window_s"] = window
+  if window:
+    metrics["throughput_per_s"] = n / window
+    steady = window - (metrics["mean_load_model_latency_milli_secs"] or 0) / 1000
+    metrics["throughput_per_s_excl_model_load"] = n / steady if steady > 0 else None
+  usage = cost.usage_from_resource_metrics((job or {}).get("resources") or {})
+  metrics.update(usage)
+  run_cost = cost.usage_cost(usage, cost.load_prices(), metadata.get("accelerator"))
+  metrics["cost_usd"] = run_cost
+  metrics["cost_per_1k_inferences_usd"] = run_cost / n * 1000 if run_cost and n else None
+  if job:
+    metadata.update({k: job.get(k) for k in ("job_window_source", "job_window_start",
+                                             "job_window_end", "job_state", "job_create_time")})
+  metadata["throughput_basis"] = "job window" if window else "launch to finish"
+
+
+def worker_metadata(counters: dict[str, int]) -> dict[str, Any]:
+  """Versions, torch threads and hostname as the workers reported them (worker_facts.py).
+  The launcher's own versions stay under launcher_versions; a run whose workers reported
+  nothing (it failed before loading a model) keeps the launcher's versions, says so in
+  versions_source, and has None for threads and hostname, which only a worker can tell."""
+  reported = worker_facts.decode(counters)
+  launcher = versions()
+  worker_versions = {k: worker_facts.single(reported.get(k))
+                     for k in ("python", "apache-beam", "torch", "cuda")}
+  threads = worker_facts.single(reported.get("torch_threads"))
+  hosts = sorted(reported.get("hostname", {}))
+  return {
+      "versions": {**launcher, **{k: v for k, v in worker_versions.items() if v}},
+      "versions_source": "workers" if reported else "launcher (no worker reported)",
+      "launcher_versions": launcher,
+      "torch_threads": int(threads) if threads and threads.isdigit() else threads,
+      "hostname": hosts[0] if len(hosts) == 1 else (f"{len(hosts)} workers" if hosts else None),
+      "worker_hostnames": hosts,
+      "worker_facts": reported,
+  }
+
+
 def build(*, run_id: str, benchmark: str, started: str, wall_time_s: float,
           raw_metrics: dict[str, Any] | None, metadata: dict[str, Any],
-          error: str | None = None) -> dict[str, Any]:
+          error: str | None = None, job: dict[str, Any] | None = None,
+          status: str | None = None) -> dict[str, Any]:
+  """The record. `job`: a Dataflow job's own figures (dataflow.job_figures); `status`
+  overrides the succeeded/failed verdict ('cancelled')."""
   raw = raw_metrics or {"counters": {}, "distributions": {}}
+  metadata = dict(metadata)
   metrics = beam_metrics.summarize(raw)
   counters = beam_metrics.kit_counters(raw)
   histogram = latency_histogram.parse_counters(counters)
@@ -102,22 +152,26 @@ def build(*, run_id: str, benchmark: str, started: str, wall_time_s: float,
   load_s = (metrics["mean_load_model_latency_milli_secs"] or 0) / 1000
   n = metrics["num_inferences"]
   metrics["wall_time_s"] = wall_time_s
+  metrics["launch_to_finish_s"] = wall_time_s
   metrics["throughput_per_s"] = n / wall_time_s if wall_time_s > 0 else None
   # Model load happens once per worker process; excluding it isolates steady-state inference.
   steady = wall_time_s - load_s
   metrics["throughput_per_s_excl_model_load"] = n / steady if steady > 0 else None
   processes = process_stats.read(raw)
   metrics["steady_throughput_per_s"] = process_stats.steady_throughput(processes)
+  if metadata.get("runner") == "DataflowRunner":
+    job_metrics(metrics, job, metadata)
   gpu = gpu_section(raw)
   metrics["gpu_utilization_mean_pct"] = gpu.get("utilization_mean_pct")
   if error is None and n == 0:  # nothing was measured: never publish zeros as a result
     error = f"no inferences ran ({metrics['dead_lettered']} inputs dead-lettered)"
+  status = status or ("failed" if error else "succeeded")
   return {
       "schema_version": SCHEMA_VERSION,
       "run_id": run_id,
       "benchmark": benchmark,
       "timestamp": started,
-      "status": "failed" if error else "succeeded",
+      "status": status,
       "error": error,
       "metrics": metrics,
       "gpu": gpu,
@@ -131,9 +185,9 @@ def build(*, run_id: str, benchmark: str, started: str, wall_time_s: float,
           "weights": weights_used(counters),
           "processes_loaded_model": sum(1 for p in processes if p.get("model_loads")),
           "worker_processes": processes,
-          "versions": versions(),
+          **worker_metadata(counters),
           **git_state(),
-          "hostname": socket.gethostname(),
+          "launcher_hostname": socket.gethostname(),
       },
       "publish": {},
   }

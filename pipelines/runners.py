@@ -39,6 +39,7 @@ class Plan:
   engine: Any = None  # a Beam runner object, or None to let Beam pick from --runner
   run_dir: pathlib.Path | None = None  # local runs: created by prepare, removed by discard
   cloud: dict[str, str] = dataclasses.field(default_factory=dict)  # Dataflow settings
+  job: dict[str, Any] | None = None  # Dataflow: what the finished job reported (window, usage)
 
 
 def split_lines(data: bytes) -> list[bytes]:
@@ -121,28 +122,48 @@ class DataflowRun:
     cloud = dataflow.settings()
     if args.items:
       logging.warning("N/--items applies to local runs; Dataflow runs the whole input")
+    try:
+      image = dataflow.pinned_image(bench, cloud, self.dry_run)
+    except dataflow.ImageNotPushed as e:
+      raise LaunchError(str(e)) from None
     values = dataflow.pipeline_values(bench, cloud, run_id, args.input)
-    beam_args = dataflow.worker_args(bench, cloud, dataflow.job_name(bench, run_id), layout)
+    beam_args = dataflow.worker_args(bench, cloud, dataflow.job_name(bench, run_id), layout,
+                                     image)
     if self.dry_run:
       beam_args.append("--dry_run=True")
-    metadata = {"engine": "Dataflow", "items_requested": bench.dataset_items,
+    metadata = {"engine": "Dataflow", "items_requested": items_requested(bench, args.input),
                 "machine_type": bench.dataflow.machine_type,
                 "num_workers": bench.dataflow.num_workers,
                 "accelerator": bench.dataflow.accelerator,
                 "accelerator_count": bench.dataflow.accelerator_count,
                 "disk_size_gb": bench.dataflow.disk_size_gb, "region": cloud["REGION"],
-                "image": dataflow.image_uri(bench, cloud),
-                "image_digest": dataflow.image_digest(bench)}
+                "image": image, "image_digest": dataflow.image_digest(bench, cloud)}
     return Plan(values=values, beam_args=beam_args, metadata=metadata, cloud=cloud)
 
   def execute(self, p: beam.Pipeline, plan: Plan) -> dict[str, Any]:
+    """Submits the job, waits for it (Ctrl-C or SIGTERM cancels it: dataflow.JobCancelled),
+    then reads Beam's metrics and the job's own figures (window, resource usage)."""
     result = p.run()
     plan.metadata.update(dataflow.launched_metadata(result, plan.cloud))
-    result.wait_until_finish()
-    return beam_metrics.query(result)
+    job = dataflow.watch(result, plan.cloud)
+    raw = beam_metrics.query(result)
+    plan.job = dataflow.job_figures(result, job, plan.cloud)
+    return raw
 
   def discard(self, plan: Plan) -> None:
     pass
+
+
+def items_requested(bench: matrix.Benchmark, input_override: str | None) -> int | None:
+  """The items a Dataflow run is asked to process: the matrix dataset's size; with INPUT= a
+  local list's line count; None for an INPUT= in the cloud (gs://...), which the launcher does
+  not read (num_inferences then says what ran)."""
+  if not input_override:
+    return bench.dataset_items
+  path = pathlib.Path(input_override)
+  if "://" in input_override or not path.is_file():
+    return None
+  return len(split_lines(path.read_bytes()))
 
 
 def for_runner(runner: str, dry_run: bool = False) -> LocalRun | DataflowRun:

@@ -9,7 +9,7 @@ from pipelines import dataflow, matrix, run
 SETTINGS = {"PROJECT": "proj-123456", "REGION": "us-central1",
             "TEMP_LOCATION": "gs://bkt-x/tmp", "REGISTRY": "us-docker.pkg.dev/proj-123456/bench",
             "IMAGE_TAG": "0123abcd"}
-T4 = "worker_accelerator=type:nvidia-tesla-t4;count:1;install-nvidia-driver"
+T4 = "worker_accelerator=type:nvidia-tesla-t4;count:1;install-nvidia-driver:5xx"
 
 
 @pytest.fixture

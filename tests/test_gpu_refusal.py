@@ -5,7 +5,7 @@ import sys
 import pytest
 import torch
 
-from pipelines import handler, image_classification
+from pipelines import handler, image_classification, worker_facts
 from pipelines.matrix import REPO_ROOT
 
 
@@ -38,5 +38,6 @@ def test_cpu_benchmark_loads_on_cpu(models_dir):
       state_dict_path=path, telemetry_reader=lambda: None)
   model = wrapped.load_model()
   assert next(model.parameters()).device.type == "cpu"
-  assert handler._pending_counters[wrapped._token][:2] == ["model_loaded_on_cpu",
-                                                           "model_weights_random"]
+  pending = handler._pending_counters[wrapped._token]
+  assert pending[:2] == ["model_loaded_on_cpu", "model_weights_random"]
+  assert pending[2:] == worker_facts.counter_names()  # versions, threads, host of this worker

@@ -35,6 +35,13 @@ def test_predictions_match_plain_pytorch_and_metrics_add_up(tmp_path, models_dir
   assert out["record"]["metadata"]["device_used"] == "CPU"
   assert out["record"]["metadata"]["weights"] == "random"
   assert sum(out["record"]["latency_histogram"].values()) == metrics["num_batches"]
+  # Versions, threads and host come from the worker (here the same process as the launcher).
+  import socket
+  meta = out["record"]["metadata"]
+  assert meta["versions"]["torch"] == torch.__version__
+  assert meta["versions"]["cuda"] == (torch.version.cuda or "none")
+  assert meta["torch_threads"] == torch.get_num_threads()
+  assert meta["hostname"] == socket.gethostname() == meta["launcher_hostname"]
 
 
 def test_bad_images_are_dead_lettered_and_the_rest_complete(tmp_path, models_dir, data_dir):

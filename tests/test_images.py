@@ -32,7 +32,8 @@ def dockerfile_args(variant: str) -> dict[str, str]:
     if instruction["instruction"] == "ARG" and "=" in instruction["value"]:
       key, value = instruction["value"].split("=", 1)
       args.setdefault(key, value.strip('"'))
-  base = parser.baseimage
+  # The first stage's FROM is the base image (later stages build FROM it).
+  base = next(i["value"] for i in parser.structure if i["instruction"] == "FROM").split()[0]
   while "${" in base:  # ARG defaults may nest (BASE_IMAGE uses PYTHON_VERSION, BEAM_VERSION)
     base = re.sub(r"\$\{(\w+)\}", lambda m: args[m.group(1)], base)
   args["FROM"] = base
@@ -51,15 +52,47 @@ def test_dockerfiles_are_hadolint_clean(variant):
 @pytest.mark.parametrize("variant", ["cpu", "gpu"])
 def test_versions_agree_between_dockerfiles_requirements_and_launcher(variant):
   args = dockerfile_args(variant)
-  base, torch_pins = pins("base.txt"), pins("torch-local.txt")
+  base, torch_pins = pins("worker.txt"), pins("torch-local.txt")
   python = (REPO_ROOT / ".python-version").read_text().strip()
   assert args["BEAM_VERSION"] == base["apache-beam"] == importlib.metadata.version("apache-beam")
   assert args["TORCH_VERSION"] == torch_pins["torch"]
   assert torch.__version__.split("+")[0] == torch_pins["torch"]
   assert args["TORCHVISION_VERSION"] == torch_pins["torchvision"]
   assert args["PYTHON_VERSION"] == python == "%d.%d" % sys.version_info[:2]
-  assert args["FROM"] == f"apache/beam_python{python}_sdk:{base['apache-beam']}"
+  assert args["FROM"] == f"docker.io/apache/beam_python{python}_sdk:{base['apache-beam']}"
   assert "latest" not in (DOCKER / f"Dockerfile.{variant}").read_text()
+
+
+@pytest.mark.parametrize("variant", ["cpu", "gpu"])
+def test_a_code_change_rebuilds_only_the_code_layer(variant):
+  """Layer order: dependencies, models (a stage that copies only the model-writing code), then
+  the code, then the git sha, which changes with every commit."""
+  from dockerfile_parse import DockerfileParser
+  parser = DockerfileParser(fileobj=io.BytesIO((DOCKER / f"Dockerfile.{variant}").read_bytes()))
+  steps = [(i["instruction"], i["value"]) for i in parser.structure]
+  stages = [n for n, (kind, _) in enumerate(steps) if kind == "FROM"]
+  assert len(stages) == 3
+  runtime, models, final = (steps[a:b] for a, b in zip(stages, stages[1:] + [len(steps)]))
+  assert not any(kind == "COPY" and "pipelines" in value for kind, value in runtime)
+  copies = [value for kind, value in models if kind == "COPY"]
+  assert "pipelines/__init__.py pipelines/models.py pipelines/" in copies
+  assert not any(value.startswith("pipelines/ ") for value in copies)
+  kinds = [kind for kind, _ in final]
+  assert "RUN" not in kinds  # nothing heavy after the code
+  code = final.index(("COPY", "pipelines/ pipelines/"))
+  assert final.index(("COPY", "--from=models /opt/models /opt/models")) < code
+  assert final.index(("ARG", "GIT_SHA=unknown")) > code
+  assert all("GIT_SHA" not in value for _, value in runtime + models)
+  assert "requirements/worker.txt" in " ".join(v for _, v in runtime)
+  assert "pip check" in " ".join(v for _, v in runtime)
+
+
+def test_worker_requirements_leave_out_the_launcher_only_packages():
+  worker = pins("worker.txt")
+  assert "apache-beam" in worker and "transformers" in worker
+  for launcher_only in ("matplotlib", "ruptures", "influxdb-client"):
+    assert launcher_only not in worker
+  assert "-r worker.txt" in (REPO_ROOT / "requirements" / "base.txt").read_text().splitlines()
 
 
 def test_gpu_image_is_a_cuda_12_build_and_bakes_only_what_its_benchmark_needs():

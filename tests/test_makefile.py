@@ -37,3 +37,29 @@ def test_help_lists_every_entry_point():
     assert target in out, target
   for variable in ("RUNNER", "N ", "BATCH_SIZE", "WEIGHTS", "DRY_RUN", "REGISTRY"):
     assert variable in out, variable
+
+
+def test_push_records_the_tag_and_digest_a_launch_uses(tmp_path):
+  """`make push` with a stand-in builder (buildah's --digestfile interface): each image's file
+  holds the pushed tag and its digest, which dataflow.pinned_image then launches by."""
+  import os
+  import pathlib
+  import sys
+
+  from pipelines import dataflow
+  for name in ("Makefile", ".python-version", "pipelines", "infra", "requirements"):
+    (tmp_path / name).symlink_to(REPO_ROOT / name)
+  builder = tmp_path / "fake-builder"
+  builder.write_text("#!/bin/sh\n# push --digestfile FILE REF\n"
+                     "printf 'sha256:%064d' 7 > \"$3\"\necho \"pushed $4\" >> pushed.log\n")
+  builder.chmod(0o755)
+  venv = pathlib.Path(sys.executable).parent.parent
+  result = subprocess.run(["make", "push", f"BUILDER={builder}", "REGISTRY=reg.example/p",
+                           "IMAGE_TAG=t1", f"VENV={venv}"], cwd=tmp_path, capture_output=True,
+                          text=True, timeout=120, env={**os.environ, "PYTHON": sys.executable})
+  assert result.returncode == 0, result.stderr
+  assert (tmp_path / "pushed.log").read_text().split() == [
+      "pushed", "reg.example/p/beam-bench-cpu:t1", "pushed", "reg.example/p/beam-bench-gpu:t1"]
+  fields = dataflow.read_digest(tmp_path / "build" / "image-cpu.digest")
+  assert fields == {"image": "reg.example/p/beam-bench-cpu:t1",
+                    "digest": "sha256:" + "0" * 63 + "7"}

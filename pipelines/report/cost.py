@@ -1,4 +1,13 @@
-"""Estimated cost of a run and per 1,000 inferences from infra/prices.toml."""
+"""Cost of a Dataflow run from infra/prices.toml: the one cost computation of the kit.
+
+Two bases, best first:
+  * job resource metrics: what Dataflow metered for the job (TotalVcpuTime, TotalMemoryUsage,
+    TotalPdUsage, TotalSsdUsage, TotalGpuTime, TotalStreamingDataProcessed), priced as Beam's
+    own cost benchmark prices them (apache_beam/testing/load_tests/dataflow_cost_benchmark.py);
+    the run record carries the usage as vcpu_hours, memory_gb_hours, ... and cost_usd;
+  * worker shape x launch-to-finish: workers x hours x (vCPU + memory + disk + accelerator
+    prices), for records without resource metrics (older ones, failed jobs).
+"""
 from __future__ import annotations
 
 import tomllib
@@ -7,6 +16,8 @@ from typing import Any
 from pipelines.matrix import REPO_ROOT
 
 PRICES_PATH = REPO_ROOT / "infra" / "prices.toml"
+USAGE_FIELDS = ("vcpu_hours", "memory_gb_hours", "pd_gb_hours", "ssd_gb_hours", "gpu_hours",
+                "shuffle_gb")
 
 
 def load_prices(path=PRICES_PATH) -> dict[str, Any]:
@@ -14,11 +25,54 @@ def load_prices(path=PRICES_PATH) -> dict[str, Any]:
     return tomllib.load(f)
 
 
+def usage_from_resource_metrics(resources: dict[str, float]) -> dict[str, float | None]:
+  """Dataflow's resource metrics in billing units; None for a metric the job did not report.
+  Units as Beam reads them: vCPU-seconds, MB-seconds (Beam divides by 1000 for GB), GB-seconds,
+  GPU-seconds, GB of shuffled data."""
+  def hours(name: str, divisor: float = 1.0) -> float | None:
+    return resources[name] / divisor / 3600 if name in resources else None
+  return {"vcpu_hours": hours("TotalVcpuTime"),
+          "memory_gb_hours": hours("TotalMemoryUsage", 1000),
+          "pd_gb_hours": hours("TotalPdUsage"),
+          "ssd_gb_hours": hours("TotalSsdUsage"),
+          "gpu_hours": hours("TotalGpuTime"),
+          "shuffle_gb": resources.get("TotalStreamingDataProcessed")}
+
+
+def usage_cost(usage: dict[str, float | None], prices: dict[str, Any],
+               accelerator: str | None) -> float | None:
+  """The job's cost from its metered usage; None when nothing was metered or a GPU was used
+  that has no price."""
+  if all(usage.get(k) is None for k in USAGE_FIELDS):
+    return None
+  rates = prices["dataflow_batch"]
+  cost = ((usage.get("vcpu_hours") or 0) * rates["vcpu_hour"]
+          + (usage.get("memory_gb_hours") or 0) * rates["memory_gb_hour"]
+          + (usage.get("pd_gb_hours") or 0) * rates["pd_standard_gb_hour"]
+          + (usage.get("ssd_gb_hours") or 0) * rates.get("pd_ssd_gb_hour", 0)
+          + (usage.get("shuffle_gb") or 0) * rates.get("shuffle_gb", 0))
+  if usage.get("gpu_hours"):
+    gpu = prices.get("accelerators", {}).get(accelerator or "")
+    if gpu is None:
+      return None
+    cost += usage["gpu_hours"] * gpu["gpu_hour"]
+  return cost
+
+
 def estimate(record: dict[str, Any], prices: dict[str, Any]) -> dict[str, Any]:
   """{'applicable': False, 'why': ...} for local runs; else the run's and per-1k cost."""
   meta = record["metadata"]
   if meta.get("runner") != "DataflowRunner":
     return {"applicable": False, "why": "local run: no cloud bill"}
+  metrics = record["metrics"]
+  n = metrics["num_inferences"]
+  currency = prices.get("currency", "USD")
+  usage = {k: metrics.get(k) for k in USAGE_FIELDS}
+  metered = usage_cost(usage, prices, meta.get("accelerator"))
+  if metered is not None:
+    return {"applicable": True, "currency": currency, "basis": "job resource metrics",
+            "usage": usage, "run": metered,
+            "per_1k_inferences": metered / n * 1000 if n else None}
   machine = prices["machine_types"].get(meta.get("machine_type"))
   if machine is None:
     return {"applicable": False, "why": f"no price for machine type {meta.get('machine_type')}"}
@@ -32,9 +86,9 @@ def estimate(record: dict[str, Any], prices: dict[str, Any]) -> dict[str, Any]:
       return {"applicable": False, "why": f"no price for accelerator {accelerator}"}
     per_worker_hour += (meta.get("accelerator_count", 1)
                         * prices["accelerators"][accelerator]["gpu_hour"])
-  worker_hours = meta.get("num_workers", 1) * record["metrics"]["wall_time_s"] / 3600
+  hours = metrics.get("launch_to_finish_s") or metrics["wall_time_s"]
+  worker_hours = meta.get("num_workers", 1) * hours / 3600
   total = worker_hours * per_worker_hour
-  n = record["metrics"]["num_inferences"]
-  return {"applicable": True, "currency": prices.get("currency", "USD"),
+  return {"applicable": True, "currency": currency, "basis": "worker shape x launch-to-finish",
           "worker_hours": worker_hours, "per_worker_hour": per_worker_hour,
           "run": total, "per_1k_inferences": total / n * 1000 if n else None}

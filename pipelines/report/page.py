@@ -74,7 +74,8 @@ def _group_section(g: dict[str, Any], prices: dict[str, Any]) -> str:
                  f"<td>{_fmt(latest['metrics'].get(m))}</td></tr>" for m in TABLE_METRICS)
   estimate = cost.estimate(latest, prices)
   if estimate["applicable"]:
-    cost_row = (f"<tr><td>cost of the run (estimate)</td><td>{estimate['run']:.2f} "
+    cost_row = (f"<tr><td>cost of the run ({html.escape(estimate['basis'])})</td>"
+                f"<td>{estimate['run']:.2f} "
                 f"{estimate['currency']}</td></tr><tr><td>cost per 1,000 inferences</td>"
                 f"<td>{estimate['per_1k_inferences']:.4f} {estimate['currency']}</td></tr>")
   else:
