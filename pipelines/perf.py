@@ -1,7 +1,7 @@
 """`make perf`: each benchmark this machine can run (the CPU ones; the GPU one where CUDA is
 usable) as a Beam pipeline and as a plain PyTorch loop, side by side.
 
-Same model file, weights, preprocessing functions, batch size and items. The plain loop runs in
+Same model file, weights, preprocessing, batch size, batching and items. The plain loop runs in
 one process on all cores. The pipeline runs in two worker layouts (layout.py): 1 x all cores
 (one process, like the plain loop) and the matrix's chosen layout for the Dataflow machine type,
 plus any --layouts. Every figure is steady state: items after the first batch over the time from
@@ -43,6 +43,15 @@ def _chunks(items: list, size: int):
     yield items[i:i + size]
 
 
+def _sorted_by_length(lines: list[str], tokenizer, batch_size: int) -> list[str]:
+  """The order length-aware batching gives (language_modeling.SortByLength): shortest first
+  within each window of LENGTH_SORT_BATCHES batches."""
+  from pipelines.pipeline import LENGTH_SORT_BATCHES
+  window = LENGTH_SORT_BATCHES * batch_size
+  length = lambda s: len(tokenizer(language_modeling.mask_last_word(s))["input_ids"])  # noqa: E731
+  return [s for i in range(0, len(lines), window) for s in sorted(lines[i:i + window], key=length)]
+
+
 def plain_loop(bench: matrix.Benchmark, lines: list[str], batch_size: int,
                models_dir: pathlib.Path) -> float:
   """Steady-state items/s of the same work without Beam, on all cores: the items after the
@@ -52,6 +61,8 @@ def plain_loop(bench: matrix.Benchmark, lines: list[str], batch_size: int,
   model = load_model(models_dir / f"{bench.model}.pth", bench.model).to(device)
   tokenizer = (language_modeling.load_tokenizer(str(models_dir / VOCAB_FILE))
                if bench.task == "language_modeling" else None)
+  if tokenizer is not None and bench.batching == "length":
+    lines = _sorted_by_length(lines, tokenizer, batch_size)  # the pipeline's batching too
   chunks = list(_chunks(lines, batch_size))
   if len(chunks) < 2:
     raise SystemExit(f"{bench.name}: perf needs at least two batches ({batch_size} items each)")

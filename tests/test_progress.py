@@ -100,9 +100,9 @@ def test_bench_all_numbers_its_steps(tmp_path):
   """bench-all where torch sees no GPU: four runnable steps numbered out of four (the runs and
   the report are stubbed out)."""
   script = textwrap.dedent("""
-      import subprocess, sys
+      import sys
       from pipelines import bench_all
-      subprocess.call = lambda *a, **k: 2  # no real runs
+      bench_all.run_child = lambda args: 2  # no real runs
       bench_all.report.main = lambda argv: 0
       sys.exit(bench_all.main(["--results-dir", sys.argv[1]]))
   """)
