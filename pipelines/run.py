@@ -18,6 +18,7 @@ import apache_beam as beam
 from apache_beam.options.pipeline_options import PipelineOptions
 
 from pipelines import (
+  cli_types,
   dataflow,
   matrix,
   options,
@@ -30,7 +31,7 @@ from pipelines import (
 )
 from pipelines.cli_types import positive_int
 from pipelines.handler import DeviceUnavailableError
-from pipelines.layout import Layout, LayoutError
+from pipelines.layout import LayoutError
 from pipelines.options import BenchmarkOptions
 from pipelines.progress import for_launch as progress_for_launch
 from pipelines.runners import LaunchError
@@ -55,7 +56,7 @@ def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, list[str]]:
   parser.add_argument("--data-dir", type=pathlib.Path, default=pathlib.Path("data"))
   parser.add_argument("--models-dir", type=pathlib.Path, default=pathlib.Path("models"))
   parser.add_argument("--results-dir", type=pathlib.Path, default=results_store.DEFAULT_DIR)
-  parser.add_argument("--layout", type=Layout.parse, default=None,
+  parser.add_argument("--layout", type=cli_types.layout, default=None,
                       help="worker layout PxT: SDK processes x torch threads per process "
                            "(default: the matrix's for the machine type)")
   parser.add_argument("--batching", choices=("padded", "length"), default=None,

@@ -24,9 +24,9 @@ import sys
 import time
 from typing import Any
 
-from pipelines import matrix, results_store, run_record
+from pipelines import cli_types, matrix, results_store, run_record
 from pipelines.cli_types import positive_int
-from pipelines.layout import Layout
+from pipelines.layout import Layout, LayoutError
 
 DEFAULT_BATCH_SIZES = "4,8,16,32"
 DEFAULT_LAYOUTS = "1x2,2x1,2x2"
@@ -113,7 +113,7 @@ def main(argv: list[str] | None = None) -> int:
                                    formatter_class=argparse.RawDescriptionHelpFormatter)
   parser.add_argument("benchmark")
   parser.add_argument("--batch-sizes", type=_list(positive_int), default=DEFAULT_BATCH_SIZES)
-  parser.add_argument("--layouts", type=_list(Layout.parse), default=DEFAULT_LAYOUTS)
+  parser.add_argument("--layouts", type=_list(cli_types.layout), default=DEFAULT_LAYOUTS)
   parser.add_argument("--batchings", type=_list(str), default=None,
                       help="language modeling: padded,length (default: both)")
   parser.add_argument("--items", type=positive_int, default=None,
@@ -121,12 +121,16 @@ def main(argv: list[str] | None = None) -> int:
   parser.add_argument("--repeats", type=positive_int, default=1)
   parser.add_argument("--results-dir", type=pathlib.Path, default=results_store.DEFAULT_DIR)
   args, extra = parser.parse_known_args(argv)
-  bench = matrix.get(args.benchmark)
-  for layout in args.layouts:
-    bench.check_memory(layout)  # refuse the whole grid before the first point runs
-  if bench.needs_gpu:
-    from pipelines.handler import require_device
-    require_device(bench.device)
+  try:
+    bench = matrix.get(args.benchmark)
+    for layout in args.layouts:
+      bench.check_memory(layout)  # refuse the whole grid before the first point runs
+    if bench.needs_gpu:
+      from pipelines.handler import require_device
+      require_device(bench.device)
+  except (matrix.MatrixError, LayoutError, RuntimeError) as e:
+    print(f"error: sweep {args.benchmark}: {e}", file=sys.stderr)
+    return 2
   items = args.items or bench.local_items
   point_results = args.results_dir / "sweeps" / "runs"
   if bench.task == "language_modeling":
