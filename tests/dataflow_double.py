@@ -27,18 +27,16 @@ import contextlib
 import datetime
 import http.server
 import json
-import os
 import pathlib
 import re
 import socket
-import subprocess
 import threading
 import uuid
 from typing import Any
 
 import requests
 
-from tests.servers import free_port, wait_until
+from tests.servers import free_port, serve
 
 JOB_PATH = re.compile(r"^/v1b3/projects/([^/]+)/locations/([^/]+)/jobs(?:/([^/:?]+))?"
                       r"(/messages|/metrics)?$")
@@ -273,23 +271,10 @@ def fake_gcs(folder: pathlib.Path, buckets: tuple[str, ...] = ("bkt-x",)):
     require_binary("fake-gcs-server")  # skips locally, fails under CI
   port = free_port()
   url = f"http://127.0.0.1:{port}"
-  root = folder / "gcs"
-  root.mkdir(parents=True, exist_ok=True)
-  log = folder / "fake-gcs.log"
-  with open(log, "wb") as out:
-    process = subprocess.Popen(
-        [str(binary), "-scheme", "http", "-backend", "memory", "-host", "127.0.0.1",
-         "-port", str(port), "-external-url", url, "-log-level", "error"],
-        stdout=out, stderr=subprocess.STDOUT, cwd=folder, env=dict(os.environ))
-  try:
-    wait_until(f"{url}/storage/v1/b", process, log, timeout_s=30)
+  with serve([str(binary), "-scheme", "http", "-backend", "memory", "-host", "127.0.0.1",
+              "-port", str(port), "-external-url", url, "-log-level", "error"],
+             f"{url}/storage/v1/b", folder):
     for bucket in buckets:
       requests.post(f"{url}/storage/v1/b?project=proj-123456", json={"name": bucket},
                     timeout=10).raise_for_status()
     yield url
-  finally:
-    process.terminate()
-    try:
-      process.wait(timeout=10)
-    except subprocess.TimeoutExpired:
-      process.kill()
