@@ -280,8 +280,23 @@ def console_url(result, s: Mapping[str, str]) -> str:
   return CONSOLE_URL.format(region=s["REGION"], job_id=result.job_id(), project=s["PROJECT"])
 
 
-def _raise_on_sigterm(signum, frame):
-  raise Interrupted(signal.Signals(signum).name)
+class _StopRequest:
+  """Set by SIGINT or SIGTERM while a job runs. The poll loop checks it between API calls, so
+  the interrupt never lands inside the API client's own code (a KeyboardInterrupt raised there
+  can leave a request half done and the cancel that follows hanging)."""
+
+  def __init__(self):
+    self.event = threading.Event()
+    self.signal_name = ""
+
+  def handler(self, signum, frame):
+    self.signal_name = signal.Signals(signum).name
+    self.event.set()
+
+  def wait(self, seconds: float) -> None:
+    """Sleeps up to `seconds`; raises Interrupted as soon as a stop is requested."""
+    if self.event.wait(seconds):
+      raise Interrupted(self.signal_name)
 
 
 def watch(result, s: Mapping[str, str]):
@@ -294,11 +309,13 @@ def watch(result, s: Mapping[str, str]):
   and console URL in their message."""
   poll_s, retries = poll_settings()
   url = console_url(result, s)
-  previous = None
+  stop = _StopRequest()
+  previous = {}
   if threading_main():
-    previous = signal.signal(signal.SIGTERM, _raise_on_sigterm)
+    previous = {signum: signal.signal(signum, stop.handler)
+                for signum in (signal.SIGINT, signal.SIGTERM)}
   try:
-    return _wait(result, s, poll_s, retries, url)
+    return _wait(result, s, poll_s, retries, url, stop)
   except (KeyboardInterrupt, Interrupted) as e:
     what = "SIGINT" if isinstance(e, KeyboardInterrupt) else str(e)
     why = cancel(result, s)
@@ -311,15 +328,16 @@ def watch(result, s: Mapping[str, str]):
     raise JobCancelled(f"interrupted by {what}; the cancel request failed ({why}): the job "
                        f"may still be running: {url}") from None
   finally:
-    if previous is not None:
-      signal.signal(signal.SIGTERM, previous)
+    for signum, handler in previous.items():
+      signal.signal(signum, handler)
 
 
 def threading_main() -> bool:
   return threading.current_thread() is threading.main_thread()
 
 
-def _wait(result, s: Mapping[str, str], poll_s: float, retries: int, url: str):
+def _wait(result, s: Mapping[str, str], poll_s: float, retries: int, url: str,
+          stop: _StopRequest):
   failures, last_state, unreachable = 0, None, api_errors()
   while True:
     try:
@@ -334,7 +352,7 @@ def _wait(result, s: Mapping[str, str], poll_s: float, retries: int, url: str):
             f"the Dataflow API did not answer {failures} polls in a row ({type(e).__name__}: "
             f"{e}); job {result.job_id()} may still be running: check or cancel it at "
             f"{url}") from None
-      time.sleep(min(poll_s * 2 ** (failures - 1), 60))
+      stop.wait(min(poll_s * 2 ** (failures - 1), 60))
       continue
     state = job.current_state.name
     if state != last_state:
@@ -346,7 +364,7 @@ def _wait(result, s: Mapping[str, str], poll_s: float, retries: int, url: str):
         return job
       raise JobFailed(f"Dataflow job {result.job_id()} ended {state}: "
                       f"{_error_text(result, s)} ({url})")
-    time.sleep(poll_s)
+    stop.wait(poll_s)
 
 
 def _error_text(result, s: Mapping[str, str]) -> str:
