@@ -33,6 +33,7 @@ BATCHINGS   ?=## make sweep, BERT: padded,length (default both)
 BATCHING    ?=## BERT batching: padded or length (default: the matrix's)
 CROSS_PROFILE ?=## 1: make compare compares runs of different profiles anyway (flagged)
 BENCHMARKS  := $(shell $(PYTHON) -m pipelines.matrix names)
+IMAGES      := $(shell $(PYTHON) -m pipelines.matrix images)
 
 # Worker images: versions come from requirements/ and .python-version, never from :latest.
 BUILDER     ?= docker## image builder: docker, podman or buildah
@@ -51,7 +52,7 @@ RUN_ARGS     = --runner $(RUNNER) --results-dir $(RESULTS) $(if $(N),--items $(N
                $(if $(BATCHING),--batching $(BATCHING)) --profile $(PROFILE)
 
 .PHONY: help setup lock models data $(addprefix bench-,$(BENCHMARKS)) bench-all perf sweep compare-profiles gpu-check report compare publish \
-        image-cpu image-gpu push test test-servers lint doctor clean needs-bench
+        images image-cpu $(addprefix image-,$(IMAGES)) push test test-servers lint doctor clean needs-bench
 
 help: ## list targets and variables
 	@echo "Benchmark kit for Apache Beam RunInference with PyTorch models"
@@ -60,6 +61,8 @@ help: ## list targets and variables
 	@grep -hE '^[a-zA-Z0-9_% -]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | \
 	  awk -F'\t' '{printf "  %-22s %s\n", $$1, $$2}'
 	@echo "  bench-<name>           run one benchmark; names: $(BENCHMARKS)"
+	@echo "  image-<name>           build one worker image with its family's models; names: $(IMAGES)"
+	@echo "                         (image-gpu: CUDA for the T4; image-cpu: both CPU images)"
 	@echo
 	@echo "Variables (make VAR=value):"
 	@grep -hE '^[A-Z_]+ +\?=.*## ' $(MAKEFILE_LIST) | sed -E 's/ +\?= *([^#]*)## /\t\1\t/' | \
@@ -117,18 +120,22 @@ publish: setup ## send unpublished run records to InfluxDB/BigQuery (RUN=<id> re
 	$(PY) -m pipelines.publish --results-dir $(RESULTS) $(if $(RUN),--run $(RUN))
 
 # --- worker images and Dataflow ----------------------------------------------------------------
-image-cpu image-gpu: image-%: ## build a worker image (CPU, or CUDA for the T4) with the models baked in
-	$(BUILDER) build -f docker/Dockerfile.$* -t $(call image_ref,$*) \
+images: $(addprefix image-,$(IMAGES)) ## build every worker image, one per benchmark family (image-<name>)
+
+image-cpu: image-cpu-resnet image-cpu-bert ## build both CPU images (ResNet and BERT families)
+
+$(addprefix image-,$(IMAGES)): image-%: ## build one worker image (CPU, or CUDA for the T4) with its family's models baked in
+	$(BUILDER) build -f docker/Dockerfile.$(firstword $(subst -, ,$*)) -t $(call image_ref,$*) \
 	  --build-arg PYTHON_VERSION=$(PY_MINOR) --build-arg BEAM_VERSION=$(BEAM_VERSION) \
 	  --build-arg TORCH_VERSION=$(TORCH_VERSION) --build-arg TORCHVISION_VERSION=$(TORCHVISION_VERSION) \
 	  --build-arg MODELS="$(shell $(PYTHON) -m pipelines.matrix models $*)" \
 	  --build-arg GIT_SHA=$(shell git rev-parse HEAD 2>/dev/null) .
 	@echo "built $(call image_ref,$*)"
 
-push: ## push both images to REGISTRY and record tag + digest (build/image-*.digest): launches use image@sha256
+push: ## push every image to REGISTRY and record tag + digest (build/image-*.digest): launches use image@sha256
 	@test -n "$(REGISTRY)" || { echo "error: push needs REGISTRY (in .env or REGISTRY=...)" >&2; exit 2; }
 	mkdir -p build
-	for variant in cpu gpu; do \
+	for variant in $(IMAGES); do \
 	  ref=$(REGISTRY)/beam-bench-$$variant:$(IMAGE_TAG); \
 	  if [ "$(BUILDER)" = docker ]; then \
 	    docker push $$ref && digest=$$(docker inspect --format '{{index .RepoDigests 0}}' $$ref); \

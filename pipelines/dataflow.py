@@ -28,7 +28,10 @@ from pipelines.models import VOCAB_FILE
 
 REQUIRED = ("PROJECT", "REGION", "TEMP_LOCATION", "REGISTRY")
 MODELS_IN_IMAGE = "/opt/models"
-IMAGE_NAMES = {"cpu": "beam-bench-cpu", "gpu": "beam-bench-gpu"}
+# One worker image per benchmark family, so a ResNet job does not pull bert-large's 1.3 GB:
+# the matrix's `image` names it; the Dockerfile is docker/Dockerfile.<cpu|gpu>.
+IMAGE_NAMES = {"cpu-resnet": "beam-bench-cpu-resnet", "cpu-bert": "beam-bench-cpu-bert",
+               "gpu": "beam-bench-gpu"}
 CONSOLE_URL = "https://console.cloud.google.com/dataflow/jobs/{region}/{job_id}?project={project}"
 
 

@@ -301,7 +301,7 @@ def dataflow_section(env: Mapping[str, str], root: pathlib.Path) -> list[str]:
                    else f"{variant}: not pushed")
   lines.append(_row("images", "; ".join(digests)
                     + ("" if all("not pushed" not in d for d in digests)
-                       else " (make image-cpu image-gpu push)")))
+                       else " (make images push)")))
   return lines
 
 

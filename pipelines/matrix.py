@@ -154,7 +154,7 @@ def get(name: str) -> Benchmark:
 
 def models(image: str | None = None) -> list[str]:
   """The distinct models the matrix uses (what `make models` builds), or those one worker image
-  ('cpu' or 'gpu') must bake."""
+  (the matrix's `image`: cpu-resnet, cpu-bert, gpu) must bake."""
   return sorted({b.model for b in load().values() if image in (None, b.image)})
 
 
@@ -164,7 +164,9 @@ if __name__ == "__main__":
   what = sys.argv[1] if len(sys.argv) > 1 else "names"
   if what == "names":
     print(" ".join(load()))
+  elif what == "images":
+    print(" ".join(sorted({b.image for b in load().values()})))
   elif what == "models":
     print(" ".join(models(sys.argv[2] if len(sys.argv) > 2 else None)))
   else:
-    raise SystemExit("usage: python -m pipelines.matrix names | models [cpu|gpu]")
+    raise SystemExit("usage: python -m pipelines.matrix names | images | models [IMAGE]")

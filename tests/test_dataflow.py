@@ -55,7 +55,7 @@ def test_dry_run_job_matches_the_matrix(jobs, name):
     assert bench.image == "gpu"
   else:
     assert job["service_options"] == []
-    assert bench.image == "cpu"
+    assert bench.image == ("cpu-resnet" if bench.task == "image_classification" else "cpu-bert")
   options = job["pipeline_options"]
   assert options["input"] == bench.dataset_input
   assert options["model_state_dict_path"] == f"/opt/models/{bench.model}.pth"

@@ -34,7 +34,7 @@ SETTINGS = {"PROJECT": "proj-123456", "REGION": "us-central1",
             "BENCHMARK_MATRIX": str(REPO_ROOT / "tests" / "small-matrix.toml"),
             "DATAFLOW_POLL_S": "0.2", "DATAFLOW_API_RETRIES": "3"}
 DIGEST = "sha256:" + "ab" * 32
-IMAGE = "us-docker.pkg.dev/proj-123456/bench/beam-bench-cpu"
+IMAGE = "us-docker.pkg.dev/proj-123456/bench/beam-bench-cpu-resnet"
 
 # What a finished small-resnet job reports: 1,000 images in 500 batches of 2 on 2 workers
 # (4 SDK processes, 4 model loads), and what Dataflow metered: 2 n1-standard-2 workers (2 vCPU,
@@ -79,7 +79,8 @@ def double():
 def cloud(monkeypatch, gcs, tmp_path):
   """The launch's environment: settings, the storage double, a pushed digest for the tag."""
   build = tmp_path / "build"
-  dataflow.write_digest(build / "image-cpu.digest", f"{IMAGE}:0123abcd", f"{IMAGE}@{DIGEST}")
+  dataflow.write_digest(build / "image-cpu-resnet.digest", f"{IMAGE}:0123abcd",
+                        f"{IMAGE}@{DIGEST}")
   env = {**SETTINGS, "STORAGE_EMULATOR_HOST": gcs, "BENCH_BUILD_DIR": str(build)}
   for name, value in env.items():
     monkeypatch.setenv(name, value)
@@ -192,7 +193,8 @@ def test_a_tag_that_was_never_pushed_is_refused_before_submission(cloud, double,
   monkeypatch.setenv("BENCH_BUILD_DIR", str(tmp_path / "no-build"))
   assert run.main(launch_args(double, tmp_path / "results")) == 2
   err = capsys.readouterr().err
-  assert "beam-bench-cpu:0123abcd was never pushed" in err and "make image-cpu push" in err
+  assert "beam-bench-cpu-resnet:0123abcd was never pushed" in err
+  assert "make image-cpu-resnet push" in err
   assert double.requests == [] and not (tmp_path / "results" / "records").exists()
 
 

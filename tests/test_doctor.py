@@ -57,7 +57,7 @@ def test_without_settings(tmp_path):
   assert "data/sentences.txt missing (make data)" in bench["bert-base"]
   assert "InfluxDB not configured" in text and "BigQuery not configured" in text
   assert "missing PROJECT, REGION, TEMP_LOCATION, REGISTRY" in text
-  assert "cpu: not pushed; gpu: not pushed" in text
+  assert "cpu-resnet: not pushed; cpu-bert: not pushed; gpu: not pushed" in text
 
 
 def test_few_items_say_how_many_can_run(tmp_path):
@@ -69,7 +69,8 @@ def test_few_items_say_how_many_can_run(tmp_path):
 def test_with_settings_reachable_unreachable_and_no_secret(tmp_path):
   root = checkout(tmp_path)
   (root / "build").mkdir()
-  (root / "build" / "image-cpu.digest").write_text("reg/beam-bench-cpu@sha256:abc123\n")
+  (root / "build" / "image-cpu-resnet.digest").write_text(
+      "reg/beam-bench-cpu-resnet@sha256:abc123\n")
   (root / ".env").write_text(f"PROJECT=proj-123456\nREGION=us-central1\n"
                              f"INFLUXDB_TOKEN={TOKEN}\n")  # read as make would export it
   unused = servers.closed_port_url()
@@ -94,7 +95,8 @@ def test_with_settings_reachable_unreachable_and_no_secret(tmp_path):
   assert f"BigQuery proj-123456.beam_run_inference at {unused}: unreachable" in bigquery
   assert "Dataflow    missing REGISTRY:" in text
   assert "PROJECT=proj-123456, REGION=us-central1, TEMP_LOCATION=gs://bkt-x/tmp" in text
-  assert "cpu: reg/beam-bench-cpu@sha256:abc123; gpu: not pushed" in text
+  assert ("cpu-resnet: reg/beam-bench-cpu-resnet@sha256:abc123; cpu-bert: not pushed; "
+          "gpu: not pushed") in text
   assert elapsed < 10
 
 

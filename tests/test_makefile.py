@@ -32,7 +32,9 @@ def test_dataflow_dry_run_flags_reach_the_launcher():
 def test_help_lists_every_entry_point():
   out = subprocess.run(["make"], cwd=REPO_ROOT, capture_output=True, text=True).stdout
   for target in ("setup", "data", "models", "bench-all", "bench-<name>", "perf", "test", "lint",
-                 "clean", "image-cpu", "image-gpu", "push", "publish", "report", "compare",
+                 "clean", "images", "image-cpu", "image-gpu", "image-<name>", "cpu-resnet",
+                 "cpu-bert",
+                 "push", "publish", "report", "compare",
                  "gpu-check", "test-servers", "doctor"):
     assert target in out, target
   for variable in ("RUNNER", "N ", "BATCH_SIZE", "WEIGHTS", "DRY_RUN", "REGISTRY"):
@@ -59,7 +61,9 @@ def test_push_records_the_tag_and_digest_a_launch_uses(tmp_path):
                           text=True, timeout=120, env={**os.environ, "PYTHON": sys.executable})
   assert result.returncode == 0, result.stderr
   assert (tmp_path / "pushed.log").read_text().split() == [
-      "pushed", "reg.example/p/beam-bench-cpu:t1", "pushed", "reg.example/p/beam-bench-gpu:t1"]
-  fields = dataflow.read_digest(tmp_path / "build" / "image-cpu.digest")
-  assert fields == {"image": "reg.example/p/beam-bench-cpu:t1",
+      "pushed", "reg.example/p/beam-bench-cpu-bert:t1",
+      "pushed", "reg.example/p/beam-bench-cpu-resnet:t1",
+      "pushed", "reg.example/p/beam-bench-gpu:t1"]
+  fields = dataflow.read_digest(tmp_path / "build" / "image-cpu-resnet.digest")
+  assert fields == {"image": "reg.example/p/beam-bench-cpu-resnet:t1",
                     "digest": "sha256:" + "0" * 63 + "7"}
