@@ -21,7 +21,7 @@ import threading
 import time
 from typing import Any, Mapping
 
-from pipelines import matrix, run_record
+from pipelines import matrix, progress, run_record
 from pipelines.layout import ONE_SDK_PROCESS, Layout
 from pipelines.matrix import REPO_ROOT
 from pipelines.models import VOCAB_FILE
@@ -182,8 +182,7 @@ def pinned_image(bench: matrix.Benchmark, s: Mapping[str, str], dry_run: bool) -
 def launched_metadata(result, s: Mapping[str, str]) -> dict[str, Any]:
   job_id = result.job_id()
   url = CONSOLE_URL.format(region=s["REGION"], job_id=job_id, project=s["PROJECT"])
-  print(f"Dataflow job {job_id}: {url}", flush=True)
-  return {"job_id": job_id, "console_url": url}
+  return {"job_id": job_id, "console_url": url}  # watch() prints the URL
 
 
 # --- watching a launched job -----------------------------------------------------------------
@@ -233,6 +232,11 @@ def api_errors() -> tuple[type[BaseException], ...]:
   from google.auth import exceptions as auth_exceptions
   return (api_exceptions.GoogleAPICallError, api_exceptions.RetryError,
           requests.exceptions.RequestException, auth_exceptions.TransportError, OSError)
+
+
+def status_interval_s(env: Mapping[str, str] = os.environ) -> float:
+  """Seconds between the job's state lines on the console (DATAFLOW_STATUS_S, default 30)."""
+  return float(env.get("DATAFLOW_STATUS_S", "30"))
 
 
 def poll_settings(env: Mapping[str, str] = os.environ) -> tuple[float, int]:
@@ -318,7 +322,8 @@ def watch(result, s: Mapping[str, str]):
     previous = {signum: signal.signal(signum, stop.handler)
                 for signum in (signal.SIGINT, signal.SIGTERM)}
   try:
-    return _wait(result, s, poll_s, retries, url, stop)
+    return _wait(result, s, poll_s, retries, url, stop,
+                 progress.JobStatus(url, interval_s=status_interval_s()))
   except (KeyboardInterrupt, Interrupted) as e:
     what = "SIGINT" if isinstance(e, KeyboardInterrupt) else str(e)
     why = cancel(result, s)
@@ -340,8 +345,8 @@ def threading_main() -> bool:
 
 
 def _wait(result, s: Mapping[str, str], poll_s: float, retries: int, url: str,
-          stop: _StopRequest):
-  failures, last_state, unreachable = 0, None, api_errors()
+          stop: _StopRequest, status: progress.JobStatus):
+  failures, state, unreachable = 0, "JOB_STATE_UNKNOWN", api_errors()
   while True:
     try:
       job = _get_job(result, s)
@@ -350,6 +355,7 @@ def _wait(result, s: Mapping[str, str], poll_s: float, retries: int, url: str,
       failures += 1
       logging.warning("Dataflow API did not answer (%d/%d): %s: %s", failures, retries,
                       type(e).__name__, e)
+      status.update(state, f"status unavailable: {type(e).__name__}")
       if failures >= retries:
         raise JobUnreachable(
             f"the Dataflow API did not answer {failures} polls in a row ({type(e).__name__}: "
@@ -358,10 +364,10 @@ def _wait(result, s: Mapping[str, str], poll_s: float, retries: int, url: str,
       stop.wait(min(poll_s * 2 ** (failures - 1), 60))
       continue
     state = job.current_state.name
-    if state != last_state:
-      logging.info("Dataflow job %s is %s", result.job_id(), state)
-      last_state = state
-    if state not in RUNNING_STATES:
+    if state in RUNNING_STATES:
+      status.update(state)
+    else:
+      status.finish(state)
       result._job = job  # Beam's result (state, metrics caching) sees the final job
       if state == "JOB_STATE_DONE":
         return job

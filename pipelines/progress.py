@@ -196,7 +196,7 @@ class _NoDisplay:
 
 def for_launch(local: bool, total: int, description: str) -> ProgressDisplay | _NoDisplay:
   """What the launcher wraps around a run: the live display for local runs, nothing on
-  Dataflow (see watch_job)."""
+  Dataflow (see JobStatus)."""
   return ProgressDisplay(total, description) if local and total else _NoDisplay()
 
 
@@ -207,35 +207,37 @@ def step(index: int, count: int, name: str) -> str:
 
 # --- Dataflow --------------------------------------------------------------------------------
 
-TERMINAL_STATES = ("DONE", "FAILED", "CANCELLED", "DRAINED", "UPDATED", "STOPPED")
+class JobStatus:
+  """While a Dataflow job runs (dataflow.watch feeds it every poll): the console URL first,
+  then a line with the job's state and elapsed time at every change of state and at least
+  every `interval_s`, and the final state with the URL again."""
 
+  def __init__(self, console_url: str, *, interval_s: float = 30.0,
+               stream: TextIO | None = None, clock: Callable[[], float] = time.monotonic):
+    self.console_url = console_url
+    self.interval_s = interval_s
+    self.stream = stream or sys.stderr
+    self.clock = clock
+    self.started = clock()
+    self._shown: tuple[str, float] | None = None  # (what, when) of the last line
+    self._print(f"Dataflow job: {console_url}")
 
-def watch_job(get_state: Callable[[], object], console_url: str, *, interval_s: float = 30.0,
-              stream: TextIO | None = None, clock: Callable[[], float] = time.monotonic,
-              sleep: Callable[[float], None] = time.sleep,
-              stop: Callable[[], bool] = lambda: False) -> str:
-  """While a Dataflow job runs: one line per `interval_s` with its state and elapsed time; the
-  console URL first and last. Returns the terminal state (or the last one seen when `stop()`
-  says to end early). `get_state` returns a state such as Beam's PipelineState.RUNNING or
-  'JOB_STATE_RUNNING'; a failing call is reported and retried at the next interval."""
-  stream = stream or sys.stderr
-  started = clock()
-  print(f"Dataflow job: {console_url}", file=stream, flush=True)
-  state = "UNKNOWN"
-  while True:
-    try:
-      state = _state_name(get_state())
-      shown = state
-    except Exception as e:  # noqa: BLE001 - a status call failing is not the job failing
-      shown = f"{state} (status unavailable: {type(e).__name__})"
-    elapsed = _duration(clock() - started)
-    if state in TERMINAL_STATES:
-      print(f"Dataflow job {state} after {elapsed}: {console_url}", file=stream, flush=True)
-      return state
-    print(f"Dataflow job {shown}, {elapsed} elapsed", file=stream, flush=True)
-    if stop():
-      return state
-    sleep(interval_s)
+  def update(self, state: object, note: str = "") -> None:
+    """A poll's answer: a state (Beam's PipelineState or 'JOB_STATE_RUNNING'), with a note
+    such as why the status was unavailable."""
+    shown = _state_name(state) + (f" ({note})" if note else "")
+    now = self.clock()
+    if self._shown and self._shown[0] == shown and now - self._shown[1] < self.interval_s:
+      return
+    self._shown = (shown, now)
+    self._print(f"Dataflow job {shown}, {_duration(now - self.started)} elapsed")
+
+  def finish(self, state: object) -> None:
+    self._print(f"Dataflow job {_state_name(state)} after "
+                f"{_duration(self.clock() - self.started)}: {self.console_url}")
+
+  def _print(self, line: str) -> None:
+    print(line, file=self.stream, flush=True)
 
 
 def _state_name(state: object) -> str:

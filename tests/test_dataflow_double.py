@@ -243,6 +243,7 @@ def test_an_interrupt_cancels_the_job_and_records_it(cloud, double, tmp_path, si
   assert double.cancel_requests == [job_id]
   url = f"https://console.cloud.google.com/dataflow/jobs/us-central1/{job_id}?project=proj-123456"
   assert f"cancelled Dataflow job {job_id} ({url})" in out
+  assert f"Dataflow job: {url}" in out and "Dataflow job RUNNING, " in out  # the status line
   (record,) = records(results)
   assert record["status"] == "cancelled"
   assert record["metadata"]["job_id"] == job_id

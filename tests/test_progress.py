@@ -11,8 +11,6 @@ import sys
 import textwrap
 import time
 
-import pytest
-
 from pipelines import progress
 from pipelines.matrix import REPO_ROOT
 from tests.conftest import run_pipeline
@@ -115,47 +113,33 @@ def test_bench_all_numbers_its_steps(tmp_path):
   assert "skipped resnet152-gpu" in result.stdout
 
 
-class FakeJob:
-  def __init__(self, states):
-    self.states = list(states)
-    self.calls = 0
-
-  def __call__(self):
-    self.calls += 1
-    state = self.states.pop(0)
-    if isinstance(state, Exception):
-      raise state
-    return state
-
-
-def test_dataflow_watch_prints_state_and_elapsed_at_a_steady_interval():
+def test_dataflow_status_prints_state_and_elapsed_at_a_steady_interval():
   now = [0.0]
-  sleeps = []
-
-  def sleep(s):
-    sleeps.append(s)
-    now[0] += s
-
   url = "https://console.cloud.google.com/dataflow/jobs/us-central1/2026-1?project=p"
-  job = FakeJob(["JOB_STATE_PENDING", "RUNNING", ConnectionError("503"), "RUNNING", "DONE"])
   stream = io.StringIO()
-  final = progress.watch_job(job, url, interval_s=30, stream=stream, clock=lambda: now[0],
-                             sleep=sleep)
-  assert final == "DONE"
-  assert sleeps == [30, 30, 30, 30]
+  status = progress.JobStatus(url, interval_s=30, stream=stream, clock=lambda: now[0])
+  for t, state, note in ((0, "JOB_STATE_PENDING", ""), (10, "JOB_STATE_RUNNING", ""),
+                         (20, "JOB_STATE_RUNNING", ""), (40, "JOB_STATE_RUNNING", ""),
+                         (50, "JOB_STATE_RUNNING", "status unavailable: ConnectionError"),
+                         (75, "JOB_STATE_RUNNING", "")):
+    now[0] = t
+    status.update(state, note)
+  now[0] = 120
+  status.finish("JOB_STATE_DONE")
   assert stream.getvalue().splitlines() == [
       f"Dataflow job: {url}",
       "Dataflow job PENDING, 0m00s elapsed",
-      "Dataflow job RUNNING, 0m30s elapsed",
-      "Dataflow job RUNNING (status unavailable: ConnectionError), 1m00s elapsed",
-      "Dataflow job RUNNING, 1m30s elapsed",
+      "Dataflow job RUNNING, 0m10s elapsed",  # a change of state shows at once
+      "Dataflow job RUNNING, 0m40s elapsed",  # then once per interval
+      "Dataflow job RUNNING (status unavailable: ConnectionError), 0m50s elapsed",
+      "Dataflow job RUNNING, 1m15s elapsed",
       f"Dataflow job DONE after 2m00s: {url}",
   ]
 
 
-def test_dataflow_watch_takes_beam_pipeline_states():
+def test_dataflow_status_takes_beam_pipeline_states():
   from apache_beam.runners.runner import PipelineState
   stream = io.StringIO()
-  assert progress.watch_job(FakeJob([PipelineState.FAILED]), "u", stream=stream,
-                            sleep=pytest.fail) == "FAILED"
-  assert stream.getvalue().splitlines()[-1].startswith("Dataflow job FAILED after 0m00s: u")
+  status = progress.JobStatus("u", stream=stream, clock=lambda: 0.0)
+  status.finish(PipelineState.FAILED)
+  assert stream.getvalue().splitlines()[-1] == "Dataflow job FAILED after 0m00s: u"
