@@ -86,3 +86,12 @@ def test_layout_syntax(text):
   with pytest.raises(LayoutError, match="is not PxT"):
     Layout.parse(text)
   assert str(Layout.parse("1x2i2")) == "1x2i2" and Layout.parse("2x1") == Layout(2, 1, 1)
+
+
+def test_the_report_never_compares_runs_of_different_layouts():
+  from pipelines.report import history
+  from tests.records import synthetic_record
+  runs = [synthetic_record(extra_metadata={"layout": layout}) for layout in ("1x2", "2x1", "1x2")]
+  groups = history.groups(runs)
+  assert sorted((k.layout, len(v)) for k, v in groups.items()) == [("1x2", 2), ("2x1", 1)]
+  assert all(f"layout {k.layout}" in k.label() for k in groups)

@@ -30,22 +30,24 @@ LABELS = {
 
 @dataclasses.dataclass(frozen=True, order=True)
 class GroupKey:
-  """Runs are comparable only with the same benchmark, runner, device, machine, weights and
-  profile (a `beam` run batches, labels and lays out workers differently from a `tuned` one)."""
+  """Runs are comparable only with the same benchmark, runner, device, machine, weights,
+  profile (a `beam` run batches, labels and lays out workers differently from a `tuned` one)
+  and worker layout (2x1 and 1x2 are different machines' worth of work)."""
   benchmark: str
   runner: str
   device: str
   machine_type: str
   weights: str
   profile: str = DEFAULT_PROFILE
+  layout: str = "unrecorded"  # records from before layouts existed
 
   def label(self) -> str:
     return (f"{self.benchmark} · {self.runner} · {self.device} · {self.machine_type} · "
-            f"{self.weights} weights · profile {self.profile}")
+            f"{self.weights} weights · profile {self.profile} · layout {self.layout}")
 
   def slug(self) -> str:
     return "-".join([self.benchmark, self.runner, self.device, self.machine_type,
-                     self.weights, self.profile]).lower()
+                     self.weights, self.profile, self.layout]).lower()
 
 
 def profile(record: dict[str, Any]) -> str:
@@ -56,7 +58,8 @@ def profile(record: dict[str, Any]) -> str:
 def key(record: dict[str, Any]) -> GroupKey:
   meta = record["metadata"]
   return GroupKey(record["benchmark"], str(meta.get("runner")), str(meta.get("device_used")),
-                  str(meta.get("machine_type")), str(meta.get("weights")), profile(record))
+                  str(meta.get("machine_type")), str(meta.get("weights")), profile(record),
+                  str(meta.get("layout") or "unrecorded"))
 
 
 def groups(records: Iterable[dict[str, Any]]) -> dict[GroupKey, list[dict[str, Any]]]:

@@ -141,7 +141,8 @@ def render(records: list[dict[str, Any]], analysis: dict[str, Any], prices: dict
 <title>Beam RunInference PyTorch benchmarks</title><style>{CSS}</style></head>
 <body><h1>Beam RunInference PyTorch benchmarks</h1>
 <p class=muted>Generated {html.escape(generated_at)} from {len(records)} run record(s).
-Runs are compared only within a group (benchmark, runner, device, machine type, weights).
+Runs are compared only within a group (benchmark, runner, device, machine type, weights,
+profile, worker layout).
 Change points: PELT over each headline metric, at least 3 runs per segment, changes under 5%
 ignored; red dashed lines are regressions.</p>
 {failed_note}<ul>{index}</ul>{body}{_sweep_section(sweeps or {})}</body></html>
