@@ -109,8 +109,10 @@ def job_metrics(metrics: dict[str, Any], job: dict[str, Any] | None,
   metadata["throughput_basis"] = "job window" if window else "launch to finish"
 
 
-def worker_metadata(counters: dict[str, int]) -> dict[str, Any]:
-  """Versions, torch threads and hostname as the workers reported them (worker_facts.py).
+def worker_metadata(counters: dict[str, int],
+                    processes: list[dict[str, Any]]) -> dict[str, Any]:
+  """Versions and hostname as the workers reported them (worker_facts.py), torch threads from
+  the per-process reports (process_stats.py).
   The launcher's own versions stay under launcher_versions; a run whose workers reported
   nothing (it failed before loading a model) keeps the launcher's versions, says so in
   versions_source, and has None for threads and hostname, which only a worker can tell."""
@@ -118,7 +120,8 @@ def worker_metadata(counters: dict[str, int]) -> dict[str, Any]:
   launcher = versions()
   worker_versions = {k: worker_facts.single(reported.get(k))
                      for k in ("python", "apache-beam", "torch", "cuda")}
-  threads = worker_facts.single(reported.get("torch_threads"))
+  threads = worker_facts.single({str(p["intra_op_threads"]): 1 for p in processes
+                                 if p.get("intra_op_threads") is not None})
   hosts = sorted(reported.get("hostname", {}))
   return {
       "versions": {**launcher, **{k: v for k, v in worker_versions.items() if v}},
@@ -185,7 +188,7 @@ def build(*, run_id: str, benchmark: str, started: str, wall_time_s: float,
           "weights": weights_used(counters),
           "processes_loaded_model": sum(1 for p in processes if p.get("model_loads")),
           "worker_processes": processes,
-          **worker_metadata(counters),
+          **worker_metadata(counters, processes),
           **git_state(),
           "launcher_hostname": socket.gethostname(),
       },

@@ -1,4 +1,5 @@
-"""What the workers are: versions (the torch build string, CUDA), torch threads, hostname.
+"""What the workers are: versions (the torch build string, CUDA), hostname. (Their torch threads
+are per process: process_stats.py reports them.)
 
 Reported by each worker process when it loads its model (handler.BenchmarkModelHandler), as
 Beam counters in the kit's namespace whose names carry the fact, since Beam metrics carry
@@ -33,7 +34,7 @@ def facts() -> dict[str, str]:
   import apache_beam
   import torch
   return {"torch": torch.__version__, "cuda": torch.version.cuda or "none",
-          "torch_threads": str(torch.get_num_threads()), "hostname": socket.gethostname(),
+          "hostname": socket.gethostname(),
           "python": platform.python_version(), "apache-beam": apache_beam.__version__}
 
 

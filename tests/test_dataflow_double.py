@@ -52,8 +52,12 @@ JOB_METRICS = [
           name for worker in ("beam-bench-small-resn-11290130-abcd-harness-x1y2",
                               "beam-bench-small-resn-11290130-abcd-harness-z3w4")
           for name in worker_facts.counter_names(
-              {"torch": "2.14.1+cpu", "cuda": "none", "torch_threads": "2", "hostname": worker,
+              {"torch": "2.14.1+cpu", "cuda": "none", "hostname": worker,
                "python": "3.11.14", "apache-beam": "2.77.0"}) * 2).items()],
+    # Each of the 4 SDK processes (2 per worker) reports its torch threads (process_stats).
+    *[user_distribution(f"process/{worker}:{pid}/intra_op_threads", 2, 1, 2, 2,
+                        namespace="BenchmarkKit", step="RunInference")
+      for worker in ("x1y2", "z3w4") for pid in (11, 12)],
     resource_metric("TotalVcpuTime", 2 * 2 * 420),
     resource_metric("TotalMemoryUsage", 2 * 7680 * 420),
     resource_metric("TotalPdUsage", 2 * 50 * 420),
@@ -281,8 +285,7 @@ def test_items_requested_on_dataflow(tmp_path):
 
 
 def test_worker_facts_survive_the_metric_name_encoding():
-  facts = {"torch": "2.14.1+cu128", "hostname": "host_1.example", "cuda": "12.8",
-           "torch_threads": "4"}
+  facts = {"torch": "2.14.1+cu128", "hostname": "host_1.example", "cuda": "12.8"}
   names = worker_facts.counter_names(facts)
   assert all(re.fullmatch(r"[A-Za-z0-9._-]+", n) for n in names), names
   decoded = worker_facts.decode({n: 3 for n in names})
