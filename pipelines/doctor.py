@@ -240,7 +240,6 @@ def probe_all(urls: Mapping[str, str], budget_s: float = PROBE_TIMEOUT_S + 1.0) 
 def publishing_section(env: Mapping[str, str],
                        probe: Callable[[Mapping[str, str]], dict[str, str]] = probe_all
                        ) -> list[str]:
-  from pipelines.publish import settings
   described: dict[str, str] = {}
   urls: dict[str, str] = {}
   try:
