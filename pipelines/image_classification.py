@@ -3,19 +3,28 @@ from __future__ import annotations
 
 import io
 import json
+import os
+import stat
 from typing import Any
 
 import apache_beam as beam
+import numpy as np
 import torch
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.ml.inference.pytorch_inference import PytorchModelHandlerTensor
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 from pipelines import dead_letter
 from pipelines.models import build_architecture
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
+RESIZE, CROP = 256, 224  # the short side is resized to RESIZE, then the centre CROP is taken
+# Pillow modes holding 16-bit greys (PNG, TIFF): convert("RGB") clips them at 255.
+SIXTEEN_BIT_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I")
+_NOT_REGULAR = {stat.S_IFDIR: "directory", stat.S_IFIFO: "fifo",
+                stat.S_IFCHR: "character device", stat.S_IFBLK: "block device",
+                stat.S_IFSOCK: "socket"}
 
 _TRANSFORM = None
 
@@ -25,21 +34,61 @@ def _transform():
   if _TRANSFORM is None:
     from torchvision import transforms
     _TRANSFORM = transforms.Compose([
-        transforms.Resize(256),
-        transforms.CenterCrop(224),
+        transforms.Resize(RESIZE),
+        transforms.CenterCrop(CROP),
         transforms.ToTensor(),
         transforms.Normalize(IMAGENET_MEAN, IMAGENET_STD),
     ])
   return _TRANSFORM
 
 
-def read_bytes(path: str) -> bytes:
-  with FileSystems.open(path) as f:
-    return f.read()
-
-
 class BadImage(ValueError):
   """An input that cannot become a model input; the message is the dead-letter reason."""
+
+
+def read_bytes(path: str, max_bytes: int | None = None) -> bytes:
+  """The file's bytes, reading at most max_bytes + 1 of them (BadImage beyond max_bytes).
+  A local path must be a regular file: a FIFO would block the open, /dev/zero never ends."""
+  if FileSystems.get_scheme(path) is not None:  # gs:// and other Beam filesystems
+    with FileSystems.open(path) as f:
+      data = f.read(max_bytes + 1) if max_bytes else f.read()
+    if max_bytes and len(data) > max_bytes:
+      raise BadImage(f"file too large: over {max_bytes} bytes (--max_image_bytes)")
+    return data
+  _require_regular(os.stat(path).st_mode)  # FileNotFoundError is the caller's
+  # O_NONBLOCK: a file swapped for a FIFO after the stat still cannot block the open.
+  with open(os.open(path, os.O_RDONLY | os.O_NONBLOCK), "rb") as f:
+    info = os.fstat(f.fileno())
+    _require_regular(info.st_mode)
+    if max_bytes and info.st_size > max_bytes:
+      raise BadImage(f"file too large: {info.st_size} bytes, the limit is {max_bytes} "
+                     "(--max_image_bytes)")
+    data = f.read(max_bytes + 1) if max_bytes else f.read()
+  if max_bytes and len(data) > max_bytes:  # it grew while being read
+    raise BadImage(f"file too large: over {max_bytes} bytes (--max_image_bytes)")
+  return data
+
+
+def _require_regular(mode: int) -> None:
+  if not stat.S_ISREG(mode):
+    raise BadImage(f"not a regular file ({_NOT_REGULAR.get(stat.S_IFMT(mode), 'special file')})")
+
+
+def resized_size(width: int, height: int) -> tuple[int, int]:
+  """The size transforms.Resize(RESIZE) gives an image (torchvision's arithmetic)."""
+  short, long = sorted((width, height))
+  new_long = int(RESIZE * long / short)
+  return (RESIZE, new_long) if width <= height else (new_long, RESIZE)
+
+
+def _to_rgb(image: Image.Image) -> Image.Image:
+  """Decodes to 8-bit RGB: EXIF orientation applied (as a photo viewer shows it), 16-bit
+  greys scaled 0..65535 -> 0..255 (Pillow's convert would clip them at 255)."""
+  ImageOps.exif_transpose(image, in_place=True)
+  if image.mode in SIXTEEN_BIT_MODES:
+    values = np.asarray(image).astype(np.int64).clip(0, 65535)
+    image = Image.fromarray(((values + 128) // 257).astype(np.uint8), "L")
+  return image.convert("RGB")
 
 
 def preprocess(data: bytes, max_pixels: int | None = None) -> torch.Tensor:
@@ -55,8 +104,13 @@ def preprocess(data: bytes, max_pixels: int | None = None) -> torch.Tensor:
   if max_pixels and width * height > max_pixels:
     raise BadImage(f"image too large: {width}x{height} is {width * height / 1e6:.0f} megapixels,"
                    f" the limit is {max_pixels / 1e6:g} (--max_image_pixels)")
+  new_width, new_height = resized_size(width, height)
+  if max_pixels and new_width * new_height > max_pixels:  # a 1x30000 strip resizes to 7.7 GP
+    raise BadImage(f"aspect ratio too extreme: {width}x{height} resizes to {new_width}x"
+                   f"{new_height} ({new_width * new_height / 1e6:.0f} megapixels) before the "
+                   f"{CROP}x{CROP} crop, the limit is {max_pixels / 1e6:g} (--max_image_pixels)")
   try:
-    image = image.convert("RGB")  # forces the full decode: a truncated file fails here
+    image = _to_rgb(image)  # forces the full decode: a truncated file fails here
   except (OSError, SyntaxError, ValueError) as e:
     raise BadImage(f"corrupt or truncated {image.format} image: {e}") from None
   return _transform()(image)
@@ -65,8 +119,9 @@ def preprocess(data: bytes, max_pixels: int | None = None) -> torch.Tensor:
 class DecodeImage(beam.DoFn):
   """path -> (path, tensor); unreadable or corrupt images go to the dead-letter output."""
 
-  def __init__(self, max_pixels: int | None = None):
+  def __init__(self, max_pixels: int | None = None, max_bytes: int | None = None):
     self._max_pixels = max_pixels
+    self._max_bytes = max_bytes
 
   def process(self, line: str):
     path = line.strip()
@@ -74,9 +129,12 @@ class DecodeImage(beam.DoFn):
       yield dead_letter.tagged(line, "decode", "empty line: no image path")
       return
     try:
-      data = read_bytes(path)
+      data = read_bytes(path, self._max_bytes)
     except FileNotFoundError:
       yield dead_letter.tagged(path, "decode", "file not found")
+      return
+    except BadImage as e:
+      yield dead_letter.tagged(path, "decode", str(e))
       return
     except Exception as e:  # noqa: BLE001 - any unreadable path is dead-lettered
       yield beam.pvalue.TaggedOutput(dead_letter.TAG,
@@ -91,9 +149,10 @@ class DecodeImage(beam.DoFn):
                                      dead_letter.from_exception(path, "decode", e))
 
 
-def parse_lines(lines: beam.PCollection, max_pixels: int | None = None):
+def parse_lines(lines: beam.PCollection, max_pixels: int | None = None,
+                max_bytes: int | None = None):
   """-> (PCollection of (path, tensor), PCollection of dead-letter records)."""
-  parsed = lines | "DecodeImages" >> beam.ParDo(DecodeImage(max_pixels)).with_outputs(
+  parsed = lines | "DecodeImages" >> beam.ParDo(DecodeImage(max_pixels, max_bytes)).with_outputs(
       dead_letter.TAG, main="images")
   return parsed.images, parsed[dead_letter.TAG]
 

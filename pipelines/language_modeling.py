@@ -32,6 +32,8 @@ PAD_ID = 0
 MASK_ID = 103
 MAX_TOKENS = 512  # BERT's max_position_embeddings
 _LAST_WORD = re.compile(r"^(.*?\w)(\W*)$")
+# The tokenizer matches these anywhere in a text, case-sensitively ("a[SEP]b" holds one).
+SPECIAL_TOKENS = ("[CLS]", "[SEP]", "[PAD]", "[UNK]", "[MASK]")
 
 
 class UnusableSentence(ValueError):
@@ -45,10 +47,11 @@ def load_tokenizer(vocab_path: str):
   from transformers import BertTokenizer
   with FileSystems.open(vocab_path) as f:
     data = f.read()
-  folder = tempfile.mkdtemp(prefix="vocab-")
-  with open(os.path.join(folder, "vocab.txt"), "wb") as f:
-    f.write(data)
-  tokenizer = BertTokenizer.from_pretrained(folder, do_lower_case=True)
+  # The tokenizer holds the vocab in memory once built: the copy is removed at once.
+  with tempfile.TemporaryDirectory(prefix="vocab-") as folder:
+    with open(os.path.join(folder, "vocab.txt"), "wb") as f:
+      f.write(data)
+    tokenizer = BertTokenizer.from_pretrained(folder, do_lower_case=True)
   if tokenizer.mask_token_id != MASK_ID or tokenizer.pad_token_id != PAD_ID:
     raise ValueError(f"{vocab_path} is not the bert uncased vocab "
                      f"([MASK]={tokenizer.mask_token_id}, [PAD]={tokenizer.pad_token_id})")
@@ -56,7 +59,19 @@ def load_tokenizer(vocab_path: str):
 
 
 def mask_last_word(sentence: str) -> str:
-  """'The cat sat.' -> 'The cat [MASK].' (as Beam's example: the last word, punctuation kept)."""
+  """'The cat sat.' -> 'The cat [MASK].' (as Beam's example: the last word, punctuation kept).
+  A sentence that already holds exactly one [MASK] is used as is; one holding more, or any
+  other special token, is unusable: the tokenizer would read those as control tokens."""
+  found = {token: sentence.count(token) for token in SPECIAL_TOKENS if token in sentence}
+  if found == {"[MASK]": 1}:
+    return sentence
+  others = [token for token in found if token != "[MASK]"]
+  if others:
+    raise UnusableSentence(f"holds BERT's special token(s) {' '.join(others)}: the tokenizer "
+                           "would read them as control tokens, not text")
+  if found:
+    raise UnusableSentence(f"holds {found['[MASK]']} [MASK] tokens: a sentence may give at "
+                           "most one (it is then used as is)")
   words = sentence.split()
   if len(words) < 2:
     raise UnusableSentence(f"needs at least 2 words to mask one, got {len(words)}")

@@ -1,11 +1,15 @@
 """Pipeline options: the same flags on the DirectRunner and on Dataflow."""
 from apache_beam.options.pipeline_options import PipelineOptions
 
+from pipelines.cli_types import positive_int
 from pipelines.matrix import DEVICES, TASKS
 
 # Well under Pillow's decompression-bomb guard (89 MP warns, 179 MP fails): a 50 MP RGB image
 # decodes to 150 MB, affordable on a 7.5 GB worker running two SDK processes.
 DEFAULT_MAX_IMAGE_PIXELS = 50_000_000
+# Far above any photo's JPEG (a 50-megapixel one is a few tens of MB); reads stop one byte
+# past it.
+DEFAULT_MAX_IMAGE_BYTES = 100_000_000
 
 
 class BenchmarkOptions(PipelineOptions):
@@ -33,8 +37,12 @@ class BenchmarkOptions(PipelineOptions):
     parser.add_argument("--length_aware_batching", action="store_true", default=False,
                         help="language modeling: batch sentences of similar token length")
     parser.add_argument("--max_image_pixels", type=int, default=DEFAULT_MAX_IMAGE_PIXELS,
-                        help="images with more pixels are dead-lettered before decoding "
-                             "(a 169-megapixel PNG takes 600 MB to decode)")
+                        help="images with more pixels, as stored or as resized for the model, "
+                             "are dead-lettered before decoding (a 169-megapixel PNG takes "
+                             "600 MB to decode)")
+    parser.add_argument("--max_image_bytes", type=positive_int, default=DEFAULT_MAX_IMAGE_BYTES,
+                        help="image files larger than this are dead-lettered; no read goes past "
+                             "it")
 
 
 def validate(opts: BenchmarkOptions) -> None:

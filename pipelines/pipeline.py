@@ -41,7 +41,8 @@ def build(p: beam.Pipeline, opts: BenchmarkOptions, **telemetry) -> None:
   undecodable = decoded[dead_letter.TAG]
   if opts.task == "image_classification":
     task = image_classification
-    examples, bad_input = task.parse_lines(lines, opts.max_image_pixels)
+    examples, bad_input = task.parse_lines(lines, opts.max_image_pixels,
+                                           opts.max_image_bytes)
     formatter = task.FormatPrediction()
   else:
     task = language_modeling

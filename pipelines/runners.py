@@ -79,6 +79,10 @@ class LocalRun:
     from pipelines.handler import require_device
     require_device(bench.device)  # fail before any work, not after a CPU fallback
     default_source = not args.input
+    if args.input and "://" in args.input:  # pathlib would also mangle gs://b into gs:/b
+      raise LaunchError(f"{args.input} is not a local file: a local run reads its input list "
+                        "from this machine (copy it here, or run on Dataflow: "
+                        "RUNNER=DataflowRunner)")
     source = (pathlib.Path(args.input) if args.input
               else args.data_dir / LOCAL_INPUTS[bench.task])
     lines = read_input_lines(source, default_source)

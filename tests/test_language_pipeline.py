@@ -54,6 +54,8 @@ def test_unusable_lines_are_dead_lettered_with_a_reason(tmp_path, models_dir, da
     ("The cat sat on the mat.", "The cat sat on the [MASK]."),
     ("no punctuation here", "no punctuation [MASK]"),
     ("Ends with many!?", "Ends with [MASK]!?"),
+    ("hello [MASK]", "hello [MASK]"),  # already masked: used as is, not 'hello [MASK]]'
+    ("[MASK] sat on the mat.", "[MASK] sat on the mat."),
 ])
 def test_mask_last_word(sentence, masked):
   assert language_modeling.mask_last_word(sentence) == masked
