@@ -10,6 +10,8 @@ import sys
 import tempfile
 from typing import Any, Iterator
 
+from pipelines import record_schema
+
 DEFAULT_DIR = pathlib.Path("results")
 
 
@@ -92,19 +94,64 @@ def save_or_fallback(record: dict[str, Any], root: pathlib.Path = DEFAULT_DIR) -
 
 
 def load_all(root: pathlib.Path = DEFAULT_DIR) -> list[dict[str, Any]]:
-  """Every record, oldest first."""
-  return sorted(_iter(root), key=lambda r: (r["timestamp"], r["run_id"]))
+  """Every readable record, oldest first; each other file gets one line on stderr."""
+  return sorted((r for _, r in _iter(root) if r is not None),
+                key=lambda r: (r["timestamp"], r["run_id"]))
 
 
-def _iter(root: pathlib.Path) -> Iterator[dict[str, Any]]:
+def holds_records(root: pathlib.Path) -> bool:
+  """True when `root`'s records folder has any record file, readable or not."""
+  return any(True for _ in _iter(root, warn=False))
+
+
+_warned: set[tuple[pathlib.Path, str]] = set()
+
+
+def _read(path: pathlib.Path) -> tuple[dict[str, Any] | None, str | None]:
+  """(record, None), or (None, why it is skipped)."""
+  if path.name.startswith("."):
+    return None, "a hidden file, not a run record"
+  try:
+    text = path.read_text()
+  except (OSError, UnicodeDecodeError) as e:
+    return None, f"unreadable ({getattr(e, 'strerror', None) or e})"
+  if not text.strip():
+    return None, "empty file"
+  try:
+    record = json.loads(text)
+  except json.JSONDecodeError as e:
+    return None, f"not valid JSON, truncated or damaged ({e})"
+  problem = record_schema.problem(record)
+  return (None, problem) if problem else (record, None)
+
+
+def _iter(root: pathlib.Path, warn: bool = True
+          ) -> Iterator[tuple[pathlib.Path, dict[str, Any] | None]]:
+  """(path, record) per record file; record None for one that was skipped."""
   folder = _records_dir(root)
-  if folder.is_dir():
-    for path in folder.glob("*.json"):
-      yield json.loads(path.read_text())
+  if not folder.is_dir():
+    return
+  for path in sorted(folder.glob("*.json")):
+    record, why = _read(path)
+    if why and warn and (path, why) not in _warned:
+      _warned.add((path, why))  # once per process, however often the store is read
+      print(f"{path}: {why}; skipped", file=sys.stderr)
+    yield path, record
+
+
+class UnknownRun(KeyError):
+  def __str__(self) -> str:
+    return str(self.args[0])
 
 
 def find(run_id: str, root: pathlib.Path = DEFAULT_DIR) -> dict[str, Any]:
-  matches = [r for r in _iter(root) if r["run_id"].startswith(run_id)]
-  if len(matches) != 1:
-    raise KeyError(f"run id '{run_id}' matches {len(matches)} records in {root}")
-  return matches[0]
+  found = list(_iter(root))
+  matches = [r for _, r in found if r is not None and r["run_id"].startswith(run_id)]
+  if len(matches) == 1:
+    return matches[0]
+  if matches:
+    raise UnknownRun(f"run id '{run_id}' matches {len(matches)} records in "
+                     f"{_records_dir(root)}: give more of it")
+  skipped = [path for path, r in found if r is None and run_id in path.name]
+  raise UnknownRun(f"no run {run_id} in {_records_dir(root)}"
+                   + (f" ({skipped[0].name} was skipped, see above)" if skipped else ""))

@@ -3,10 +3,12 @@
 It is the contract publishers and reports consume. Schema (version 1):
   schema_version, run_id, benchmark, timestamp (UTC ISO start),
   status ('succeeded'|'failed'|'cancelled': interrupted, its Dataflow job cancelled),
-  error (str|None), metrics {...numbers...}, gpu {...}, latency_histogram {bucket: count},
+  error (str|None), metrics {...numbers or None...}, gpu {...}, latency_histogram {bucket: count},
+  metric_notes {metric: why it is None, e.g. a percentile of too few batches},
   metadata {runner, engine, device_requested, device_used, weights, versions, git_sha, ...},
   publish {target: {status, target, at, error, last_attempt, attempts: [...]}} (see
   pipelines/publish/publisher.py).
+What readers require of it, and how a newer schema_version is refused: record_schema.py.
 """
 from __future__ import annotations
 
@@ -20,9 +22,9 @@ from typing import Any
 
 from pipelines import beam_metrics, latency_histogram, process_stats, worker_facts
 from pipelines.matrix import REPO_ROOT
+from pipelines.record_schema import SCHEMA_VERSION
 from pipelines.report import cost
 
-SCHEMA_VERSION = 1
 PERCENTILES = (50, 90, 99)
 
 
@@ -145,13 +147,16 @@ def build(*, run_id: str, benchmark: str, started: str, wall_time_s: float,
   metrics = beam_metrics.summarize(raw)
   counters = beam_metrics.kit_counters(raw)
   histogram = latency_histogram.parse_counters(counters)
-  percentiles = latency_histogram.percentiles_from_histogram(histogram, PERCENTILES)
-  low = metrics["min_inference_batch_latency_micro_secs"]
-  high = metrics["max_inference_batch_latency_micro_secs"]
-  for q, value_us in percentiles.items():
-    if value_us is not None and low is not None and high is not None:
-      value_us = min(max(value_us, low), high)  # Beam's exact min/max bound the estimate
+  percentiles = latency_histogram.consistent_percentiles(
+      histogram, PERCENTILES, count=metrics["num_batches"],
+      mean=metrics["mean_inference_batch_latency_micro_secs"],
+      low=metrics["min_inference_batch_latency_micro_secs"],
+      high=metrics["max_inference_batch_latency_micro_secs"])
+  metric_notes = {}  # metric name: why it is None
+  for q, (value_us, note) in percentiles.items():
     metrics[f"batch_latency_p{q}_ms"] = value_us / 1000 if value_us is not None else None
+    if note:
+      metric_notes[f"batch_latency_p{q}_ms"] = note
   load_s = (metrics["mean_load_model_latency_milli_secs"] or 0) / 1000
   n = metrics["num_inferences"]
   metrics["wall_time_s"] = wall_time_s
@@ -179,6 +184,7 @@ def build(*, run_id: str, benchmark: str, started: str, wall_time_s: float,
       "metrics": metrics,
       "gpu": gpu,
       "latency_histogram": {str(k): v for k, v in sorted(histogram.items())},
+      "metric_notes": metric_notes,
       "metadata": {
           **metadata,
           "device_used": device_used(counters),

@@ -18,7 +18,7 @@ COLUMNS = (
     ("dead", lambda r: r["metrics"]["dead_lettered"]),
     ("batch", lambda r: _num(r["metrics"]["mean_inference_request_batch_size"], 1)),
     ("batch ms", lambda r: _num(_ms(r["metrics"]["mean_inference_batch_latency_micro_secs"]), 1)),
-    ("p99 ms", lambda r: _num(r["metrics"].get("batch_latency_p99_ms"), 1)),
+    ("p99 ms", lambda r: _percentile(r, "batch_latency_p99_ms")),
     ("load ms", lambda r: _num(r["metrics"]["mean_load_model_latency_milli_secs"], 0)),
     ("items/s", lambda r: _num(r["metrics"]["throughput_per_s"], 2)),
     ("items/s excl load", lambda r: _num(r["metrics"]["throughput_per_s_excl_model_load"], 2)),
@@ -31,6 +31,13 @@ COLUMNS = (
 
 def _ms(us):
   return us / 1000 if us is not None else None
+
+
+def _percentile(record, name: str) -> str:
+  value = record["metrics"].get(name)
+  if value is None and name in record.get("metric_notes", {}):
+    return f"n/a ({record['metrics'].get('num_batches')} batches)"  # too few for it
+  return _num(value, 1)
 
 
 def _num(value, digits: int) -> str:

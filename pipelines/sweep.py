@@ -105,7 +105,8 @@ def lines_of(sweep: dict[str, Any]) -> list[str]:
 def _cell(point: dict[str, Any]) -> str:
   if point["status"] != "succeeded" or point["steady_items_per_s"] is None:
     return "failed" if point["status"] != "succeeded" else "too few batches"
-  return f"{point['steady_items_per_s']:.2f} ({point['p99_batch_ms']:.0f})"
+  p99 = point["p99_batch_ms"]  # None: too few batches for a p99 (latency_histogram.py)
+  return f"{point['steady_items_per_s']:.2f} ({'n/a' if p99 is None else f'{p99:.0f}'})"
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -10,11 +10,15 @@ def synthetic_record(*, benchmark="resnet101", latency_us=52_000.0, load_ms=1500
                      batches=4, batch_size=16, wall_time_s=None, started=None,
                      runner="DirectRunner", machine_type="local", device="cpu",
                      weights="random", profile=None, inference_step=None,
-                     extra_metadata=None) -> dict:
+                     extra_metadata=None, latencies_us=None) -> dict:
   """profile / inference_step: the record's metadata fields (left out when None, as in records
-  written before they existed: publishers then assume 'tuned' and 'RunInference')."""
+  written before they existed: publishers then assume 'tuned' and 'RunInference').
+  latencies_us: each batch's latency (default: `batches` of them within +-10% of latency_us)."""
+  if latencies_us is not None:
+    batches = len(latencies_us)
+  latencies = list(latencies_us or [latency_us * (0.9 + 0.2 * i / max(1, batches - 1))
+                                    for i in range(batches)])
   n = batches * batch_size
-  latencies = [latency_us * (0.9 + 0.2 * i / max(1, batches - 1)) for i in range(batches)]
   counters = {("BeamML_PyTorch", "num_inferences"): n,
               ("BenchmarkKit", f"model_loaded_on_{device}"): 1,
               ("BenchmarkKit", f"model_weights_{weights}"): 1}

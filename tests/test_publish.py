@@ -127,12 +127,13 @@ def test_beams_dashboard_queries_read_beam_profile_runs(tmp_path, results, no_ta
   """Beam's own dashboard queries, unchanged, chart runs with profile 'beam'; two runs started
   in the same second are two points (their mean is charted), and tuned runs stay out."""
   same_second = "2026-11-20T02:00:00+00:00"
+  batches = 100  # enough for a p99 (the kit's p99 panel)
   beam_runs = [make_record(results, latency_us=us, load_ms=ms, started=same_second,
-                           profile="beam", inference_step="PyTorchRunInference")
+                           profile="beam", inference_step="PyTorchRunInference", batches=batches)
                for us, ms in ((40_000.0, 1000.0), (60_000.0, 2000.0))]
   bert = make_record(results, benchmark="bert-base", latency_us=90_000.0, started=same_second,
-                     profile="beam", inference_step="PyTorchRunInference")
-  tuned = make_record(results, latency_us=10_000.0, started=same_second)
+                     profile="beam", inference_step="PyTorchRunInference", batches=batches)
+  tuned = make_record(results, latency_us=10_000.0, started=same_second, batches=batches)
   with servers.influxdb_v1(tmp_path) as url:
     create_db(url)
     influx_v1_env(no_targets, url)
@@ -157,20 +158,20 @@ def test_beams_dashboard_queries_read_beam_profile_runs(tmp_path, results, no_ta
   for answer in answers.values():
     assert len(answer) == 1 and answer[0]["metric"].startswith(BEAM_STEP)
   # Both resnet101 runs are there (mean of 40 and 60 ms); the tuned run's 10 ms is not.
-  assert answers["batch_latency_resnet101"][0]["mean"] == 50_000.0
+  assert answers["batch_latency_resnet101"][0]["mean"] == pytest.approx(50_000.0)
   assert answers["load_model_resnet101"][0]["mean"] == 1500.0
   assert answers["batch_size_resnet101"][0]["mean"] == 16.0
-  assert answers["batch_latency_bert_base"][0]["mean"] == 90_000.0
+  assert answers["batch_latency_bert_base"][0]["mean"] == pytest.approx(90_000.0)
   assert sorted((p["test_id"], p["value"]) for p in latency_points) == sorted(
       (r["run_id"], r["metrics"]["mean_inference_batch_latency_micro_secs"]) for r in beam_runs)
-  assert [p["mean"] for p in tuned_answer] == [10_000.0]
+  assert [p["mean"] for p in tuned_answer] == [pytest.approx(10_000.0)]
   assert bert["run_id"] not in {p["test_id"] for p in latency_points}
   # The kit's own dashboard charts both series, except GPU utilization (no GPU in these runs).
   for (title, measurement, _), answer in kit_answers.items():
     expected = [] if title.startswith("GPU") else [1]
     assert [1 for _ in answer] == expected, (title, measurement)
   assert kit_answers[("Mean inference batch latency (\u00b5s)", MEASUREMENT,
-                      "pytorchruninference")][0]["mean"] == 50_000.0
+                      "pytorchruninference")][0]["mean"] == pytest.approx(50_000.0)
 
 
 def vm_export(url, measurement, metric, auth=None):

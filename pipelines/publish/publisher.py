@@ -121,7 +121,16 @@ def main(argv: list[str] | None = None) -> int:
     print("nothing to publish to: set INFLUXDB_URL and/or BIGQUERY_DATASET (see .env.example)")
     return 2
   if args.run:
-    records = [results_store.find(args.run, args.results_dir)]
+    try:
+      record = results_store.find(args.run, args.results_dir)
+    except results_store.UnknownRun as e:
+      print(f"error: {e}", file=sys.stderr)
+      return 2
+    if record["status"] != "succeeded":
+      print(f"error: {record['benchmark']} run {record['run_id']} {record['status']}: not "
+            "published (only succeeded runs are published)", file=sys.stderr)
+      return 2
+    records = [record]
   else:
     records = [r for r in results_store.load_all(args.results_dir)
                if r["status"] == "succeeded"

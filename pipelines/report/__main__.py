@@ -18,11 +18,16 @@ def main(argv=None) -> int:
   parser.add_argument("--fail-on-regression", action="store_true")
   args = parser.parse_args(argv)
   records = results_store.load_all(args.results_dir)
+  sweeps = sweep.latest(args.results_dir)
+  if not records and not sweeps:
+    print(f"error: {args.results_dir} holds no run records (none readable in "
+          f"{args.results_dir / 'records'}) and no sweeps: no report written", file=sys.stderr)
+    return 2
   analysis = page.analyze(records)
   out = args.results_dir / "report.html"
   out.parent.mkdir(parents=True, exist_ok=True)
   out.write_text(page.render(records, analysis, cost.load_prices(), run_record.utc_now(),
-                             sweep.latest(args.results_dir)))
+                             sweeps))
   summary = page.summary_json(analysis)
   (args.results_dir / "regressions.json").write_text(json.dumps(summary, indent=2) + "\n")
   print(f"report: {out.resolve()}")

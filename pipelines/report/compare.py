@@ -37,8 +37,11 @@ def compare(a: dict[str, Any], b: dict[str, Any],
     va, vb = a["metrics"].get(metric), b["metrics"].get(metric)
     change = (vb - va) / abs(va) if va not in (None, 0) and vb is not None else None
     noise = regressions.relative_noise(history.series(runs, metric))
-    if change is None or noise is None:
-      verdict = "n/a" if change is None else "unknown (history too short)"
+    if change is None:
+      verdict = "; ".join(f"{side} {note}" for side, run in (("A", a), ("B", b))
+                          if (note := run.get("metric_notes", {}).get(metric))) or "n/a"
+    elif noise is None:
+      verdict = "unknown (history too short)"
     else:
       verdict = ("beyond noise" if abs(change) > NOISE_MULTIPLE * noise else "within noise")
     rows.append({"metric": metric, "a": va, "b": vb, "change": change, "noise": noise,
@@ -87,6 +90,10 @@ def main(argv: list[str] | None = None) -> int:
       a, b = default_pair(records)
   except (LookupError, KeyError) as e:
     print(f"error: {e}", file=sys.stderr)
+    return 2
+  if a["benchmark"] != b["benchmark"]:
+    print(f"error: A ({a['run_id']}) is {a['benchmark']}, B ({b['run_id']}) is "
+          f"{b['benchmark']}: runs of different benchmarks are not comparable", file=sys.stderr)
     return 2
   if history.profile(a) != history.profile(b) and not args.cross_profile:
     print(f"error: A ({a['run_id']}) is profile {history.profile(a)}, B ({b['run_id']}) is "

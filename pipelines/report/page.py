@@ -58,9 +58,9 @@ def _img(png: bytes, alt: str) -> str:
   return f'<img alt="{html.escape(alt)}" src="data:image/png;base64,{data}">'
 
 
-def _fmt(value: Any) -> str:
+def _fmt(value: Any, note: str | None = None) -> str:
   if value is None:
-    return "–"
+    return html.escape(note) if note else "–"
   if isinstance(value, float):
     return f"{value:,.4g}" if abs(value) < 1000 else f"{value:,.0f}"
   return html.escape(str(value))
@@ -70,8 +70,10 @@ def _group_section(g: dict[str, Any], prices: dict[str, Any]) -> str:
   runs, key = g["runs"], g["group"]
   latest = runs[-1]
   meta = latest["metadata"]
+  notes = latest.get("metric_notes", {})
   rows = "".join(f"<tr><td>{html.escape(history.LABELS.get(m, m))}</td>"
-                 f"<td>{_fmt(latest['metrics'].get(m))}</td></tr>" for m in TABLE_METRICS)
+                 f"<td>{_fmt(latest['metrics'].get(m), notes.get(m))}</td></tr>"
+                 for m in TABLE_METRICS)
   estimate = cost.estimate(latest, prices)
   if estimate["applicable"]:
     cost_row = (f"<tr><td>cost of the run ({html.escape(estimate['basis'])})</td>"
