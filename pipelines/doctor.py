@@ -12,7 +12,6 @@ import pathlib
 import sys
 import threading
 import time
-import urllib.parse
 from typing import Callable, Mapping
 
 from pipelines import matrix
@@ -55,23 +54,17 @@ def effective_env(root: pathlib.Path, env: Mapping[str, str] = os.environ) -> di
 
 
 def redact_url(url: str) -> str:
-  """http://user:pw@host -> http://***@host (the publishers' own parser finds the credentials)."""
-  try:
-    clean, user, password = settings.split_credentials(url)
-  except ValueError:
-    return "<unparseable URL>"
-  return clean.replace("://", "://***@", 1) if (user or password) else url
+  """http://user:pw@host -> http://***@host (the publishers' own parser finds the credentials,
+  whatever characters they hold)."""
+  return settings.redact_url(url)
 
 
 def secrets_in(env: Mapping[str, str]) -> list[str]:
   """Every value the screen must never show."""
   found = [env.get(name, "") for name in SECRET_VARS]
   for name in ("INFLUXDB_URL", "BIGQUERY_EMULATOR_URL"):
-    try:
-      parts = urllib.parse.urlsplit(env.get(name, ""))
-      found += [parts.password or "", parts.username or ""]
-    except ValueError:
-      pass
+    url = env.get(name, "").strip()
+    found += settings.written_secrets(url) + [settings.split_credentials(url)[1]]
   return sorted({s for s in found if len(s) >= 3}, key=len, reverse=True)
 
 
@@ -280,8 +273,8 @@ def publishing_section(env: Mapping[str, str],
 def dataflow_section(env: Mapping[str, str], root: pathlib.Path) -> list[str]:
   from pipelines import dataflow
   missing = [name for name in dataflow.REQUIRED if not env.get(name, "").strip()]
-  shown = [f"{name}={env[name].strip()}" for name in (*dataflow.REQUIRED, "IMAGE_TAG",
-                                                      "OUTPUT_LOCATION", "SUBNETWORK")
+  shown = [f"{name}={redact_url(env[name].strip())}"
+           for name in (*dataflow.REQUIRED, "IMAGE_TAG", "OUTPUT_LOCATION", "SUBNETWORK")
            if env.get(name, "").strip()]
   if env.get("SERVICE_ACCOUNT", "").strip():
     shown.append("SERVICE_ACCOUNT set")
@@ -292,7 +285,7 @@ def dataflow_section(env: Mapping[str, str], root: pathlib.Path) -> list[str]:
     status = "settings complete for RUNNER=DataflowRunner"
   lines = [_row("Dataflow", status)]
   if shown:
-    lines.append(_more(", ".join(redact_url(s) for s in shown)))
+    lines.append(_more(", ".join(shown)))
   digests = []
   for variant in dataflow.IMAGE_NAMES:
     path = root / "build" / f"image-{variant}.digest"

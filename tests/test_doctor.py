@@ -121,6 +121,8 @@ def test_redact_url():
   assert doctor.redact_url("http://u:p@host:8086/x") == "http://***@host:8086/x"
   assert doctor.redact_url("https://token@host") == "https://***@host"
   assert doctor.redact_url("http://host:8086") == "http://host:8086"
+  assert doctor.redact_url("http://u:Pa/ss#x@host:8086") == "http://***@host:8086"
+  assert doctor.redact_url("u:Secret@host:8086") == "***@host:8086"  # no scheme
 
 
 def test_the_command_exits_0_in_under_10_seconds():

@@ -17,7 +17,7 @@ from __future__ import annotations
 from typing import Any
 
 from pipelines.publish import PublishError, metrics_rows
-from pipelines.publish.settings import BigQuerySettings
+from pipelines.publish.settings import BigQuerySettings, redact
 
 SCHEMA = (("test_id", "STRING", "REQUIRED"), ("timestamp", "TIMESTAMP", "REQUIRED"),
           ("metric", "STRING", "REQUIRED"), ("value", "FLOAT", "REQUIRED"),
@@ -101,7 +101,8 @@ def publish(record: dict[str, Any], table_name: str, settings: BigQuerySettings)
   except PublishError:
     raise
   except Exception as e:  # noqa: BLE001 - one clear message per failure
-    raise PublishError(f"{settings.describe()}: {type(e).__name__}: {str(e)[:500]}") from None
+    raise PublishError(redact(f"{settings.describe()}: {type(e).__name__}: {str(e)[:500]}",
+                              settings.secrets)) from None
   if errors:
     raise PublishError(f"{settings.describe()}: {len(errors)} rows rejected: {errors[:3]}")
   return len(missing)

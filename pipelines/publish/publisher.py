@@ -50,9 +50,11 @@ def configured_targets() -> list[Target]:
 
 
 def _scrub(text: Optional[str]) -> Optional[str]:
-  """Credentials written inside a URL ('://user:pw@host'), as records written before they were
-  redacted may hold them."""
-  return re.sub(r"://[^/@\s]+@", "://", text) if text else text
+  """Credentials written inside a URL ('://user:pw@host', up to the last '@', or a URL without
+  a scheme after 'at '), as records written before they were redacted may hold them."""
+  if not text:
+    return text
+  return re.sub(r"\bat \S*@", "at ", re.sub(r"://\S*@", "://", text))
 
 
 def attempts(record: dict[str, Any], name: str) -> list[dict[str, Any]]:

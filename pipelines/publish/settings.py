@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import dataclasses
 import os
+import re
 import urllib.parse
 from typing import Mapping, Optional
 
@@ -15,16 +16,17 @@ class InfluxSettings:
   api: str  # "v2" (InfluxDB 1.8+/2.x/3.x/Cloud) or "v1" (/write, older 1.x)
   org: str = ""
   bucket: str = ""
-  token: str = ""
+  token: str = dataclasses.field(default="", repr=False)
   db: str = ""
   user: str = ""
-  password: str = ""
+  password: str = dataclasses.field(default="", repr=False)
   timeout_s: float = 10.0
+  written: tuple[str, ...] = dataclasses.field(default=(), repr=False)  # URL secrets as written
 
   @property
   def secrets(self) -> list[str]:
-    found = [s for s in (self.token, self.password) if s]
-    if self.password:  # as written in a URL, and as sent in a basic auth header
+    found = [s for s in (self.token, self.password, *self.written) if s]
+    if self.password or self.written:  # as written in a URL, and as sent in a basic auth header
       found.append(urllib.parse.quote(self.password, safe=""))
       found.append(base64.b64encode(f"{self.user}:{self.password}".encode()).decode())
     return sorted(set(found), key=len, reverse=True)
@@ -44,10 +46,10 @@ class BigQuerySettings:
 
   @property
   def secrets(self) -> list[str]:
-    return []
+    return written_secrets(self.emulator_url)
 
   def describe(self) -> str:
-    where = self.emulator_url or "bigquery.googleapis.com"
+    where = redact_url(self.emulator_url) if self.emulator_url else "bigquery.googleapis.com"
     return f"BigQuery {self.project}.{self.dataset} at {where}"
 
 
@@ -55,23 +57,55 @@ class SettingsError(ValueError):
   pass
 
 
+SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://")
+
+
 def split_credentials(url: str) -> tuple[str, str, str]:
   """'http://user:pw@host:8086/x' -> ('http://host:8086/x', 'user', 'pw'); the URL that is
-  shown, stored and requested never carries the credentials (they are sent as basic auth)."""
-  parts = urllib.parse.urlsplit(url)
-  if "@" not in parts.netloc:
+  shown, stored and requested never carries the credentials (they are sent as basic auth).
+  Everything between the scheme (or the start) and the LAST '@' is the userinfo, whatever it
+  holds: a password with an unencoded '/', '#', '?' or '@' is still a password, never a path
+  or fragment that would be shown. (A path holding '@' is taken for credentials: an InfluxDB
+  URL has no reason to hold one, and hiding too much is the safe mistake.)"""
+  scheme = SCHEME.match(url)
+  head, rest = (url[:scheme.end()], url[scheme.end():]) if scheme else ("", url)
+  userinfo, at, host = rest.rpartition("@")
+  if not at:
     return url, "", ""
-  userinfo, _, host = parts.netloc.rpartition("@")
   user, _, password = userinfo.partition(":")
-  clean = urllib.parse.urlunsplit(parts._replace(netloc=host))
-  return clean, urllib.parse.unquote(user), urllib.parse.unquote(password)
+  return head + host, urllib.parse.unquote(user), urllib.parse.unquote(password)
+
+
+def written_secrets(url: str) -> list[str]:
+  """The credentials of a URL as written (raw) and as decoded: what a message must not show."""
+  _, user, password = split_credentials(url)
+  if not (user or password):
+    return []
+  userinfo = SCHEME.sub("", url, count=1).rpartition("@")[0]
+  raw_user, _, raw_password = userinfo.partition(":")
+  # Without a password the user part is the secret (a token written as https://token@host).
+  found = [raw_password, password] if password else [raw_user, user]
+  return sorted({s for s in found if s}, key=len, reverse=True)
+
+
+def redact_url(url: str) -> str:
+  """http://user:pw@host -> http://***@host; user:pw@host -> ***@host."""
+  clean, user, password = split_credentials(url)
+  if not (user or password):
+    return url
+  scheme = SCHEME.match(clean)
+  return clean[:scheme.end()] + "***@" + clean[scheme.end():] if scheme else "***@" + clean
 
 
 def influx(env: Mapping[str, str] = os.environ) -> Optional[InfluxSettings]:
-  url = env.get("INFLUXDB_URL", "").strip()
-  if not url:
+  written = env.get("INFLUXDB_URL", "").strip()
+  if not written:
     return None
-  url, url_user, url_password = split_credentials(url)
+  if not re.match(r"https?://", written, re.IGNORECASE):
+    # Guessing http:// would send a password in clear text to a server that may want https.
+    raise SettingsError("INFLUXDB_URL must start with http:// or https:// (got "
+                        f"'{redact_url(written)}')")
+  url, url_user, url_password = split_credentials(written)
   api = env.get("INFLUXDB_API", "v2").strip()
   user = env.get("INFLUXDB_USER", "")
   password = env.get("INFLUXDB_PASSWORD", "")
@@ -81,7 +115,8 @@ def influx(env: Mapping[str, str] = os.environ) -> Optional[InfluxSettings]:
       url=url.rstrip("/"), api=api, org=env.get("INFLUXDB_ORG", ""),
       bucket=env.get("INFLUXDB_BUCKET", ""), token=env.get("INFLUXDB_TOKEN", ""),
       db=env.get("INFLUXDB_DB", ""), user=user, password=password,
-      timeout_s=float(env.get("PUBLISH_TIMEOUT_S", "10")))
+      timeout_s=float(env.get("PUBLISH_TIMEOUT_S", "10")),
+      written=tuple(written_secrets(written)))
   if api == "v2" and not s.bucket:
     raise SettingsError("INFLUXDB_URL is set with INFLUXDB_API=v2 but INFLUXDB_BUCKET is not")
   if api == "v1" and not s.db:

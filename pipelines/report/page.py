@@ -58,12 +58,17 @@ def _img(png: bytes, alt: str) -> str:
   return f'<img alt="{html.escape(alt)}" src="data:image/png;base64,{data}">'
 
 
+def _text(value: Any) -> str:
+  """Any value read from disk (a record, a sweep file), as text on the page."""
+  return html.escape(str(value))
+
+
 def _fmt(value: Any, note: str | None = None) -> str:
   if value is None:
     return html.escape(note) if note else "–"
   if isinstance(value, float):
     return f"{value:,.4g}" if abs(value) < 1000 else f"{value:,.0f}"
-  return html.escape(str(value))
+  return _text(value)
 
 
 def _group_section(g: dict[str, Any], prices: dict[str, Any]) -> str:
@@ -78,8 +83,8 @@ def _group_section(g: dict[str, Any], prices: dict[str, Any]) -> str:
   if estimate["applicable"]:
     cost_row = (f"<tr><td>cost of the run ({html.escape(estimate['basis'])})</td>"
                 f"<td>{estimate['run']:.2f} "
-                f"{estimate['currency']}</td></tr><tr><td>cost per 1,000 inferences</td>"
-                f"<td>{estimate['per_1k_inferences']:.4f} {estimate['currency']}</td></tr>")
+                f"{_text(estimate['currency'])}</td></tr><tr><td>cost per 1,000 inferences</td>"
+                f"<td>{estimate['per_1k_inferences']:.4f} {_text(estimate['currency'])}</td></tr>")
   else:
     why = html.escape(estimate["why"])
     cost_row = f"<tr><td>cost</td><td class=muted>not applicable: {why}</td></tr>"
@@ -89,8 +94,8 @@ def _group_section(g: dict[str, Any], prices: dict[str, Any]) -> str:
   if g["regressions"]:
     items = "".join(
         f"<li class=bad>{html.escape(history.LABELS.get(r['metric'], r['metric']))}: "
-        f"{r['relative_change']:+.1%} from run {html.escape(r['run_id'])} "
-        f"({html.escape(r['timestamp'])}){' — recent' if r['recent'] else ''}</li>"
+        f"{r['relative_change']:+.1%} from run {_text(r['run_id'])} "
+        f"({_text(r['timestamp'])}){' — recent' if r['recent'] else ''}</li>"
         for r in g["regressions"])
     verdict = f"<p class=bad>Regressions flagged:</p><ul>{items}</ul>"
   else:
@@ -101,10 +106,10 @@ def _group_section(g: dict[str, Any], prices: dict[str, Any]) -> str:
   return f"""
 <section id="{html.escape(key.slug())}">
 <h2>{html.escape(key.label())}</h2>
-<p class=muted>{len(runs)} run(s). Latest: {html.escape(latest['run_id'])} at
-{html.escape(latest['timestamp'])}, git {html.escape(str(meta.get('git_sha', '?'))[:10])},
-Beam {html.escape(versions.get('apache-beam', '?'))},
-torch {html.escape(versions.get('torch', '?'))}, batch size {_fmt(meta.get('batch_size'))}{image}.
+<p class=muted>{len(runs)} run(s). Latest: {_text(latest['run_id'])} at
+{_text(latest['timestamp'])}, git {_text(str(meta.get('git_sha', '?'))[:10])},
+Beam {_text(versions.get('apache-beam', '?'))},
+torch {_text(versions.get('torch', '?'))}, batch size {_fmt(meta.get('batch_size'))}{image}.
 {html.escape(gpu_note)}.</p>
 {verdict}
 <table><tr><th>latest run</th><th>value</th></tr>{rows}{cost_row}</table>
@@ -116,10 +121,10 @@ torch {html.escape(versions.get('torch', '?'))}, batch size {_fmt(meta.get('batc
 def _sweep_section(sweeps: dict[str, dict[str, Any]]) -> str:
   if not sweeps:
     return ""
-  parts = [f"<h3>{html.escape(name)}</h3><p class=muted>{s['items']} items per point, median "
-           f"of {s['repeats']}, {html.escape(s['started'])}, git "
-           f"{html.escape(str(s.get('git_sha', '?'))[:10])}; the ringed point is the matrix "
-           f"default ({html.escape(s['default_layout'])}, batch {s['default_batch_size']}).</p>"
+  parts = [f"<h3>{_text(name)}</h3><p class=muted>{_fmt(s['items'])} items per point, median "
+           f"of {_fmt(s['repeats'])}, {_text(s['started'])}, git "
+           f"{_text(str(s.get('git_sha', '?'))[:10])}; the ringed point is the matrix "
+           f"default ({_text(s['default_layout'])}, batch {_fmt(s['default_batch_size'])}).</p>"
            + _img(plots.sweep(s), f"sweep of {name}") for name, s in sorted(sweeps.items())]
   return ("<section id=sweeps><h2>Worker layout sweeps (make sweep)</h2><p class=muted>"
           "Steady state: per SDK process, items after its first batch over the time from its "

@@ -12,6 +12,10 @@ import matplotlib.pyplot as plt  # noqa: E402
 from pipelines.report import history  # noqa: E402
 from pipelines.report.regressions import ChangePoint  # noqa: E402
 
+# Labels come from records and sweep files: a '$' in them is text, never mathtext (which would
+# fail the whole report on an unbalanced formula).
+_PLAIN_TEXT = {"text.parse_math": False}
+
 
 def _png(fig) -> bytes:
   buffer = io.BytesIO()
@@ -32,6 +36,7 @@ def _ticks(ax, runs, max_labels: int) -> None:
   ax.set_xticklabels(labels[::step], fontsize=7)
 
 
+@matplotlib.rc_context(_PLAIN_TEXT)
 def history_grid(runs: list[dict[str, Any]], metrics: list[str],
                  change_points: dict[str, list[ChangePoint]]) -> bytes:
   """One small history chart per metric; change points drawn red (regression) or grey."""
@@ -58,6 +63,7 @@ def history_grid(runs: list[dict[str, Any]], metrics: list[str],
   return _png(fig)
 
 
+@matplotlib.rc_context(_PLAIN_TEXT)
 def latency_spread(runs: list[dict[str, Any]]) -> bytes:
   """Per run: min-max range of batch latency, with p50, p90 and p99 marked."""
   fig, ax = plt.subplots(figsize=(11, 3.2))
@@ -83,6 +89,7 @@ def latency_spread(runs: list[dict[str, Any]]) -> bytes:
   return _png(fig)
 
 
+@matplotlib.rc_context(_PLAIN_TEXT)
 def sweep(sweep: dict[str, Any]) -> bytes:
   """Steady-state throughput and p99 batch latency against batch size, one line per layout
   (and batching), the matrix default ringed."""
