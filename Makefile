@@ -4,16 +4,37 @@ SHELL := /bin/bash
 .DEFAULT_GOAL := help
 .DELETE_ON_ERROR:
 
+# A user's value reaches the shell only as one quoted word: $(call q,VALUE) single-quotes it
+# (words of plain characters stay as they are, so `make -n` stays readable).
+comma := ,
+empty :=
+space := $(empty) $(empty)
+PLAIN_CHARS := a b c d e f g h i j k l m n o p q r s t u v w x y z \
+  A B C D E F G H I J K L M N O P Q R S T U V W X Y Z 0 1 2 3 4 5 6 7 8 9 _ - . / : @ + % ,
+drop_chars = $(if $(2),$(call drop_chars,$(subst $(firstword $(2)),,$(1)),$(wordlist 2,$(words $(2)),$(2))),$(1))
+q = $(if $(and $(1),$(if $(call drop_chars,$(1),$(PLAIN_CHARS)),,plain)),$(1),'$(subst ','\'',$(1))')
+
 # Cloud and publishing settings live in .env (see .env.example); Make variables override them.
--include .env
-ENV_FILE_VARS := $(shell sed -n 's/^\([A-Za-z_][A-Za-z0-9_]*\)=.*/\1/p' .env 2>/dev/null)
+# KEY=value lines are read as text, as `make doctor` reads them: no Make expansion, no comments.
+ENV_FILE_VARS := $(shell sed -nE 's/^[[:space:]]*([A-Za-z_][A-Za-z0-9_]*)[[:space:]]*=.*/\1/p' .env 2>/dev/null | sort -u)
+dotenv_value = $(shell sed -nE 's/^[[:space:]]*$(1)[[:space:]]*=[[:space:]]*//p' .env | tail -n 1 | sed -E 's/[[:space:]]+$$//')
+$(foreach v,$(ENV_FILE_VARS),$(eval $(v) := $$(call dotenv_value,$(v))))
 ifneq ($(ENV_FILE_VARS),)
 export $(ENV_FILE_VARS)# a bare `export` would export every Make variable
 endif
 
+# Values from the command line (and the environment, for the variables below) are text, not Make
+# code: Make would otherwise run a `$$(shell ...)` in them when it expands or exports them.
+USER_VARS := PYTHON VENV RUNNER PROFILE N BATCH_SIZE INPUT REPEATS BENCH WEIGHTS RESULTS \
+  FAIL_ON_REGRESSION DRY_RUN LAYOUT BATCH_SIZES LAYOUTS PERF_BENCHMARKS BATCHINGS BATCHING \
+  CROSS_PROFILE A B RUN BUILDER REGISTRY IMAGE_TAG
+literal = $(eval override $(1) := $$(value $(1)))$(eval export $(1))
+$(foreach v,$(.VARIABLES),$(if $(filter command line,$(origin $(v))),$(call literal,$(v))))
+$(foreach v,$(USER_VARS),$(if $(filter environment,$(origin $(v))),$(call literal,$(v))))
+
 PYTHON      ?= python3
 VENV        ?= .venv
-PY          := $(VENV)/bin/python
+PY          := $(call q,$(VENV)/bin/python)
 RUNNER      ?= DirectRunner## DirectRunner (local, default) or DataflowRunner
 PROFILE     ?= tuned## run profile: tuned (the kit's settings) or beam (Beam's own benchmark settings)
 N           ?=## items per benchmark (default: the matrix's local profile / full dataset)
@@ -32,24 +53,59 @@ PERF_BENCHMARKS ?=## make perf: only these benchmarks (default: all this machine
 BATCHINGS   ?=## make sweep, BERT: padded,length (default both)
 BATCHING    ?=## BERT batching: padded or length (default: the matrix's)
 CROSS_PROFILE ?=## 1: make compare compares runs of different profiles anyway (flagged)
-BENCHMARKS  := $(shell $(PYTHON) -m pipelines.matrix names)
-IMAGES      := $(shell $(PYTHON) -m pipelines.matrix images)
+BENCHMARKS  := $(shell $(call q,$(PYTHON)) -m pipelines.matrix names)
+IMAGES      := $(shell $(call q,$(PYTHON)) -m pipelines.matrix images)
 
 # Worker images: versions come from requirements/ and .python-version, never from :latest.
 BUILDER     ?= docker## image builder: docker, podman or buildah
 REGISTRY    ?=## e.g. us-central1-docker.pkg.dev/PROJECT/REPO (needed by push and Dataflow)
-IMAGE_TAG   ?= $(shell git rev-parse --short=12 HEAD 2>/dev/null || echo dev)
+IMAGE_TAG   ?=
+image_tag    = $(or $(IMAGE_TAG),$(shell git rev-parse --short=12 HEAD 2>/dev/null || echo dev))
 PY_MINOR    := $(shell cat .python-version)
 BEAM_VERSION        := $(shell sed -n 's/^apache-beam==//p' requirements/worker.txt)
 TORCH_VERSION       := $(shell sed -n 's/^torch==//p' requirements/torch-local.txt)
 TORCHVISION_VERSION := $(shell sed -n 's/^torchvision==//p' requirements/torch-local.txt)
-image_ref = $(or $(REGISTRY),local)/beam-bench-$(1):$(IMAGE_TAG)
+image_ref = $(or $(REGISTRY),local)/beam-bench-$(1):$(image_tag)
+
+# --- refuse a bad value with one line before anything runs ---------------------------------------
+# $(call check,VAR,ERE,what it must be): a set value must match the whole ERE.
+check = $(if $(and $($(1)),$(shell [[ $(call q,$($(1))) =~ ^($(2))$$ ]] || echo bad)),\
+  $(error error: $(1) must be $(3), not $(call q,$($(1)))))
+required = $(if $(strip $($(1))),,$(error error: $(1) must not be empty))
+COUNT_RE  := [1-9][0-9]*
+LAYOUT_RE := [1-9][0-9]*x[1-9][0-9]*(i[1-9][0-9]*)?
+names_re   = $(subst $(space),|,$(strip $(1)))
+$(foreach v,RUNNER PROFILE WEIGHTS RESULTS PYTHON VENV BUILDER,$(call required,$(v)))
+$(foreach v,N BATCH_SIZE REPEATS,$(call check,$(v),$(COUNT_RE),a whole number from 1))
+$(call check,BATCH_SIZES,$(COUNT_RE)($(comma)$(COUNT_RE))*,whole numbers from 1 separated by commas)
+$(call check,LAYOUT,$(LAYOUT_RE),a layout PxT such as 1x2)
+$(call check,LAYOUTS,$(LAYOUT_RE)($(comma)$(LAYOUT_RE))*,layouts PxT separated by commas)
+$(call check,RUNNER,DirectRunner|DataflowRunner,DirectRunner or DataflowRunner)
+PROFILES     = $(shell $(call q,$(PYTHON)) -m pipelines.matrix profiles)
+$(if $(filter-out tuned,$(PROFILE)),$(call check,PROFILE,$(call names_re,$(PROFILES)),one of: $(PROFILES)))
+$(call check,WEIGHTS,random|pretrained,random or pretrained)
+$(call check,BATCHING,padded|length,padded or length)
+$(call check,BATCHINGS,(padded|length)($(comma)(padded|length))*,padded and/or length separated by commas)
+$(foreach v,DRY_RUN FAIL_ON_REGRESSION CROSS_PROFILE,$(call check,$(v),0|1,1 (on) or 0 (off)))
+$(call check,BENCH,$(call names_re,$(BENCHMARKS)),one of: $(BENCHMARKS))
+$(call check,PERF_BENCHMARKS,($(call names_re,$(BENCHMARKS)))( +($(call names_re,$(BENCHMARKS))))*,\
+  benchmark names separated by spaces)
+$(call check,REGISTRY,[A-Za-z0-9][A-Za-z0-9._/:-]*,an image registry path)
+$(call check,VENV,[^[:space:]:%]+,a path without spaces$(comma) ':' or '%' (Make targets cannot hold them))
+$(call check,IMAGE_TAG,[A-Za-z0-9_][A-Za-z0-9_.-]{0$(comma)127},an image tag)
+# make clean's rm -rf: never a folder that holds this one or the home folder
+holds_kit_or_home = $(shell f=$$(realpath -m -- $(call q,$(1))) && f=$${f%/} && \
+  for d in $(call q,$(CURDIR)) "$$HOME"; do case "$$d/" in ("$$f"/*) echo yes; break;; esac; done)
+$(if $(filter clean,$(MAKECMDGOALS)),$(foreach v,RESULTS VENV,$(if $(call holds_kit_or_home,$($(v))),\
+  $(error error: make clean will not remove $(v)=$(call q,$($(v))): it holds this folder or your home))))
 
 QUIET_PIP   := 2>&1 | sed '/is ignored: it is neither/d'
-RUN_ARGS     = --runner $(RUNNER) --results-dir $(RESULTS) $(if $(N),--items $(N)) \
-               $(if $(BATCH_SIZE),--batch-size $(BATCH_SIZE)) $(if $(INPUT),--input $(INPUT)) \
-               $(if $(DRY_RUN),--dry-run) $(if $(LAYOUT),--layout $(LAYOUT)) \
-               $(if $(BATCHING),--batching $(BATCHING)) --profile $(PROFILE)
+RUN_ARGS     = --runner $(call q,$(RUNNER)) --results-dir $(call q,$(RESULTS)) $(ITEMS_ARG) \
+               $(if $(BATCH_SIZE),--batch-size $(call q,$(BATCH_SIZE))) $(if $(INPUT),--input $(call q,$(INPUT))) \
+               $(if $(filter 1,$(DRY_RUN)),--dry-run) $(if $(LAYOUT),--layout $(call q,$(LAYOUT))) \
+               $(if $(BATCHING),--batching $(call q,$(BATCHING))) --profile $(call q,$(PROFILE))
+ITEMS_ARG    = $(if $(N),--items $(call q,$(N)))
+REPEATS_ARG  = $(if $(REPEATS),--repeats $(call q,$(REPEATS)))
 
 .PHONY: help setup lock models data $(addprefix bench-,$(BENCHMARKS)) bench-all perf sweep compare-profiles gpu-check report compare publish \
         images image-cpu $(addprefix image-,$(IMAGES)) push test test-servers lint doctor clean needs-bench
@@ -58,66 +114,68 @@ help: ## list targets and variables
 	@echo "Benchmark kit for Apache Beam RunInference with PyTorch models"
 	@echo
 	@echo "Targets:"
-	@grep -hE '^[a-zA-Z0-9_% -]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | \
+	@grep -hE '^[a-zA-Z0-9_% -]+:.*## ' $(foreach f,$(MAKEFILE_LIST),$(call q,$(f))) | sed -E 's/:.*## /\t/' | \
 	  awk -F'\t' '{printf "  %-22s %s\n", $$1, $$2}'
-	@echo "  bench-<name>           run one benchmark; names: $(BENCHMARKS)"
-	@echo "  image-<name>           build one worker image with its family's models; names: $(IMAGES)"
+	@echo "  bench-<name>           run one benchmark; names: "$(call q,$(BENCHMARKS))
+	@echo "  image-<name>           build one worker image with its family's models; names: "$(call q,$(IMAGES))
 	@echo "                         (image-gpu: CUDA for the T4; image-cpu: both CPU images)"
 	@echo
 	@echo "Variables (make VAR=value):"
-	@grep -hE '^[A-Z_]+ +\?=.*## ' $(MAKEFILE_LIST) | sed -E 's/ +\?= *([^#]*)## /\t\1\t/' | \
+	@grep -hE '^[A-Z_]+ +\?=.*## ' $(foreach f,$(MAKEFILE_LIST),$(call q,$(f))) | sed -E 's/ +\?= *([^#]*)## /\t\1\t/' | \
 	  awk -F'\t' '{printf "  %-19s %-13s %s\n", $$1, $$2, $$3}'
 
 # --- set-up: venv with pinned installs ------------------------------------------------------
 $(VENV)/.base: requirements/base.txt requirements/worker.txt requirements/torch-local.txt requirements/no-deps.txt
-	@$(PYTHON) -c 'import sys; v = "%d.%d" % sys.version_info[:2]; sys.exit(0 if v == "$(PY_MINOR)" else \
-	  "$(PYTHON) is Python " + v + ": the worker images use $(PY_MINOR); set PYTHON=python$(PY_MINOR)")'
-	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	@$(call q,$(PYTHON)) -c 'import sys; v = "%d.%d" % sys.version_info[:2]; py, want = sys.argv[1:]; \
+	  sys.exit(0 if v == want else py + " is Python " + v + ": the worker images use " + want + \
+	  "; set PYTHON=python" + want)' $(call q,$(PYTHON)) $(call q,$(PY_MINOR))
+	test -x $(PY) || $(call q,$(PYTHON)) -m venv $(call q,$(VENV))
 	$(PY) -m pip install --disable-pip-version-check -q -r requirements/torch-local.txt \
 	  -r requirements/base.txt $(QUIET_PIP)
 	$(PY) -m pip install --disable-pip-version-check -q --no-deps -r requirements/no-deps.txt $(QUIET_PIP)
 	$(PY) -c "import apache_beam, torch, torchvision, transformers"
-	touch $@
+	touch $(call q,$@)
 
 $(VENV)/.test: $(VENV)/.base requirements/test.txt
 	$(PY) -m pip install --disable-pip-version-check -q -r requirements/test.txt $(QUIET_PIP)
 	$(PY) -c "import pytest, bqemulator, duckdb"
-	touch $@
+	touch $(call q,$@)
 
 setup: $(VENV)/.base ## create the venv with the pinned requirements
 
 lock: ## re-resolve requirements/base.in into the pinned worker.txt, base.txt and torch-local.txt
-	PYTHON=$(PYTHON) infra/lock-requirements.sh
+	PYTHON=$(call q,$(PYTHON)) infra/lock-requirements.sh
 
 models: setup ## write model state dicts (WEIGHTS=random|pretrained) and the bert vocab
-	$(PY) -m pipelines.models --weights $(WEIGHTS) --out models
+	$(PY) -m pipelines.models --weights $(call q,$(WEIGHTS)) --out models
 
 data: models ## generate the local datasets (images and sentences)
-	$(PY) -m pipelines.data --out data $(if $(N),--items $(N))
+	$(PY) -m pipelines.data --out data $(ITEMS_ARG)
 
 # --- benchmarks -------------------------------------------------------------------------------
 $(addprefix bench-,$(BENCHMARKS)): bench-%: $(if $(filter DirectRunner,$(RUNNER)),data,setup)
-	$(PY) -m pipelines.run $* $(RUN_ARGS)
+	$(PY) -m pipelines.run $(call q,$*) $(RUN_ARGS)
 
 bench-all: $(if $(filter DirectRunner,$(RUNNER)),data,setup) ## every benchmark the hardware allows, the summary, the report
 	$(PY) -m pipelines.bench_all $(RUN_ARGS)
 
 perf: data ## Beam pipeline vs plain PyTorch loop for every CPU benchmark: throughput and efficiency
-	$(PY) -m pipelines.perf --profile $(PROFILE) $(if $(N),--items $(N)) $(if $(REPEATS),--repeats $(REPEATS)) \
-	  $(if $(LAYOUTS),--layouts $(LAYOUTS)) $(PERF_BENCHMARKS)
+	$(PY) -m pipelines.perf --profile $(call q,$(PROFILE)) $(ITEMS_ARG) $(REPEATS_ARG) \
+	  $(if $(LAYOUTS),--layouts $(call q,$(LAYOUTS))) $(foreach b,$(PERF_BENCHMARKS),$(call q,$(b)))
 
 compare-profiles: $(if $(BENCH),data,needs-bench) ## BENCH=<name>: tuned then beam profile back to back, REPEATS times; median beam/tuned ratios
-	$(PY) -m pipelines.compare_profiles $(BENCH) --results-dir $(RESULTS) \
-	  $(if $(N),--items $(N)) $(if $(REPEATS),--repeats $(REPEATS))
+	$(PY) -m pipelines.compare_profiles $(call q,$(BENCH)) --results-dir $(call q,$(RESULTS)) \
+	  $(ITEMS_ARG) $(REPEATS_ARG)
 
 report: setup ## write results/report.html (plots, percentiles, cost, regressions) and regressions.json
-	$(PY) -m pipelines.report --results-dir $(RESULTS) $(if $(FAIL_ON_REGRESSION),--fail-on-regression)
+	$(PY) -m pipelines.report --results-dir $(call q,$(RESULTS)) $(if $(filter 1,$(FAIL_ON_REGRESSION)),--fail-on-regression)
 
 compare: setup ## compare two runs (A=<run> B=<run>; default: latest vs previous of the same benchmark)
-	$(PY) -m pipelines.report.compare --results-dir $(RESULTS) $(if $(CROSS_PROFILE),--cross-profile) $(A) $(B)
+	$(PY) -m pipelines.report.compare --results-dir $(call q,$(RESULTS)) $(if $(filter 1,$(CROSS_PROFILE)),--cross-profile) \
+	  -- $(if $(A),$(call q,$(A))) $(if $(B),$(call q,$(B)))
 
 publish: setup ## send unpublished run records to InfluxDB/BigQuery (RUN=<id> resends one)
-	$(PY) -m pipelines.publish --results-dir $(RESULTS) $(if $(RUN),--run $(RUN))
+	$(PY) -m pipelines.publish --results-dir $(call q,$(RESULTS)) $(if $(RUN),--run $(call q,$(RUN)))
 
 # --- worker images and Dataflow ----------------------------------------------------------------
 images: $(addprefix image-,$(IMAGES)) ## build every worker image, one per benchmark family (image-<name>)
@@ -125,33 +183,33 @@ images: $(addprefix image-,$(IMAGES)) ## build every worker image, one per bench
 image-cpu: image-cpu-resnet image-cpu-bert ## build both CPU images (ResNet and BERT families)
 
 $(addprefix image-,$(IMAGES)): image-%: ## build one worker image (CPU, or CUDA for the T4) with its family's models baked in
-	$(BUILDER) build -f docker/Dockerfile.$(firstword $(subst -, ,$*)) -t $(call image_ref,$*) \
-	  --build-arg PYTHON_VERSION=$(PY_MINOR) --build-arg BEAM_VERSION=$(BEAM_VERSION) \
-	  --build-arg TORCH_VERSION=$(TORCH_VERSION) --build-arg TORCHVISION_VERSION=$(TORCHVISION_VERSION) \
-	  --build-arg MODELS="$(shell $(PYTHON) -m pipelines.matrix models $*)" \
+	$(call q,$(BUILDER)) build -f $(call q,docker/Dockerfile.$(firstword $(subst -, ,$*))) -t $(call q,$(call image_ref,$*)) \
+	  --build-arg $(call q,PYTHON_VERSION=$(PY_MINOR)) --build-arg $(call q,BEAM_VERSION=$(BEAM_VERSION)) \
+	  --build-arg $(call q,TORCH_VERSION=$(TORCH_VERSION)) --build-arg $(call q,TORCHVISION_VERSION=$(TORCHVISION_VERSION)) \
+	  --build-arg $(call q,MODELS=$(shell $(call q,$(PYTHON)) -m pipelines.matrix models $(call q,$*))) \
 	  --build-arg GIT_SHA=$(shell git rev-parse HEAD 2>/dev/null) .
-	@echo "built $(call image_ref,$*)"
+	@echo built $(call q,$(call image_ref,$*))
 
 push: ## push every image to REGISTRY and record tag + digest (build/image-*.digest): launches use image@sha256
-	@test -n "$(REGISTRY)" || { echo "error: push needs REGISTRY (in .env or REGISTRY=...)" >&2; exit 2; }
+	@test -n $(call q,$(REGISTRY)) || { echo "error: push needs REGISTRY (in .env or REGISTRY=...)" >&2; exit 2; }
 	mkdir -p build
-	for variant in $(IMAGES); do \
-	  ref=$(REGISTRY)/beam-bench-$$variant:$(IMAGE_TAG); \
-	  if [ "$(BUILDER)" = docker ]; then \
-	    docker push $$ref && digest=$$(docker inspect --format '{{index .RepoDigests 0}}' $$ref); \
+	for variant in $(foreach i,$(IMAGES),$(call q,$(i))); do \
+	  ref=$(call q,$(REGISTRY))/beam-bench-$$variant:$(call q,$(image_tag)); \
+	  if [ $(call q,$(BUILDER)) = docker ]; then \
+	    docker push "$$ref" && digest=$$(docker inspect --format '{{index .RepoDigests 0}}' "$$ref"); \
 	  else \
-	    $(BUILDER) push --digestfile build/image-$$variant.pushed $$ref && digest=$$(cat build/image-$$variant.pushed); \
+	    $(call q,$(BUILDER)) push --digestfile "build/image-$$variant.pushed" "$$ref" && digest=$$(cat "build/image-$$variant.pushed"); \
 	  fi || exit 1; \
-	  $(PY) -m pipelines.dataflow record-digest build/image-$$variant.digest $$ref "$$digest" || exit 1; \
+	  $(PY) -m pipelines.dataflow record-digest "build/image-$$variant.digest" "$$ref" "$$digest" || exit 1; \
 	done
 
 sweep: $(if $(BENCH),data,needs-bench) ## one benchmark over batch sizes x worker layouts (BENCH=, BATCH_SIZES=, LAYOUTS=, N=, REPEATS=)
-	$(PY) -m pipelines.sweep $(BENCH) --results-dir $(RESULTS) $(if $(N),--items $(N)) \
-	  $(if $(BATCH_SIZES),--batch-sizes $(BATCH_SIZES)) $(if $(LAYOUTS),--layouts $(LAYOUTS)) \
-	  $(if $(BATCHINGS),--batchings $(BATCHINGS)) $(if $(REPEATS),--repeats $(REPEATS))
+	$(PY) -m pipelines.sweep $(call q,$(BENCH)) --results-dir $(call q,$(RESULTS)) $(ITEMS_ARG) \
+	  $(if $(BATCH_SIZES),--batch-sizes $(call q,$(BATCH_SIZES))) $(if $(LAYOUTS),--layouts $(call q,$(LAYOUTS))) \
+	  $(if $(BATCHINGS),--batchings $(call q,$(BATCHINGS))) $(REPEATS_ARG)
 
 needs-bench:
-	@echo "error: make $(MAKECMDGOALS) needs BENCH=<name>; names: $(BENCHMARKS)" >&2; exit 2
+	@echo "error: make "$(call q,$(MAKECMDGOALS))" needs BENCH=<name>; names: "$(call q,$(BENCHMARKS)) >&2; exit 2
 
 gpu-check: data ## on a GPU machine: NVML reads, resnet152-gpu on CUDA, efficiency vs a plain CUDA loop
 	$(PY) -m pipelines.gpu_check
@@ -173,11 +231,11 @@ test-servers: ## install the Debian packages the tests need (InfluxDB, VictoriaM
 	$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $$missing
 
 lint: $(VENV)/.test ## ruff on the code, hadolint on the Dockerfiles
-	$(VENV)/bin/ruff check pipelines tests
-	$(VENV)/bin/hadolint docker/Dockerfile.cpu docker/Dockerfile.gpu
+	$(call q,$(VENV)/bin/ruff) check pipelines tests
+	$(call q,$(VENV)/bin/hadolint) docker/Dockerfile.cpu docker/Dockerfile.gpu
 
 doctor: ## one screen: venv, models, data, GPU, what can run here, publishing and Dataflow settings
 	@$(PY) -m pipelines.doctor
 
 clean: ## remove generated data, models, results and the venv
-	rm -rf data models $(RESULTS) $(VENV) build
+	rm -rf -- data models $(call q,$(RESULTS)) $(call q,$(VENV)) build

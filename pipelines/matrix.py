@@ -168,5 +168,8 @@ if __name__ == "__main__":
     print(" ".join(sorted({b.image for b in load().values()})))
   elif what == "models":
     print(" ".join(models(sys.argv[2] if len(sys.argv) > 2 else None)))
+  elif what == "profiles":
+    from pipelines import profiles
+    print(" ".join(profiles.load()))
   else:
-    raise SystemExit("usage: python -m pipelines.matrix names | images | models [IMAGE]")
+    raise SystemExit("usage: python -m pipelines.matrix names | images | models [IMAGE] | profiles")
