@@ -209,3 +209,21 @@ def test_percentiles_stay_consistent_with_beams_min_mean_and_max():
     k = math.ceil(q * 200 / 100) / 200  # the share of batches at or below the percentile
     assert k * p + (1 - k) * high >= mean - 1e-9  # else the mean could not be reached
     assert k * low + (1 - k) * p <= mean + 1e-9
+
+
+def test_publish_of_a_benchmark_the_matrix_no_longer_has_names_it_and_sends_the_rest(tmp_path):
+  results = tmp_path / "results"
+  known = synthetic_record()
+  foreign = synthetic_record()
+  foreign["run_id"], foreign["benchmark"] = "20261101T030000-gone", "resnet9000"
+  for record in (known, foreign):
+    results_store.save(record, results)
+  with servers.influxdb_v1(tmp_path) as url:
+    create_db(url)
+    done = kit("pipelines.publish", "--results-dir", str(results), influx_url=url)
+    points = influx_v1_points(url)
+  no_traceback(done)
+  assert done.returncode == 1
+  assert "published 1 of 2 run(s)" in done.stdout
+  assert "benchmark 'resnet9000' is not in the matrix" in done.stderr
+  assert {p["test_id"] for p in points} == {known["run_id"]}

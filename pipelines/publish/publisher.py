@@ -39,14 +39,23 @@ def configured_targets() -> list[Target]:
   influx_settings = settings.influx()
   if influx_settings:
     targets.append(("influxdb", influx_settings.describe(), lambda r: influx.publish(
-        r, metrics_rows.series_name(benchmarks[r["benchmark"]].influx_measurement, r),
+        r, metrics_rows.series_name(_entry(benchmarks, r).influx_measurement, r),
         influx_settings)))
   bq_settings = settings.bigquery()
   if bq_settings:
     targets.append(("bigquery", bq_settings.describe(), lambda r: bigquery.publish(
-        r, metrics_rows.series_name(benchmarks[r["benchmark"]].bigquery_table, r),
+        r, metrics_rows.series_name(_entry(benchmarks, r).bigquery_table, r),
         bq_settings)))
   return targets
+
+
+def _entry(benchmarks: dict[str, matrix.Benchmark], record: dict[str, Any]) -> matrix.Benchmark:
+  """The matrix entry naming the record's measurement and table; a record of a benchmark the
+  matrix no longer holds cannot be published under any name."""
+  if record["benchmark"] not in benchmarks:
+    raise PublishError(f"benchmark '{record['benchmark']}' is not in the matrix "
+                       f"({matrix.matrix_path().name}): no measurement or table to send it to")
+  return benchmarks[record["benchmark"]]
 
 
 def _scrub(text: Optional[str]) -> Optional[str]:
