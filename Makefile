@@ -55,6 +55,7 @@ BATCHING    ?=## BERT batching: padded or length (default: the matrix's)
 CROSS_PROFILE ?=## 1: make compare compares runs of different profiles anyway (flagged)
 BENCHMARKS  := $(shell $(call q,$(PYTHON)) -m pipelines.matrix names)
 IMAGES      := $(shell $(call q,$(PYTHON)) -m pipelines.matrix images)
+ALL_MODELS   = $(shell $(call q,$(PYTHON)) -m pipelines.matrix models)
 
 # Worker images: versions come from requirements/ and .python-version, never from :latest.
 BUILDER     ?= docker## image builder: docker, podman or buildah
@@ -147,7 +148,7 @@ lock: ## re-resolve requirements/base.in into the pinned worker.txt, base.txt an
 	PYTHON=$(call q,$(PYTHON)) infra/lock-requirements.sh
 
 models: setup ## write model state dicts (WEIGHTS=random|pretrained) and the bert vocab
-	$(PY) -m pipelines.models --weights $(call q,$(WEIGHTS)) --out models
+	$(PY) -m pipelines.worker.models --weights $(call q,$(WEIGHTS)) --out models $(ALL_MODELS)
 
 data: models ## generate the local datasets (images and sentences)
 	$(PY) -m pipelines.data --out data $(ITEMS_ARG)

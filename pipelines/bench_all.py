@@ -12,9 +12,9 @@ import subprocess
 import sys
 
 from pipelines import matrix, progress, results_store, run_record, summary
-from pipelines.handler import cuda_usable
 from pipelines.report import __main__ as report
 from pipelines.run import EXIT_CANCELLED, LOCAL_RUNNERS
+from pipelines.worker.handler import cuda_usable
 
 
 def run_child(args: list[str]) -> int:

@@ -24,7 +24,7 @@ from typing import Any, Mapping
 from pipelines import matrix, progress, run_record
 from pipelines.layout import ONE_SDK_PROCESS, Layout
 from pipelines.matrix import REPO_ROOT
-from pipelines.models import VOCAB_FILE
+from pipelines.worker.models import VOCAB_FILE
 
 REQUIRED = ("PROJECT", "REGION", "TEMP_LOCATION", "REGISTRY")
 MODELS_IN_IMAGE = "/opt/models"
@@ -106,7 +106,7 @@ def pipeline_values(bench: matrix.Benchmark, s: Mapping[str, str], run_id: str,
   values = {"input": input_override or bench.dataset_input,
             "output": f"{s['OUTPUT_LOCATION'].rstrip('/')}/{bench.name}/{run_id}",
             "model_state_dict_path": f"{MODELS_IN_IMAGE}/{bench.model}.pth"}
-  if bench.task == "language_modeling":
+  if bench.task_spec.needs_vocab:
     values["vocab_path"] = f"{MODELS_IN_IMAGE}/{VOCAB_FILE}"
   return values
 

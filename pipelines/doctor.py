@@ -17,12 +17,12 @@ from typing import Callable, Mapping
 from pipelines import matrix
 from pipelines.matrix import REPO_ROOT
 from pipelines.publish import settings
+from pipelines.worker import tasks
 
 PROBE_TIMEOUT_S = 1.0
 PACKAGES = ("apache-beam", "torch", "torchvision", "transformers", "tqdm", "influxdb-client",
             "google-cloud-bigquery")
 SECRET_VARS = ("INFLUXDB_TOKEN", "INFLUXDB_PASSWORD")
-DATA_FILES = {"image_classification": "images.txt", "language_modeling": "sentences.txt"}
 WIDTH = 12
 
 
@@ -97,7 +97,7 @@ def python_section(root: pathlib.Path) -> list[str]:
 
 def model_files(root: pathlib.Path) -> dict[str, str | None]:
   """Per model of the matrix (and the vocab): a description, or None when missing."""
-  from pipelines import models
+  from pipelines.worker import models
   out: dict[str, str | None] = {}
   for name in matrix.models():
     path = root / "models" / f"{name}.pth"
@@ -114,7 +114,7 @@ def model_files(root: pathlib.Path) -> dict[str, str | None]:
 
 def data_sizes(root: pathlib.Path) -> dict[str, int | None]:
   sizes: dict[str, int | None] = {}
-  for name in DATA_FILES.values():
+  for name in sorted({t.input_file for t in tasks.BY_NAME.values()}):
     path = root / "data" / name
     sizes[name] = sum(1 for line in path.open() if line.strip()) if path.exists() else None
   return sizes
@@ -137,7 +137,7 @@ def gpu_status() -> dict[str, str | bool]:
   try:
     import torch
 
-    from pipelines.handler import cuda_usable
+    from pipelines.worker.handler import cuda_usable
     status["cuda"] = cuda_usable()
     if status["cuda"]:
       status["cuda_text"] = (f"usable: {torch.cuda.get_device_name(0)} (CUDA "
@@ -171,7 +171,7 @@ def _text(value) -> str:
 
 def benchmarks_section(models: Mapping[str, str | None], sizes: Mapping[str, int | None],
                        cuda: bool) -> list[str]:
-  from pipelines.models import VOCAB_FILE
+  from pipelines.worker.models import VOCAB_FILE
   lines = []
   for i, bench in enumerate(matrix.load().values()):
     why = []
@@ -179,14 +179,14 @@ def benchmarks_section(models: Mapping[str, str | None], sizes: Mapping[str, int
       why.append("needs a CUDA GPU, torch sees none")
     if not models.get(bench.model):
       why.append(f"models/{bench.model}.pth missing (make models)")
-    if bench.task == "language_modeling" and not models.get(VOCAB_FILE):
+    if bench.task_spec.needs_vocab and not models.get(VOCAB_FILE):
       why.append(f"models/{VOCAB_FILE} missing (make models)")
-    have = sizes.get(DATA_FILES[bench.task])
+    have = sizes.get(bench.task_spec.input_file)
     limit = ""
     if have is None:
-      why.append(f"data/{DATA_FILES[bench.task]} missing (make data)")
+      why.append(f"data/{bench.task_spec.input_file} missing (make data)")
     elif have == 0:
-      why.append(f"data/{DATA_FILES[bench.task]} is empty (make data)")
+      why.append(f"data/{bench.task_spec.input_file} is empty (make data)")
     elif have < bench.local_items:
       limit = f" with N<={have} (default {bench.local_items} items: make data for all)"
     text = (f"{bench.name:<14} " + (f"cannot run: {'; '.join(why)}" if why else

@@ -16,10 +16,10 @@ import time
 
 import torch
 
-from pipelines import gpu_telemetry, matrix, perf
-from pipelines.handler import cuda_usable
+from pipelines import matrix, perf
 from pipelines.run import launch, parse_args
-from pipelines.runners import LOCAL_INPUTS
+from pipelines.worker import gpu_telemetry
+from pipelines.worker.handler import cuda_usable
 
 
 def nvml_under_load(seconds: float = 3.0) -> dict:
@@ -52,7 +52,7 @@ def main() -> int:
     return 2
   bench = matrix.get("resnet152-gpu")
   items = bench.local_items
-  lines = (pathlib.Path("data") / LOCAL_INPUTS[bench.task]).read_text().splitlines()[:items]
+  lines = (pathlib.Path("data") / bench.task_spec.input_file).read_text().splitlines()[:items]
   plain = perf.plain_loop(bench, lines, bench.local_batch_size, pathlib.Path("models"))
   results = pathlib.Path("results/gpu-check")
   record = launch(*parse_args([bench.name, "--items", str(items), "--results-dir", str(results)]))

@@ -7,12 +7,12 @@ in one process measures a layout Dataflow never uses. A Layout names the layout 
   * locally, the FnApiRunner runs `processes` SDK worker processes (multi_processing);
   * on Dataflow, 1 process per worker is the experiment `no_use_multiple_sdk_containers`, one
     per vCPU is Dataflow's default; nothing else can be asked for;
-  * every worker process sets its torch threads before it loads the model (apply_threads).
+  * every worker process sets its torch threads before it loads the model
+    (pipelines/worker/threads.py).
 """
 from __future__ import annotations
 
 import dataclasses
-import logging
 import re
 
 _PATTERN = re.compile(r"^(\d+)x(\d+)(?:i(\d+))?$")
@@ -59,19 +59,6 @@ class Layout:
   def as_dict(self) -> dict[str, int | str]:
     return {"layout": str(self), "processes": self.processes, "threads": self.threads,
             "interop_threads": self.interop_threads}
-
-
-def apply_threads(threads: int | None, interop_threads: int | None) -> None:
-  """Sets this process's torch pools; called by every stage's setup before any torch work.
-  The inter-op pool can only be sized before torch first uses it: a second call is a no-op."""
-  import torch  # not at the top: the Makefile reads the matrix with a Python that has no torch
-  if threads and torch.get_num_threads() != threads:
-    torch.set_num_threads(threads)
-  if interop_threads and torch.get_num_interop_threads() != interop_threads:
-    try:
-      torch.set_num_interop_threads(interop_threads)
-    except RuntimeError as e:  # already started in this process: report what it really has
-      logging.warning("torch inter-op threads stay %d: %s", torch.get_num_interop_threads(), e)
 
 
 def check_memory(layout: Layout, process_mib: float, machine_type: str, memory_gb: float,

@@ -8,6 +8,8 @@ import tomllib
 from typing import Any
 
 from pipelines.layout import Layout, LayoutError, check_memory
+from pipelines.worker import tasks
+from pipelines.worker.tasks import DEVICES, TASKS
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parent.parent
 MATRIX_PATH = REPO_ROOT / "infra" / "benchmarks.toml"
@@ -17,8 +19,6 @@ def matrix_path() -> pathlib.Path:
   """The matrix file: BENCHMARK_MATRIX points at another (the tests' small models use it)."""
   return pathlib.Path(os.environ.get("BENCHMARK_MATRIX") or MATRIX_PATH)
 
-TASKS = ("image_classification", "language_modeling")
-DEVICES = ("CPU", "GPU")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -64,6 +64,11 @@ class Benchmark:
   def check_memory(self, layout: Layout) -> None:
     check_memory(layout, self.process_memory_mib, self.machine.name, self.machine.memory_gb,
                  self.machine.reserved_gb, self.model)
+
+  @property
+  def task_spec(self) -> tasks.Task:
+    """What differs by task: input list, vocab, batching modes, the worker's steps."""
+    return tasks.get(self.task)
 
   @property
   def needs_gpu(self) -> bool:

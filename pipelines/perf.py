@@ -22,13 +22,13 @@ import time
 
 import torch
 
-from pipelines import image_classification, language_modeling, matrix, progress, run_record
+from pipelines import matrix, progress, run_record
 from pipelines.cli_types import positive_int
-from pipelines.handler import cuda_usable
 from pipelines.layout import Layout
-from pipelines.models import VOCAB_FILE, build_architecture
 from pipelines.run import launch, parse_args
-from pipelines.runners import LOCAL_INPUTS
+from pipelines.worker import image_classification, language_modeling
+from pipelines.worker.handler import cuda_usable
+from pipelines.worker.models import VOCAB_FILE, build_architecture
 
 
 def load_model(path: pathlib.Path, architecture: str) -> torch.nn.Module:
@@ -46,7 +46,7 @@ def _chunks(items: list, size: int):
 def _sorted_by_length(lines: list[str], tokenizer, batch_size: int) -> list[str]:
   """The order length-aware batching gives (language_modeling.SortByLength): shortest first
   within each window of LENGTH_SORT_BATCHES batches."""
-  from pipelines.pipeline import LENGTH_SORT_BATCHES
+  from pipelines.worker.language_modeling import LENGTH_SORT_BATCHES
   window = LENGTH_SORT_BATCHES * batch_size
   length = lambda s: len(tokenizer(language_modeling.mask_last_word(s))["input_ids"])  # noqa: E731
   return [s for i in range(0, len(lines), window) for s in sorted(lines[i:i + window], key=length)]
@@ -60,7 +60,7 @@ def plain_loop(bench: matrix.Benchmark, lines: list[str], batch_size: int,
   device = torch.device("cuda" if bench.needs_gpu else "cpu")
   model = load_model(models_dir / f"{bench.model}.pth", bench.model).to(device)
   tokenizer = (language_modeling.load_tokenizer(str(models_dir / VOCAB_FILE))
-               if bench.task == "language_modeling" else None)
+               if bench.task_spec.needs_vocab else None)
   if tokenizer is not None and bench.batching == "length":
     lines = _sorted_by_length(lines, tokenizer, batch_size)  # the pipeline's batching too
   chunks = list(_chunks(lines, batch_size))
@@ -87,7 +87,7 @@ def measure_repeat(bench: matrix.Benchmark, items: int, layouts: list[Layout],
                    results_dir: pathlib.Path, profile: str = "tuned") -> dict:
   """The plain loop, then the pipeline in each layout, back to back on the same machine. The
   plain loop always runs the matrix's batch size; the pipeline runs `profile`'s batching."""
-  lines = (pathlib.Path("data") / LOCAL_INPUTS[bench.task]).read_text().splitlines()[:items]
+  lines = (pathlib.Path("data") / bench.task_spec.input_file).read_text().splitlines()[:items]
   plain = plain_loop(bench, lines, bench.local_batch_size, pathlib.Path("models"))
   runs = {}
   for layout in layouts:

@@ -19,6 +19,7 @@ from typing import Any
 
 from pipelines import matrix
 from pipelines.layout import Layout, LayoutError
+from pipelines.worker.tasks import TASKS
 
 DEFAULT = "tuned"
 VCPUS = "vcpus"  # layout: processes = threads = the machine type's vCPUs (Dataflow's default)
@@ -88,7 +89,7 @@ def load(path=None) -> dict[str, Profile]:
       except LayoutError as e:
         raise ProfileError(f"{where}: {e}") from None
     for task, batching in entry.get("batching", {}).items():
-      if task not in matrix.TASKS or not batching or set(batching) - set(_BATCH_KEYS):
+      if task not in TASKS or not batching or set(batching) - set(_BATCH_KEYS):
         raise ProfileError(f"{where}.batching.{task}: a task with min_batch_size and/or "
                            "max_batch_size")
     for bench, settings in entry.get("benchmarks", {}).items():

@@ -155,3 +155,20 @@ def find(run_id: str, root: pathlib.Path = DEFAULT_DIR) -> dict[str, Any]:
   skipped = [path for path, r in found if r is None and run_id in path.name]
   raise UnknownRun(f"no run {run_id} in {_records_dir(root)}"
                    + (f" ({skipped[0].name} was skipped, see above)" if skipped else ""))
+
+
+def latest_sweeps(root: pathlib.Path = DEFAULT_DIR) -> dict[str, dict[str, Any]]:
+  """The newest sweep of each benchmark (`make sweep` writes results/sweeps/<bench>-<time>.json);
+  a file that is not a sweep gets one line on stderr and is skipped."""
+  found: dict[str, dict[str, Any]] = {}
+  for path in sorted((root / "sweeps").glob("*.json")):
+    try:
+      sweep = json.loads(path.read_text())
+      benchmark = sweep["benchmark"]
+      if not isinstance(benchmark, str) or not isinstance(sweep["points"], list):
+        raise TypeError("wrong types")
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError) as e:
+      print(f"{path}: not a readable sweep ({type(e).__name__}: {e}); skipped", file=sys.stderr)
+      continue
+    found[benchmark] = sweep  # names sort by time within a benchmark
+  return found

@@ -21,8 +21,6 @@ from pipelines import (
   cli_types,
   dataflow,
   matrix,
-  options,
-  pipeline,
   profiles,
   results_store,
   run_record,
@@ -30,11 +28,12 @@ from pipelines import (
   summary,
 )
 from pipelines.cli_types import positive_int
-from pipelines.handler import DeviceUnavailableError
 from pipelines.layout import LayoutError
-from pipelines.options import BenchmarkOptions
 from pipelines.progress import for_launch as progress_for_launch
 from pipelines.runners import LaunchError
+from pipelines.worker import options, pipeline
+from pipelines.worker.handler import DeviceUnavailableError
+from pipelines.worker.options import BenchmarkOptions
 
 LOCAL_RUNNERS = ("DirectRunner",)
 # Beam flags the worker layout sets (layout.py); given by hand they would contradict the record.
@@ -94,7 +93,7 @@ def launch(args: argparse.Namespace, beam_args: list[str],
   batching = profile.batching_for(bench, args.batch_size)
   fixed = batching.get("min_batch_size") == batching.get("max_batch_size")
   length_aware = (args.batching or bench.batching) == "length" and (
-      bench.task == "language_modeling")
+      "length" in bench.task_spec.batchings)
   plan = target.prepare(bench, args, run_id, layout)
   if args.runner == runners.DataflowRun.name:
     plan.values.update(profile.dataflow_values(bench))  # e.g. Beam's gs:// model path

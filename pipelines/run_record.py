@@ -20,10 +20,10 @@ import subprocess
 import uuid
 from typing import Any
 
-from pipelines import beam_metrics, latency_histogram, process_stats, worker_facts
+from pipelines import cost
 from pipelines.matrix import REPO_ROOT
 from pipelines.record_schema import SCHEMA_VERSION
-from pipelines.report import cost
+from pipelines.worker import beam_metrics, latency_histogram, process_stats, worker_facts
 
 PERCENTILES = (50, 90, 99)
 

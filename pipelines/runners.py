@@ -19,11 +19,11 @@ from typing import Any
 
 import apache_beam as beam
 
-from pipelines import beam_metrics, dataflow, matrix
+from pipelines import dataflow, matrix
 from pipelines.layout import Layout
-from pipelines.models import VOCAB_FILE
+from pipelines.worker import beam_metrics
+from pipelines.worker.models import VOCAB_FILE
 
-LOCAL_INPUTS = {"image_classification": "images.txt", "language_modeling": "sentences.txt"}
 _BINARY_SNIFF_BYTES = 64 * 1024
 
 
@@ -76,7 +76,7 @@ class LocalRun:
 
   def prepare(self, bench: matrix.Benchmark, args: argparse.Namespace, run_id: str,
               layout: Layout) -> Plan:
-    from pipelines.handler import require_device
+    from pipelines.worker.handler import require_device
     require_device(bench.device)  # fail before any work, not after a CPU fallback
     default_source = not args.input
     if args.input and "://" in args.input:  # pathlib would also mangle gs://b into gs:/b
@@ -84,7 +84,7 @@ class LocalRun:
                         "from this machine (copy it here, or run on Dataflow: "
                         "RUNNER=DataflowRunner)")
     source = (pathlib.Path(args.input) if args.input
-              else args.data_dir / LOCAL_INPUTS[bench.task])
+              else args.data_dir / bench.task_spec.input_file)
     lines = read_input_lines(source, default_source)
     items = args.items or (len(lines) if args.input else bench.local_items)
     if len(lines) < items:
@@ -183,7 +183,7 @@ def for_runner(runner: str, dry_run: bool = False) -> LocalRun | DataflowRun:
 def local_model_files(bench: matrix.Benchmark, models_dir: pathlib.Path) -> dict[str, str]:
   state_dict = models_dir / f"{bench.model}.pth"
   files = {"model_state_dict_path": state_dict}
-  if bench.task == "language_modeling":
+  if bench.task_spec.needs_vocab:
     files["vocab_path"] = models_dir / VOCAB_FILE
   for path in files.values():
     if not path.exists():

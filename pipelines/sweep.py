@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import json
 import pathlib
-import statistics
 import subprocess
 import sys
 import time
@@ -27,6 +26,7 @@ from typing import Any
 from pipelines import cli_types, matrix, results_store, run_record
 from pipelines.cli_types import positive_int
 from pipelines.layout import Layout, LayoutError
+from pipelines.sweep_results import cell, summarize, table
 
 DEFAULT_BATCH_SIZES = "4,8,16,32"
 DEFAULT_LAYOUTS = "1x2,2x1,2x2"
@@ -53,62 +53,6 @@ def run_point(bench: matrix.Benchmark, layout: Layout, batching: str | None, bat
   return new[-1]
 
 
-def summarize(records: list[dict[str, Any]]) -> dict[str, Any]:
-  """A point's figures: medians over its repeats."""
-  def median(get):
-    values = [v for v in (get(r) for r in records) if v is not None]
-    return statistics.median(values) if values else None
-  last = records[-1]["metadata"]
-  return {
-      "steady_items_per_s": median(lambda r: r["metrics"]["steady_throughput_per_s"]),
-      "p99_batch_ms": median(lambda r: r["metrics"]["batch_latency_p99_ms"]),
-      "mean_batch_ms": median(lambda r: (r["metrics"]["mean_inference_batch_latency_micro_secs"]
-                                         or 0) / 1000 or None),
-      "peak_rss_mib_per_process": max((p.get("peak_rss_mib") or 0 for r in records
-                                       for p in r["metadata"]["worker_processes"]), default=None),
-      "processes_loaded_model": last["processes_loaded_model"],
-      "threads_seen": sorted({p.get("intra_op_threads") for r in records
-                              for p in r["metadata"]["worker_processes"]} - {None}),
-      "status": "succeeded" if all(r["status"] == "succeeded" for r in records) else "failed",
-      "run_ids": [r["run_id"] for r in records],
-  }
-
-
-def table(sweep: dict[str, Any]) -> str:
-  lines = [f"{sweep['benchmark']}: steady-state items/s (p99 batch ms), {sweep['items']} items "
-           f"per point, median of {sweep['repeats']}; * = the matrix default layout",
-           "layout          " + "".join(f"{'batch ' + str(b):>20}" for b in sweep["batch_sizes"])
-           + "   peak RSS/process"]
-  for line in lines_of(sweep):
-    points = [p for p in sweep["points"] if line_of(p) == line]
-    cells = "".join(
-        f"{_cell(p):>20}" for p in sorted(points, key=lambda p: p["batch_size"]))
-    rss = max((p["peak_rss_mib_per_process"] or 0 for p in points), default=0)
-    star = " *" if line == default_line(sweep) else ""
-    lines.append(f"{line + star:<16}{cells}   {rss} MiB")
-  return "\n".join(lines)
-
-
-def default_line(sweep: dict[str, Any]) -> str:
-  return line_of({"layout": sweep["default_layout"], "batching": sweep.get("default_batching")})
-
-
-def line_of(point: dict[str, Any]) -> str:
-  """A plot line / table row: the layout, plus the batching where it varies (BERT)."""
-  return point["layout"] + (f" {point['batching']}" if point.get("batching") else "")
-
-
-def lines_of(sweep: dict[str, Any]) -> list[str]:
-  return list(dict.fromkeys(line_of(p) for p in sweep["points"]))
-
-
-def _cell(point: dict[str, Any]) -> str:
-  if point["status"] != "succeeded" or point["steady_items_per_s"] is None:
-    return "failed" if point["status"] != "succeeded" else "too few batches"
-  p99 = point["p99_batch_ms"]  # None: too few batches for a p99 (latency_histogram.py)
-  return f"{point['steady_items_per_s']:.2f} ({'n/a' if p99 is None else f'{p99:.0f}'})"
-
-
 def main(argv: list[str] | None = None) -> int:
   parser = argparse.ArgumentParser(description=__doc__,
                                    formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -127,18 +71,19 @@ def main(argv: list[str] | None = None) -> int:
     for layout in args.layouts:
       bench.check_memory(layout)  # refuse the whole grid before the first point runs
     if bench.needs_gpu:
-      from pipelines.handler import require_device
+      from pipelines.worker.handler import require_device
       require_device(bench.device)
   except (matrix.MatrixError, LayoutError, RuntimeError) as e:
     print(f"error: sweep {args.benchmark}: {e}", file=sys.stderr)
     return 2
   items = args.items or bench.local_items
   point_results = args.results_dir / "sweeps" / "runs"
-  if bench.task == "language_modeling":
-    batchings = args.batchings or ["padded", "length"]
-    unknown = set(batchings) - {"padded", "length"}
+  if "length" in bench.task_spec.batchings:
+    known = bench.task_spec.batchings
+    batchings = args.batchings or list(known)
+    unknown = set(batchings) - set(known)
     if unknown:
-      parser.error(f"unknown batching {', '.join(sorted(unknown))}: use padded,length")
+      parser.error(f"unknown batching {', '.join(sorted(unknown))}: use {','.join(known)}")
   else:
     batchings = [None]  # images: every batch is the same size, nothing to pad
   grid = [(layout, batching, b) for layout in args.layouts for batching in batchings
@@ -146,7 +91,7 @@ def main(argv: list[str] | None = None) -> int:
   sweep = {"benchmark": bench.name, "items": items, "repeats": args.repeats,
            "batch_sizes": args.batch_sizes, "layouts": [str(x) for x in args.layouts],
            "default_layout": str(bench.layout), "default_batch_size": bench.local_batch_size,
-           "default_batching": bench.batching if bench.task == "language_modeling" else None,
+           "default_batching": bench.batching if "length" in bench.task_spec.batchings else None,
            "started": run_record.utc_now(), "versions": run_record.versions(),
            **run_record.git_state(), "points": []}
   start = time.monotonic()
@@ -163,22 +108,13 @@ def main(argv: list[str] | None = None) -> int:
     point = {"layout": str(layout), "batching": batching, "batch_size": batch_size,
              **summarize(records)}
     sweep["points"].append(point)
-    print(f"    {_cell(point)} items/s (p99 batch ms)", flush=True)
+    print(f"    {cell(point)} items/s (p99 batch ms)", flush=True)
   out = args.results_dir / "sweeps" / f"{bench.name}-{sweep['started'].replace(':', '')}.json"
   out.parent.mkdir(parents=True, exist_ok=True)
   out.write_text(json.dumps(sweep, indent=2) + "\n")
   print("\n" + table(sweep))
   print(f"sweep: {out}")
   return 0 if all(p["status"] == "succeeded" for p in sweep["points"]) else 1
-
-
-def latest(results_dir: pathlib.Path) -> dict[str, dict[str, Any]]:
-  """The newest sweep of each benchmark in the store."""
-  found: dict[str, dict[str, Any]] = {}
-  for path in sorted((results_dir / "sweeps").glob("*.json")):
-    sweep = json.loads(path.read_text())
-    found[sweep["benchmark"]] = sweep  # names sort by time within a benchmark
-  return found
 
 
 if __name__ == "__main__":

@@ -12,9 +12,10 @@ import apache_beam as beam
 import pytest
 from apache_beam.options.pipeline_options import PipelineOptions
 
-from pipelines import beam_metrics, data, models, pipeline, run_record
-from pipelines.options import BenchmarkOptions
+from pipelines import data, run_record
 from pipelines.runners import local_engine
+from pipelines.worker import beam_metrics, models, pipeline
+from pipelines.worker.options import BenchmarkOptions
 from tests.skip_summary import pytest_sessionfinish, pytest_terminal_summary  # noqa: F401
 
 

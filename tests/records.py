@@ -3,7 +3,8 @@ from __future__ import annotations
 
 import datetime
 
-from pipelines import latency_histogram, results_store, run_record
+from pipelines import results_store, run_record
+from pipelines.worker import latency_histogram
 
 
 def synthetic_record(*, benchmark="resnet101", latency_us=52_000.0, load_ms=1500.0,

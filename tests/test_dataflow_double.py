@@ -18,14 +18,15 @@ import time
 import pytest
 import requests
 
-from pipelines import dataflow, run, runners, worker_facts
+from pipelines import dataflow, run, runners
 from pipelines.matrix import REPO_ROOT
+from pipelines.worker import worker_facts
 from tests.dataflow_double import (
-    dataflow_double,
-    fake_gcs,
-    resource_metric,
-    user_counter,
-    user_distribution,
+  dataflow_double,
+  fake_gcs,
+  resource_metric,
+  user_counter,
+  user_distribution,
 )
 
 SETTINGS = {"PROJECT": "proj-123456", "REGION": "us-central1",

@@ -9,8 +9,9 @@ import subprocess
 import sys
 import time
 
-from pipelines import doctor, matrix, models
+from pipelines import doctor, matrix
 from pipelines.matrix import REPO_ROOT
+from pipelines.worker import models
 from tests import servers
 
 TOKEN = "tok-9f8e7d6c5b4a"

@@ -5,8 +5,8 @@ import sys
 import pytest
 import torch
 
-from pipelines import handler, image_classification, process_stats, worker_facts
 from pipelines.matrix import REPO_ROOT
+from pipelines.worker import handler, image_classification, process_stats, worker_facts
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a GPU")

@@ -1,11 +1,11 @@
 """GPU telemetry through the narrow sampling seam (NVML itself needs a GPU: see the note in
-pipelines/gpu_telemetry.py and the device check script)."""
+pipelines/worker/gpu_telemetry.py and the device check script)."""
 import itertools
 import time
 
 import torch
 
-from pipelines import gpu_telemetry
+from pipelines.worker import gpu_telemetry
 from tests.conftest import run_pipeline
 
 _counter = itertools.count()

@@ -3,8 +3,8 @@ import json
 
 import torch
 
-from pipelines import image_classification
 from pipelines.perf import load_model
+from pipelines.worker import image_classification
 from tests.conftest import run_pipeline
 
 
@@ -83,9 +83,9 @@ def test_a_batch_that_fails_inference_is_dead_lettered_per_input(models_dir):
   from apache_beam.ml.inference.base import KeyedModelHandler, RunInference
   from apache_beam.testing.util import assert_that, equal_to
 
-  from pipelines import dead_letter
-  from pipelines.handler import BenchmarkModelHandler
   from pipelines.runners import local_engine
+  from pipelines.worker import dead_letter
+  from pipelines.worker.handler import BenchmarkModelHandler
 
   path = str(models_dir / "resnet18.pth")
   handler = KeyedModelHandler(BenchmarkModelHandler(

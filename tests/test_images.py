@@ -12,8 +12,8 @@ import sys
 import pytest
 import torch
 
-from pipelines import models
 from pipelines.matrix import REPO_ROOT
+from pipelines.worker import models
 
 DOCKER = REPO_ROOT / "docker"
 
@@ -75,11 +75,15 @@ def test_a_code_change_rebuilds_only_the_code_layer(variant):
   runtime, models, final = (steps[a:b] for a, b in zip(stages, stages[1:] + [len(steps)]))
   assert not any(kind == "COPY" and "pipelines" in value for kind, value in runtime)
   copies = [value for kind, value in models if kind == "COPY"]
-  assert "pipelines/__init__.py pipelines/models.py pipelines/" in copies
-  assert not any(value.startswith("pipelines/ ") for value in copies)
+  assert copies[-2:] == [
+      "pipelines/__init__.py pipelines/",
+      "pipelines/worker/__init__.py pipelines/worker/models.py pipelines/worker/"]
+  assert not any(value.startswith(("pipelines/ ", "pipelines/worker/ ")) for value in copies)
   kinds = [kind for kind, _ in final]
   assert "RUN" not in kinds  # nothing heavy after the code
-  code = final.index(("COPY", "pipelines/ pipelines/"))
+  code = final.index(("COPY", "pipelines/worker/ pipelines/worker/"))  # the worker package only
+  assert not any(kind == "COPY" and value.split()[0] in ("pipelines/", "infra/")
+                 for kind, value in final)
   assert final.index(("COPY", "--from=models /opt/models /opt/models")) < code
   assert final.index(("ARG", "GIT_SHA=unknown")) > code
   assert all("GIT_SHA" not in value for _, value in runtime + models)
@@ -161,7 +165,8 @@ def test_bake_downloads_pretrained_weights_through_the_real_code(tmp_path):
   out = tmp_path / "opt-models"
   env = {"TORCH_HOME": str(tmp_path / "torch"), "HF_HOME": str(tmp_path / "hf"),
          "HF_HUB_OFFLINE": "1", "PATH": "/usr/bin:/bin", "HOME": str(tmp_path)}
-  result = subprocess.run([sys.executable, "-m", "pipelines.models", "--weights", "pretrained",
+  result = subprocess.run([sys.executable, "-m", "pipelines.worker.models",
+                           "--weights", "pretrained",
                            "--out", str(out), "resnet18", "bert-tiny-uncased"],
                           cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=300)
   assert result.returncode == 0, result.stderr[-3000:]
@@ -187,7 +192,8 @@ def test_bake_fails_loudly_when_weights_cannot_be_downloaded(tmp_path):
   env = {"TORCH_HOME": str(tmp_path / "empty"), "HF_HOME": str(tmp_path / "empty-hf"),
          "HF_HUB_OFFLINE": "1", "PATH": "/usr/bin:/bin", "HOME": str(tmp_path),
          "no_proxy": "*"}
-  result = subprocess.run([sys.executable, "-m", "pipelines.models", "--weights", "pretrained",
+  result = subprocess.run([sys.executable, "-m", "pipelines.worker.models",
+                           "--weights", "pretrained",
                            "--out", str(tmp_path / "out"), "bert-tiny-uncased"],
                           cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=120)
   assert result.returncode != 0

@@ -15,8 +15,9 @@ import pytest
 import torch
 from PIL import Image
 
-from pipelines import data, image_classification, results_store
+from pipelines import data, results_store
 from pipelines.matrix import REPO_ROOT
+from pipelines.worker import image_classification
 from tests import test_faults
 from tests.test_faults import SMALL_MATRIX, assert_accounted, dead_letters, predictions
 

@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from pipelines import latency_histogram
+from pipelines.worker import latency_histogram
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])

@@ -6,11 +6,12 @@ import json
 
 import pytest
 
-from pipelines import beam_metrics, compare_profiles, profiles, run, runners
+from pipelines import compare_profiles, profiles, run, runners
 from pipelines.matrix import REPO_ROOT
-from pipelines.models import build_architecture
 from pipelines.publish import metrics_rows
 from pipelines.report import compare, history
+from pipelines.worker import beam_metrics
+from pipelines.worker.models import build_architecture
 from tests.records import make_record, synthetic_record
 from tests.test_dataflow import SETTINGS
 from tests.test_faults import kit  # noqa: F401 - the launcher fixture on the small matrix

@@ -11,10 +11,11 @@ import sys
 
 import pytest
 
-from pipelines import latency_histogram, results_store
+from pipelines import results_store
 from pipelines.matrix import REPO_ROOT
 from pipelines.report import __main__ as report_cli
 from pipelines.report import compare
+from pipelines.worker import latency_histogram
 from tests import servers
 from tests.records import make_record, synthetic_record
 from tests.test_publish import create_db, influx_v1_points

@@ -11,8 +11,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from pipelines import cost
 from pipelines.report import __main__ as report_cli
-from pipelines.report import compare, cost, history, page
+from pipelines.report import compare, history, page
 from tests import servers
 from tests.records import history as make_history
 from tests.records import synthetic_record

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import json
 
-from pipelines import data, models, results_store, sweep
+from pipelines import data, results_store, sweep
 from pipelines.report import __main__ as report
+from pipelines.worker import models
 from tests.test_faults import SMALL_MATRIX
 
 

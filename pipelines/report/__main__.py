@@ -8,8 +8,8 @@ import json
 import pathlib
 import sys
 
-from pipelines import results_store, run_record, sweep
-from pipelines.report import cost, page
+from pipelines import cost, results_store, run_record
+from pipelines.report import page
 
 
 def main(argv=None) -> int:
@@ -18,7 +18,7 @@ def main(argv=None) -> int:
   parser.add_argument("--fail-on-regression", action="store_true")
   args = parser.parse_args(argv)
   records = results_store.load_all(args.results_dir)
-  sweeps = sweep.latest(args.results_dir)
+  sweeps = results_store.latest_sweeps(args.results_dir)
   if not records and not sweeps:
     print(f"error: {args.results_dir} holds no run records (none readable in "
           f"{args.results_dir / 'records'}) and no sweeps: no report written", file=sys.stderr)

@@ -7,7 +7,8 @@ import base64
 import html
 from typing import Any
 
-from pipelines.report import cost, history, plots, regressions
+from pipelines import cost
+from pipelines.report import history, plots, regressions
 
 TABLE_METRICS = ["mean_inference_request_batch_size", "mean_inference_batch_latency_micro_secs",
                  "mean_load_model_latency_milli_secs", "throughput_per_s_excl_model_load",

@@ -93,7 +93,7 @@ def latency_spread(runs: list[dict[str, Any]]) -> bytes:
 def sweep(sweep: dict[str, Any]) -> bytes:
   """Steady-state throughput and p99 batch latency against batch size, one line per layout
   (and batching), the matrix default ringed."""
-  from pipelines.sweep import default_line, line_of, lines_of
+  from pipelines.sweep_results import default_line, line_of, lines_of
   fig, (tput, p99) = plt.subplots(1, 2, figsize=(11, 3.6))
   default = default_line(sweep)
   for line in lines_of(sweep):

@@ -160,13 +160,13 @@ def is_current(path: pathlib.Path, weights: str) -> bool:
 
 def main(argv: list[str] | None = None) -> None:
   parser = argparse.ArgumentParser(description="Write model state dicts for the benchmarks.")
-  parser.add_argument("architectures", nargs="*", help="default: every model in the matrix")
+  parser.add_argument("architectures", nargs="+",
+                      help="e.g. resnet101 bert-base-uncased (`make models`: the matrix's)")
   parser.add_argument("--out", type=pathlib.Path, default=pathlib.Path("models"))
   parser.add_argument("--weights", choices=WEIGHTS_KINDS, default="random")
   args = parser.parse_args(argv)
   logging.basicConfig(level=logging.INFO, format="%(message)s")
-  from pipelines import matrix
-  wanted = args.architectures or matrix.models()
+  wanted = args.architectures
   for architecture in wanted:
     path = args.out / f"{architecture}.pth"
     if is_current(path, args.weights):

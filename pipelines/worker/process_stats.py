@@ -19,7 +19,7 @@ from typing import Any
 
 from apache_beam.metrics import Metrics
 
-from pipelines.beam_metrics import KIT_NAMESPACE
+from pipelines.worker.beam_metrics import KIT_NAMESPACE
 
 PREFIX = "process/"
 

@@ -23,14 +23,17 @@ from apache_beam.utils.timestamp import MIN_TIMESTAMP
 from apache_beam.utils.windowed_value import WindowedValue
 from torch.nn.utils.rnn import pad_sequence
 
-from pipelines import dead_letter
-from pipelines.beam_metrics import KIT_NAMESPACE
-from pipelines.models import build_architecture
+from pipelines.worker import dead_letter
+from pipelines.worker.beam_metrics import KIT_NAMESPACE
+from pipelines.worker.models import build_architecture
 
 # Ids in the bert-uncased vocab (checked against the tokenizer when it loads).
 PAD_ID = 0
 MASK_ID = 103
 MAX_TOKENS = 512  # BERT's max_position_embeddings
+# Length-aware batching sorts this many batches' worth of sentences at a time: wide enough to
+# find similar lengths, small enough to keep a bundle's memory and latency bounded.
+LENGTH_SORT_BATCHES = 8
 _LAST_WORD = re.compile(r"^(.*?\w)(\W*)$")
 # The tokenizer matches these anywhere in a text, case-sensitively ("a[SEP]b" holds one).
 SPECIAL_TOKENS = ("[CLS]", "[SEP]", "[PAD]", "[UNK]", "[MASK]")
@@ -165,6 +168,20 @@ def parse_lines(lines: beam.PCollection, vocab_path: str):
   parsed = lines | "MaskAndTokenize" >> beam.ParDo(MaskAndTokenize(vocab_path)).with_outputs(
       dead_letter.TAG, main="sentences")
   return parsed.sentences, parsed[dead_letter.TAG]
+
+
+def parse(lines: beam.PCollection, opts):
+  """The task's parse step (pipelines/worker/tasks.py): sentences -> (sentence, token ids),
+  sorted by token length within windows when the run asks for length-aware batching."""
+  examples, bad_input = parse_lines(lines, opts.vocab_path)
+  if opts.length_aware_batching:
+    window = LENGTH_SORT_BATCHES * (opts.max_batch_size or 1)
+    examples = examples | "SortByLength" >> beam.ParDo(SortByLength(window))
+  return examples, bad_input
+
+
+def format_prediction(opts) -> beam.DoFn:
+  return FormatPrediction(opts.vocab_path)
 
 
 def model_handler(state_dict_path: str, architecture: str, device: str,

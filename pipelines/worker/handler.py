@@ -23,11 +23,11 @@ import torch
 from apache_beam.metrics import Metrics
 from apache_beam.ml.inference.base import ModelHandler
 
-from pipelines import gpu_telemetry, latency_histogram, process_stats, worker_facts
-from pipelines.beam_metrics import KIT_NAMESPACE
-from pipelines.layout import apply_threads
-from pipelines.models import read_meta
-from pipelines.progress import reporter as progress_reporter
+from pipelines.worker import gpu_telemetry, latency_histogram, process_stats, worker_facts
+from pipelines.worker.beam_metrics import KIT_NAMESPACE
+from pipelines.worker.models import read_meta
+from pipelines.worker.progress_reporter import reporter as progress_reporter
+from pipelines.worker.threads import apply_threads
 
 # Kept per worker process and per pipeline (the handler's token, shared by all its copies), not
 # per handler copy: Beam shares one loaded model among the DoFn instances of a process and only

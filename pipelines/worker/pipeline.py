@@ -1,7 +1,7 @@
 """The benchmark pipeline: read -> parse (dead-letter bad input) -> RunInference -> write.
 
-One pipeline for both tasks and every runner; only the parse step, the model handler and the
-output format differ by task.
+One pipeline for every task and runner; only the parse step, the model handler and the output
+format differ by task (pipelines/worker/tasks.py).
 """
 from __future__ import annotations
 
@@ -9,13 +9,9 @@ import apache_beam as beam
 from apache_beam import coders
 from apache_beam.ml.inference.base import KeyedModelHandler, RunInference
 
-from pipelines import dead_letter, image_classification, language_modeling
-from pipelines.handler import BenchmarkModelHandler
-from pipelines.options import BenchmarkOptions, validate
-
-# Length-aware batching sorts this many batches' worth of sentences at a time: wide enough to
-# find similar lengths, small enough to keep a bundle's memory and latency bounded.
-LENGTH_SORT_BATCHES = 8
+from pipelines.worker import dead_letter, tasks
+from pipelines.worker.handler import BenchmarkModelHandler
+from pipelines.worker.options import BenchmarkOptions, validate
 
 
 def batching(opts: BenchmarkOptions) -> dict[str, int]:
@@ -39,19 +35,9 @@ def build(p: beam.Pipeline, opts: BenchmarkOptions, **telemetry) -> None:
   # decode/tokenize and inference: a small file is one read split, read by one process.
   lines = decoded.lines | "Distribute" >> beam.Reshuffle()
   undecodable = decoded[dead_letter.TAG]
-  if opts.task == "image_classification":
-    task = image_classification
-    examples, bad_input = task.parse_lines(lines, opts.max_image_pixels,
-                                           opts.max_image_bytes)
-    formatter = task.FormatPrediction()
-  else:
-    task = language_modeling
-    examples, bad_input = task.parse_lines(lines, opts.vocab_path)
-    if opts.length_aware_batching:
-      window = LENGTH_SORT_BATCHES * (opts.max_batch_size or 1)
-      examples = examples | "SortByLength" >> beam.ParDo(task.SortByLength(window))
-    formatter = task.FormatPrediction(opts.vocab_path)
-
+  task = tasks.get(opts.task).steps()
+  examples, bad_input = task.parse(lines, opts)
+  formatter = task.format_prediction(opts)
   base = task.model_handler(opts.model_state_dict_path, opts.model_architecture, opts.device,
                             batching(opts))
   handler = KeyedModelHandler(BenchmarkModelHandler(

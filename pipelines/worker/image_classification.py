@@ -14,8 +14,8 @@ from apache_beam.io.filesystems import FileSystems
 from apache_beam.ml.inference.pytorch_inference import PytorchModelHandlerTensor
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from pipelines import dead_letter
-from pipelines.models import build_architecture
+from pipelines.worker import dead_letter
+from pipelines.worker.models import build_architecture
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -155,6 +155,15 @@ def parse_lines(lines: beam.PCollection, max_pixels: int | None = None,
   parsed = lines | "DecodeImages" >> beam.ParDo(DecodeImage(max_pixels, max_bytes)).with_outputs(
       dead_letter.TAG, main="images")
   return parsed.images, parsed[dead_letter.TAG]
+
+
+def parse(lines: beam.PCollection, opts):
+  """The task's parse step (pipelines/worker/tasks.py): image paths -> (path, tensor)."""
+  return parse_lines(lines, opts.max_image_pixels, opts.max_image_bytes)
+
+
+def format_prediction(opts) -> beam.DoFn:
+  return FormatPrediction()
 
 
 def model_handler(state_dict_path: str, architecture: str, device: str,

@@ -7,7 +7,7 @@ from typing import Any, Iterable
 import apache_beam as beam
 from apache_beam.metrics import Metrics
 
-from pipelines.beam_metrics import KIT_NAMESPACE
+from pipelines.worker.beam_metrics import KIT_NAMESPACE
 
 TAG = "dead_letter"
 

@@ -1,8 +1,9 @@
 """Pipeline options: the same flags on the DirectRunner and on Dataflow."""
 from apache_beam.options.pipeline_options import PipelineOptions
 
-from pipelines.cli_types import positive_int
-from pipelines.matrix import DEVICES, TASKS
+from pipelines.worker import tasks
+from pipelines.worker.arg_types import positive_int
+from pipelines.worker.tasks import DEVICES, TASKS
 
 # Well under Pillow's decompression-bomb guard (89 MP warns, 179 MP fails): a 50 MP RGB image
 # decodes to 150 MB, affordable on a 7.5 GB worker running two SDK processes.
@@ -49,7 +50,7 @@ def validate(opts: BenchmarkOptions) -> None:
   missing = [name for name in ("task", "input", "output", "model_architecture",
                                "model_state_dict_path")
              if not getattr(opts, name)]
-  if opts.task == "language_modeling" and not opts.vocab_path:
+  if opts.task in TASKS and tasks.get(opts.task).needs_vocab and not opts.vocab_path:
     missing.append("vocab_path")
   if missing:
     raise ValueError("missing pipeline options: " + ", ".join("--" + m for m in missing))

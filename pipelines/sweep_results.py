@@ -1,0 +1,63 @@
+"""A sweep's results as plain data (what `make sweep` stores in results/sweeps/*.json): each
+point's figures, the table printed and the report's plot lines. Read by the sweep command and the
+report alike."""
+from __future__ import annotations
+
+import statistics
+from typing import Any
+
+
+def summarize(records: list[dict[str, Any]]) -> dict[str, Any]:
+  """A point's figures: medians over its repeats."""
+  def median(get):
+    values = [v for v in (get(r) for r in records) if v is not None]
+    return statistics.median(values) if values else None
+  last = records[-1]["metadata"]
+  return {
+      "steady_items_per_s": median(lambda r: r["metrics"]["steady_throughput_per_s"]),
+      "p99_batch_ms": median(lambda r: r["metrics"]["batch_latency_p99_ms"]),
+      "mean_batch_ms": median(lambda r: (r["metrics"]["mean_inference_batch_latency_micro_secs"]
+                                         or 0) / 1000 or None),
+      "peak_rss_mib_per_process": max((p.get("peak_rss_mib") or 0 for r in records
+                                       for p in r["metadata"]["worker_processes"]), default=None),
+      "processes_loaded_model": last["processes_loaded_model"],
+      "threads_seen": sorted({p.get("intra_op_threads") for r in records
+                              for p in r["metadata"]["worker_processes"]} - {None}),
+      "status": "succeeded" if all(r["status"] == "succeeded" for r in records) else "failed",
+      "run_ids": [r["run_id"] for r in records],
+  }
+
+
+def table(sweep: dict[str, Any]) -> str:
+  lines = [f"{sweep['benchmark']}: steady-state items/s (p99 batch ms), {sweep['items']} items "
+           f"per point, median of {sweep['repeats']}; * = the matrix default layout",
+           "layout          " + "".join(f"{'batch ' + str(b):>20}" for b in sweep["batch_sizes"])
+           + "   peak RSS/process"]
+  for line in lines_of(sweep):
+    points = [p for p in sweep["points"] if line_of(p) == line]
+    cells = "".join(
+        f"{cell(p):>20}" for p in sorted(points, key=lambda p: p["batch_size"]))
+    rss = max((p["peak_rss_mib_per_process"] or 0 for p in points), default=0)
+    star = " *" if line == default_line(sweep) else ""
+    lines.append(f"{line + star:<16}{cells}   {rss} MiB")
+  return "\n".join(lines)
+
+
+def default_line(sweep: dict[str, Any]) -> str:
+  return line_of({"layout": sweep["default_layout"], "batching": sweep.get("default_batching")})
+
+
+def line_of(point: dict[str, Any]) -> str:
+  """A plot line / table row: the layout, plus the batching where it varies (BERT)."""
+  return point["layout"] + (f" {point['batching']}" if point.get("batching") else "")
+
+
+def lines_of(sweep: dict[str, Any]) -> list[str]:
+  return list(dict.fromkeys(line_of(p) for p in sweep["points"]))
+
+
+def cell(point: dict[str, Any]) -> str:
+  if point["status"] != "succeeded" or point["steady_items_per_s"] is None:
+    return "failed" if point["status"] != "succeeded" else "too few batches"
+  p99 = point["p99_batch_ms"]  # None: too few batches for a p99 (latency_histogram.py)
+  return f"{point['steady_items_per_s']:.2f} ({'n/a' if p99 is None else f'{p99:.0f}'})"

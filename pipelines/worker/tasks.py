@@ -1,0 +1,49 @@
+"""The tasks the kit benchmarks, one object each: what differs by task, named in one place.
+
+A task's steps (parse its input lines, dead-lettering what it cannot use; its RunInference model
+handler; its prediction format) live in the module the task names, which every task module
+provides with the same three functions:
+
+  parse(lines, opts)         -> (PCollection of (key, example), PCollection of dead letters)
+  model_handler(opts)        -> a Beam ModelHandler for the options' model, device and batching
+  format_prediction(opts)    -> a DoFn turning (key, PredictionResult) into one JSON line
+
+That module is imported only when the steps are needed (`Task.steps()`): the launcher and the
+Makefile read the names below without torch. Adding a task is one module plus one entry here
+and the matrix's.
+"""
+from __future__ import annotations
+
+import dataclasses
+import importlib
+from types import ModuleType
+
+DEVICES = ("CPU", "GPU")
+
+
+@dataclasses.dataclass(frozen=True)
+class Task:
+  name: str  # the matrix's `task`
+  input_file: str  # the generated local input list under data/ (`make data`)
+  needs_vocab: bool  # the model needs a tokenizer vocab beside its state dict
+  batchings: tuple[str, ...]  # the batching modes it supports; the first is the default
+  module: str  # the module with its steps
+
+  def steps(self) -> ModuleType:
+    return importlib.import_module(self.module)
+
+
+IMAGE_CLASSIFICATION = Task("image_classification", "images.txt", needs_vocab=False,
+                            batchings=("padded",),
+                            module="pipelines.worker.image_classification")
+LANGUAGE_MODELING = Task("language_modeling", "sentences.txt", needs_vocab=True,
+                         batchings=("padded", "length"),
+                         module="pipelines.worker.language_modeling")
+BY_NAME = {t.name: t for t in (IMAGE_CLASSIFICATION, LANGUAGE_MODELING)}
+TASKS = tuple(BY_NAME)
+
+
+def get(name: str) -> Task:
+  if name not in BY_NAME:
+    raise ValueError(f"unknown task '{name}'; known: {', '.join(TASKS)}")
+  return BY_NAME[name]
