@@ -9,6 +9,7 @@ Watching: DATAFLOW_POLL_S (seconds between job polls, default 10) and DATAFLOW_A
 """
 from __future__ import annotations
 
+import argparse
 import datetime
 import json
 import logging
@@ -481,14 +482,17 @@ def job_description(result, options, bench: matrix.Benchmark) -> dict[str, Any]:
       "transforms": sorted(t.unique_name for t in components.transforms.values()
                            if not t.subtransforms),
       "pipeline_options": {k: v for k, v in all_options.items()
-                           if v is not None and k in _BENCHMARK_OPTIONS},
+                           if v is not None and k in benchmark_option_names()},
   }
 
 
-_BENCHMARK_OPTIONS = ("input", "output", "model_state_dict_path", "vocab_path", "device",
-                      "min_batch_size", "max_batch_size", "task", "model_architecture",
-                      "torch_threads", "torch_interop_threads", "layout", "inference_step",
-                      "profile")
+def benchmark_option_names() -> tuple[str, ...]:
+  """Every option BenchmarkOptions defines, read from its own parser: the dry-run job carries
+  them all, including ones added later."""
+  from pipelines.options import BenchmarkOptions
+  parser = argparse.ArgumentParser()
+  BenchmarkOptions._add_argparse_args(parser)  # noqa: SLF001 - the call Beam makes
+  return tuple(vars(parser.parse_args([])))
 
 
 def _container_image(environment) -> str | None:
