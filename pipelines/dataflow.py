@@ -64,7 +64,12 @@ def default_image_tag() -> str:
 
 
 def image_uri(bench: matrix.Benchmark, s: Mapping[str, str]) -> str:
-  return f"{s['REGISTRY'].rstrip('/')}/{IMAGE_NAMES[bench.image]}:{s['IMAGE_TAG']}"
+  return image_ref(bench.image, s)
+
+
+def image_ref(variant: str, s: Mapping[str, str]) -> str:
+  """The tagged reference of one worker image (cpu-resnet, cpu-bert, gpu) under settings `s`."""
+  return f"{s['REGISTRY'].rstrip('/')}/{IMAGE_NAMES[variant]}:{s['IMAGE_TAG']}"
 
 
 def service_options(bench: matrix.Benchmark) -> list[str]:
@@ -123,9 +128,10 @@ class ImageNotPushed(RuntimeError):
   """A real launch needs the image pushed for this tag (`make push`): exit 2, nothing submitted."""
 
 
-def digest_dir() -> pathlib.Path:
+def digest_dir(env: Mapping[str, str] = os.environ,
+               root: pathlib.Path = REPO_ROOT) -> pathlib.Path:
   """Where `make push` leaves build/image-<variant>.digest (BENCH_BUILD_DIR overrides it)."""
-  return pathlib.Path(os.environ.get("BENCH_BUILD_DIR") or REPO_ROOT / "build")
+  return pathlib.Path(env.get("BENCH_BUILD_DIR") or root / "build")
 
 
 def digest_file(bench: matrix.Benchmark) -> pathlib.Path:
