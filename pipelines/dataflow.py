@@ -24,15 +24,11 @@ from typing import Any, Mapping
 
 from pipelines import matrix, progress, run_record
 from pipelines.layout import ONE_SDK_PROCESS, Layout
-from pipelines.matrix import REPO_ROOT
+from pipelines.matrix import IMAGE_NAMES, REPO_ROOT
 from pipelines.models import VOCAB_FILE
 
 REQUIRED = ("PROJECT", "REGION", "TEMP_LOCATION", "REGISTRY")
 MODELS_IN_IMAGE = "/opt/models"
-# One worker image per benchmark family, so a ResNet job does not pull bert-large's 1.3 GB:
-# the matrix's `image` names it; the Dockerfile is docker/Dockerfile.<cpu|gpu>.
-IMAGE_NAMES = {"cpu-resnet": "beam-bench-cpu-resnet", "cpu-bert": "beam-bench-cpu-bert",
-               "gpu": "beam-bench-gpu"}
 CONSOLE_URL = "https://console.cloud.google.com/dataflow/jobs/{region}/{job_id}?project={project}"
 
 
