@@ -62,7 +62,7 @@ class Layout:
 
 
 def apply_threads(threads: int | None, interop_threads: int | None) -> None:
-  """Sets this process's torch pools; called by every stage's setup before any torch work.
+  """Sets this process's torch pools; the model handler calls it before loading the model.
   The inter-op pool can only be sized before torch first uses it: a second call is a no-op."""
   import torch  # not at the top: the Makefile reads the matrix with a Python that has no torch
   if threads and torch.get_num_threads() != threads:
