@@ -9,6 +9,7 @@ Watching: DATAFLOW_POLL_S (seconds between job polls, default 10) and DATAFLOW_A
 """
 from __future__ import annotations
 
+import argparse
 import datetime
 import json
 import logging
@@ -23,15 +24,11 @@ from typing import Any, Mapping
 
 from pipelines import matrix, progress, run_record
 from pipelines.layout import ONE_SDK_PROCESS, Layout
-from pipelines.matrix import REPO_ROOT
+from pipelines.matrix import IMAGE_NAMES, REPO_ROOT
 from pipelines.worker.models import VOCAB_FILE
 
 REQUIRED = ("PROJECT", "REGION", "TEMP_LOCATION", "REGISTRY")
 MODELS_IN_IMAGE = "/opt/models"
-# One worker image per benchmark family, so a ResNet job does not pull bert-large's 1.3 GB:
-# the matrix's `image` names it; the Dockerfile is docker/Dockerfile.<cpu|gpu>.
-IMAGE_NAMES = {"cpu-resnet": "beam-bench-cpu-resnet", "cpu-bert": "beam-bench-cpu-bert",
-               "gpu": "beam-bench-gpu"}
 CONSOLE_URL = "https://console.cloud.google.com/dataflow/jobs/{region}/{job_id}?project={project}"
 
 
@@ -63,7 +60,12 @@ def default_image_tag() -> str:
 
 
 def image_uri(bench: matrix.Benchmark, s: Mapping[str, str]) -> str:
-  return f"{s['REGISTRY'].rstrip('/')}/{IMAGE_NAMES[bench.image]}:{s['IMAGE_TAG']}"
+  return image_ref(bench.image, s)
+
+
+def image_ref(variant: str, s: Mapping[str, str]) -> str:
+  """The tagged reference of one worker image (cpu-resnet, cpu-bert, gpu) under settings `s`."""
+  return f"{s['REGISTRY'].rstrip('/')}/{IMAGE_NAMES[variant]}:{s['IMAGE_TAG']}"
 
 
 def service_options(bench: matrix.Benchmark) -> list[str]:
@@ -122,9 +124,10 @@ class ImageNotPushed(RuntimeError):
   """A real launch needs the image pushed for this tag (`make push`): exit 2, nothing submitted."""
 
 
-def digest_dir() -> pathlib.Path:
+def digest_dir(env: Mapping[str, str] = os.environ,
+               root: pathlib.Path = REPO_ROOT) -> pathlib.Path:
   """Where `make push` leaves build/image-<variant>.digest (BENCH_BUILD_DIR overrides it)."""
-  return pathlib.Path(os.environ.get("BENCH_BUILD_DIR") or REPO_ROOT / "build")
+  return pathlib.Path(env.get("BENCH_BUILD_DIR") or root / "build")
 
 
 def digest_file(bench: matrix.Benchmark) -> pathlib.Path:
@@ -481,14 +484,17 @@ def job_description(result, options, bench: matrix.Benchmark) -> dict[str, Any]:
       "transforms": sorted(t.unique_name for t in components.transforms.values()
                            if not t.subtransforms),
       "pipeline_options": {k: v for k, v in all_options.items()
-                           if v is not None and k in _BENCHMARK_OPTIONS},
+                           if v is not None and k in benchmark_option_names()},
   }
 
 
-_BENCHMARK_OPTIONS = ("input", "output", "model_state_dict_path", "vocab_path", "device",
-                      "min_batch_size", "max_batch_size", "task", "model_architecture",
-                      "torch_threads", "torch_interop_threads", "layout", "inference_step",
-                      "profile")
+def benchmark_option_names() -> tuple[str, ...]:
+  """Every option BenchmarkOptions defines, read from its own parser: the dry-run job carries
+  them all, including ones added later."""
+  from pipelines.worker.options import BenchmarkOptions
+  parser = argparse.ArgumentParser()
+  BenchmarkOptions._add_argparse_args(parser)  # noqa: SLF001 - the call Beam makes
+  return tuple(vars(parser.parse_args([])))
 
 
 def _container_image(environment) -> str | None:

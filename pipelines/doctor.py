@@ -286,15 +286,36 @@ def dataflow_section(env: Mapping[str, str], root: pathlib.Path) -> list[str]:
   lines = [_row("Dataflow", status)]
   if shown:
     lines.append(_more(", ".join(shown)))
-  digests = []
-  for variant in dataflow.IMAGE_NAMES:
-    path = root / "build" / f"image-{variant}.digest"
-    digests.append(f"{variant}: {path.read_text().strip() or '(empty file)'}" if path.exists()
-                   else f"{variant}: not pushed")
+  digests = [f"{variant}: {text}" for variant, text in image_digests(env, root).items()]
   lines.append(_row("images", "; ".join(digests)
-                    + ("" if all("not pushed" not in d for d in digests)
-                       else " (make images push)")))
+                    + ("" if all("@sha256:" in d for d in digests) else " (make images push)")))
   return lines
+
+
+def image_digests(env: Mapping[str, str], root: pathlib.Path) -> dict[str, str]:
+  """Per worker image, what `make push` recorded where a launch reads it (BENCH_BUILD_DIR or
+  build/): the pushed reference, or why a launch could not use it. A digest recorded for
+  another tag or registry than the settings' is stale (a launch refuses it)."""
+  from pipelines import dataflow
+  wanted = None  # without REGISTRY (or a tag) no reference to compare with
+  try:
+    if env.get("REGISTRY", "").strip():
+      tag = env.get("IMAGE_TAG", "").strip() or dataflow.default_image_tag()
+      wanted = {"REGISTRY": env["REGISTRY"].strip(), "IMAGE_TAG": tag}
+  except dataflow.SettingsMissing:
+    pass
+  out = {}
+  for variant in dataflow.IMAGE_NAMES:
+    path = dataflow.digest_dir(env, root) / f"image-{variant}.digest"
+    fields = dataflow.read_digest(path)
+    if fields is None:
+      out[variant] = "unreadable digest file" if path.exists() else "not pushed"
+    elif wanted and fields["image"] != dataflow.image_ref(variant, wanted):
+      out[variant] = (f"stale: pushed {fields['image']}, the settings launch "
+                      f"{dataflow.image_ref(variant, wanted)}")
+    else:
+      out[variant] = f"{fields['image']}@{fields['digest']}"
+  return out
 
 
 # --- the screen ----------------------------------------------------------------------------------

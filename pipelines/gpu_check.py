@@ -16,7 +16,7 @@ import time
 
 import torch
 
-from pipelines import matrix, perf
+from pipelines import matrix, perf, profiles
 from pipelines.run import launch, parse_args
 from pipelines.worker import gpu_telemetry
 from pipelines.worker.handler import cuda_usable
@@ -46,6 +46,19 @@ def no_telemetry():
   return None
 
 
+def launched(argv: list[str], **telemetry) -> dict:
+  """One pipeline run's record. A run that did not succeed, or too short for a steady state,
+  ends the check with one line naming it and its record (no figure is computed from None)."""
+  record = launch(*parse_args(argv), **telemetry)
+  what = f"error: gpu-check: {argv[0]} run {record['run_id']}"
+  if record["status"] != "succeeded":
+    why = (record.get("error") or "no error recorded").strip().splitlines()[0]
+    raise SystemExit(f"{what} {record['status']}: {why}")
+  if record["metrics"].get("steady_throughput_per_s") is None:
+    raise SystemExit(f"{what}: too few batches per process for a steady state")
+  return record
+
+
 def main() -> int:
   if not cuda_usable():
     print("error: gpu-check needs a CUDA GPU", file=sys.stderr)
@@ -53,20 +66,21 @@ def main() -> int:
   bench = matrix.get("resnet152-gpu")
   items = bench.local_items
   lines = (pathlib.Path("data") / bench.task_spec.input_file).read_text().splitlines()[:items]
-  plain = perf.plain_loop(bench, lines, bench.local_batch_size, pathlib.Path("models"))
+  plain = perf.plain_loop(bench, lines, bench.local_batch_size, pathlib.Path("models"),
+                          length_aware=profiles.get(profiles.DEFAULT).length_aware(bench))
   results = pathlib.Path("results/gpu-check")
-  record = launch(*parse_args([bench.name, "--items", str(items), "--results-dir", str(results)]))
-  quiet = launch(*parse_args([bench.name, "--items", str(items),
-                              "--results-dir", str(results / "no-telemetry")]),
-                 telemetry_reader=no_telemetry)
+  record = launched([bench.name, "--items", str(items), "--results-dir", str(results)])
+  quiet = launched([bench.name, "--items", str(items),
+                    "--results-dir", str(results / "no-telemetry")],
+                   telemetry_reader=no_telemetry)
   beam = record["metrics"]["steady_throughput_per_s"]
   beam_quiet = quiet["metrics"]["steady_throughput_per_s"]
   # Decode in parallel with inference: two SDK processes share the GPU, so one decodes on its
   # vCPU while the other's batch runs (a T4 worker has 2 vCPUs; one process decodes serially).
   layouts = {}
   for layout in PARALLEL_DECODE_LAYOUTS:
-    run = launch(*parse_args([bench.name, "--items", str(items), "--layout", layout,
-                              "--results-dir", str(results / "layouts")]))
+    run = launched([bench.name, "--items", str(items), "--layout", layout,
+                    "--results-dir", str(results / "layouts")])
     layouts[layout] = {"steady_items_per_s": run["metrics"]["steady_throughput_per_s"],
                        "gpu_utilization_mean_pct": run["gpu"].get("utilization_mean_pct"),
                        "processes_loaded_model": run["metadata"]["processes_loaded_model"],

@@ -19,6 +19,10 @@ def matrix_path() -> pathlib.Path:
   """The matrix file: BENCHMARK_MATRIX points at another (the tests' small models use it)."""
   return pathlib.Path(os.environ.get("BENCHMARK_MATRIX") or MATRIX_PATH)
 
+# One worker image per benchmark family, so a ResNet job does not pull bert-large's 1.3 GB:
+# a benchmark's `image` names one; the Dockerfile is docker/Dockerfile.<cpu|gpu>.
+IMAGE_NAMES = {"cpu-resnet": "beam-bench-cpu-resnet", "cpu-bert": "beam-bench-cpu-bert",
+               "gpu": "beam-bench-gpu"}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -118,6 +122,10 @@ def load(path: pathlib.Path | None = None) -> dict[str, Benchmark]:
     if machine_name not in machines:
       raise MatrixError(f"{where}: machine type '{machine_name}' has no [machine_types] entry")
     machine = machines[machine_name]
+    image = _require(entry, "image", where)
+    if image not in IMAGE_NAMES:
+      raise MatrixError(f"{where}: unknown image '{image}'; known: "
+                        f"{', '.join(sorted(IMAGE_NAMES))}")
     model = _require(entry, "model", where)
     if model not in memory:
       raise MatrixError(f"{where}: model '{model}' has no [process_memory_mib] entry")
@@ -129,7 +137,7 @@ def load(path: pathlib.Path | None = None) -> dict[str, Benchmark]:
         dataset_input=dataset["input"],
         dataset_items=dataset["items"],
         device=device,
-        image=_require(entry, "image", where),
+        image=image,
         bigquery_table=_require(entry, "bigquery_table", where),
         influx_measurement=_require(entry, "influx_measurement", where),
         dataflow=DataflowShape(**dataflow),
@@ -167,10 +175,14 @@ if __name__ == "__main__":
   # `python -m pipelines.matrix names` is how the Makefile lists benchmarks.
   import sys
   what = sys.argv[1] if len(sys.argv) > 1 else "names"
+  try:
+    benchmarks = load()
+  except MatrixError as e:
+    raise SystemExit(f"error: {matrix_path()}: {e}") from None
   if what == "names":
-    print(" ".join(load()))
+    print(" ".join(benchmarks))
   elif what == "images":
-    print(" ".join(sorted({b.image for b in load().values()})))
+    print(" ".join(sorted({b.image for b in benchmarks.values()})))
   elif what == "models":
     print(" ".join(models(sys.argv[2] if len(sys.argv) > 2 else None)))
   elif what == "profiles":

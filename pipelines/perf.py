@@ -1,13 +1,15 @@
 """`make perf`: each benchmark this machine can run (the CPU ones; the GPU one where CUDA is
 usable) as a Beam pipeline and as a plain PyTorch loop, side by side.
 
-Same model file, weights, preprocessing, batch size, batching and items. The plain loop runs in
-one process on all cores. The pipeline runs in two worker layouts (layout.py): 1 x all cores
-(one process, like the plain loop) and the matrix's chosen layout for the Dataflow machine type,
-plus any --layouts. Every figure is steady state: items after the first batch over the time from
-the first batch's end to the last's (per SDK process, summed; process_stats.py), so model load,
-start-up and warm-up are out of both; the pipeline's includes everything else Beam does
-(reading, reshuffling, batching, metrics, writing outputs).
+Same model file, weights, preprocessing, batch size, batching and items, as --profile sets them
+(the plain loop runs the pipeline's batch size where the profile fixes one, else the matrix's,
+and sorts sentences by length where the pipeline does). The plain loop runs in one process on
+all cores. The pipeline runs in two worker layouts (layout.py): 1 x all cores (one process, like
+the plain loop) and the profile's layout for the Dataflow machine type (tuned: the matrix's
+chosen one), plus any --layouts. Every figure is steady state: items after the first batch over
+the time from the first batch's end to the last's (per SDK process, summed; process_stats.py),
+so model load, start-up and warm-up are out of both; the pipeline's includes everything else
+Beam does (reading, reshuffling, batching, metrics, writing outputs).
 efficiency = pipeline items/s / plain loop items/s, within each back-to-back repeat (the plain
 loop, then each layout); the median of REPEATS is reported with the range.
 """
@@ -22,7 +24,7 @@ import time
 
 import torch
 
-from pipelines import matrix, progress, run_record
+from pipelines import matrix, profiles, progress, run_record
 from pipelines.cli_types import positive_int
 from pipelines.layout import Layout
 from pipelines.run import launch, parse_args
@@ -53,7 +55,7 @@ def _sorted_by_length(lines: list[str], tokenizer, batch_size: int) -> list[str]
 
 
 def plain_loop(bench: matrix.Benchmark, lines: list[str], batch_size: int,
-               models_dir: pathlib.Path) -> float:
+               models_dir: pathlib.Path, *, length_aware: bool) -> float:
   """Steady-state items/s of the same work without Beam, on all cores: the items after the
   first batch over the time from the first batch's end to the last's."""
   torch.set_num_threads(os.cpu_count() or 1)  # a 1xT pipeline run may have narrowed the pool
@@ -61,7 +63,7 @@ def plain_loop(bench: matrix.Benchmark, lines: list[str], batch_size: int,
   model = load_model(models_dir / f"{bench.model}.pth", bench.model).to(device)
   tokenizer = (language_modeling.load_tokenizer(str(models_dir / VOCAB_FILE))
                if bench.task_spec.needs_vocab else None)
-  if tokenizer is not None and bench.batching == "length":
+  if tokenizer is not None and length_aware:
     lines = _sorted_by_length(lines, tokenizer, batch_size)  # the pipeline's batching too
   chunks = list(_chunks(lines, batch_size))
   if len(chunks) < 2:
@@ -83,16 +85,31 @@ def plain_loop(bench: matrix.Benchmark, lines: list[str], batch_size: int,
   return (len(lines) - len(chunks[0])) / (time.perf_counter() - first_end)
 
 
+def fixed_batch_size(batching: dict[str, int]) -> int | None:
+  """The batch size RunInference runs at, where min and max fix it (BatchElements' min
+  defaults to 1); None for adaptive batching."""
+  high = batching.get("max_batch_size")
+  return high if high is not None and batching.get("min_batch_size", 1) == high else None
+
+
+def plain_batch_size(bench: matrix.Benchmark, profile: profiles.Profile) -> int:
+  """The plain loop's batch: the pipeline's where fixed, else (adaptive) the matrix's."""
+  return fixed_batch_size(profile.batching_for(bench)) or bench.local_batch_size
+
+
 def measure_repeat(bench: matrix.Benchmark, items: int, layouts: list[Layout],
-                   results_dir: pathlib.Path, profile: str = "tuned") -> dict:
-  """The plain loop, then the pipeline in each layout, back to back on the same machine. The
-  plain loop always runs the matrix's batch size; the pipeline runs `profile`'s batching."""
-  lines = (pathlib.Path("data") / bench.task_spec.input_file).read_text().splitlines()[:items]
-  plain = plain_loop(bench, lines, bench.local_batch_size, pathlib.Path("models"))
+                   results_dir: pathlib.Path, profile: profiles.Profile,
+                   data_dir: pathlib.Path, models_dir: pathlib.Path) -> dict:
+  """The plain loop, then the pipeline in each layout, back to back on the same machine, both
+  with `profile`'s batching (plain_batch_size)."""
+  lines = (data_dir / bench.task_spec.input_file).read_text().splitlines()[:items]
+  plain = plain_loop(bench, lines, plain_batch_size(bench, profile), models_dir,
+                     length_aware=profile.length_aware(bench))
   runs = {}
   for layout in layouts:
     run_args, beam_args = parse_args([bench.name, "--items", str(items), "--layout", str(layout),
-                                      "--profile", profile, "--results-dir", str(results_dir)])
+                                      "--profile", profile.name, "--results-dir", str(results_dir),
+                                      "--data-dir", str(data_dir), "--models-dir", str(models_dir)])
     record = launch(run_args, beam_args)
     if record["status"] != "succeeded":
       raise SystemExit(f"{bench.name}: pipeline run failed: {record['error']}")
@@ -103,13 +120,13 @@ def measure_repeat(bench: matrix.Benchmark, items: int, layouts: list[Layout],
     runs[str(layout)] = {"beam_items_per_s": beam, "efficiency": beam / plain,
                          "device_used": record["metadata"]["device_used"],
                          "gpu_utilization_mean_pct": record["gpu"].get("utilization_mean_pct"),
+                         "length_aware_batching": record["metadata"]["length_aware_batching"],
                          "run_id": record["run_id"]}
   return {"plain_items_per_s": plain, "layouts": runs}
 
 
-def layout_ratio(bench: matrix.Benchmark, repeats: list[dict], other: str) -> dict:
+def layout_ratio(bench: matrix.Benchmark, repeats: list[dict], chosen: str, other: str) -> dict:
   """The chosen layout's throughput over another's, within each back-to-back repeat."""
-  chosen = str(bench.layout)
   values = sorted(r["layouts"][chosen]["beam_items_per_s"] / r["layouts"][other]["beam_items_per_s"]
                   for r in repeats)
   return {"benchmark": bench.name, "chosen": chosen, "other": other,
@@ -117,12 +134,15 @@ def layout_ratio(bench: matrix.Benchmark, repeats: list[dict], other: str) -> di
 
 
 def median_row(bench: matrix.Benchmark, items: int, layout: str, repeats: list[dict],
-               profile: str) -> dict:
+               profile: profiles.Profile) -> dict:
   pairs = sorted(({"plain_items_per_s": r["plain_items_per_s"], **r["layouts"][layout]}
                   for r in repeats), key=lambda pair: pair["efficiency"])
-  return {"benchmark": bench.name, "profile": profile, "items": items,
-          "batch_size": bench.local_batch_size,
-          "layout": layout, "default": layout == str(bench.layout), **pairs[len(pairs) // 2],
+  batching = profile.batching_for(bench)
+  return {"benchmark": bench.name, "profile": profile.name, "items": items,
+          "batch_size": fixed_batch_size(batching), "batching": batching,
+          "plain_batch_size": plain_batch_size(bench, profile),
+          "layout": layout, "default": layout == str(profile.layout_for(bench)),
+          **pairs[len(pairs) // 2],
           "efficiency_min": pairs[0]["efficiency"], "efficiency_max": pairs[-1]["efficiency"],
           "pairs": pairs}
 
@@ -138,8 +158,15 @@ def main(argv: list[str] | None = None) -> int:
                       default=[], help="more pipeline layouts to measure, e.g. 2x2 (Dataflow's "
                       "default on n1-standard-2)")
   parser.add_argument("--results-dir", type=pathlib.Path, default=pathlib.Path("results/perf"))
-  parser.add_argument("--profile", default="tuned", help="the pipeline runs' profile")
+  parser.add_argument("--profile", default=profiles.DEFAULT,
+                      help="the profile both sides run: its layout and batching")
+  parser.add_argument("--data-dir", type=pathlib.Path, default=pathlib.Path("data"))
+  parser.add_argument("--models-dir", type=pathlib.Path, default=pathlib.Path("models"))
   args = parser.parse_args(argv)
+  try:
+    profile = profiles.get(args.profile)
+  except profiles.ProfileError as e:
+    parser.error(str(e))
   gpu_here = cuda_usable()
   wanted = args.benchmarks or list(matrix.load())
   benches = [b for b in matrix.load().values()
@@ -148,22 +175,25 @@ def main(argv: list[str] | None = None) -> int:
   for index, bench in enumerate(benches, 1):
     items = args.items or bench.local_items
     one_process = Layout(1, os.cpu_count() or 1)
-    layouts = list(dict.fromkeys([one_process, bench.layout, *args.layouts]))
+    chosen = profile.layout_for(bench)
+    layouts = list(dict.fromkeys([one_process, chosen, *args.layouts]))
     repeats = []
     for repeat in range(1, args.repeats + 1):
       print(f"\n=== {progress.step(index, len(benches), bench.name)}: repeat {repeat}/"
             f"{args.repeats} (plain loop, then the pipeline in {', '.join(map(str, layouts))}) ===",
             flush=True)
-      repeats.append(measure_repeat(bench, items, layouts, args.results_dir, args.profile))
-    rows += [median_row(bench, items, str(layout), repeats, args.profile) for layout in layouts]
+      repeats.append(measure_repeat(bench, items, layouts, args.results_dir, profile,
+                                    args.data_dir, args.models_dir))
+    rows += [median_row(bench, items, str(layout), repeats, profile) for layout in layouts]
     for other in layouts:
-      if other != bench.layout:
-        ratios.append(layout_ratio(bench, repeats, str(other)))
-  print("\nsteady-state items/s, median of back-to-back repeats (* = the matrix's chosen layout)")
+      if other != chosen:
+        ratios.append(layout_ratio(bench, repeats, str(chosen), str(other)))
+  print("\nsteady-state items/s, median of back-to-back repeats (* = the profile's layout)")
   print("benchmark       device  items  batch  layout   plain/s  beam/s  efficiency  (range)")
   for r in rows:
     layout = r["layout"] + (" *" if r["default"] else "")
-    print(f"{r['benchmark']:<15} {r['device_used']:<6}  {r['items']:>5}  {r['batch_size']:>5}  "
+    batch = r["batch_size"] or "{min_batch_size}-{max_batch_size}".format(**r["batching"])
+    print(f"{r['benchmark']:<15} {r['device_used']:<6}  {r['items']:>5}  {batch:>5}  "
           f"{layout:<7}  {r['plain_items_per_s']:>7.2f}  {r['beam_items_per_s']:>6.2f}  "
           f"{r['efficiency']:>10.2f}  ({r['efficiency_min']:.2f}-{r['efficiency_max']:.2f})")
   print("\nthe chosen layout against the others, median of per-repeat ratios (range)")

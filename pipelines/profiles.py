@@ -2,9 +2,10 @@
 
   tuned  the kit's own settings (the default): a fixed batch (the matrix's local.batch_size as
          min and max), the matrix's worker layout, the models baked into the worker image, the
-         RunInference step label `RunInference`.
+         RunInference step label `RunInference`, the matrix's BERT batching (padded or length).
   beam   Apache Beam's benchmark suite as Beam runs it: Beam's batching (adaptive for ResNet,
-         batch size 1 for BERT), Beam's step label `PyTorchRunInference` (so the metric names
+         batch size 1 for BERT, sentences in the order they come: no length sort), Beam's step
+         label `PyTorchRunInference` (so the metric names
          are Beam's), Dataflow's default layout (one SDK process per vCPU, torch's default pool
          of all vCPUs in each), Beam's gs:// model paths and worker counts on Dataflow.
 
@@ -36,6 +37,7 @@ class Profile:
   inference_step: str = "RunInference"
   layout: str | None = None  # None: the matrix's; "vcpus"; or PxT
   batching: dict[str, dict[str, int]] = dataclasses.field(default_factory=dict)  # by task
+  sentence_batching: str | None = None  # None: the matrix's; padded or length
   benchmarks: dict[str, dict[str, Any]] = dataclasses.field(default_factory=dict)
 
   def layout_for(self, bench: matrix.Benchmark) -> Layout:
@@ -54,6 +56,13 @@ class Profile:
     if bench.task in self.batching:
       return dict(self.batching[bench.task])
     return {"min_batch_size": bench.local_batch_size, "max_batch_size": bench.local_batch_size}
+
+  def length_aware(self, bench: matrix.Benchmark, explicit: str | None = None) -> bool:
+    """Whether sentences are sorted by length before batching: an explicit --batching wins (in
+    any profile, like --batch-size and --layout; the record says which ran), then the
+    profile's, then the matrix's."""
+    chosen = explicit or self.sentence_batching or bench.batching
+    return bench.task == "language_modeling" and chosen == "length"
 
   def apply(self, bench: matrix.Benchmark) -> matrix.Benchmark:
     """The benchmark with the profile's Dataflow shape overrides."""
@@ -79,7 +88,8 @@ def load(path=None) -> dict[str, Profile]:
   shape_fields = {f.name for f in dataclasses.fields(matrix.DataflowShape)}
   for name, entry in raw.items():
     where = f"profiles.{name}"
-    unknown = set(entry) - {"inference_step", "layout", "batching", "benchmarks"}
+    unknown = set(entry) - {"inference_step", "layout", "batching", "sentence_batching",
+                            "benchmarks"}
     if unknown:
       raise ProfileError(f"{where}: unknown key(s) {', '.join(sorted(unknown))}")
     layout = entry.get("layout")
@@ -88,6 +98,8 @@ def load(path=None) -> dict[str, Profile]:
         Layout.parse(layout)
       except LayoutError as e:
         raise ProfileError(f"{where}: {e}") from None
+    if entry.get("sentence_batching", "padded") not in ("padded", "length"):
+      raise ProfileError(f"{where}.sentence_batching: padded or length")
     for task, batching in entry.get("batching", {}).items():
       if task not in TASKS or not batching or set(batching) - set(_BATCH_KEYS):
         raise ProfileError(f"{where}.batching.{task}: a task with min_batch_size and/or "
@@ -100,6 +112,7 @@ def load(path=None) -> dict[str, Profile]:
                            f"{', '.join(sorted(bad))}")
     out[name] = Profile(name=name, inference_step=entry.get("inference_step", "RunInference"),
                         layout=layout, batching=entry.get("batching", {}),
+                        sentence_batching=entry.get("sentence_batching"),
                         benchmarks=entry.get("benchmarks", {}))
   return out
 

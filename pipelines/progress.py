@@ -48,10 +48,6 @@ def read_counts(folder: str | os.PathLike) -> dict[str, int]:
   return counts
 
 
-def reporting_pids(folder: str | os.PathLike) -> set[int]:
-  return {int(name.split("-")[0]) for name in read_counts(folder)}
-
-
 class ProgressDisplay:
   """Launcher side: sets BENCH_PROGRESS_DIR, polls the workers' files on a thread and shows the
   sum. Context manager, or start()/stop(). `interactive` defaults to stream.isatty()."""

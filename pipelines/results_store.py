@@ -99,11 +99,6 @@ def load_all(root: pathlib.Path = DEFAULT_DIR) -> list[dict[str, Any]]:
                 key=lambda r: (r["timestamp"], r["run_id"]))
 
 
-def holds_records(root: pathlib.Path) -> bool:
-  """True when `root`'s records folder has any record file, readable or not."""
-  return any(True for _ in _iter(root, warn=False))
-
-
 _warned: set[tuple[pathlib.Path, str]] = set()
 
 
@@ -125,15 +120,14 @@ def _read(path: pathlib.Path) -> tuple[dict[str, Any] | None, str | None]:
   return (None, problem) if problem else (record, None)
 
 
-def _iter(root: pathlib.Path, warn: bool = True
-          ) -> Iterator[tuple[pathlib.Path, dict[str, Any] | None]]:
+def _iter(root: pathlib.Path) -> Iterator[tuple[pathlib.Path, dict[str, Any] | None]]:
   """(path, record) per record file; record None for one that was skipped."""
   folder = _records_dir(root)
   if not folder.is_dir():
     return
   for path in sorted(folder.glob("*.json")):
     record, why = _read(path)
-    if why and warn and (path, why) not in _warned:
+    if why and (path, why) not in _warned:
       _warned.add((path, why))  # once per process, however often the store is read
       print(f"{path}: {why}; skipped", file=sys.stderr)
     yield path, record

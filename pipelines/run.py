@@ -60,7 +60,8 @@ def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, list[str]]:
                            "(default: the matrix's for the machine type)")
   parser.add_argument("--batching", choices=("padded", "length"), default=None,
                       help="language modeling: pad each batch as it comes (padded) or batch "
-                           "sentences of similar length (length); default: the matrix's")
+                           "sentences of similar length (length); default: the profile's, "
+                           "else the matrix's")
   parser.add_argument("--profile", default=profiles.DEFAULT,
                       help="run profile: tuned (the kit's settings, default) or beam (Beam's own "
                            "benchmark settings; see infra/benchmarks.toml [profiles.beam])")
@@ -92,8 +93,7 @@ def launch(args: argparse.Namespace, beam_args: list[str],
   run_id = run_record.new_run_id()
   batching = profile.batching_for(bench, args.batch_size)
   fixed = batching.get("min_batch_size") == batching.get("max_batch_size")
-  length_aware = (args.batching or bench.batching) == "length" and (
-      "length" in bench.task_spec.batchings)
+  length_aware = profile.length_aware(bench, args.batching)
   plan = target.prepare(bench, args, run_id, layout)
   if args.runner == runners.DataflowRun.name:
     plan.values.update(profile.dataflow_values(bench))  # e.g. Beam's gs:// model path

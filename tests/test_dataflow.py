@@ -1,10 +1,12 @@
 """Dataflow jobs built offline (Beam's --dry_run) must match the matrix and the seed."""
+import argparse
 import json
 import sys
 
 import pytest
 
 from pipelines import dataflow, matrix, run
+from pipelines.worker.options import BenchmarkOptions
 
 SETTINGS = {"PROJECT": "proj-123456", "REGION": "us-central1",
             "TEMP_LOCATION": "gs://bkt-x/tmp", "REGISTRY": "us-docker.pkg.dev/proj-123456/bench",
@@ -65,6 +67,19 @@ def test_dry_run_job_matches_the_matrix(jobs, name):
   assert ("vocab_path" in options) == (bench.task == "language_modeling")
   assert any(t.startswith("RunInference/BeamML_RunInference") for t in job["transforms"])
   assert "WriteDeadLetters/Write/WriteImpl/WriteBundles" in job["transforms"]
+
+
+def test_dry_run_job_carries_every_benchmark_option(jobs):
+  # The flags as BenchmarkOptions' own parser defines them, not a list kept beside it.
+  parser = argparse.ArgumentParser()
+  BenchmarkOptions._add_argparse_args(parser)  # noqa: SLF001 - the call Beam makes
+  flags = set(vars(parser.parse_args([])))
+  bert, resnet = jobs["bert-base"]["pipeline_options"], jobs["resnet101"]["pipeline_options"]
+  assert set(bert) == flags
+  assert set(resnet) == flags - {"vocab_path"}  # None where the task has no vocab
+  assert bert["length_aware_batching"] is True and resnet["length_aware_batching"] is False
+  assert bert["benchmark"] == "bert-base" and resnet["max_image_pixels"] == 50_000_000
+  assert resnet["max_image_bytes"] == 100_000_000
 
 
 def test_missing_cloud_settings_are_named_before_anything_runs(monkeypatch, capsys, tmp_path):

@@ -135,7 +135,7 @@ def test_a_finished_job_gives_the_seed_metrics_and_job_based_figures(cloud, doub
   # Throughput over the job's own window (worker messages), not launch to finish.
   assert m["job_window_s"] == 250.0 and meta["job_window_source"] == "worker messages"
   assert m["throughput_per_s"] == pytest.approx(1000 / 250)
-  assert m["launch_to_finish_s"] == m["wall_time_s"] < 250
+  assert m["wall_time_s"] < 250 and "launch_to_finish_s" not in m  # once, as wall_time_s
   assert meta["throughput_basis"] == "job window"
   # Cost from the metered resources, as Beam's cost benchmark computes it.
   assert m["vcpu_hours"] == pytest.approx(1680 / 3600)
@@ -146,8 +146,8 @@ def test_a_finished_job_gives_the_seed_metrics_and_job_based_figures(cloud, doub
   assert m["cost_per_1k_inferences_usd"] == pytest.approx(EXPECTED_COST)
   assert double.cancel_requests == []
   print(f"\nDOUBLE RUN: throughput {m['throughput_per_s']:.3f}/s over a {m['job_window_s']} s "
-        f"job window; launch-to-finish {m['launch_to_finish_s']:.2f} s "
-        f"({1000 / m['launch_to_finish_s']:.1f}/s); cost {m['cost_usd']:.6f} USD",
+        f"job window; launch-to-finish {m['wall_time_s']:.2f} s "
+        f"({1000 / m['wall_time_s']:.1f}/s); cost {m['cost_usd']:.6f} USD",
         file=sys.__stderr__)
 
 

@@ -9,7 +9,7 @@ import subprocess
 import sys
 import time
 
-from pipelines import doctor, matrix
+from pipelines import dataflow, doctor, matrix
 from pipelines.matrix import REPO_ROOT
 from pipelines.worker import models
 from tests import servers
@@ -69,9 +69,8 @@ def test_few_items_say_how_many_can_run(tmp_path):
 
 def test_with_settings_reachable_unreachable_and_no_secret(tmp_path):
   root = checkout(tmp_path)
-  (root / "build").mkdir()
-  (root / "build" / "image-cpu-resnet.digest").write_text(
-      "reg/beam-bench-cpu-resnet@sha256:abc123\n")
+  dataflow.write_digest(root / "build" / "image-cpu-resnet.digest",
+                        "reg/beam-bench-cpu-resnet:t1", "sha256:" + "a" * 64)
   (root / ".env").write_text(f"PROJECT=proj-123456\nREGION=us-central1\n"
                              f"INFLUXDB_TOKEN={TOKEN}\n")  # read as make would export it
   unused = servers.closed_port_url()
@@ -96,7 +95,7 @@ def test_with_settings_reachable_unreachable_and_no_secret(tmp_path):
   assert f"BigQuery proj-123456.beam_run_inference at {unused}: unreachable" in bigquery
   assert "Dataflow    missing REGISTRY:" in text
   assert "PROJECT=proj-123456, REGION=us-central1, TEMP_LOCATION=gs://bkt-x/tmp" in text
-  assert ("cpu-resnet: reg/beam-bench-cpu-resnet@sha256:abc123; cpu-bert: not pushed; "
+  assert (f"cpu-resnet: reg/beam-bench-cpu-resnet:t1@sha256:{'a' * 64}; cpu-bert: not pushed; "
           "gpu: not pushed") in text
   assert elapsed < 10
 
@@ -137,3 +136,22 @@ def test_the_command_exits_0_in_under_10_seconds():
   assert "INFLUXDB_API must be v1 or v2" in result.stdout
   assert TOKEN not in result.stdout + result.stderr
   assert elapsed < 10, elapsed
+
+
+def test_digests_are_read_where_launches_read_them_and_stale_ones_flagged(tmp_path):
+  build = tmp_path / "elsewhere"
+  dataflow.write_digest(build / "image-cpu-resnet.digest", "reg.example/p/beam-bench-cpu-resnet:t2",
+                        "sha256:" + "1" * 64)
+  dataflow.write_digest(build / "image-cpu-bert.digest", "reg.example/p/beam-bench-cpu-bert:t1",
+                        "sha256:" + "2" * 64)  # pushed for an older tag
+  (build / "image-gpu.digest").write_text("garbage\n")
+  env = {**os.environ, "BENCH_BUILD_DIR": str(build), "REGISTRY": "reg.example/p",
+         "IMAGE_TAG": "t2"}
+  result = subprocess.run([sys.executable, "-m", "pipelines.doctor"], cwd=REPO_ROOT, env=env,
+                          capture_output=True, text=True, timeout=60)
+  assert result.returncode == 0, result.stderr
+  (images,) = [line for line in result.stdout.splitlines() if line.startswith("images")]
+  assert images == (
+      f"images      cpu-resnet: reg.example/p/beam-bench-cpu-resnet:t2@sha256:{'1' * 64}; "
+      "cpu-bert: stale: pushed reg.example/p/beam-bench-cpu-bert:t1, the settings launch "
+      "reg.example/p/beam-bench-cpu-bert:t2; gpu: unreadable digest file (make images push)")

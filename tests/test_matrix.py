@@ -1,12 +1,16 @@
 """The registry must produce the seed suite's values (and the dashboard must chart them)."""
 import json
+import subprocess
+import sys
 
 import pytest
 
-from pipelines import matrix
+from pipelines import matrix, run
 from pipelines.matrix import REPO_ROOT
 from pipelines.publish import metrics_rows
 from tests.records import make_record
+from tests.test_dataflow import SETTINGS
+from tests.test_faults import SMALL_MATRIX
 
 SEED = {
     # name: (task, model, workers, accelerator, bigquery table)
@@ -58,6 +62,25 @@ def test_invalid_matrix_is_rejected(tmp_path):
   with pytest.raises(matrix.MatrixError, match="device must be one of"):
     matrix.load(bad)
 
+
+
+def test_unknown_image_is_refused_at_load_with_one_line(tmp_path, monkeypatch, capsys):
+  bad = tmp_path / "m.toml"
+  bad.write_text(SMALL_MATRIX.read_text().replace('image = "cpu-resnet"', 'image = "nope"'))
+  monkeypatch.setenv("BENCHMARK_MATRIX", str(bad))
+  for name, value in SETTINGS.items():
+    monkeypatch.setenv(name, value)
+  why = "benchmarks.small-resnet: unknown image 'nope'; known: cpu-bert, cpu-resnet, gpu"
+  code = run.main(["small-resnet", "--runner", "DataflowRunner", "--dry-run",
+                   "--results-dir", str(tmp_path / "results")])
+  err = capsys.readouterr().err
+  assert code == 2 and "Traceback" not in err
+  assert err.strip().splitlines()[-1] == f"error: small-resnet: {why}"
+  # The Makefile's query of the matrix says the same, in one line.
+  result = subprocess.run([sys.executable, "-m", "pipelines.matrix", "names"], cwd=REPO_ROOT,
+                          capture_output=True, text=True, timeout=60)
+  assert result.returncode == 1 and result.stdout == ""
+  assert result.stderr == f"error: {bad}: {why}\n"
 
 
 def test_grafana_dashboard_charts_metrics_the_records_publish(tmp_path):

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from pipelines import compare_profiles, profiles, run, runners
+from pipelines import compare_profiles, perf, profiles, run, runners
 from pipelines.matrix import REPO_ROOT
 from pipelines.publish import metrics_rows
 from pipelines.report import compare, history
@@ -14,7 +14,7 @@ from pipelines.worker import beam_metrics
 from pipelines.worker.models import build_architecture
 from tests.records import make_record, synthetic_record
 from tests.test_dataflow import SETTINGS
-from tests.test_faults import kit  # noqa: F401 - the launcher fixture on the small matrix
+from tests.test_faults import SMALL_MATRIX, kit  # noqa: F401 - the launcher fixture on the small matrix
 from tests.test_makefile import make
 
 BEAM_STEP = "PyTorchRunInference/BeamML_RunInference"
@@ -88,6 +88,64 @@ def test_beam_profile_runs_bert_at_batch_size_one(kit):  # noqa: F811
   assert metrics["model_param_and_buffer_bytes"] == true_size("bert-tiny-uncased")
 
 
+def length_matrix(folder) -> str:
+  """The small matrix with small-bert set to length-aware batching, as bert-base is."""
+  path = folder / "length-matrix.toml"
+  path.write_text(SMALL_MATRIX.read_text().replace(
+      "[benchmarks.small-bert]\n", '[benchmarks.small-bert]\nbatching = "length"\n'))
+  return str(path)
+
+
+@pytest.fixture
+def built_labels(monkeypatch):
+  """The transform labels of each pipeline the launcher built, in order."""
+  seen = []
+  real = run.pipeline.build
+
+  def spy(p, opts, **telemetry):
+    real(p, opts, **telemetry)
+    seen.append(set(p.applied_labels))
+  monkeypatch.setattr(run.pipeline, "build", spy)
+  return seen
+
+
+def test_beam_profile_decides_berts_batching_over_the_matrix(kit, tmp_path, monkeypatch,  # noqa: F811
+                                                              built_labels):
+  monkeypatch.setenv("BENCHMARK_MATRIX", length_matrix(tmp_path))
+  code, record = kit("small-bert", "--profile", "beam", "--layout", "1x2")
+  assert code == 0 and record["metadata"]["profile"] == "beam"
+  assert record["metadata"]["length_aware_batching"] is False  # Beam's: in the order they come
+  assert "SortByLength" not in built_labels[-1]
+  code, record = kit("small-bert")  # tuned: the matrix's length-aware batching
+  assert code == 0 and record["metadata"]["length_aware_batching"] is True
+  assert "SortByLength" in built_labels[-1]
+  # An explicit --batching wins in any profile, as --batch-size does, and the record says so.
+  code, record = kit("small-bert", "--profile", "beam", "--layout", "1x2", "--batching", "length")
+  assert code == 0 and record["metadata"]["length_aware_batching"] is True
+  assert "SortByLength" in built_labels[-1]
+
+
+def test_perf_runs_both_sides_with_its_profiles_layout_and_batching(kit, tmp_path,  # noqa: F811
+                                                                     monkeypatch, models_dir,
+                                                                     data_dir):
+  monkeypatch.setenv("BENCHMARK_MATRIX", length_matrix(tmp_path))
+  # No data/ or models/ here: perf must use the folders it is given (workers import the kit
+  # through PYTHONPATH, as they would from any folder).
+  monkeypatch.chdir(tmp_path)
+  monkeypatch.setenv("PYTHONPATH", str(REPO_ROOT))
+  out = tmp_path / "perf"
+  assert perf.main(["small-bert", "--items", "12", "--repeats", "1", "--profile", "beam",
+                    "--data-dir", str(data_dir), "--models-dir", str(models_dir),
+                    "--results-dir", str(out)]) == 0
+  (figures,) = out.glob("perf-*.json")
+  rows = json.loads(figures.read_text())["rows"]
+  assert [r["layout"] for r in rows if r["default"]] == ["2x2"]  # beam: one process per vCPU
+  for row in rows:
+    assert row["profile"] == "beam" and row["batching"] == {"max_batch_size": 1}
+    assert row["batch_size"] == row["plain_batch_size"] == 1  # the plain loop's batch too
+    assert row["length_aware_batching"] is False  # nor does the plain loop sort
+
+
 def test_unknown_profile_is_a_clear_error(kit, capsys):  # noqa: F811
   code, record = kit("small-resnet", "--profile", "fast")
   assert code == 2 and record is None
@@ -101,6 +159,9 @@ def test_invalid_profile_tables_are_rejected(tmp_path):
     profiles.load(bad)
   bad.write_text('[profiles.beam.benchmarks.resnet101]\ndataflow = { workers = 3 }\n')
   with pytest.raises(profiles.ProfileError, match="workers"):
+    profiles.load(bad)
+  bad.write_text('[profiles.beam]\nsentence_batching = "sorted"\n')
+  with pytest.raises(profiles.ProfileError, match="sentence_batching: padded or length"):
     profiles.load(bad)
 
 

@@ -18,6 +18,11 @@ from tests.conftest import run_pipeline
 TWO_PROCESSES = ("--direct_num_workers=2", "--direct_running_mode=multi_processing")
 
 
+def reporting_pids(folder) -> set[int]:
+  """The processes that reported, from the file names (`<pid>-<token>`)."""
+  return {int(name.split("-")[0]) for name in progress.read_counts(folder)}
+
+
 def test_counts_from_two_sdk_processes_add_up_to_num_inferences(tmp_path, monkeypatch,
                                                                   models_dir, data_dir):
   folder = tmp_path / "progress"
@@ -29,7 +34,7 @@ def test_counts_from_two_sdk_processes_add_up_to_num_inferences(tmp_path, monkey
                      architecture="resnet18", models_dir=models_dir, batch_size=2,
                      beam_args=TWO_PROCESSES)
   counts = progress.read_counts(folder)
-  pids = progress.reporting_pids(folder)
+  pids = reporting_pids(folder)
   assert sum(counts.values()) == out["record"]["metrics"]["num_inferences"] == len(paths)
   assert len(pids) == 2, counts  # both SDK worker processes reported...
   assert os.getpid() not in pids  # ...and neither is this process
@@ -45,7 +50,7 @@ def test_without_the_variable_workers_report_nothing(monkeypatch, tmp_path):
   reporter.add(3)
   reporter.add(4)
   assert progress.read_counts(tmp_path) == {reporter.path.name: 7}
-  assert progress.reporting_pids(tmp_path) == {os.getpid()}
+  assert reporting_pids(tmp_path) == {os.getpid()}
 
 
 def _fake_worker(folder, pid_name: str, count: int) -> None:

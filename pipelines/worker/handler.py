@@ -95,10 +95,9 @@ class BenchmarkModelHandler(ModelHandler):
           t.numel() * t.element_size() for t in (*model.parameters(), *model.buffers()))))
     logging.info("Model %s loaded on %s (%s weights)", self._state_dict_path, used,
                  meta.weights if meta else "unknown")
-    # --- worker facts: versions, torch threads, hostname, from this worker (worker_facts.py) ---
+    # This worker's versions and hostname (worker_facts.py); its threads are per process above.
     with _lock:
       _pending_counters[self._token] += worker_facts.counter_names()
-    # --- end of worker facts ---
     reader = self._telemetry_reader()
     if reader is not None:
       sampler = gpu_telemetry.GpuSampler(reader, self._telemetry_interval_s).start()

@@ -88,11 +88,3 @@ def percentiles_from_histogram(histogram: Mapping[int, int],
         result[q] = _bucket_mid_us(index)
         break
   return result
-
-
-def histogram_of(samples_us: Iterable[float]) -> dict[int, int]:
-  histogram: dict[int, int] = {}
-  for sample in samples_us:
-    index = bucket_index(sample)
-    histogram[index] = histogram.get(index, 0) + 1
-  return histogram
