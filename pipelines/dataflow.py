@@ -219,6 +219,10 @@ class JobUnreachable(JobError):
 class JobCancelled(JobError):
   """The launcher was interrupted (Ctrl-C, SIGTERM) and asked Dataflow to cancel the job."""
 
+  def __init__(self, message: str, signal_name: str = "SIGINT"):
+    super().__init__(message)
+    self.signal_name = signal_name
+
 
 class Interrupted(BaseException):
   """SIGTERM while a job runs, raised in the main thread like KeyboardInterrupt for SIGINT."""
@@ -330,11 +334,11 @@ def watch(result, s: Mapping[str, str]):
     if why is None:
       print(f"cancelled Dataflow job {result.job_id()} ({url})", flush=True)
       raise JobCancelled(f"interrupted by {what}: cancelled Dataflow job {result.job_id()} "
-                         f"({url})") from None
+                         f"({url})", what) from None
     print(f"could not cancel Dataflow job {result.job_id()}: {why}; cancel it at {url}",
           file=sys.stderr, flush=True)
     raise JobCancelled(f"interrupted by {what}; the cancel request failed ({why}): the job "
-                       f"may still be running: {url}") from None
+                       f"may still be running: {url}", what) from None
   finally:
     for signum, handler in previous.items():
       signal.signal(signum, handler)

@@ -7,15 +7,20 @@ Beam metrics are only readable once a run ends, so the workers report through a 
     In-process SDK workers see it directly; the FnApiRunner's multi-processing workers are
     started with a copy of the launcher's environment, so they inherit it;
   * in every worker process, `reporter()` returns one `ProgressReporter` per folder, and the
-    model handler calls `.add(len(batch))` after each batch: one atomic rewrite (write a temp
-    file, rename) of `<folder>/<pid>-<token>` holding the process's cumulative item count;
+    model handler calls `.add(len(batch))` after each batch (the dead-letter step calls
+    `.add_dead()` per dead letter): one atomic rewrite (write a temp file, rename) of
+    `<folder>/<pid>-<token>` holding the process's cumulative tally as JSON
+    (`{"items": .., "batches": .., "dead_lettered": ..}`);
   * the launcher's display thread sums those files every 0.5 s into a tqdm bar (items done of
     total, rate, ETA) on a terminal, or a plain line every 30 s in logs; it ends on the exact sum.
+    An interrupted run's record takes its partial counts from the same files (`totals`): Beam's
+    own metrics are lost with a run that never finishes.
 Where the variable is unset (Dataflow workers, tests that do not ask) `.add` does nothing.
 """
 from __future__ import annotations
 
 import io
+import json
 import os
 import pathlib
 import shutil
@@ -31,22 +36,37 @@ POLL_S = 0.5
 PLAIN_EVERY_S = 30.0
 
 
+TALLIES = ("items", "batches", "dead_lettered")
+
+
 class ProgressReporter:
-  """Worker side: this process's cumulative item count in one small file of the folder."""
+  """Worker side: this process's cumulative tally in one small file of the folder."""
 
   def __init__(self, folder: str | os.PathLike):
     self.folder = pathlib.Path(folder)
     self.path = self.folder / f"{os.getpid()}-{uuid.uuid4().hex[:12]}"
-    self.count = 0
+    self.tally = dict.fromkeys(TALLIES, 0)
     self._lock = threading.Lock()
 
+  @property
+  def count(self) -> int:
+    return self.tally["items"]
+
   def add(self, n: int) -> None:
+    """One batch of n items inferred."""
+    self._update(items=n, batches=1)
+
+  def add_dead(self, n: int = 1) -> None:
+    self._update(dead_lettered=n)
+
+  def _update(self, **increments: int) -> None:
     with self._lock:  # SDK worker threads of one process share this reporter
-      self.count += n
+      for name, n in increments.items():
+        self.tally[name] += n
       tmp = self.path.with_name(self.path.name + ".tmp")
       try:
-        tmp.write_text(str(self.count))
-        os.replace(tmp, self.path)  # readers see the old or the new count, never half of one
+        tmp.write_text(json.dumps(self.tally))
+        os.replace(tmp, self.path)  # readers see the old or the new tally, never half of one
       except OSError:  # the launcher removed the folder (run over) or it is not writable
         pass
 
@@ -55,6 +75,9 @@ class _NoReporter:
   count = 0
 
   def add(self, n: int) -> None:
+    pass
+
+  def add_dead(self, n: int = 1) -> None:
     pass
 
 
@@ -74,21 +97,34 @@ def reporter() -> ProgressReporter | _NoReporter:
     return _reporters[folder]
 
 
-def read_counts(folder: str | os.PathLike) -> dict[str, int]:
-  """The count each reporter wrote, by file name (`<pid>-<token>`)."""
-  counts = {}
+def read_tallies(folder: str | os.PathLike) -> dict[str, dict[str, int]]:
+  """The tally each reporter wrote, by file name (`<pid>-<token>`); a bare number is an item
+  count."""
+  tallies = {}
   try:
     entries = list(os.scandir(folder))
   except OSError:
-    return counts
+    return tallies
   for entry in entries:
     if entry.name.endswith(".tmp"):
       continue
     try:
-      counts[entry.name] = int(pathlib.Path(entry.path).read_text() or 0)
+      value = json.loads(pathlib.Path(entry.path).read_text() or "0")
     except (OSError, ValueError):
-      pass  # replaced between listing and reading: the next poll gets it
-  return counts
+      continue  # replaced between listing and reading: the next poll gets it
+    tally = value if isinstance(value, dict) else {"items": value}
+    tallies[entry.name] = {name: int(tally.get(name) or 0) for name in TALLIES}
+  return tallies
+
+
+def read_counts(folder: str | os.PathLike) -> dict[str, int]:
+  """The item count each reporter wrote, by file name (`<pid>-<token>`)."""
+  return {name: tally["items"] for name, tally in read_tallies(folder).items()}
+
+
+def sum_tallies(folder: str | os.PathLike) -> dict[str, int]:
+  tallies = read_tallies(folder).values()
+  return {name: sum(t[name] for t in tallies) for name in TALLIES}
 
 
 def reporting_pids(folder: str | os.PathLike) -> set[int]:
@@ -113,6 +149,7 @@ class ProgressDisplay:
     self.poll_s = poll_s
     self.plain_every_s = plain_every_s
     self.done = 0
+    self.totals: dict[str, int] | None = None  # the workers' final tallies, once stopped
     self._bar = None
     self._stop = threading.Event()
     self._thread: Optional[threading.Thread] = None
@@ -168,6 +205,7 @@ class ProgressDisplay:
     self._thread.join()
     self._thread = None
     self._refresh()  # the final, exact count
+    self.totals = sum_tallies(self.folder)
     if self._bar is not None:
       self._bar.close()
       self._bar = None
@@ -187,6 +225,8 @@ class ProgressDisplay:
 
 
 class _NoDisplay:
+  totals = None
+
   def start(self) -> "_NoDisplay":
     return self
 
