@@ -190,10 +190,11 @@ class LocalWatch:
       return None
     died = [code for code in self.worker_exits if code != 0]
     beam_says = (str(error).strip().splitlines() or [type(error).__name__])[-1]
-    if died:
-      how = ", ".join(describe_exit(code) for code in died)
-      return WorkerDied(f"an SDK worker process died ({how}); the run stopped "
-                        f"(Beam: {beam_says[:200]})")
+    if died:  # the first is the cause; the others lost their runner with it
+      others = (f"; {len(died) - 1} more ended after it "
+                f"({', '.join(describe_exit(code) for code in died[1:])})" if died[1:] else "")
+      return WorkerDied(f"an SDK worker process died ({describe_exit(died[0])}){others}; the "
+                        f"run stopped (Beam: {beam_says[:200]})")
     if "Channel closed prematurely" in str(error):
       return WorkerDied(f"an SDK worker process died (exit status unknown); the run stopped "
                         f"(Beam: {beam_says[:200]})")

@@ -144,6 +144,7 @@ class DataflowRun:
     if self.dry_run:
       beam_args.append("--dry_run=True")
     metadata = {"engine": "Dataflow", "items_requested": items_requested(bench, args.input),
+                "job_name": dataflow.job_name(bench, run_id),
                 "machine_type": bench.dataflow.machine_type,
                 "num_workers": bench.dataflow.num_workers,
                 "accelerator": bench.dataflow.accelerator,
@@ -155,7 +156,7 @@ class DataflowRun:
   def execute(self, p: beam.Pipeline, plan: Plan) -> dict[str, Any]:
     """Submits the job, waits for it (Ctrl-C or SIGTERM cancels it: dataflow.JobCancelled),
     then reads Beam's metrics and the job's own figures (window, resource usage)."""
-    result = p.run()
+    result = dataflow.submit(p, plan.cloud, plan.metadata["job_name"])
     plan.metadata.update(dataflow.launched_metadata(result, plan.cloud))
     job = dataflow.watch(result, plan.cloud)
     raw = beam_metrics.query(result)

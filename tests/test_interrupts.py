@@ -123,7 +123,11 @@ def test_an_interrupted_local_run_is_recorded_as_cancelled(launch, layout, signu
   assert run.survivors() == []
   err = run.stderr()
   assert f"small-resnet: interrupted by {signal.Signals(signum).name}" in err
-  assert "Traceback" not in err, err[-5000:]
+  # The launcher prints no traceback. (Ctrl-C reaches Beam's worker processes too, and a
+  # worker may print its own KeyboardInterrupt before the launcher stops it.)
+  assert "pipelines/run.py" not in err, err[-5000:]
+  if signum == signal.SIGTERM:
+    assert "Traceback" not in err, err[-5000:]
 
 
 def test_a_worker_process_killed_with_sigkill_is_named(launch):
