@@ -2,7 +2,8 @@
 prints one summary table. Skipped benchmarks are listed with the reason.
 
 Ctrl-C or SIGTERM stops the loop: the running benchmark gets the signal (a Dataflow run then
-cancels its job and exits 130), no further benchmark starts, and bench-all exits 130."""
+cancels its job, a local run stops its workers; it records the run and exits 130/143), no
+further benchmark starts, and bench-all exits 130."""
 from __future__ import annotations
 
 import argparse
@@ -40,7 +41,8 @@ def run_child(args: list[str]) -> int:
         interrupted = True  # the child got the same SIGINT from the terminal
   finally:
     signal.signal(signal.SIGTERM, previous)
-  if code in (EXIT_CANCELLED, -signal.SIGINT, -signal.SIGTERM) or interrupted:
+  if code in (EXIT_CANCELLED, 128 + signal.SIGTERM, -signal.SIGINT, -signal.SIGTERM) \
+      or interrupted:
     return EXIT_CANCELLED
   return code
 

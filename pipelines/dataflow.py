@@ -5,7 +5,8 @@ Settings come from the environment (`.env` or Make variables): PROJECT, REGION, 
 and REGISTRY are required; IMAGE_TAG (default: the git sha), OUTPUT_LOCATION, SERVICE_ACCOUNT,
 SUBNETWORK are optional. Models and the vocab are baked into the images under MODELS_IN_IMAGE.
 Watching: DATAFLOW_POLL_S (seconds between job polls, default 10) and DATAFLOW_API_RETRIES
-(consecutive failed polls before the launcher gives up, default 5).
+(consecutive failed polls before the launcher gives up, default 5). Submitting (staging the job
+to TEMP_LOCATION, then creating it) is bounded by DATAFLOW_SUBMIT_TIMEOUT_S (default 300).
 """
 from __future__ import annotations
 
@@ -222,6 +223,10 @@ class JobUnreachable(JobError):
 class JobCancelled(JobError):
   """The launcher was interrupted (Ctrl-C, SIGTERM) and asked Dataflow to cancel the job."""
 
+  def __init__(self, message: str, signal_name: str = "SIGINT"):
+    super().__init__(message)
+    self.signal_name = signal_name
+
 
 class Interrupted(BaseException):
   """SIGTERM while a job runs, raised in the main thread like KeyboardInterrupt for SIGINT."""
@@ -309,6 +314,68 @@ class _StopRequest:
       raise Interrupted(self.signal_name)
 
 
+# --- submitting: staging to TEMP_LOCATION, then jobs.create ----------------------------------
+# Beam's staging retries an unreachable storage endpoint for minutes without a word, and a
+# Ctrl-C there ends in a traceback. p.run() therefore runs on a thread: the launcher says what
+# it waits for, gives up after DATAFLOW_SUBMIT_TIMEOUT_S, and turns a signal into JobCancelled.
+
+SUBMIT_NOTE_EVERY_S = 10  # or DATAFLOW_STATUS_S when that is shorter
+
+
+class SubmitTimeout(JobError):
+  """Staging or job creation did not finish in time; nothing is watched."""
+
+
+def submit_timeout_s(env: Mapping[str, str] = os.environ) -> float:
+  return float(env.get("DATAFLOW_SUBMIT_TIMEOUT_S") or 300)
+
+
+def submit(p, s: Mapping[str, str], job_name: str):
+  """p.run() for a Dataflow pipeline, bounded, with a line every SUBMIT_NOTE_EVERY_S."""
+  done = threading.Event()
+  outcome: dict[str, Any] = {}
+
+  def run() -> None:
+    try:
+      outcome["result"] = p.run()
+    except BaseException as e:  # noqa: BLE001 - handed to the launcher's thread
+      outcome["error"] = e
+    finally:
+      done.set()
+
+  stop = _StopRequest()
+  previous = {}
+  if threading_main():
+    previous = {signum: signal.signal(signum, stop.handler)
+                for signum in (signal.SIGINT, signal.SIGTERM)}
+  limit, start = submit_timeout_s(), time.monotonic()
+  where = f"staging job {job_name} to {s['TEMP_LOCATION']} and submitting it"
+  try:
+    threading.Thread(target=run, name="dataflow-submit", daemon=True).start()
+    while not done.is_set():
+      elapsed = time.monotonic() - start
+      if elapsed >= limit:
+        raise SubmitTimeout(
+            f"{where} did not finish in {limit:.0f} s (DATAFLOW_SUBMIT_TIMEOUT_S): is the "
+            f"storage endpoint reachable? Nothing was watched; if job {job_name} appears in "
+            "the console, cancel it there")
+      try:
+        stop.wait(min(SUBMIT_NOTE_EVERY_S, status_interval_s(), limit - elapsed))
+      except Interrupted:
+        raise JobCancelled(f"interrupted by {stop.signal_name} while {where}: no job was "
+                           f"watched; if job {job_name} appears in the console, cancel it "
+                           "there", stop.signal_name) from None
+      if not done.is_set():
+        print(f"{where}: {progress._duration(time.monotonic() - start)} elapsed",
+              file=sys.stderr, flush=True)
+  finally:
+    for signum, handler in previous.items():
+      signal.signal(signum, handler)
+  if "error" in outcome:
+    raise outcome["error"]
+  return outcome["result"]
+
+
 def watch(result, s: Mapping[str, str]):
   """Waits for the launched job to end; returns its final Job once DONE.
 
@@ -333,11 +400,11 @@ def watch(result, s: Mapping[str, str]):
     if why is None:
       print(f"cancelled Dataflow job {result.job_id()} ({url})", flush=True)
       raise JobCancelled(f"interrupted by {what}: cancelled Dataflow job {result.job_id()} "
-                         f"({url})") from None
+                         f"({url})", what) from None
     print(f"could not cancel Dataflow job {result.job_id()}: {why}; cancel it at {url}",
           file=sys.stderr, flush=True)
     raise JobCancelled(f"interrupted by {what}; the cancel request failed ({why}): the job "
-                       f"may still be running: {url}") from None
+                       f"may still be running: {url}", what) from None
   finally:
     for signum, handler in previous.items():
       signal.signal(signum, handler)

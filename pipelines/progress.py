@@ -7,15 +7,20 @@ Beam metrics are only readable once a run ends, so the workers report through a 
     In-process SDK workers see it directly; the FnApiRunner's multi-processing workers are
     started with a copy of the launcher's environment, so they inherit it;
   * in every worker process, `reporter()` returns one `ProgressReporter` per folder, and the
-    model handler calls `.add(len(batch))` after each batch: one atomic rewrite (write a temp
-    file, rename) of `<folder>/<pid>-<token>` holding the process's cumulative item count;
+    model handler calls `.add(len(batch))` after each batch (the dead-letter step calls
+    `.add_dead()` per dead letter): one atomic rewrite (write a temp file, rename) of
+    `<folder>/<pid>-<token>` holding the process's cumulative tally as JSON
+    (`{"items": .., "batches": .., "dead_lettered": ..}`);
   * the launcher's display thread sums those files every 0.5 s into a tqdm bar (items done of
     total, rate, ETA) on a terminal, or a plain line every 30 s in logs; it ends on the exact sum.
+    An interrupted run's record takes its partial counts from the same files (`totals`): Beam's
+    own metrics are lost with a run that never finishes.
 Where the variable is unset (Dataflow workers, tests that do not ask) `.add` does nothing.
 """
 from __future__ import annotations
 
 import io
+import json
 import os
 import pathlib
 import shutil
@@ -25,27 +30,40 @@ import threading
 import time
 from typing import Callable, Optional, TextIO
 
-from pipelines.worker.progress_reporter import ENV_VAR, reporter  # noqa: F401 - the worker side
+from pipelines.worker.progress_reporter import ENV_VAR, TALLIES, reporter  # noqa: F401
 
 POLL_S = 0.5
 PLAIN_EVERY_S = 30.0
 
 
-def read_counts(folder: str | os.PathLike) -> dict[str, int]:
-  """The count each reporter wrote, by file name (`<pid>-<token>`)."""
-  counts = {}
+def read_tallies(folder: str | os.PathLike) -> dict[str, dict[str, int]]:
+  """The tally each reporter wrote, by file name (`<pid>-<token>`); a bare number is an item
+  count."""
+  tallies = {}
   try:
     entries = list(os.scandir(folder))
   except OSError:
-    return counts
+    return tallies
   for entry in entries:
     if entry.name.endswith(".tmp"):
       continue
     try:
-      counts[entry.name] = int(pathlib.Path(entry.path).read_text() or 0)
+      value = json.loads(pathlib.Path(entry.path).read_text() or "0")
     except (OSError, ValueError):
-      pass  # replaced between listing and reading: the next poll gets it
-  return counts
+      continue  # replaced between listing and reading: the next poll gets it
+    tally = value if isinstance(value, dict) else {"items": value}
+    tallies[entry.name] = {name: int(tally.get(name) or 0) for name in TALLIES}
+  return tallies
+
+
+def read_counts(folder: str | os.PathLike) -> dict[str, int]:
+  """The item count each reporter wrote, by file name (`<pid>-<token>`)."""
+  return {name: tally["items"] for name, tally in read_tallies(folder).items()}
+
+
+def sum_tallies(folder: str | os.PathLike) -> dict[str, int]:
+  tallies = read_tallies(folder).values()
+  return {name: sum(t[name] for t in tallies) for name in TALLIES}
 
 
 class ProgressDisplay:
@@ -66,6 +84,7 @@ class ProgressDisplay:
     self.poll_s = poll_s
     self.plain_every_s = plain_every_s
     self.done = 0
+    self.totals: dict[str, int] | None = None  # the workers' final tallies, once stopped
     self._bar = None
     self._stop = threading.Event()
     self._thread: Optional[threading.Thread] = None
@@ -121,6 +140,7 @@ class ProgressDisplay:
     self._thread.join()
     self._thread = None
     self._refresh()  # the final, exact count
+    self.totals = sum_tallies(self.folder)
     if self._bar is not None:
       self._bar.close()
       self._bar = None
@@ -140,6 +160,8 @@ class ProgressDisplay:
 
 
 class _NoDisplay:
+  totals = None
+
   def start(self) -> "_NoDisplay":
     return self
 

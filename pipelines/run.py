@@ -20,6 +20,7 @@ from apache_beam.options.pipeline_options import PipelineOptions
 from pipelines import (
   cli_types,
   dataflow,
+  interrupts,
   matrix,
   profiles,
   results_store,
@@ -38,7 +39,7 @@ from pipelines.worker.options import BenchmarkOptions
 LOCAL_RUNNERS = ("DirectRunner",)
 # Beam flags the worker layout sets (layout.py); given by hand they would contradict the record.
 LAYOUT_FLAGS = ("--direct_num_workers", "--direct_running_mode")
-EXIT_CANCELLED = 130  # the run was interrupted and its Dataflow job cancelled (128 + SIGINT)
+EXIT_CANCELLED = 130  # bench-all: a run was interrupted (128 + SIGINT); a run exits 128 + signal
 
 
 def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, list[str]]:
@@ -128,13 +129,17 @@ def launch(args: argparse.Namespace, beam_args: list[str],
   logging.info("Running %s (run %s) on %s", bench.name, run_id, args.runner)
   started = run_record.utc_now()
   start = time.perf_counter()
-  raw, error, status = None, None, None
+  raw, error, status, interrupted_by = None, None, None, None
   live = progress_for_launch(args.runner in LOCAL_RUNNERS, metadata["items_requested"],
                              bench.name).start()
   try:
     raw = target.execute(p, plan)
-  except dataflow.JobCancelled as e:  # Ctrl-C/SIGTERM: the job was cancelled, not failed
-    error, status = str(e), "cancelled"
+  except (dataflow.JobCancelled, interrupts.Cancelled) as e:  # Ctrl-C/SIGTERM: not a failure
+    error, status, interrupted_by = str(e), "cancelled", e.signal_name
+    print(f"{bench.name}: {error}", file=sys.stderr, flush=True)
+  except interrupts.WorkerDied as e:  # one line: the traceback would be Beam's, not the cause
+    logging.error("benchmark %s failed: %s", bench.name, e)
+    error = f"{type(e).__name__}: {e}"
   except dataflow.JobError as e:  # the job failed or the API went away: its id is in the text
     logging.error("benchmark %s failed: %s", bench.name, e)
     error = f"{type(e).__name__}: {e}"
@@ -145,9 +150,14 @@ def launch(args: argparse.Namespace, beam_args: list[str],
     wall = time.perf_counter() - start
     live.stop()  # the final count; the bar closed
   metadata.update(plan.metadata)  # what the runner learned while running (job id, ...)
+  partial = None
+  if status == "cancelled":
+    metadata["interrupted_by"] = interrupted_by
+    partial = _partial_counts(live.totals)
+    target.discard(plan)  # a local run's folder holds only unfinished shards now
   record = run_record.build(run_id=run_id, benchmark=bench.name, started=started,
                             wall_time_s=wall, raw_metrics=raw, metadata=metadata, error=error,
-                            job=plan.job, status=status)
+                            job=plan.job, status=status, partial=partial)
   saved = results_store.save_or_fallback(record, args.results_dir)
   print(summary.table([record]))
   if not saved.ok:
@@ -155,6 +165,15 @@ def launch(args: argparse.Namespace, beam_args: list[str],
   print(f"run record: {saved.path}")
   publish_after_run(record, args.results_dir)
   return record
+
+
+def _partial_counts(totals: dict[str, int] | None) -> dict[str, int] | None:
+  """What an interrupted local run's workers reported before it stopped (progress.py)."""
+  if totals is None:
+    return None
+  return {"num_inferences": totals["items"], "num_batches": totals["batches"],
+          "sum_inference_request_batch_size": totals["items"],
+          "dead_lettered": totals["dead_lettered"]}
 
 
 class RecordNotSaved(RuntimeError):
@@ -209,7 +228,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"error: {args.benchmark}: {e}", file=sys.stderr)
     return 1
   if record is not None and record["status"] == "cancelled":
-    return EXIT_CANCELLED
+    return interrupts.exit_code(record["metadata"].get("interrupted_by") or "SIGINT")
   return 0 if record is None or record["status"] == "succeeded" else 1
 
 

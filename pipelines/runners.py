@@ -3,7 +3,8 @@
   prepare(bench, args, run_id, layout) -> Plan   everything a run needs before any work:
                                          inputs, model paths, Beam flags, the engine, the metadata.
                                          Raises LaunchError (nothing was created) on bad input.
-  execute(pipeline, plan) -> raw metrics runs the job and waits for it.
+  execute(pipeline, plan) -> raw metrics runs the job and waits for it (Ctrl-C/SIGTERM stop it:
+                                         interrupts.Cancelled or dataflow.JobCancelled).
   discard(plan)                          removes what prepare created, for a run that never ran.
 
 The launcher (run.py) composes them: prepare, build the pipeline, execute, record, publish.
@@ -19,7 +20,7 @@ from typing import Any
 
 import apache_beam as beam
 
-from pipelines import dataflow, matrix
+from pipelines import dataflow, interrupts, matrix
 from pipelines.layout import Layout
 from pipelines.worker import beam_metrics
 from pipelines.worker.models import VOCAB_FILE
@@ -105,8 +106,19 @@ class LocalRun:
                 engine=local_engine(), run_dir=run_dir)
 
   def execute(self, p: beam.Pipeline, plan: Plan) -> dict[str, Any]:
-    result = p.run()
-    result.wait_until_finish()
+    """Runs the pipeline here; SIGINT/SIGTERM stop it and its SDK worker processes
+    (interrupts.Cancelled), a worker process that dies fails it (interrupts.WorkerDied)."""
+    with interrupts.LocalWatch() as watch:
+      try:
+        result = p.run()
+        result.wait_until_finish()
+      except BaseException as e:  # noqa: BLE001 - the watch says what really happened
+        outcome = watch.outcome(e)
+        if outcome is e:
+          raise
+        raise outcome from None
+      if (outcome := watch.outcome(None)) is not None:
+        raise outcome  # a signal Beam swallowed: the run did not finish as asked
     return beam_metrics.query(result)
 
   def discard(self, plan: Plan) -> None:
@@ -136,6 +148,7 @@ class DataflowRun:
     if self.dry_run:
       beam_args.append("--dry_run=True")
     metadata = {"engine": "Dataflow", "items_requested": items_requested(bench, args.input),
+                "job_name": dataflow.job_name(bench, run_id),
                 "machine_type": bench.dataflow.machine_type,
                 "num_workers": bench.dataflow.num_workers,
                 "accelerator": bench.dataflow.accelerator,
@@ -147,7 +160,7 @@ class DataflowRun:
   def execute(self, p: beam.Pipeline, plan: Plan) -> dict[str, Any]:
     """Submits the job, waits for it (Ctrl-C or SIGTERM cancels it: dataflow.JobCancelled),
     then reads Beam's metrics and the job's own figures (window, resource usage)."""
-    result = p.run()
+    result = dataflow.submit(p, plan.cloud, plan.metadata["job_name"])
     plan.metadata.update(dataflow.launched_metadata(result, plan.cloud))
     job = dataflow.watch(result, plan.cloud)
     raw = beam_metrics.query(result)

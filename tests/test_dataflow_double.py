@@ -10,6 +10,7 @@ import os
 import pathlib
 import re
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -243,14 +244,14 @@ def test_an_interrupt_cancels_the_job_and_records_it(cloud, double, tmp_path, si
   _wait_for_running_job(double, process)
   process.send_signal(signum)
   out, _ = process.communicate(timeout=120)
-  assert process.returncode == 130, out
+  assert process.returncode == 128 + signum, out  # 130 for SIGINT, 143 for SIGTERM
   (job_id,) = double.jobs
   assert double.cancel_requests == [job_id]
   url = f"https://console.cloud.google.com/dataflow/jobs/us-central1/{job_id}?project=proj-123456"
   assert f"cancelled Dataflow job {job_id} ({url})" in out
   assert f"Dataflow job: {url}" in out and "Dataflow job RUNNING, " in out  # the status line
   (record,) = records(results)
-  assert record["status"] == "cancelled"
+  assert record["status"] == "cancelled" and record["metrics"]["partial"] is True
   assert record["metadata"]["job_id"] == job_id
   assert signal.Signals(signum).name in record["error"]
 
@@ -273,6 +274,61 @@ def test_ctrl_c_stops_bench_all_after_cancelling_the_running_job(cloud, double, 
   assert double.cancel_requests == [job_id]
   assert "no further benchmark started" in out
   assert [r["status"] for r in records(results)] == ["cancelled"]
+
+
+@pytest.fixture(params=["nothing listens", "never answers"])
+def unreachable_storage(request):
+  """A storage endpoint on loopback that refuses connections, or accepts and never answers."""
+  with socket.socket() as listener:
+    listener.bind(("127.0.0.1", 0))
+    if request.param == "never answers":
+      listener.listen(16)  # the kernel completes connections; nobody reads them
+    yield f"http://127.0.0.1:{listener.getsockname()[1]}"
+
+
+def _launch_in_background(cloud, double, results, **env):
+  return subprocess.Popen([sys.executable, "-m", "pipelines.run", *launch_args(double, results)],
+                          cwd=REPO_ROOT, env={**os.environ, **cloud, **env},
+                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def test_unreachable_storage_fails_the_launch_in_bounded_time(cloud, double, tmp_path,
+                                                              unreachable_storage):
+  results = tmp_path / "results"
+  start = time.monotonic()
+  process = _launch_in_background(cloud, double, results, DATAFLOW_SUBMIT_TIMEOUT_S="6",
+                                  DATAFLOW_STATUS_S="2",
+                                  STORAGE_EMULATOR_HOST=unreachable_storage)
+  out, _ = process.communicate(timeout=120)
+  assert process.returncode == 1, out
+  assert time.monotonic() - start < 60
+  assert "to gs://bkt-x/tmp and submitting it: 0m02s elapsed" in out  # progress while waiting
+  assert "Traceback" not in out, out
+  (record,) = records(results)
+  assert record["status"] == "failed"
+  assert record["error"].startswith("SubmitTimeout: staging job beam-bench-small-resnet-")
+  assert "did not finish in 6 s (DATAFLOW_SUBMIT_TIMEOUT_S)" in record["error"]
+  assert double.jobs == {}
+
+
+def test_an_interrupt_while_staging_writes_a_record(cloud, double, tmp_path, unreachable_storage):
+  results = tmp_path / "results"
+  process = _launch_in_background(cloud, double, results, DATAFLOW_STATUS_S="1",
+                                  STORAGE_EMULATOR_HOST=unreachable_storage)
+  lines = []
+  for line in process.stdout:  # the first progress line: staging has started
+    lines.append(line)
+    if "submitting it: " in line:
+      break
+  process.send_signal(signal.SIGINT)
+  out, _ = process.communicate(timeout=120)
+  out = "".join(lines) + out
+  assert process.returncode == 130, out
+  assert "Traceback" not in out, out
+  (record,) = records(results)
+  assert record["status"] == "cancelled" and record["metrics"]["partial"] is True
+  assert record["error"].startswith("interrupted by SIGINT while staging job beam-bench-")
+  assert double.jobs == {}
 
 
 def test_items_requested_on_dataflow(tmp_path):

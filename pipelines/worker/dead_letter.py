@@ -8,6 +8,7 @@ import apache_beam as beam
 from apache_beam.metrics import Metrics
 
 from pipelines.worker.beam_metrics import KIT_NAMESPACE
+from pipelines.worker.progress_reporter import reporter as progress_reporter
 
 TAG = "dead_letter"
 
@@ -58,4 +59,5 @@ class CountAndSerialize(beam.DoFn):
   def process(self, dead: dict[str, str]):
     Metrics.counter(KIT_NAMESPACE, "dead_lettered").inc()
     Metrics.counter(KIT_NAMESPACE, f"dead_lettered_{dead['stage']}").inc()
+    progress_reporter().add_dead()  # what an interrupted run's record counts (progress.py)
     yield json.dumps(dead, sort_keys=True)

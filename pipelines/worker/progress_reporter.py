@@ -1,32 +1,47 @@
 """Worker side of the live progress (the launcher's side is pipelines/progress.py): each SDK
-process keeps its cumulative item count in one small file of the folder the launcher names in
-BENCH_PROGRESS_DIR; where the variable is unset (Dataflow workers) reporting does nothing."""
+process keeps its cumulative tally (items, batches, dead letters) in one small file of the
+folder the launcher names in BENCH_PROGRESS_DIR; an interrupted run's record is built from those
+tallies. Where the variable is unset (Dataflow workers) reporting does nothing."""
 from __future__ import annotations
 
+import json
 import os
 import pathlib
 import threading
 import uuid
 
 ENV_VAR = "BENCH_PROGRESS_DIR"
+TALLIES = ("items", "batches", "dead_lettered")
 
 
 class ProgressReporter:
-  """Worker side: this process's cumulative item count in one small file of the folder."""
+  """Worker side: this process's cumulative tally in one small file of the folder."""
 
   def __init__(self, folder: str | os.PathLike):
     self.folder = pathlib.Path(folder)
     self.path = self.folder / f"{os.getpid()}-{uuid.uuid4().hex[:12]}"
-    self.count = 0
+    self.tally = dict.fromkeys(TALLIES, 0)
     self._lock = threading.Lock()
 
+  @property
+  def count(self) -> int:
+    return self.tally["items"]
+
   def add(self, n: int) -> None:
+    """One batch of n items inferred."""
+    self._update(items=n, batches=1)
+
+  def add_dead(self, n: int = 1) -> None:
+    self._update(dead_lettered=n)
+
+  def _update(self, **increments: int) -> None:
     with self._lock:  # SDK worker threads of one process share this reporter
-      self.count += n
+      for name, n in increments.items():
+        self.tally[name] += n
       tmp = self.path.with_name(self.path.name + ".tmp")
       try:
-        tmp.write_text(str(self.count))
-        os.replace(tmp, self.path)  # readers see the old or the new count, never half of one
+        tmp.write_text(json.dumps(self.tally))
+        os.replace(tmp, self.path)  # readers see the old or the new tally, never half of one
       except OSError:  # the launcher removed the folder (run over) or it is not writable
         pass
 
@@ -35,6 +50,9 @@ class _NoReporter:
   count = 0
 
   def add(self, n: int) -> None:
+    pass
+
+  def add_dead(self, n: int = 1) -> None:
     pass
 
 

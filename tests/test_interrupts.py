@@ -1,0 +1,149 @@
+"""Local runs that are interrupted, or lose a worker process, through the real launcher in a
+subprocess with real signals: every such run ends with a record, stops its SDK worker processes
+and exits with the signal's code."""
+from __future__ import annotations
+
+import os
+import pathlib
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from pipelines import interrupts, progress, results_store
+from pipelines.matrix import REPO_ROOT
+
+ITEMS = 60  # batches of 1: the run is still going when the first batch has ended
+
+
+class Launch:
+  """`python -m pipelines.run small-resnet` on ITEMS images, its output in files."""
+
+  def __init__(self, tmp_path: pathlib.Path, models_dir: pathlib.Path,
+               data_dir: pathlib.Path, layout: str):
+    paths = (data_dir / "images.txt").read_text().split()
+    listing = tmp_path / "images.txt"
+    listing.write_text("\n".join((paths * ITEMS)[:ITEMS]) + "\n")
+    self.results = tmp_path / "results"
+    self.tmp = tmp_path / "tmp"  # the launcher's progress folder goes here
+    self.tmp.mkdir()
+    env = {k: v for k, v in os.environ.items() if k not in ("INFLUXDB_URL", "BIGQUERY_DATASET")}
+    env.update(BENCHMARK_MATRIX=str(REPO_ROOT / "tests" / "small-matrix.toml"),
+               TMPDIR=str(self.tmp))
+    self.out = open(tmp_path / "out.txt", "w+")
+    self.err = open(tmp_path / "err.txt", "w+")
+    self.process = subprocess.Popen(
+        [sys.executable, "-m", "pipelines.run", "small-resnet", "--models-dir", str(models_dir),
+         "--data-dir", str(data_dir), "--results-dir", str(self.results), "--input",
+         str(listing), "--batch-size", "1", "--layout", layout],
+        cwd=REPO_ROOT, env=env, stdout=self.out, stderr=self.err, start_new_session=True)
+    self.workers: set[int] = set()
+
+  def wait_for_first_batch(self, timeout_s: float = 180) -> None:
+    """Until a worker reported a finished batch; remembers the SDK worker processes."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+      self.workers.update(interrupts.sdk_workers(self.process.pid))
+      done = [n for folder in self.tmp.glob("bench-progress-*")
+              for n in progress.read_counts(folder).values() if n]
+      if done:
+        return
+      assert self.process.poll() is None, self.output()
+      time.sleep(0.1)
+    raise AssertionError(f"no batch within {timeout_s}s: {self.output()}")
+
+  def finish(self, timeout_s: float = 120) -> int:
+    try:
+      return self.process.wait(timeout=timeout_s)
+    finally:
+      if self.process.poll() is None:
+        os.killpg(self.process.pid, signal.SIGKILL)
+
+  def output(self) -> str:
+    self.out.seek(0)
+    self.err.seek(0)
+    return self.out.read()[-3000:] + self.err.read()[-5000:]
+
+  def stderr(self) -> str:
+    self.err.seek(0)
+    return self.err.read()
+
+  def record(self) -> dict:
+    (record,) = results_store.load_all(self.results)
+    return record
+
+  def survivors(self) -> list[int]:
+    deadline = time.monotonic() + 10  # reaped by now; a zombie does not count
+    while time.monotonic() < deadline and any(interrupts.alive(p) for p in self.workers):
+      time.sleep(0.1)
+    return [pid for pid in sorted(self.workers) if interrupts.alive(pid)]
+
+
+@pytest.fixture
+def launch(tmp_path, models_dir, data_dir):
+  started = []
+
+  def start(layout: str) -> Launch:
+    started.append(Launch(tmp_path, models_dir, data_dir, layout))
+    return started[-1]
+  yield start
+  for each in started:  # never leave a run behind, whatever the test found
+    if each.process.poll() is None:
+      os.killpg(each.process.pid, signal.SIGKILL)
+    each.process.wait()
+    interrupts.stop_workers([pid for pid in each.workers if interrupts.alive(pid)], 1)
+
+
+@pytest.mark.parametrize("layout", ["1x2", "2x1"])
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_an_interrupted_local_run_is_recorded_as_cancelled(launch, layout, signum):
+  run = launch(layout)
+  run.wait_for_first_batch()
+  if layout == "2x1":
+    assert len(run.workers) >= 2, run.workers  # the SDK worker processes were running
+  if signum == signal.SIGINT:  # Ctrl-C: the terminal signals the whole process group
+    os.killpg(run.process.pid, signum)
+  else:  # `kill`: the launcher alone
+    run.process.send_signal(signum)
+  code = run.finish()
+  assert code == 128 + signum, run.output()
+  record = run.record()
+  m = record["metrics"]
+  assert record["status"] == "cancelled"
+  assert record["error"].startswith(f"interrupted by {signal.Signals(signum).name}")
+  assert record["metadata"]["interrupted_by"] == signal.Signals(signum).name
+  assert m["partial"] is True
+  assert 1 <= m["num_inferences"] < ITEMS
+  assert m["num_inferences"] + m["dead_lettered"] <= ITEMS
+  assert m["num_batches"] == m["num_inferences"]  # batches of 1
+  assert record["metadata"]["items_requested"] == ITEMS
+  assert not (run.results / "runs" / record["run_id"]).exists()  # no half-written outputs
+  assert run.survivors() == []
+  err = run.stderr()
+  assert f"small-resnet: interrupted by {signal.Signals(signum).name}" in err
+  # The launcher prints no traceback. (Ctrl-C reaches Beam's worker processes too, and a
+  # worker may print its own KeyboardInterrupt before the launcher stops it.)
+  assert "pipelines/run.py" not in err, err[-5000:]
+  if signum == signal.SIGTERM:
+    assert "Traceback" not in err, err[-5000:]
+
+
+def test_a_worker_process_killed_with_sigkill_is_named(launch):
+  run = launch("2x1")
+  run.wait_for_first_batch()
+  (victim, *_) = [pid for pid in run.workers
+                  if "sh -c" not in interrupts._cmdline(pid)
+                  and interrupts._cmdline(pid).startswith(sys.executable)] or [None]
+  assert victim, run.workers
+  os.kill(victim, signal.SIGKILL)
+  code = run.finish()
+  assert code == 1, run.output()
+  record = run.record()
+  assert record["status"] == "failed"
+  assert record["error"].startswith("WorkerDied: an SDK worker process died (killed by SIGKILL)")
+  err = run.stderr()
+  assert "an SDK worker process died (killed by SIGKILL)" in err
+  assert "Traceback" not in err, err[-5000:]
+  assert run.survivors() == []
