@@ -18,7 +18,8 @@ from typing import Any
 
 from pipelines import results_store, run_record
 from pipelines.cli_types import positive_int
-from pipelines.run import launch, parse_args
+from pipelines.plan import Overrides
+from pipelines.run import run_checked
 
 PROFILES = ("tuned", "beam")
 METRICS = (
@@ -43,11 +44,7 @@ def median_or_none(values: list[float | None]) -> float | None:
 
 def run_profile(bench: str, profile: str, items: int | None,
                 results_dir: pathlib.Path) -> dict[str, Any]:
-  argv = [bench, "--profile", profile, "--results-dir", str(results_dir)]
-  if items:
-    argv += ["--items", str(items)]
-  args, beam_args = parse_args(argv)
-  record = launch(args, beam_args)
+  record = run_checked(Overrides(bench, profile=profile, items=items, results_dir=results_dir))
   if record is None or record["status"] != "succeeded":
     raise SystemExit(f"{bench} ({profile}): run failed: {record and record['error']}")
   return record

@@ -14,7 +14,7 @@ import threading
 import time
 from typing import Callable, Mapping
 
-from pipelines import matrix
+from pipelines import matrix, plan
 from pipelines.matrix import REPO_ROOT
 from pipelines.publish import settings
 from pipelines.worker import tasks
@@ -169,28 +169,17 @@ def _text(value) -> str:
   return value.decode() if isinstance(value, bytes) else str(value)
 
 
-def benchmarks_section(models: Mapping[str, str | None], sizes: Mapping[str, int | None],
-                       cuda: bool) -> list[str]:
-  from pipelines.worker.models import VOCAB_FILE
+def benchmarks_section(root: pathlib.Path, sizes: Mapping[str, int | None]) -> list[str]:
+  """Whether each benchmark can run here, by the checks a local launch makes (plan.py)."""
   lines = []
   for i, bench in enumerate(matrix.load().values()):
-    why = []
-    if bench.needs_gpu and not cuda:
-      why.append("needs a CUDA GPU, torch sees none")
-    if not models.get(bench.model):
-      why.append(f"models/{bench.model}.pth missing (make models)")
-    if bench.task_spec.needs_vocab and not models.get(VOCAB_FILE):
-      why.append(f"models/{VOCAB_FILE} missing (make models)")
     have = sizes.get(bench.task_spec.input_file)
-    limit = ""
-    if have is None:
-      why.append(f"data/{bench.task_spec.input_file} missing (make data)")
-    elif have == 0:
-      why.append(f"data/{bench.task_spec.input_file} is empty (make data)")
-    elif have < bench.local_items:
-      limit = f" with N<={have} (default {bench.local_items} items: make data for all)"
-    text = (f"{bench.name:<14} " + (f"cannot run: {'; '.join(why)}" if why else
-                                     f"ready{limit}"))
+    fewer = bool(have) and have < bench.local_items
+    why = plan.check_local(bench.name, root / "data", root / "models", root / "results",
+                           items=have if fewer else None)
+    limit = (f" with N<={have} (default {bench.local_items} items: make data for all)"
+             if fewer else "")
+    text = f"{bench.name:<14} " + (f"cannot run: {why}" if why else f"ready{limit}")
     lines.append(_row("benchmarks" if i == 0 else "", text))
   return lines
 
@@ -344,7 +333,7 @@ def screen(root: pathlib.Path = REPO_ROOT, env: Mapping[str, str] | None = None,
   gpu = gpu_status()
   lines.append(_row("CUDA", str(gpu["cuda_text"])))
   lines.append(_row("NVML", str(gpu["nvml_text"])))
-  section(lambda: benchmarks_section(models, sizes, bool(gpu["cuda"])), "benchmarks")
+  section(lambda: benchmarks_section(root, sizes), "benchmarks")
   section(lambda: publishing_section(env, probe), "publishing")
   section(lambda: dataflow_section(env, root), "Dataflow")
   text = "\n".join(lines)

@@ -17,7 +17,9 @@ import time
 import torch
 
 from pipelines import matrix, perf, profiles
-from pipelines.run import launch, parse_args
+from pipelines.layout import Layout
+from pipelines.plan import Overrides
+from pipelines.run import run_checked
 from pipelines.worker import gpu_telemetry
 from pipelines.worker.handler import cuda_usable
 
@@ -46,11 +48,11 @@ def no_telemetry():
   return None
 
 
-def launched(argv: list[str], **telemetry) -> dict:
+def launched(o: Overrides, **telemetry) -> dict:
   """One pipeline run's record. A run that did not succeed, or too short for a steady state,
   ends the check with one line naming it and its record (no figure is computed from None)."""
-  record = launch(*parse_args(argv), **telemetry)
-  what = f"error: gpu-check: {argv[0]} run {record['run_id']}"
+  record = run_checked(o, **telemetry)
+  what = f"error: gpu-check: {o.benchmark} run {record['run_id']}"
   if record["status"] != "succeeded":
     why = (record.get("error") or "no error recorded").strip().splitlines()[0]
     raise SystemExit(f"{what} {record['status']}: {why}")
@@ -69,9 +71,8 @@ def main() -> int:
   plain = perf.plain_loop(bench, lines, bench.local_batch_size, pathlib.Path("models"),
                           length_aware=profiles.get(profiles.DEFAULT).length_aware(bench))
   results = pathlib.Path("results/gpu-check")
-  record = launched([bench.name, "--items", str(items), "--results-dir", str(results)])
-  quiet = launched([bench.name, "--items", str(items),
-                    "--results-dir", str(results / "no-telemetry")],
+  record = launched(Overrides(bench.name, items=items, results_dir=results))
+  quiet = launched(Overrides(bench.name, items=items, results_dir=results / "no-telemetry"),
                    telemetry_reader=no_telemetry)
   beam = record["metrics"]["steady_throughput_per_s"]
   beam_quiet = quiet["metrics"]["steady_throughput_per_s"]
@@ -79,8 +80,8 @@ def main() -> int:
   # vCPU while the other's batch runs (a T4 worker has 2 vCPUs; one process decodes serially).
   layouts = {}
   for layout in PARALLEL_DECODE_LAYOUTS:
-    run = launched([bench.name, "--items", str(items), "--layout", layout,
-                    "--results-dir", str(results / "layouts")])
+    run = launched(Overrides(bench.name, items=items, layout=Layout.parse(layout),
+                             results_dir=results / "layouts"))
     layouts[layout] = {"steady_items_per_s": run["metrics"]["steady_throughput_per_s"],
                        "gpu_utilization_mean_pct": run["gpu"].get("utilization_mean_pct"),
                        "processes_loaded_model": run["metadata"]["processes_loaded_model"],

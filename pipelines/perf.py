@@ -27,7 +27,8 @@ import torch
 from pipelines import matrix, profiles, progress, run_record
 from pipelines.cli_types import positive_int
 from pipelines.layout import Layout
-from pipelines.run import launch, parse_args
+from pipelines.plan import Overrides
+from pipelines.run import run_checked
 from pipelines.worker import image_classification, language_modeling
 from pipelines.worker.handler import cuda_usable
 from pipelines.worker.models import VOCAB_FILE, build_architecture
@@ -107,10 +108,9 @@ def measure_repeat(bench: matrix.Benchmark, items: int, layouts: list[Layout],
                      length_aware=profile.length_aware(bench))
   runs = {}
   for layout in layouts:
-    run_args, beam_args = parse_args([bench.name, "--items", str(items), "--layout", str(layout),
-                                      "--profile", profile.name, "--results-dir", str(results_dir),
-                                      "--data-dir", str(data_dir), "--models-dir", str(models_dir)])
-    record = launch(run_args, beam_args)
+    record = run_checked(Overrides(bench.name, items=items, layout=layout,
+                                     profile=profile.name, results_dir=results_dir,
+                                     data_dir=data_dir, models_dir=models_dir))
     if record["status"] != "succeeded":
       raise SystemExit(f"{bench.name}: pipeline run failed: {record['error']}")
     beam = record["metrics"]["steady_throughput_per_s"]

@@ -62,7 +62,7 @@ class Profile:
     any profile, like --batch-size and --layout; the record says which ran), then the
     profile's, then the matrix's."""
     chosen = explicit or self.sentence_batching or bench.batching
-    return bench.task == "language_modeling" and chosen == "length"
+    return chosen == "length" and "length" in bench.task_spec.batchings
 
   def apply(self, bench: matrix.Benchmark) -> matrix.Benchmark:
     """The benchmark with the profile's Dataflow shape overrides."""

@@ -28,12 +28,11 @@ from pipelines import (
   runners,
   summary,
 )
+from pipelines import plan as plan_lib
 from pipelines.cli_types import positive_int
 from pipelines.layout import LayoutError
 from pipelines.progress import for_launch as progress_for_launch
-from pipelines.runners import LaunchError
 from pipelines.worker import options, pipeline
-from pipelines.worker.handler import DeviceUnavailableError
 from pipelines.worker.options import BenchmarkOptions
 
 LOCAL_RUNNERS = ("DirectRunner",)
@@ -80,60 +79,56 @@ def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, list[str]]:
   return args, beam_args
 
 
-def launch(args: argparse.Namespace, beam_args: list[str],
-           **telemetry) -> dict[str, Any] | None:
-  """Runs the benchmark and returns its saved record (None for a Dataflow dry run).
+def overrides(args: argparse.Namespace, beam_args: list[str]) -> plan_lib.Overrides:
+  """The command line as Overrides (plan.py)."""
+  return plan_lib.Overrides(
+      benchmark=args.benchmark, runner=args.runner, profile=args.profile, items=args.items,
+      batch_size=args.batch_size, input=args.input, layout=args.layout, batching=args.batching,
+      dry_run=args.dry_run, data_dir=args.data_dir, models_dir=args.models_dir,
+      results_dir=args.results_dir, beam_args=tuple(beam_args))
+
+
+def launch(plan: plan_lib.RunPlan, **telemetry) -> dict[str, Any] | None:
+  """Runs a resolved plan and returns its saved record (None for a Dataflow dry run).
   `telemetry` is passed to pipeline.build (the GPU check turns the sampler off with it)."""
-  profile = profiles.get(args.profile)
-  bench = profile.apply(matrix.get(args.benchmark))
-  target = runners.for_runner(args.runner, args.dry_run)
-  if not args.dry_run:
-    results_store.check_writable(args.results_dir)  # before any work, not after it
-  layout = args.layout or profile.layout_for(bench)
-  bench.check_memory(layout)  # before anything launches: copies that cannot fit never start
-  run_id = run_record.new_run_id()
-  batching = profile.batching_for(bench, args.batch_size)
-  fixed = batching.get("min_batch_size") == batching.get("max_batch_size")
-  length_aware = profile.length_aware(bench, args.batching)
-  plan = target.prepare(bench, args, run_id, layout)
-  if args.runner == runners.DataflowRun.name:
-    plan.values.update(profile.dataflow_values(bench))  # e.g. Beam's gs:// model path
+  bench, profile, layout = plan.bench, plan.profile, plan.layout
+  target = runners.for_runner(plan)
+  run = target.prepare(plan)
   metadata: dict[str, Any] = {
-      "runner": args.runner, "task": bench.task, "model": bench.model,
+      "runner": plan.runner, "task": bench.task, "model": bench.model,
       "profile": profile.name, "inference_step": profile.inference_step,
       "device_requested": bench.device,
-      "batch_size": batching["max_batch_size"] if fixed else None, "batching": batching,
+      "batch_size": plan.fixed_batch_size, "batching": plan.batching,
       **layout.as_dict(),
-      "length_aware_batching": length_aware,
+      "length_aware_batching": plan.length_aware,
       "bigquery_table": bench.bigquery_table, "influx_measurement": bench.influx_measurement,
-      **plan.metadata, "input": plan.values["input"],
-      "model_state_dict_path": plan.values["model_state_dict_path"],
+      **run.metadata, "input": run.values["input"],
+      "model_state_dict_path": run.values["model_state_dict_path"],
   }
   try:
     opts = PipelineOptions(
-        plan.beam_args + beam_args, benchmark=bench.name, task=bench.task,
+        run.beam_args + list(plan.beam_args), benchmark=bench.name, task=bench.task,
         model_architecture=bench.model, device=bench.device,
-        min_batch_size=batching.get("min_batch_size"),
-        max_batch_size=batching.get("max_batch_size"), layout=str(layout),
-        torch_threads=layout.threads, torch_interop_threads=layout.interop_threads,
+        min_batch_size=plan.min_batch_size, max_batch_size=plan.max_batch_size,
+        layout=str(layout), torch_threads=layout.threads,
+        torch_interop_threads=layout.interop_threads,
         inference_step=profile.inference_step, profile=profile.name,
-        length_aware_batching=length_aware, **plan.values)
-    p = beam.Pipeline(runner=plan.engine, options=opts)
+        length_aware_batching=plan.length_aware, **run.values)
+    p = beam.Pipeline(runner=run.engine, options=opts)
     pipeline.build(p, opts.view_as(BenchmarkOptions), **telemetry)
   except BaseException:
-    target.discard(plan)
+    target.discard(run)
     raise
-  if args.dry_run:
-    return _dry_run(p, opts, bench, args.results_dir)
+  if plan.dry_run:
+    return _dry_run(p, opts, bench, plan.results_dir)
 
-  logging.info("Running %s (run %s) on %s", bench.name, run_id, args.runner)
+  logging.info("Running %s (run %s) on %s", bench.name, plan.run_id, plan.runner)
   started = run_record.utc_now()
   start = time.perf_counter()
   raw, error, status, interrupted_by = None, None, None, None
-  live = progress_for_launch(args.runner in LOCAL_RUNNERS, metadata["items_requested"],
-                             bench.name).start()
+  live = progress_for_launch(plan.local, metadata["items_requested"], bench.name).start()
   try:
-    raw = target.execute(p, plan)
+    raw = target.execute(p, run)
   except (dataflow.JobCancelled, interrupts.Cancelled) as e:  # Ctrl-C/SIGTERM: not a failure
     error, status, interrupted_by = str(e), "cancelled", e.signal_name
     print(f"{bench.name}: {error}", file=sys.stderr, flush=True)
@@ -149,21 +144,22 @@ def launch(args: argparse.Namespace, beam_args: list[str],
   finally:
     wall = time.perf_counter() - start
     live.stop()  # the final count; the bar closed
-  metadata.update(plan.metadata)  # what the runner learned while running (job id, ...)
+  metadata.update(run.metadata)  # what the runner learned while running (job id, ...)
   partial = None
   if status == "cancelled":
     metadata["interrupted_by"] = interrupted_by
     partial = _partial_counts(live.totals)
-    target.discard(plan)  # a local run's folder holds only unfinished shards now
-  record = run_record.build(run_id=run_id, benchmark=bench.name, started=started,
+    target.discard(run)  # a local run's folder holds only unfinished shards now
+  record = run_record.build(run_id=plan.run_id, benchmark=bench.name, started=started,
                             wall_time_s=wall, raw_metrics=raw, metadata=metadata, error=error,
-                            job=plan.job, status=status, partial=partial)
-  saved = results_store.save_or_fallback(record, args.results_dir)
+                            job=run.job, status=status, partial=partial)
+  record["plan"] = plan.as_record()
+  saved = results_store.save_or_fallback(record, plan.results_dir)
   print(summary.table([record]))
   if not saved.ok:
     raise RecordNotSaved(saved.message)
   print(f"run record: {saved.path}")
-  publish_after_run(record, args.results_dir)
+  publish_after_run(record, plan.results_dir)
   return record
 
 
@@ -212,21 +208,48 @@ def publish_after_run(record: dict[str, Any], results_dir: pathlib.Path) -> None
       print(f"published to {outcome['target']}")
 
 
-def main(argv: list[str] | None = None) -> int:
+# What stops a run before it starts: one `error:` line, exit code 2.
+REFUSALS = (plan_lib.PlanError, matrix.MatrixError, dataflow.SettingsMissing,
+            results_store.NotWritable, LayoutError, profiles.ProfileError)
+
+
+def run_overrides(o: plan_lib.Overrides, run_id: str | None = None,
+                  **telemetry) -> dict[str, Any] | None:
+  """Resolves and runs; what perf, sweep points, compare-profiles and gpu-check call."""
+  return launch(plan_lib.resolve(o, run_id), **telemetry)
+
+
+def run_checked(o: plan_lib.Overrides, **telemetry) -> dict[str, Any] | None:
+  """run_overrides for the commands built on it (perf, compare-profiles, gpu-check): a refusal
+  ends the command with its one line and exit code 2."""
+  try:
+    return run_overrides(o, **telemetry)
+  except REFUSALS as e:
+    print(f"error: {o.benchmark}: {e}", file=sys.stderr)
+    raise SystemExit(2) from None
+
+
+def quiet_logging() -> None:
   logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
   for noisy in ("apache_beam", "absl"):
     logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def main(argv: list[str] | None = None) -> int:
+  quiet_logging()
   args, beam_args = parse_args(argv)
   try:
-    record = launch(args, beam_args)
-  except (LaunchError, DeviceUnavailableError, matrix.MatrixError,
-          dataflow.SettingsMissing, results_store.NotWritable, LayoutError,
-          profiles.ProfileError) as e:
+    record = run_overrides(overrides(args, beam_args))
+  except REFUSALS as e:
     print(f"error: {args.benchmark}: {e}", file=sys.stderr)
     return 2
   except RecordNotSaved as e:
     print(f"error: {args.benchmark}: {e}", file=sys.stderr)
     return 1
+  return exit_code(record)
+
+
+def exit_code(record: dict[str, Any] | None) -> int:
   if record is not None and record["status"] == "cancelled":
     return interrupts.exit_code(record["metadata"].get("interrupted_by") or "SIGINT")
   return 0 if record is None or record["status"] == "succeeded" else 1

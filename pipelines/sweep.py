@@ -2,9 +2,10 @@
 [N=…] [REPEATS=1]`: one benchmark over a grid of batch sizes x worker layouts (x, for BERT,
 padded or length-aware batching), run locally.
 
-Each point is one launcher run in its own process (python -m pipelines.run --layout --batch-size),
-so points do not share a warmed-up process. Each point is measured in steady state, from the
-workers' own batch timestamps (see process_stats.py): per SDK process, the items of its batches
+Each point's plan is resolved (and checked) before the first point runs; each point then runs in
+its own process (isolated.py), so points do not share a warmed-up process. Each point is
+measured in steady state, from the workers' own batch timestamps (see
+pipelines/worker/process_stats.py): per SDK process, the items of its batches
 after the first over the time from its first batch's end to its last batch's end, summed over
 processes. Process start-up, model load and the first batch are excluded whatever N is; N only
 needs to give every process a few batches. With REPEATS > 1 a point's figures are the median.
@@ -18,14 +19,12 @@ from __future__ import annotations
 import argparse
 import json
 import pathlib
-import subprocess
 import sys
 import time
 from typing import Any
 
-from pipelines import cli_types, matrix, results_store, run_record
+from pipelines import cli_types, isolated, matrix, plan, results_store, run, run_record
 from pipelines.cli_types import positive_int
-from pipelines.layout import Layout, LayoutError
 from pipelines.sweep_results import cell, summarize, table
 
 DEFAULT_BATCH_SIZES = "4,8,16,32"
@@ -38,19 +37,14 @@ def _list(parse):
   return parse_list
 
 
-def run_point(bench: matrix.Benchmark, layout: Layout, batching: str | None, batch_size: int,
-              items: int, results: pathlib.Path, extra: list[str]) -> dict[str, Any]:
-  """One launcher run; returns its record (status failed with the error if it failed)."""
-  before = {r["run_id"] for r in results_store.load_all(results)}
-  cmd = [sys.executable, "-m", "pipelines.run", bench.name, "--layout", str(layout),
-         "--batch-size", str(batch_size), "--items", str(items), "--results-dir", str(results),
-         *(["--batching", batching] if batching else []), *extra]
-  done = subprocess.run(cmd, capture_output=True, text=True)
-  new = [r for r in results_store.load_all(results) if r["run_id"] not in before]
-  if not new:
-    raise SystemExit(f"sweep point {layout} {batching or ''} batch {batch_size} did not start:\n"
-                     + done.stderr.strip()[-2000:])
-  return new[-1]
+def run_point(o: plan.Overrides) -> dict[str, Any]:
+  """One point, in a fresh process (isolated.py); its record (status failed with the error if it
+  failed)."""
+  try:
+    return isolated.run(o)
+  except isolated.NotStarted as e:
+    raise SystemExit(f"sweep point {o.layout} {o.batching or ''} batch {o.batch_size} did not "
+                     f"start:\n{e}") from None
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -65,15 +59,12 @@ def main(argv: list[str] | None = None) -> int:
                       help="items per point (default: the benchmark's local items)")
   parser.add_argument("--repeats", type=positive_int, default=1)
   parser.add_argument("--results-dir", type=pathlib.Path, default=results_store.DEFAULT_DIR)
-  args, extra = parser.parse_known_args(argv)
+  parser.add_argument("--data-dir", type=pathlib.Path, default=pathlib.Path("data"))
+  parser.add_argument("--models-dir", type=pathlib.Path, default=pathlib.Path("models"))
+  args = parser.parse_args(argv)
   try:
     bench = matrix.get(args.benchmark)
-    for layout in args.layouts:
-      bench.check_memory(layout)  # refuse the whole grid before the first point runs
-    if bench.needs_gpu:
-      from pipelines.worker.handler import require_device
-      require_device(bench.device)
-  except (matrix.MatrixError, LayoutError, RuntimeError) as e:
+  except matrix.MatrixError as e:
     print(f"error: sweep {args.benchmark}: {e}", file=sys.stderr)
     return 2
   items = args.items or bench.local_items
@@ -86,8 +77,16 @@ def main(argv: list[str] | None = None) -> int:
       parser.error(f"unknown batching {', '.join(sorted(unknown))}: use {','.join(known)}")
   else:
     batchings = [None]  # images: every batch is the same size, nothing to pad
-  grid = [(layout, batching, b) for layout in args.layouts for batching in batchings
-          for b in args.batch_sizes]
+  grid = [plan.Overrides(bench.name, items=items, batch_size=b, layout=layout, batching=batching,
+                        data_dir=args.data_dir, models_dir=args.models_dir,
+                        results_dir=point_results)
+          for layout in args.layouts for batching in batchings for b in args.batch_sizes]
+  try:
+    for point in grid:  # every check of every point, before the first one runs
+      plan.resolve(point, run_id="sweep-check")
+  except run.REFUSALS as e:
+    print(f"error: sweep {args.benchmark}: {e}", file=sys.stderr)
+    return 2
   sweep = {"benchmark": bench.name, "items": items, "repeats": args.repeats,
            "batch_sizes": args.batch_sizes, "layouts": [str(x) for x in args.layouts],
            "default_layout": str(bench.layout), "default_batch_size": bench.local_batch_size,
@@ -96,16 +95,15 @@ def main(argv: list[str] | None = None) -> int:
            **run_record.git_state(), "points": []}
   start = time.monotonic()
   total = len(grid) * args.repeats
-  for i, (layout, batching, batch_size) in enumerate(grid):
+  for i, o in enumerate(grid):
     records = []
     for r in range(args.repeats):
       step = i * args.repeats + r + 1
       eta = (time.monotonic() - start) / (step - 1) * (total - step + 1) if step > 1 else None
-      print(f"[{step}/{total}] {bench.name} layout {layout} {batching or ''} batch {batch_size}"
-            + (f" (about {eta / 60:.0f} min left)" if eta else ""), flush=True)
-      records.append(run_point(bench, layout, batching, batch_size, items, point_results,
-                               extra))
-    point = {"layout": str(layout), "batching": batching, "batch_size": batch_size,
+      print(f"[{step}/{total}] {bench.name} layout {o.layout} {o.batching or ''} batch "
+            f"{o.batch_size}" + (f" (about {eta / 60:.0f} min left)" if eta else ""), flush=True)
+      records.append(run_point(o))
+    point = {"layout": str(o.layout), "batching": o.batching, "batch_size": o.batch_size,
              **summarize(records)}
     sweep["points"].append(point)
     print(f"    {cell(point)} items/s (p99 batch ms)", flush=True)

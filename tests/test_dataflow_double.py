@@ -19,7 +19,7 @@ import time
 import pytest
 import requests
 
-from pipelines import dataflow, run, runners
+from pipelines import dataflow, plan, run
 from pipelines.matrix import REPO_ROOT
 from pipelines.worker import worker_facts
 from tests.dataflow_double import (
@@ -336,9 +336,9 @@ def test_items_requested_on_dataflow(tmp_path):
   bench = matrix.load(REPO_ROOT / "tests" / "small-matrix.toml")["small-resnet"]
   listing = tmp_path / "mine.txt"
   listing.write_bytes(b"gs://b/1.jpg\ngs://b/2.jpg\r\ngs://b/3.jpg\n")
-  assert runners.items_requested(bench, None) == bench.dataset_items
-  assert runners.items_requested(bench, str(listing)) == 3  # a local list: its lines
-  assert runners.items_requested(bench, "gs://bkt-x/mine.txt") is None  # not read: unknown
+  assert plan.items_requested(bench, None) == bench.dataset_items
+  assert plan.items_requested(bench, str(listing)) == 3  # a local list: its lines
+  assert plan.items_requested(bench, "gs://bkt-x/mine.txt") is None  # not read: unknown
 
 
 def test_worker_facts_survive_the_metric_name_encoding():

@@ -53,9 +53,9 @@ def test_without_settings(tmp_path):
            if " ready" in line or "cannot run:" in line}
   assert list(bench) == list(matrix.load())  # one line per benchmark of the matrix
   assert "ready" in bench["resnet101"] and "N<=" not in bench["resnet101"]
-  assert "models/resnet152.pth missing (make models)" in bench["resnet152"]
+  assert "models/resnet152.pth does not exist: run `make models` first" in bench["resnet152"]
   assert "needs a CUDA GPU" in bench["resnet152-gpu"]
-  assert "data/sentences.txt missing (make data)" in bench["bert-base"]
+  assert "data/sentences.txt does not exist: run `make data` first" in bench["bert-base"]
   assert "InfluxDB not configured" in text and "BigQuery not configured" in text
   assert "missing PROJECT, REGION, TEMP_LOCATION, REGISTRY" in text
   assert "cpu-resnet: not pushed; cpu-bert: not pushed; gpu: not pushed" in text

@@ -64,14 +64,15 @@ LAYERS = [
      "pipelines.sweep_results"},
     {"pipelines.run_record", "pipelines.summary", "pipelines.data"},
     # the engine: runners and what they need while a run is under way
-    {"pipelines.progress", "pipelines.interrupts", "pipelines.dataflow", "pipelines.runners"},
+    {"pipelines.progress", "pipelines.interrupts", "pipelines.dataflow", "pipelines.plan",
+     "pipelines.runners"},
     # readers of records
     {"pipelines.publish", "pipelines.report"},
     # the launcher (runs one plan, then the post-run publish step)
     {"pipelines.run"},
     # commands built on the launcher
     {"pipelines.sweep", "pipelines.perf", "pipelines.compare_profiles", "pipelines.gpu_check",
-     "pipelines.bench_all", "pipelines.doctor"},
+     "pipelines.bench_all", "pipelines.doctor", "pipelines.isolated"},
 ]
 
 

@@ -1,0 +1,230 @@
+"""One plan per run, resolved once.
+
+  Overrides   what a user or a command asks for (the command line, Make variables, a sweep point)
+  resolve()   matrix entry + profile + machine type + overrides -> a frozen RunPlan, after every
+              pre-flight check (runner, results store, layout and memory, device, input, model
+              files, Dataflow settings and image digests); a failed check raises PlanError with
+              one line, and nothing has been created
+  RunPlan     everything a runner needs and the record says about what ran (`as_record()`)
+
+Runners (runners.py) take a RunPlan and never change it; `make doctor` reports by calling the
+same checks (`check_local`).
+"""
+from __future__ import annotations
+
+import dataclasses
+import logging
+import pathlib
+from typing import Any
+
+from pipelines import dataflow, matrix, profiles, results_store, run_record
+from pipelines.layout import Layout, LayoutError
+from pipelines.worker.models import VOCAB_FILE
+from pipelines.worker.tasks import Task
+
+LOCAL = "DirectRunner"
+DATAFLOW = "DataflowRunner"
+RUNNERS = (LOCAL, DATAFLOW)
+_BINARY_SNIFF_BYTES = 64 * 1024
+
+
+class PlanError(RuntimeError):
+  """Something is wrong before anything runs: one clear line, exit code 2."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Overrides:
+  """What may be asked of a run beyond the matrix and the profile; None keeps their value."""
+  benchmark: str
+  runner: str = LOCAL
+  profile: str = profiles.DEFAULT
+  items: int | None = None
+  batch_size: int | None = None
+  input: str | None = None
+  layout: Layout | None = None
+  batching: str | None = None  # language modeling: padded or length
+  dry_run: bool = False
+  data_dir: pathlib.Path = pathlib.Path("data")
+  models_dir: pathlib.Path = pathlib.Path("models")
+  results_dir: pathlib.Path = results_store.DEFAULT_DIR
+  beam_args: tuple[str, ...] = ()  # Beam's own flags, passed through untouched
+
+
+@dataclasses.dataclass(frozen=True)
+class RunPlan:
+  run_id: str
+  bench: matrix.Benchmark  # the matrix entry with the profile's Dataflow shape applied
+  profile: profiles.Profile
+  runner: str
+  dry_run: bool
+  layout: Layout
+  min_batch_size: int | None
+  max_batch_size: int | None
+  length_aware: bool
+  items: int | None  # items asked for (None: a gs:// input on Dataflow, not read here)
+  input: str  # the input list as given (local path or gs://)
+  model_files: tuple[tuple[str, str], ...]  # (pipeline option, path) for the state dict, vocab
+  results_dir: pathlib.Path
+  beam_args: tuple[str, ...]
+  input_lines: tuple[bytes, ...] = ()  # local runs: the lines to run, read once here
+  cloud: tuple[tuple[str, str], ...] = ()  # Dataflow settings
+  image: str | None = None  # Dataflow: image@sha256:... (a tag only in a dry run)
+
+  @property
+  def task(self) -> Task:
+    return self.bench.task_spec
+
+  @property
+  def batching(self) -> dict[str, int]:
+    return {k: v for k, v in (("min_batch_size", self.min_batch_size),
+                              ("max_batch_size", self.max_batch_size)) if v is not None}
+
+  @property
+  def fixed_batch_size(self) -> int | None:
+    return self.max_batch_size if self.min_batch_size == self.max_batch_size else None
+
+  @property
+  def local(self) -> bool:
+    return self.runner == LOCAL
+
+  def as_record(self) -> dict[str, Any]:
+    """The plan as plain data, whole (the record's `plan`): what was asked and resolved."""
+    return {"benchmark": self.bench.name, "task": self.bench.task, "model": self.bench.model,
+            "device": self.bench.device, "profile": self.profile.name,
+            "inference_step": self.profile.inference_step, "runner": self.runner,
+            "dry_run": self.dry_run, "layout": str(self.layout),
+            "batching": self.batching, "length_aware_batching": self.length_aware,
+            "items": self.items, "input": self.input, "model_files": dict(self.model_files),
+            "results_dir": str(self.results_dir), "beam_args": list(self.beam_args),
+            "machine_type": self.bench.dataflow.machine_type if not self.local else "local",
+            "image": self.image}
+
+
+def resolve(o: Overrides, run_id: str | None = None) -> RunPlan:
+  """The one place a run's settings are decided and checked (see the module's docstring)."""
+  profile = profiles.get(o.profile)
+  bench = profile.apply(matrix.get(o.benchmark))
+  if o.runner not in RUNNERS:
+    raise PlanError(f"unknown runner '{o.runner}': use DirectRunner (local) or DataflowRunner")
+  if o.dry_run and o.runner != DATAFLOW:
+    raise PlanError("DRY_RUN builds a Dataflow job: use it with RUNNER=DataflowRunner")
+  if not o.dry_run:
+    results_store.check_writable(o.results_dir)  # before any work, not after it
+  layout = o.layout or profile.layout_for(bench)
+  bench.check_memory(layout)  # copies that cannot fit never start
+  batching = profile.batching_for(bench, o.batch_size)
+  common = dict(run_id=run_id or run_record.new_run_id(), bench=bench, profile=profile,
+                runner=o.runner, dry_run=o.dry_run, layout=layout,
+                min_batch_size=batching.get("min_batch_size"),
+                max_batch_size=batching.get("max_batch_size"),
+                length_aware=profile.length_aware(bench, o.batching),
+                results_dir=o.results_dir, beam_args=tuple(o.beam_args))
+  if o.runner == LOCAL:
+    return RunPlan(**common, **_local(bench, o))
+  return RunPlan(**common, **_dataflow(bench, profile, layout, o))
+
+
+def _local(bench: matrix.Benchmark, o: Overrides) -> dict[str, Any]:
+  check_device(bench)
+  default_source = not o.input
+  if o.input and "://" in o.input:  # pathlib would also mangle gs://b into gs:/b
+    raise PlanError(f"{o.input} is not a local file: a local run reads its input list from this "
+                    "machine (copy it here, or run on Dataflow: RUNNER=DataflowRunner)")
+  source = pathlib.Path(o.input) if o.input else o.data_dir / bench.task_spec.input_file
+  lines = read_input_lines(source, default_source)
+  items = o.items or (len(lines) if o.input else bench.local_items)
+  if len(lines) < items:
+    raise PlanError(f"{source} has {len(lines)} items, {items} requested"
+                    + (f": run `make data N={items}`" if default_source else ""))
+  return {"items": items, "input": str(source), "input_lines": tuple(lines[:items]),
+          "model_files": tuple(local_model_files(bench, o.models_dir).items())}
+
+
+def _dataflow(bench: matrix.Benchmark, profile: profiles.Profile, layout: Layout,
+              o: Overrides) -> dict[str, Any]:
+  cloud = dataflow.settings()
+  if o.items:
+    logging.warning("N/--items applies to local runs; Dataflow runs the whole input")
+  layout.dataflow_experiments(bench.machine.vcpus)  # LayoutError for what Dataflow cannot run
+  try:
+    image = dataflow.pinned_image(bench, cloud, o.dry_run)
+  except dataflow.ImageNotPushed as e:
+    raise PlanError(str(e)) from None
+  files = {"model_state_dict_path": f"{dataflow.MODELS_IN_IMAGE}/{bench.model}.pth"}
+  if bench.task_spec.needs_vocab:
+    files["vocab_path"] = f"{dataflow.MODELS_IN_IMAGE}/{VOCAB_FILE}"
+  files.update(profile.dataflow_values(bench))  # e.g. Beam's gs:// model path
+  return {"items": items_requested(bench, o.input), "input": o.input or bench.dataset_input,
+          "model_files": tuple(files.items()), "cloud": tuple(cloud.items()), "image": image}
+
+
+def check_device(bench: matrix.Benchmark) -> None:
+  """A GPU benchmark needs CUDA here: Beam's handler would silently fall back to the CPU."""
+  from pipelines.worker.handler import DeviceUnavailableError, require_device
+  try:
+    require_device(bench.device)
+  except DeviceUnavailableError as e:
+    raise PlanError(str(e)) from None
+
+
+def check_local(name: str, data_dir: pathlib.Path, models_dir: pathlib.Path,
+                results_dir: pathlib.Path, items: int | None = None) -> str | None:
+  """Why benchmark `name` cannot run here locally (None: it can), by the very checks a launch
+  makes: what `make doctor` reports."""
+  try:
+    resolve(Overrides(name, items=items, data_dir=data_dir, models_dir=models_dir,
+                      results_dir=results_dir), run_id="doctor")
+  except (PlanError, matrix.MatrixError, LayoutError, results_store.NotWritable) as e:
+    return str(e)
+  return None
+
+
+def split_lines(data: bytes) -> list[bytes]:
+  """Lines as Beam's text reader splits them: on \\n and \\r\\n only (not on U+2028, form
+  feeds or other characters str.splitlines() treats as line ends)."""
+  lines = data.split(b"\n")
+  if lines and lines[-1] == b"":
+    lines.pop()
+  return [line[:-1] if line.endswith(b"\r") else line for line in lines]
+
+
+def read_input_lines(source: pathlib.Path, default_source: bool) -> list[bytes]:
+  """The input list's lines as bytes: each line is decoded (or dead-lettered) by the pipeline,
+  so one undecodable line costs one item, not the run."""
+  hint = ": run `make data` first" if default_source else ""
+  if not source.exists():
+    raise PlanError(f"{source} does not exist{hint}")
+  if source.is_dir():
+    raise PlanError(f"{source} is a directory; --input/INPUT takes a text file with one image "
+                    "path or sentence per line")
+  try:
+    data = source.read_bytes()
+  except OSError as e:
+    raise PlanError(f"{source} cannot be read: {e.strerror}") from None
+  if b"\0" in data[:_BINARY_SNIFF_BYTES]:
+    raise PlanError(f"{source} is a binary file, not a text list (one image path or sentence "
+                    "per line)")
+  return split_lines(data)
+
+
+def items_requested(bench: matrix.Benchmark, input_override: str | None) -> int | None:
+  """The items a Dataflow run is asked to process: the matrix dataset's size; with INPUT= a
+  local list's line count; None for an INPUT= in the cloud (gs://...), which the launcher does
+  not read (num_inferences then says what ran)."""
+  if not input_override:
+    return bench.dataset_items
+  path = pathlib.Path(input_override)
+  if "://" in input_override or not path.is_file():
+    return None
+  return len(split_lines(path.read_bytes()))
+
+
+def local_model_files(bench: matrix.Benchmark, models_dir: pathlib.Path) -> dict[str, str]:
+  state_dict = models_dir / f"{bench.model}.pth"
+  files = {"model_state_dict_path": state_dict}
+  if bench.task_spec.needs_vocab:
+    files["vocab_path"] = models_dir / VOCAB_FILE
+  for path in files.values():
+    if not path.exists():
+      raise PlanError(f"{path} does not exist: run `make models` first")
+  return {k: str(v.resolve()) for k, v in files.items()}

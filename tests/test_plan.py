@@ -1,0 +1,65 @@
+"""One plan per run: resolve() decides and checks everything once, the plan is frozen, the
+record carries it whole, and commands get their record back without rebuilding a command line
+(in-process) or diffing the results folder (isolated.py)."""
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+
+from pipelines import isolated, plan, run
+from pipelines.layout import Layout
+from tests.test_faults import kit  # noqa: F401 - the launcher fixture on the small matrix
+
+
+def overrides(kit, models_dir, data_dir, **fields) -> plan.Overrides:  # noqa: F811
+  return plan.Overrides("small-bert", models_dir=models_dir, data_dir=data_dir,
+                        results_dir=kit.results, **fields)
+
+
+def test_a_plan_is_resolved_once_and_frozen(kit, models_dir, data_dir):  # noqa: F811
+  resolved = plan.resolve(overrides(kit, models_dir, data_dir, items=4, batch_size=2,
+                                    layout=Layout(1, 1), batching="length"))
+  assert (resolved.items, resolved.batching, str(resolved.layout)) == (
+      4, {"min_batch_size": 2, "max_batch_size": 2}, "1x1")
+  assert resolved.length_aware and resolved.task.needs_vocab
+  assert len(resolved.input_lines) == 4
+  with pytest.raises(dataclasses.FrozenInstanceError):
+    resolved.items = 5  # runners take the plan; they cannot change it
+  assert not kit.results.exists()  # resolving checks; it creates nothing
+
+
+@pytest.mark.parametrize("fields, says", [
+    ({"items": 10_000}, "items, 10000 requested"),
+    ({"runner": "DirectRunner", "dry_run": True}, "DRY_RUN builds a Dataflow job"),
+    ({"runner": "Nope"}, "unknown runner 'Nope'"),
+    ({"input": "gs://bkt/list.txt"}, "gs://bkt/list.txt is not a local file"),
+])
+def test_every_refusal_comes_from_resolve_with_one_line(
+    kit, models_dir, data_dir, fields, says):  # noqa: F811
+  with pytest.raises(plan.PlanError) as refused:
+    plan.resolve(overrides(kit, models_dir, data_dir, **fields))
+  assert says in str(refused.value) and "\n" not in str(refused.value)
+  assert not kit.results.exists()
+
+
+def test_the_record_carries_the_plan_whole(kit, models_dir, data_dir):  # noqa: F811
+  resolved = plan.resolve(overrides(kit, models_dir, data_dir, items=4, batch_size=2))
+  record = run.launch(resolved)
+  assert record["status"] == "succeeded" and record["run_id"] == resolved.run_id
+  assert record["plan"] == resolved.as_record()
+  assert record["plan"]["model_files"]["vocab_path"].endswith("vocab.txt")
+  assert record["metadata"]["batching"] == record["plan"]["batching"]
+
+
+def test_an_isolated_run_returns_its_own_record_or_its_refusal(kit, models_dir,  # noqa: F811
+                                                                data_dir):
+  other = kit.results  # a record already in the store must not be mistaken for this run's
+  run.launch(plan.resolve(overrides(kit, models_dir, data_dir, items=2, batch_size=2)))
+  o = overrides(kit, models_dir, data_dir, items=4, batch_size=2, layout=Layout(1, 1))
+  assert isolated.from_json(isolated.to_json(o)) == o
+  record = isolated.run(o)
+  assert record["status"] == "succeeded" and record["metadata"]["items_requested"] == 4
+  assert record["plan"]["layout"] == "1x1" and other.exists()
+  with pytest.raises(isolated.NotStarted, match="items, 10000 requested"):
+    isolated.run(dataclasses.replace(o, items=10_000))
