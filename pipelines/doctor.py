@@ -3,6 +3,10 @@
 Python and the venv; model files and their weights kind; data sizes; CUDA and NVML; which
 benchmarks can run here and why not; publishing targets (reachable or not, 1 s timeout);
 Dataflow settings; pushed image digests. Offline-safe, secrets redacted, always exits 0.
+Whether a benchmark can run is decided by the launch's own checks (plan.check_local).
+
+Over 300 lines on purpose: one screen, one module; each section is a small function of its own
+that only reads and formats, and splitting them apart would scatter the screen's layout.
 """
 from __future__ import annotations
 
