@@ -4,9 +4,10 @@ A task's steps (parse its input lines, dead-lettering what it cannot use; its Ru
 handler; its prediction format) live in the module the task names, which every task module
 provides with the same three functions:
 
-  parse(lines, opts)         -> (PCollection of (key, example), PCollection of dead letters)
-  model_handler(opts)        -> a Beam ModelHandler for the options' model, device and batching
-  format_prediction(opts)    -> a DoFn turning (key, PredictionResult) into one JSON line
+  parse(lines, opts)      -> (PCollection of (key, example), PCollection of dead letters)
+  model_handler(state_dict_path, architecture, device, batching)
+                          -> Beam's PyTorch model handler for the task's tensors
+  format_prediction(opts) -> a DoFn turning (key, PredictionResult) into one JSON line
 
 That module is imported only when the steps are needed (`Task.steps()`): the launcher and the
 Makefile read the names below without torch. Adding a task is one module plus one entry here
