@@ -150,6 +150,8 @@ def launch(plan: plan_lib.RunPlan, **telemetry) -> dict[str, Any] | None:
     metadata["interrupted_by"] = interrupted_by
     partial = _partial_counts(live.totals)
     target.discard(run)  # a local run's folder holds only unfinished shards now
+  elif raw is None:  # failed before Beam's metrics arrived (a worker died): what got done
+    partial = _partial_counts(live.totals)
   record = run_record.build(run_id=plan.run_id, benchmark=bench.name, started=started,
                             wall_time_s=wall, raw_metrics=raw, metadata=metadata, error=error,
                             job=run.job, status=status, partial=partial)

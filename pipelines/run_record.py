@@ -3,8 +3,9 @@
 It is the contract publishers and reports consume. Schema (version 1):
   schema_version, run_id, benchmark, timestamp (UTC ISO start),
   status ('succeeded'|'failed'|'cancelled': interrupted, its Dataflow job cancelled),
-  error (str|None), metrics {...numbers or None..., partial: true for a cancelled run (what
-  finished before it stopped; never published)}, gpu {...}, latency_histogram {bucket: count},
+  error (str|None), metrics {...numbers or None..., partial: true when the counts are what a
+  cancelled or failed run's workers finished before it stopped; never published}, gpu {...},
+  latency_histogram {bucket: count},
   metric_notes {metric: why it is None, e.g. a percentile of too few batches},
   metadata {runner, engine, device_requested, device_used, weights, versions, git_sha, ...},
   publish {target: {status, target, at, error, last_attempt, attempts: [...]}} (see
@@ -142,8 +143,8 @@ def build(*, run_id: str, benchmark: str, started: str, wall_time_s: float,
           error: str | None = None, job: dict[str, Any] | None = None,
           status: str | None = None, partial: dict[str, int] | None = None) -> dict[str, Any]:
   """The record. `job`: a Dataflow job's own figures (dataflow.job_figures); `status`
-  overrides the succeeded/failed verdict ('cancelled'); `partial`: counts an interrupted run
-  reported before it stopped (Beam's metrics never arrived)."""
+  overrides the succeeded/failed verdict ('cancelled'); `partial`: counts the workers of an
+  interrupted or failed run reported before it stopped (Beam's metrics never arrived)."""
   raw = raw_metrics or {"counters": {}, "distributions": {}}
   metadata = dict(metadata)
   metrics = beam_metrics.summarize(raw)
@@ -177,7 +178,8 @@ def build(*, run_id: str, benchmark: str, started: str, wall_time_s: float,
   if error is None and n == 0:  # nothing was measured: never publish zeros as a result
     error = f"no inferences ran ({metrics['dead_lettered']} inputs dead-lettered)"
   status = status or ("failed" if error else "succeeded")
-  metrics["partial"] = status == "cancelled"
+  # Counts the workers reported before a run stopped or failed: not Beam's final metrics.
+  metrics["partial"] = status == "cancelled" or partial is not None
   return {
       "schema_version": SCHEMA_VERSION,
       "run_id": run_id,

@@ -143,6 +143,8 @@ def test_a_worker_process_killed_with_sigkill_is_named(launch):
   record = run.record()
   assert record["status"] == "failed"
   assert record["error"].startswith("WorkerDied: an SDK worker process died (killed by SIGKILL)")
+  # What finished before the worker died is kept, marked partial.
+  assert record["metrics"]["partial"] is True and record["metrics"]["num_inferences"] >= 1
   err = run.stderr()
   assert "an SDK worker process died (killed by SIGKILL)" in err
   assert "Traceback" not in err, err[-5000:]
