@@ -5,6 +5,7 @@ the architecture does not matter for what a test checks.
 """
 from __future__ import annotations
 
+import os
 import pathlib
 import shutil
 
@@ -17,6 +18,11 @@ from pipelines.runners import local_engine
 from pipelines.worker import beam_metrics, models, pipeline
 from pipelines.worker.options import BenchmarkOptions
 from tests.skip_summary import pytest_sessionfinish, pytest_terminal_summary  # noqa: F401
+
+# `make test` runs this suite under make: the tests' own `make` calls would inherit its flags and
+# level (and print "make[1]: Entering directory ..."). They run as a user's make would.
+for _make_variable in ("MAKEFLAGS", "MFLAGS", "MAKELEVEL", "MAKE_TERMOUT", "MAKE_TERMERR"):
+  os.environ.pop(_make_variable, None)
 
 
 @pytest.fixture(scope="session")
