@@ -67,7 +67,7 @@ BEAM_VERSION        := $(shell sed -n 's/^apache-beam==//p' requirements/worker.
 TORCH_VERSION       := $(shell sed -n 's/^torch==//p' requirements/torch-local.txt)
 TORCHVISION_VERSION := $(shell sed -n 's/^torchvision==//p' requirements/torch-local.txt)
 image_ref = $(or $(REGISTRY),local)/beam-bench-$(1):$(image_tag)
-BASE_IMAGE  ?=## image to build FROM instead of Beam's SDK image (e.g. $(STANDIN_IMAGE) from make base-image)
+BASE_IMAGE  ?=## image to build FROM instead of Beam's SDK image (e.g. the stand-in make base-image builds)
 TORCH_FROM  ?=## where image builds take torch: PyTorch's index (default, Dataflow), pypi, or a wheel folder
 IMAGE_WEIGHTS ?= pretrained## weights baked into images: pretrained (Dataflow) or random (offline builds)
 CA_BUNDLE   ?= /etc/ssl/certs/ca-certificates.crt## host CA bundle mounted (never baked) into podman/buildah build steps
