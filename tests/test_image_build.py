@@ -73,6 +73,7 @@ def registry(tmp_path_factory):
   finally:
     server.terminate()
     server.wait(timeout=30)
+    shutil.rmtree(folder / "data", ignore_errors=True)  # gigabytes of pushed layers
 
 
 @pytest.fixture(scope="module")
