@@ -27,7 +27,7 @@ endif
 # code: Make would otherwise run a `$$(shell ...)` in them when it expands or exports them.
 USER_VARS := PYTHON VENV RUNNER PROFILE N BATCH_SIZE INPUT REPEATS BENCH WEIGHTS RESULTS \
   FAIL_ON_REGRESSION DRY_RUN LAYOUT BATCH_SIZES LAYOUTS PERF_BENCHMARKS BATCHINGS BATCHING \
-  CROSS_PROFILE A B RUN BUILDER REGISTRY IMAGE_TAG
+  CROSS_PROFILE A B RUN BUILDER REGISTRY IMAGE_TAG BASE_IMAGE TORCH_FROM IMAGE_WEIGHTS CA_BUNDLE FORCE
 literal = $(eval override $(1) := $$(value $(1)))$(eval export $(1))
 $(foreach v,$(.VARIABLES),$(if $(filter command line,$(origin $(v))),$(call literal,$(v))))
 $(foreach v,$(USER_VARS),$(if $(filter environment,$(origin $(v))),$(call literal,$(v))))
@@ -67,6 +67,28 @@ BEAM_VERSION        := $(shell sed -n 's/^apache-beam==//p' requirements/worker.
 TORCH_VERSION       := $(shell sed -n 's/^torch==//p' requirements/torch-local.txt)
 TORCHVISION_VERSION := $(shell sed -n 's/^torchvision==//p' requirements/torch-local.txt)
 image_ref = $(or $(REGISTRY),local)/beam-bench-$(1):$(image_tag)
+BASE_IMAGE  ?=## image to build FROM instead of Beam's SDK image (e.g. the stand-in make base-image builds)
+TORCH_FROM  ?=## where image builds take torch: PyTorch's index (default, Dataflow), pypi, or a wheel folder
+IMAGE_WEIGHTS ?= pretrained## weights baked into images: pretrained (Dataflow) or random (offline builds)
+CA_BUNDLE   ?= /etc/ssl/certs/ca-certificates.crt## host CA bundle mounted (never baked) into podman/buildah build steps
+FORCE       ?=## 1: make base-image rebuilds an existing stand-in
+PYPI_CUDA_MAJOR := $(shell sed -n 's/^cuda-toolkit==\([0-9]*\)\..*/\1/p' requirements/torch-local.txt)# PyPI's torch
+STANDIN_IMAGE := localhost/beam-sdk-standin:py$(PY_MINOR)-beam$(BEAM_VERSION)
+# podman and buildah run as root without a daemon, with this repo's storage and runtime settings.
+ifneq ($(filter podman buildah,$(notdir $(BUILDER))),)
+export CONTAINERS_STORAGE_CONF ?= $(CURDIR)/infra/containers/storage.conf
+export CONTAINERS_CONF ?= $(CURDIR)/infra/containers/containers.conf
+endif
+# The builder's flags: podman/buildah cache layers, need no daemon, never pull a named BASE_IMAGE
+# (it is local) and see the host's CA bundle during RUN steps only.
+BUILD_FLAGS = $(if $(filter podman buildah,$(notdir $(BUILDER))),--layers --isolation chroot \
+  --pull=$(if $(BASE_IMAGE),never,missing) $(if $(wildcard $(CA_BUNDLE)),-v $(call q,$(CA_BUNDLE):/etc/ssl/certs/ca-certificates.crt:ro))) \
+  $(if $(BASE_IMAGE),--build-arg $(call q,BASE_IMAGE=$(BASE_IMAGE))) --build-arg $(call q,WEIGHTS=$(IMAGE_WEIGHTS)) $(TORCH_ARGS)
+# TORCH_FROM=pypi: PyPI's torch builds (no +cpu label); a folder: its wheels first (mounted at /wheels).
+TORCH_ARGS = $(if $(TORCH_FROM),--build-arg TORCH_INDEX_URL=https://pypi.org/simple --build-arg TORCH_LOCAL_VERSION= \
+  $(if $(filter pypi,$(TORCH_FROM)),,-v $(call q,$(abspath $(TORCH_FROM)):/wheels:ro) --build-arg TORCH_FIND_LINKS=/wheels))
+# Loopback registries (tests, CI) serve plain HTTP; any other registry is pushed to over TLS.
+PUSH_FLAGS = $(if $(filter 127.0.0.1:% localhost:%,$(REGISTRY)),--tls-verify=false)
 
 # --- refuse a bad value with one line before anything runs ---------------------------------------
 # $(call check,VAR,ERE,what it must be): a set value must match the whole ERE.
@@ -93,6 +115,9 @@ $(call check,PERF_BENCHMARKS,($(call names_re,$(BENCHMARKS)))( +($(call names_re
   benchmark names separated by spaces)
 $(call check,REGISTRY,[A-Za-z0-9][A-Za-z0-9._/:-]*,an image registry path)
 $(call check,VENV,[^[:space:]:%]+,a path without spaces$(comma) ':' or '%' (Make targets cannot hold them))
+$(call check,IMAGE_WEIGHTS,random|pretrained,random or pretrained)
+$(call check,FORCE,0|1,1 (on) or 0 (off))
+$(call check,BASE_IMAGE,[A-Za-z0-9][A-Za-z0-9._/:@-]*,an image reference)
 $(call check,IMAGE_TAG,[A-Za-z0-9_][A-Za-z0-9_.-]{0$(comma)127},an image tag)
 # make clean's rm -rf: never a folder that holds this one or the home folder
 holds_kit_or_home = $(shell f=$$(realpath -m -- $(call q,$(1))) && f=$${f%/} && \
@@ -109,7 +134,7 @@ ITEMS_ARG    = $(if $(N),--items $(call q,$(N)))
 REPEATS_ARG  = $(if $(REPEATS),--repeats $(call q,$(REPEATS)))
 
 .PHONY: help setup lock models data $(addprefix bench-,$(BENCHMARKS)) bench-all perf sweep compare-profiles gpu-check report compare publish \
-        images image-cpu $(addprefix image-,$(IMAGES)) push test test-servers lint doctor clean needs-bench
+        images image-cpu $(addprefix image-,$(IMAGES)) push base-image image-tools test-images test test-servers lint doctor clean needs-bench
 
 help: ## list targets and variables
 	@echo "Benchmark kit for Apache Beam RunInference with PyTorch models"
@@ -184,10 +209,11 @@ images: $(addprefix image-,$(IMAGES)) ## build every worker image, one per bench
 image-cpu: image-cpu-resnet image-cpu-bert ## build both CPU images (ResNet and BERT families)
 
 $(addprefix image-,$(IMAGES)): image-%: ## build one worker image (CPU, or CUDA for the T4) with its family's models baked in
-	$(call q,$(BUILDER)) build -f $(call q,docker/Dockerfile.$(firstword $(subst -, ,$*))) -t $(call q,$(call image_ref,$*)) \
+	$(call q,$(BUILDER)) build $(BUILD_FLAGS) -f $(call q,docker/Dockerfile.$(firstword $(subst -, ,$*))) -t $(call q,$(call image_ref,$*)) \
 	  --build-arg $(call q,PYTHON_VERSION=$(PY_MINOR)) --build-arg $(call q,BEAM_VERSION=$(BEAM_VERSION)) \
 	  --build-arg $(call q,TORCH_VERSION=$(TORCH_VERSION)) --build-arg $(call q,TORCHVISION_VERSION=$(TORCHVISION_VERSION)) \
 	  --build-arg $(call q,MODELS=$(shell $(call q,$(PYTHON)) -m pipelines.matrix models $(call q,$*))) \
+	  $(if $(and $(TORCH_FROM),$(filter gpu,$*)),--build-arg TORCH_CUDA_MAJOR=$(PYPI_CUDA_MAJOR)) \
 	  --build-arg GIT_SHA=$(shell git rev-parse HEAD 2>/dev/null) .
 	@echo built $(call q,$(call image_ref,$*))
 
@@ -199,10 +225,15 @@ push: ## push every image to REGISTRY and record tag + digest (build/image-*.dig
 	  if [ $(call q,$(BUILDER)) = docker ]; then \
 	    docker push "$$ref" && digest=$$(docker inspect --format '{{index .RepoDigests 0}}' "$$ref"); \
 	  else \
-	    $(call q,$(BUILDER)) push --digestfile "build/image-$$variant.pushed" "$$ref" && digest=$$(cat "build/image-$$variant.pushed"); \
+	    $(call q,$(BUILDER)) push --digestfile "build/image-$$variant.pushed" $(PUSH_FLAGS) "$$ref" && digest=$$(cat "build/image-$$variant.pushed"); \
 	  fi || exit 1; \
 	  $(PY) -m pipelines.dataflow record-digest "build/image-$$variant.digest" "$$ref" "$$digest" || exit 1; \
 	done
+
+base-image: ## build the local stand-in for Beam's SDK base image from Debian (root, buildah, debootstrap)
+	BEAM_VERSION=$(call q,$(BEAM_VERSION)) PY_MINOR=$(call q,$(PY_MINOR)) CA_BUNDLE=$(call q,$(CA_BUNDLE)) \
+	  CONTAINERS_STORAGE_CONF=$(call q,$(or $(CONTAINERS_STORAGE_CONF),$(CURDIR)/infra/containers/storage.conf)) \
+	  infra/base-image.sh $(STANDIN_IMAGE) $(if $(filter 1,$(FORCE)),--force)
 
 sweep: $(if $(BENCH),data,needs-bench) ## one benchmark over batch sizes x worker layouts (BENCH=, BATCH_SIZES=, LAYOUTS=, N=, REPEATS=)
 	$(PY) -m pipelines.sweep $(call q,$(BENCH)) --results-dir $(call q,$(RESULTS)) $(ITEMS_ARG) \
@@ -230,6 +261,20 @@ test-servers: ## install the Debian packages the tests need (InfluxDB, VictoriaM
 	echo "test servers: installing" $$missing; \
 	$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get update -q && \
 	$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $$missing
+
+# The Debian packages that build, run and push worker images without a Docker daemon, and the
+# loopback registry make test-images pushes to.
+IMAGE_TOOL_PACKAGES := buildah podman skopeo runc debootstrap docker-registry
+image-tools: ## install the Debian packages for daemonless image builds (buildah, podman, registry)
+	@missing=$$(for p in $(IMAGE_TOOL_PACKAGES); do \
+	  dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q 'ok installed' || echo $$p; done); \
+	if [ -z "$$missing" ]; then echo "image tools: all installed ($(IMAGE_TOOL_PACKAGES))"; exit 0; fi; \
+	echo "image tools: installing" $$missing; \
+	$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get update -q && \
+	$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $$missing
+
+test-images: $(VENV)/.test ## build the CPU ResNet image from the stand-in base, push it to a loopback registry, check inside it (slow)
+	$(PY) -m pytest -p no:cacheprovider tests/test_image_build.py
 
 lint: $(VENV)/.test ## ruff on the code, hadolint on the Dockerfiles
 	$(call q,$(VENV)/bin/ruff) check pipelines tests

@@ -71,3 +71,28 @@ def test_push_records_the_tag_and_digest_a_launch_uses(tmp_path):
   fields = dataflow.read_digest(tmp_path / "build" / "image-cpu-resnet.digest")
   assert fields == {"image": "reg.example/p/beam-bench-cpu-resnet:t1",
                     "digest": "sha256:" + "0" * 63 + "7"}
+
+
+def test_daemonless_builders_get_local_storage_cache_flags_and_the_ca_mount_only_at_build():
+  """podman/buildah: layer cache, chroot isolation, no pull of a named local base, the host CA
+  bundle mounted into RUN steps; the Dockerfile defaults (Dataflow's) unless asked otherwise."""
+  out = make("image-cpu-resnet", "BUILDER=buildah", "BASE_IMAGE=localhost/standin:1",
+             "TORCH_FROM=pypi", "IMAGE_WEIGHTS=random")
+  assert out.startswith("buildah build --layers --isolation chroot --pull=never -v ")
+  assert ":/etc/ssl/certs/ca-certificates.crt:ro" in out
+  for arg in ("BASE_IMAGE=localhost/standin:1", "WEIGHTS=random",
+              "TORCH_INDEX_URL=https://pypi.org/simple", "TORCH_LOCAL_VERSION= "):
+    assert arg in out.replace("'", ""), arg
+  default = make("image-cpu-resnet")
+  assert default.startswith("docker build ")
+  for absent in ("BASE_IMAGE=", "TORCH_INDEX_URL", "TORCH_LOCAL_VERSION", "-v ", "--layers"):
+    assert absent not in default, absent
+  assert "WEIGHTS=pretrained" in default.replace("'", "")
+  folder = make("image-gpu", "BUILDER=podman", "TORCH_FROM=/srv/wheels")
+  assert "-v /srv/wheels:/wheels:ro" in folder and "TORCH_FIND_LINKS=/wheels" in folder
+  assert "TORCH_CUDA_MAJOR=13" in folder and "--pull=missing" in folder
+
+
+def test_push_turns_tls_verification_off_for_loopback_registries_only():
+  assert "--tls-verify=false" in make("push", "BUILDER=buildah", "REGISTRY=127.0.0.1:5000/b")
+  assert "--tls-verify=false" not in make("push", "BUILDER=buildah", "REGISTRY=reg.example/p")
