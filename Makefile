@@ -247,8 +247,10 @@ gpu-check: data ## on a GPU machine: NVML reads, resnet152-gpu on CUDA, efficien
 	$(PY) -m pipelines.gpu_check
 
 # --- quality ----------------------------------------------------------------------------------
+# The image build test (make test-images) builds and pushes a multi-GB image: it has its own
+# target until CI runs it (#17), and is the one file `make test` leaves out.
 test: $(VENV)/.test ## run the test suite (starts the servers it needs; a last line names any skip)
-	$(PY) -m pytest -p no:cacheprovider tests
+	$(PY) -m pytest -p no:cacheprovider tests --ignore=tests/test_image_build.py
 
 # The Debian packages the tests start: InfluxDB 1.x, VictoriaMetrics, headless Chromium (and its
 # fonts) for the report render check. The BigQuery emulator comes from requirements/test.txt.
