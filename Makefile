@@ -256,24 +256,23 @@ test: $(VENV)/.test ## run the test suite (starts the servers it needs; a last l
 # fonts) for the report render check. The BigQuery emulator comes from requirements/test.txt.
 TEST_SERVER_PACKAGES := influxdb victoria-metrics chromium fonts-liberation
 SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
-test-servers: ## install the Debian packages the tests need (InfluxDB, VictoriaMetrics, Chromium)
-	@missing=$$(for p in $(TEST_SERVER_PACKAGES); do \
+# $(call apt_install,WHAT,PACKAGES): installs those of the Debian packages not installed yet.
+define apt_install
+@missing=$$(for p in $(2); do \
 	  dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q 'ok installed' || echo $$p; done); \
-	if [ -z "$$missing" ]; then echo "test servers: all installed ($(TEST_SERVER_PACKAGES))"; exit 0; fi; \
-	echo "test servers: installing" $$missing; \
+	if [ -z "$$missing" ]; then echo "$(1): all installed ($(2))"; exit 0; fi; \
+	echo "$(1): installing" $$missing; \
 	$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get update -q && \
 	$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $$missing
+endef
+test-servers: ## install the Debian packages the tests need (InfluxDB, VictoriaMetrics, Chromium)
+	$(call apt_install,test servers,$(TEST_SERVER_PACKAGES))
 
 # The Debian packages that build, run and push worker images without a Docker daemon, and the
 # loopback registry make test-images pushes to.
 IMAGE_TOOL_PACKAGES := buildah podman skopeo runc debootstrap docker-registry
 image-tools: ## install the Debian packages for daemonless image builds (buildah, podman, registry)
-	@missing=$$(for p in $(IMAGE_TOOL_PACKAGES); do \
-	  dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q 'ok installed' || echo $$p; done); \
-	if [ -z "$$missing" ]; then echo "image tools: all installed ($(IMAGE_TOOL_PACKAGES))"; exit 0; fi; \
-	echo "image tools: installing" $$missing; \
-	$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get update -q && \
-	$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $$missing
+	$(call apt_install,image tools,$(IMAGE_TOOL_PACKAGES))
 
 test-images: $(VENV)/.test ## build the CPU ResNet image from the stand-in base, push it to a loopback registry, check inside it (slow)
 	$(PY) -m pytest -p no:cacheprovider tests/test_image_build.py
