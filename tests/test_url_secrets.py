@@ -1,6 +1,7 @@
 """A password in an InfluxDB URL that is not perfectly formed (no scheme; an unencoded '/', '#',
 '?' or '@' in it) never reaches stdout, stderr, a record, the report or `make doctor`. Checked
 against real servers on loopback."""
+# ruff: noqa: F811 - the fixtures imported from test_publish are these tests' parameters
 from __future__ import annotations
 
 import json
@@ -19,24 +20,16 @@ from pipelines.run import publish_after_run
 from tests import servers
 from tests import test_publish as pub
 from tests.records import make_record
+from tests.test_publish import no_targets, results  # noqa: F401 - fixtures
 
 # As a password manager makes them: reserved URL characters, unencoded.
 PASSWORDS = ["k9Q/zR7w", "k9Q#zR7w", "k9Q?zR7w@m2X"]
 
 
 @pytest.fixture
-def results(tmp_path):
-  return tmp_path / "results"
-
-
-@pytest.fixture
-def env(monkeypatch):
-  for name in ("INFLUXDB_URL", "INFLUXDB_API", "INFLUXDB_DB", "INFLUXDB_BUCKET",
-               "INFLUXDB_TOKEN", "INFLUXDB_USER", "INFLUXDB_PASSWORD", "INFLUXDB_ORG",
-               "BIGQUERY_DATASET", "BIGQUERY_PROJECT", "BIGQUERY_EMULATOR_URL"):
-    monkeypatch.delenv(name, raising=False)
-  monkeypatch.setenv("PUBLISH_TIMEOUT_S", "2")
-  return monkeypatch
+def env(no_targets):
+  """No publishing target from the caller's environment, a short publish timeout."""
+  return no_targets
 
 
 def doctor_output() -> str:
@@ -55,6 +48,13 @@ def report_output(results, capsys) -> str:
   page = re.sub(r"data:image/png;base64,[A-Za-z0-9+/=]+", "data:image/png;base64,",
                 (results / "report.html").read_text())
   return out.out + out.err + page
+
+
+def everywhere(out, record, results, capsys, doctor: str) -> dict[str, str]:
+  """Every place a secret could reach: the run's output, its record, the report, doctor."""
+  return {"stdout": out.out, "stderr": out.err,
+          "record": json.dumps(pub.reload(record, results)),
+          "report": report_output(results, capsys), "doctor": doctor}
 
 
 def assert_never_shown(password: str, texts: dict[str, str]) -> None:
@@ -84,9 +84,7 @@ def test_influxdb_v1_password_with_reserved_characters_is_sent_and_never_shown(
   assert "ConnectionError" in out.err  # the server is gone: the error path is redacted too
   assert f"InfluxDB v1 at {url} (db beam_test_metrics, password set (hidden))" in doctor
   assert "password set (hidden)" in doctor and "reachable (HTTP 204" in doctor
-  assert_never_shown(password, {
-      "stdout": out.out, "stderr": out.err, "record": json.dumps(pub.reload(record, results)),
-      "report": report_output(results, capsys), "doctor": doctor})
+  assert_never_shown(password, everywhere(out, record, results, capsys, doctor))
 
 
 def test_influxdb_v2_password_with_reserved_characters_is_sent_and_never_shown(
@@ -105,9 +103,7 @@ def test_influxdb_v2_password_with_reserved_characters_is_sent_and_never_shown(
   assert publisher.main(["--results-dir", str(results), "--run", record["run_id"]]) == 1
   out = capsys.readouterr()
   assert "InfluxDB v2 at http://127.0.0.1" in out.err
-  assert_never_shown(password, {
-      "stdout": out.out, "stderr": out.err, "record": json.dumps(pub.reload(record, results)),
-      "report": report_output(results, capsys), "doctor": doctor})
+  assert_never_shown(password, everywhere(out, record, results, capsys, doctor))
 
 
 def test_url_without_a_scheme_is_refused_in_one_line_that_hides_the_password(
@@ -127,9 +123,7 @@ def test_url_without_a_scheme_is_refused_in_one_line_that_hides_the_password(
   assert out.err.splitlines() == [f"error: {refusal}", f"warning: not published: {refusal}"]
   assert f"InfluxDB misconfigured: {refusal}" in doctor
   assert not pub.reload(record, results).get("publish")  # no attempt was made
-  assert_never_shown(password, {
-      "stdout": out.out, "stderr": out.err, "record": json.dumps(pub.reload(record, results)),
-      "report": report_output(results, capsys), "doctor": doctor})
+  assert_never_shown(password, everywhere(out, record, results, capsys, doctor))
 
 
 def test_records_written_before_keep_no_password_cut_at_a_reserved_character(results, env):
