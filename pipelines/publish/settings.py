@@ -67,13 +67,19 @@ def split_credentials(url: str) -> tuple[str, str, str]:
   holds: a password with an unencoded '/', '#', '?' or '@' is still a password, never a path
   or fragment that would be shown. (A path holding '@' is taken for credentials: an InfluxDB
   URL has no reason to hold one, and hiding too much is the safe mistake.)"""
-  scheme = SCHEME.match(url)
-  head, rest = (url[:scheme.end()], url[scheme.end():]) if scheme else ("", url)
-  userinfo, at, host = rest.rpartition("@")
-  if not at:
+  head, userinfo, host = _split(url)
+  if userinfo is None:
     return url, "", ""
   user, _, password = userinfo.partition(":")
   return head + host, urllib.parse.unquote(user), urllib.parse.unquote(password)
+
+
+def _split(url: str) -> tuple[str, str | None, str]:
+  """(scheme:// or '', the raw userinfo up to the last '@' or None without one, the rest)."""
+  scheme = SCHEME.match(url)
+  head, rest = (url[:scheme.end()], url[scheme.end():]) if scheme else ("", url)
+  userinfo, at, host = rest.rpartition("@")
+  return (head, userinfo, host) if at else (head, None, rest)
 
 
 def written_secrets(url: str) -> list[str]:
@@ -81,8 +87,7 @@ def written_secrets(url: str) -> list[str]:
   _, user, password = split_credentials(url)
   if not (user or password):
     return []
-  userinfo = SCHEME.sub("", url, count=1).rpartition("@")[0]
-  raw_user, _, raw_password = userinfo.partition(":")
+  raw_user, _, raw_password = _split(url)[1].partition(":")
   # Without a password the user part is the secret (a token written as https://token@host).
   found = [raw_password, password] if password else [raw_user, user]
   return sorted({s for s in found if s}, key=len, reverse=True)
@@ -90,11 +95,9 @@ def written_secrets(url: str) -> list[str]:
 
 def redact_url(url: str) -> str:
   """http://user:pw@host -> http://***@host; user:pw@host -> ***@host."""
-  clean, user, password = split_credentials(url)
-  if not (user or password):
-    return url
-  scheme = SCHEME.match(clean)
-  return clean[:scheme.end()] + "***@" + clean[scheme.end():] if scheme else "***@" + clean
+  head, _, host = _split(url)
+  _, user, password = split_credentials(url)
+  return head + "***@" + host if user or password else url
 
 
 def influx(env: Mapping[str, str] = os.environ) -> Optional[InfluxSettings]:
