@@ -166,7 +166,7 @@ def launch(plan: plan_lib.RunPlan, **telemetry) -> dict[str, Any] | None:
 
 
 def _partial_counts(totals: dict[str, int] | None) -> dict[str, int] | None:
-  """What an interrupted local run's workers reported before it stopped (progress.py)."""
+  """What a local run's workers reported before it was interrupted or failed (progress.py)."""
   if totals is None:
     return None
   return {"num_inferences": totals["items"], "num_batches": totals["batches"],
