@@ -27,7 +27,8 @@ endif
 # code: Make would otherwise run a `$$(shell ...)` in them when it expands or exports them.
 USER_VARS := PYTHON VENV RUNNER PROFILE N BATCH_SIZE INPUT REPEATS BENCH WEIGHTS RESULTS \
   FAIL_ON_REGRESSION DRY_RUN LAYOUT BATCH_SIZES LAYOUTS PERF_BENCHMARKS BATCHINGS BATCHING \
-  CROSS_PROFILE A B RUN BUILDER REGISTRY IMAGE_TAG BASE_IMAGE TORCH_FROM IMAGE_WEIGHTS CA_BUNDLE FORCE
+  CROSS_PROFILE A B RUN BUILDER REGISTRY IMAGE_TAG BASE_IMAGE TORCH_FROM IMAGE_WEIGHTS CA_BUNDLE FORCE \
+  IN_IMAGE CONTAINER_CLI
 literal = $(eval override $(1) := $$(value $(1)))$(eval export $(1))
 $(foreach v,$(.VARIABLES),$(if $(filter command line,$(origin $(v))),$(call literal,$(v))))
 $(foreach v,$(USER_VARS),$(if $(filter environment,$(origin $(v))),$(call literal,$(v))))
@@ -53,6 +54,7 @@ PERF_BENCHMARKS ?=## make perf: only these benchmarks (default: all this machine
 BATCHINGS   ?=## make sweep, BERT: padded,length (default both)
 BATCHING    ?=## BERT batching: padded or length (default: the matrix's)
 CROSS_PROFILE ?=## 1: make compare compares runs of different profiles anyway (flagged)
+IN_IMAGE    ?=## 1: a local run's SDK workers run in the benchmark's pushed worker image, as one Dataflow worker
 BENCHMARKS  := $(shell $(call q,$(PYTHON)) -m pipelines.matrix names)
 IMAGES      := $(shell $(call q,$(PYTHON)) -m pipelines.matrix images)
 ALL_MODELS   = $(shell $(call q,$(PYTHON)) -m pipelines.matrix models)
@@ -74,11 +76,10 @@ CA_BUNDLE   ?= /etc/ssl/certs/ca-certificates.crt## host CA bundle mounted (neve
 FORCE       ?=## 1: make base-image rebuilds an existing stand-in
 PYPI_CUDA_MAJOR := $(shell sed -n 's/^cuda-toolkit==\([0-9]*\)\..*/\1/p' requirements/torch-local.txt)# PyPI's torch
 STANDIN_IMAGE := localhost/beam-sdk-standin:py$(PY_MINOR)-beam$(BEAM_VERSION)
-# podman and buildah run as root without a daemon, with this repo's storage and runtime settings.
-ifneq ($(filter podman buildah,$(notdir $(BUILDER))),)
+# podman and buildah (builds, IN_IMAGE=1 runs) run as root without a daemon, with this repo's
+# storage and runtime settings.
 export CONTAINERS_STORAGE_CONF ?= $(CURDIR)/infra/containers/storage.conf
 export CONTAINERS_CONF ?= $(CURDIR)/infra/containers/containers.conf
-endif
 # The builder's flags: podman/buildah cache layers, need no daemon, never pull a named BASE_IMAGE
 # (it is local) and see the host's CA bundle during RUN steps only.
 BUILD_FLAGS = $(if $(filter podman buildah,$(notdir $(BUILDER))),--layers --isolation chroot \
@@ -109,7 +110,7 @@ $(if $(filter-out tuned,$(PROFILE)),$(call check,PROFILE,$(call names_re,$(PROFI
 $(call check,WEIGHTS,random|pretrained,random or pretrained)
 $(call check,BATCHING,padded|length,padded or length)
 $(call check,BATCHINGS,(padded|length)($(comma)(padded|length))*,padded and/or length separated by commas)
-$(foreach v,DRY_RUN FAIL_ON_REGRESSION CROSS_PROFILE,$(call check,$(v),0|1,1 (on) or 0 (off)))
+$(foreach v,DRY_RUN FAIL_ON_REGRESSION CROSS_PROFILE IN_IMAGE,$(call check,$(v),0|1,1 (on) or 0 (off)))
 $(call check,BENCH,$(call names_re,$(BENCHMARKS)),one of: $(BENCHMARKS))
 $(call check,PERF_BENCHMARKS,($(call names_re,$(BENCHMARKS)))( +($(call names_re,$(BENCHMARKS))))*,\
   benchmark names separated by spaces)
@@ -129,7 +130,8 @@ QUIET_PIP   := 2>&1 | sed '/is ignored: it is neither/d'
 RUN_ARGS     = --runner $(call q,$(RUNNER)) --results-dir $(call q,$(RESULTS)) $(ITEMS_ARG) \
                $(if $(BATCH_SIZE),--batch-size $(call q,$(BATCH_SIZE))) $(if $(INPUT),--input $(call q,$(INPUT))) \
                $(if $(filter 1,$(DRY_RUN)),--dry-run) $(if $(LAYOUT),--layout $(call q,$(LAYOUT))) \
-               $(if $(BATCHING),--batching $(call q,$(BATCHING))) --profile $(call q,$(PROFILE))
+               $(if $(BATCHING),--batching $(call q,$(BATCHING))) --profile $(call q,$(PROFILE)) \
+               $(if $(filter 1,$(IN_IMAGE)),--in-image)
 ITEMS_ARG    = $(if $(N),--items $(call q,$(N)))
 REPEATS_ARG  = $(if $(REPEATS),--repeats $(call q,$(REPEATS)))
 
@@ -247,8 +249,8 @@ gpu-check: data ## on a GPU machine: NVML reads, resnet152-gpu on CUDA, efficien
 	$(PY) -m pipelines.gpu_check
 
 # --- quality ----------------------------------------------------------------------------------
-# The image build test (make test-images) builds and pushes a multi-GB image: it has its own
-# target until CI runs it (#17), and is the one file `make test` leaves out.
+# The image tests (make test-images) build, push and run multi-GB images (minutes, root): their
+# own target, which .ci/run runs after `make test`; the one file `make test` leaves out.
 test: $(VENV)/.test ## run the test suite (starts the servers it needs; a last line names any skip)
 	$(PY) -m pytest -p no:cacheprovider tests --ignore=tests/test_image_build.py
 
@@ -265,8 +267,8 @@ define apt_install
 	$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get update -q && \
 	$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $$missing
 endef
-test-servers: ## install the Debian packages the tests need (InfluxDB, VictoriaMetrics, Chromium)
-	$(call apt_install,test servers,$(TEST_SERVER_PACKAGES))
+test-servers: ## install the Debian packages the tests need (InfluxDB, VictoriaMetrics, Chromium, image tools)
+	$(call apt_install,test servers,$(TEST_SERVER_PACKAGES) $(IMAGE_TOOL_PACKAGES))
 
 # The Debian packages that build, run and push worker images without a Docker daemon, and the
 # loopback registry make test-images pushes to.
@@ -274,7 +276,7 @@ IMAGE_TOOL_PACKAGES := buildah podman skopeo runc debootstrap docker-registry
 image-tools: ## install the Debian packages for daemonless image builds (buildah, podman, registry)
 	$(call apt_install,image tools,$(IMAGE_TOOL_PACKAGES))
 
-test-images: $(VENV)/.test ## build the CPU ResNet image from the stand-in base, push it to a loopback registry, check inside it (slow)
+test-images: $(VENV)/.test ## build the CPU ResNet and GPU images from the stand-in base, push to a loopback registry, run a benchmark in the image (slow)
 	$(PY) -m pytest -p no:cacheprovider tests/test_image_build.py
 
 lint: $(VENV)/.test ## ruff on the code, hadolint on the Dockerfiles

@@ -3,7 +3,7 @@
 # docker.io/apache/beam_python<X.Y>_sdk (no registry access): debootstrap's bookworm minbase with
 # Debian's Python, a venv at /usr/local (so, as in Beam's image, /usr/local/bin/python and
 # /usr/local/lib/pythonX.Y/site-packages), the pinned apache-beam and a stand-in for
-# /opt/apache/beam/boot (infra/containers/beam-boot-standin.sh says what it leaves out).
+# /opt/apache/beam/boot (infra/containers/beam-boot-standin.py says what it does and leaves out).
 # Usage: infra/base-image.sh TAG [--force]   (needs root, buildah and debootstrap)
 # Env: BEAM_VERSION, PY_MINOR (required), DEBIAN_MIRROR (default: this machine's apt mirror),
 # CA_BUNDLE (the host's CA bundle, bind-mounted into the pip step, never baked).
@@ -14,9 +14,14 @@ force=${2:-}
 CA_BUNDLE=${CA_BUNDLE:-/etc/ssl/certs/ca-certificates.crt}
 here=$(cd "$(dirname "$0")" && pwd)
 
-if [ "$force" != --force ] && buildah inspect --type image "$tag" >/dev/null 2>&1; then
+# The recipe's own hash (this script and the boot stand-in) is a label: an image built from an
+# older recipe is rebuilt, not reused.
+recipe=$(cat "$0" "$here/containers/beam-boot-standin.py" | sha256sum | cut -c1-16)
+built=$(buildah inspect --type image --format '{{index .OCIv1.Config.Labels "io.beam-bench.standin-recipe"}}' "$tag" 2>/dev/null || true)
+if [ "$force" != --force ] && [ "$built" = "$recipe" ]; then
   echo "base image $tag exists (FORCE=1 rebuilds it)"; exit 0
 fi
+[ -z "$built" ] || echo "base image $tag was built from another recipe: rebuilding"
 for tool in buildah debootstrap; do
   command -v "$tool" >/dev/null || { echo "error: $tool is missing: make image-tools installs it" >&2; exit 2; }
 done
@@ -39,7 +44,7 @@ rm -rf "$work/rootfs/var/cache/apt/archives/"*.deb "$work/rootfs/var/lib/apt/lis
 
 ctr=$(buildah from scratch)
 buildah copy --quiet "$ctr" "$work/rootfs" /
-buildah copy --quiet --chmod 0755 "$ctr" "$here/containers/beam-boot-standin.sh" /opt/apache/beam/boot
+buildah copy --quiet --chmod 0755 "$ctr" "$here/containers/beam-boot-standin.py" /opt/apache/beam/boot
 path=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
 # The venv at /usr/local gives the python/pip commands; the host CA bundle is mounted (pip's own
 # bundle is replaced by the system one through PIP_CERT for this step only).
@@ -51,7 +56,7 @@ buildah run --isolation chroot -v "$CA_BUNDLE:/etc/ssl/certs/ca-certificates.crt
     python -c 'import apache_beam, sys; assert apache_beam.__version__ == \"$BEAM_VERSION\"; print(sys.executable, apache_beam.__file__)'"
 buildah config --env PATH="$path" --env LANG=C.UTF-8 --workingdir / \
   --entrypoint '["/opt/apache/beam/boot"]' --cmd '' \
-  --label io.beam-bench.standin-for="docker.io/apache/beam_python${PY_MINOR}_sdk:$BEAM_VERSION" "$ctr"
+  --label io.beam-bench.standin-recipe="$recipe" --label io.beam-bench.standin-for="docker.io/apache/beam_python${PY_MINOR}_sdk:$BEAM_VERSION" "$ctr"
 buildah commit --quiet --rm "$ctr" "$tag" >/dev/null
 ctr=
 echo "built $tag"

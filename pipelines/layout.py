@@ -48,6 +48,13 @@ class Layout:
     mode = "multi_processing" if self.processes > 1 else "in_memory"
     return [f"--direct_num_workers={self.processes}", f"--direct_running_mode={mode}"]
 
+  def in_image_beam_args(self) -> list[str]:
+    """The FnApiRunner's flags when its SDK workers are a worker image's pool (IN_IMAGE=1): the
+    pool starts the processes, so the running mode must keep the EXTERNAL environment. Their
+    logs reach the launcher as whole log protos: warnings and errors only."""
+    return [f"--direct_num_workers={self.processes}", "--direct_running_mode=in_memory",
+            "--default_sdk_harness_log_level=WARNING"]
+
   def dataflow_experiments(self, vcpus: int) -> list[str]:
     if self.processes == 1:
       return [ONE_SDK_PROCESS]

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import os
 import pathlib
 from typing import Any
 
@@ -48,6 +49,7 @@ class Overrides:
   models_dir: pathlib.Path = pathlib.Path("models")
   results_dir: pathlib.Path = results_store.DEFAULT_DIR
   beam_args: tuple[str, ...] = ()  # Beam's own flags, passed through untouched
+  in_image: bool = False  # local: the SDK workers run in the benchmark's pushed worker image
 
 
 @dataclasses.dataclass(frozen=True)
@@ -68,7 +70,10 @@ class RunPlan:
   beam_args: tuple[str, ...]
   input_lines: tuple[bytes, ...] = ()  # local runs: the lines to run, read once here
   cloud: tuple[tuple[str, str], ...] = ()  # Dataflow settings
-  image: str | None = None  # Dataflow: image@sha256:... (a tag only in a dry run)
+  image: str | None = None  # Dataflow, IN_IMAGE=1: image@sha256:... (a tag only in a dry run)
+  in_image: bool = False  # local: the SDK workers run in `image` (runners.InImageRun)
+  image_versions: tuple[tuple[str, str], ...] = ()  # IN_IMAGE=1: Python, Beam, torch in the image
+  input_files_root: pathlib.Path | None = None  # IN_IMAGE=1: the folder the input files are in
 
   @property
   def task(self) -> Task:
@@ -96,8 +101,9 @@ class RunPlan:
             "batching": self.batching, "length_aware_batching": self.length_aware,
             "items": self.items, "input": self.input, "model_files": dict(self.model_files),
             "results_dir": str(self.results_dir), "beam_args": list(self.beam_args),
-            "machine_type": self.bench.dataflow.machine_type if not self.local else "local",
-            "image": self.image}
+            "machine_type": (self.bench.machine.name if self.in_image else
+                             "local" if self.local else self.bench.dataflow.machine_type),
+            "image": self.image, "in_image": self.in_image}
 
 
 def resolve(o: Overrides, run_id: str | None = None) -> RunPlan:
@@ -108,6 +114,8 @@ def resolve(o: Overrides, run_id: str | None = None) -> RunPlan:
     raise PlanError(f"unknown runner '{o.runner}': use DirectRunner (local) or DataflowRunner")
   if o.dry_run and o.runner != DATAFLOW:
     raise PlanError("DRY_RUN builds a Dataflow job: use it with RUNNER=DataflowRunner")
+  if o.in_image and o.runner != LOCAL:
+    raise PlanError("IN_IMAGE=1 is for local runs: Dataflow always runs the worker image")
   if not o.dry_run:
     results_store.check_writable(o.results_dir)  # before any work, not after it
   layout = o.layout or profile.layout_for(bench)
@@ -119,12 +127,15 @@ def resolve(o: Overrides, run_id: str | None = None) -> RunPlan:
                 max_batch_size=batching.get("max_batch_size"),
                 length_aware=profile.length_aware(bench, o.batching),
                 results_dir=o.results_dir, beam_args=tuple(o.beam_args))
+  if o.runner == LOCAL and o.in_image:
+    return RunPlan(**common, **_in_image(bench, o))
   if o.runner == LOCAL:
     return RunPlan(**common, **_local(bench, o))
   return RunPlan(**common, **_dataflow(bench, profile, layout, o))
 
 
-def _local(bench: matrix.Benchmark, o: Overrides) -> dict[str, Any]:
+def _local(bench: matrix.Benchmark, o: Overrides,
+           model_files: dict[str, str] | None = None) -> dict[str, Any]:
   check_device(bench)
   default_source = not o.input
   if o.input and "://" in o.input:  # pathlib would also mangle gs://b into gs:/b
@@ -137,7 +148,52 @@ def _local(bench: matrix.Benchmark, o: Overrides) -> dict[str, Any]:
     raise PlanError(f"{source} has {len(lines)} items, {items} requested"
                     + (f": run `make data N={items}`" if default_source else ""))
   return {"items": items, "input": str(source), "input_lines": tuple(lines[:items]),
-          "model_files": tuple(local_model_files(bench, o.models_dir).items())}
+          "model_files": tuple((model_files or local_model_files(bench, o.models_dir)).items())}
+
+
+def _in_image(bench: matrix.Benchmark, o: Overrides) -> dict[str, Any]:
+  """A local run whose workers are the benchmark's worker image, pushed (`make push`) and
+  pinned by digest, checked before launch: its models and worker modules are there."""
+  from pipelines import worker_container
+  fields = dataflow.read_digest(dataflow.digest_file(bench))
+  if fields is None:
+    raise PlanError(f"IN_IMAGE=1 runs the image `make push` recorded in "
+                    f"{dataflow.digest_file(bench)}, and there is none: run `make image-"
+                    f"{bench.image} push REGISTRY=...` first")
+  image = f"{fields['image'].rsplit(':', 1)[0]}@{fields['digest']}"
+  files = image_model_files(bench)
+  modules = ["pipelines.worker.pipeline", bench.task_spec.module]
+  try:
+    worker_container.pull(image)
+    versions = worker_container.preflight(image, list(files.values()), modules)
+  except worker_container.ContainerError as e:
+    raise PlanError(str(e)) from None
+  local = _local(bench, o, model_files=files)
+  return {**local, "image": image, "in_image": True,
+          "image_versions": tuple(sorted(versions.items())),
+          "input_files_root": input_files_root(local["input_lines"]) if
+          bench.task_spec.reads_files else None}
+
+
+def input_files_root(lines: tuple[bytes, ...]) -> pathlib.Path | None:
+  """The deepest folder holding every input file (mounted read-only into the worker image)."""
+  folders = {os.path.dirname(os.path.normpath(line.decode("utf-8", "replace")))
+             for line in lines if line.startswith(b"/")}
+  if not folders:
+    return None
+  root = pathlib.Path(os.path.commonpath(sorted(folders)))
+  if root == pathlib.Path("/"):
+    raise PlanError("IN_IMAGE=1 mounts the folder holding the input files read-only, and these "
+                    "files have only / in common: put them under one folder")
+  return root
+
+
+def image_model_files(bench: matrix.Benchmark) -> dict[str, str]:
+  """The model files as baked into the worker images."""
+  files = {"model_state_dict_path": f"{dataflow.MODELS_IN_IMAGE}/{bench.model}.pth"}
+  if bench.task_spec.needs_vocab:
+    files["vocab_path"] = f"{dataflow.MODELS_IN_IMAGE}/{VOCAB_FILE}"
+  return files
 
 
 def _dataflow(bench: matrix.Benchmark, profile: profiles.Profile, layout: Layout,
@@ -150,9 +206,7 @@ def _dataflow(bench: matrix.Benchmark, profile: profiles.Profile, layout: Layout
     image = dataflow.pinned_image(bench, cloud, o.dry_run)
   except dataflow.ImageNotPushed as e:
     raise PlanError(str(e)) from None
-  files = {"model_state_dict_path": f"{dataflow.MODELS_IN_IMAGE}/{bench.model}.pth"}
-  if bench.task_spec.needs_vocab:
-    files["vocab_path"] = f"{dataflow.MODELS_IN_IMAGE}/{VOCAB_FILE}"
+  files = image_model_files(bench)
   files.update(profile.dataflow_values(bench))  # e.g. Beam's gs:// model path
   return {"items": items_requested(bench, o.input), "input": o.input or bench.dataset_input,
           "model_files": tuple(files.items()), "cloud": tuple(cloud.items()), "image": image}

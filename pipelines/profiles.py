@@ -25,6 +25,7 @@ from pipelines.worker.tasks import TASKS
 DEFAULT = "tuned"
 VCPUS = "vcpus"  # layout: processes = threads = the machine type's vCPUs (Dataflow's default)
 _BATCH_KEYS = ("min_batch_size", "max_batch_size")
+SERVICE = "service"  # harness_threads: Dataflow's service chooses
 
 
 class ProfileError(matrix.MatrixError):
@@ -39,6 +40,9 @@ class Profile:
   batching: dict[str, dict[str, int]] = dataclasses.field(default_factory=dict)  # by task
   sentence_batching: str | None = None  # None: the matrix's; padded or length
   benchmarks: dict[str, dict[str, Any]] = dataclasses.field(default_factory=dict)
+  # Bundles one SDK process runs at once on Dataflow (--number_of_worker_harness_threads);
+  # None leaves it to the service (see the matrix's [profiles.tuned] for why the kit pins 1).
+  harness_threads: int | None = 1
 
   def layout_for(self, bench: matrix.Benchmark) -> Layout:
     if self.layout is None:
@@ -89,7 +93,7 @@ def load(path=None) -> dict[str, Profile]:
   for name, entry in raw.items():
     where = f"profiles.{name}"
     unknown = set(entry) - {"inference_step", "layout", "batching", "sentence_batching",
-                            "benchmarks"}
+                            "benchmarks", "harness_threads"}
     if unknown:
       raise ProfileError(f"{where}: unknown key(s) {', '.join(sorted(unknown))}")
     layout = entry.get("layout")
@@ -98,6 +102,9 @@ def load(path=None) -> dict[str, Profile]:
         Layout.parse(layout)
       except LayoutError as e:
         raise ProfileError(f"{where}: {e}") from None
+    threads = entry.get("harness_threads", 1)
+    if threads != SERVICE and (type(threads) is not int or threads < 1):
+      raise ProfileError(f"{where}.harness_threads: a whole number from 1, or \"{SERVICE}\"")
     if entry.get("sentence_batching", "padded") not in ("padded", "length"):
       raise ProfileError(f"{where}.sentence_batching: padded or length")
     for task, batching in entry.get("batching", {}).items():
@@ -113,7 +120,8 @@ def load(path=None) -> dict[str, Profile]:
     out[name] = Profile(name=name, inference_step=entry.get("inference_step", "RunInference"),
                         layout=layout, batching=entry.get("batching", {}),
                         sentence_batching=entry.get("sentence_batching"),
-                        benchmarks=entry.get("benchmarks", {}))
+                        benchmarks=entry.get("benchmarks", {}),
+                        harness_threads=None if threads == SERVICE else threads)
   return out
 
 

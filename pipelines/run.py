@@ -67,6 +67,10 @@ def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, list[str]]:
                            "benchmark settings; see infra/benchmarks.toml [profiles.beam])")
   parser.add_argument("--dry-run", action="store_true",
                       help="Dataflow only: build the job offline and write it to a JSON file")
+  parser.add_argument("--in-image", action="store_true",
+                      help="local runs: run the SDK workers inside the benchmark's worker image "
+                           "(pushed by `make push`), under the machine type's CPU and memory "
+                           "limits, as one Dataflow worker")
   args, beam_args = parser.parse_known_args(argv)
   unknown = options.unknown_beam_args(beam_args)
   if unknown:
@@ -85,7 +89,7 @@ def overrides(args: argparse.Namespace, beam_args: list[str]) -> plan_lib.Overri
       benchmark=args.benchmark, runner=args.runner, profile=args.profile, items=args.items,
       batch_size=args.batch_size, input=args.input, layout=args.layout, batching=args.batching,
       dry_run=args.dry_run, data_dir=args.data_dir, models_dir=args.models_dir,
-      results_dir=args.results_dir, beam_args=tuple(beam_args))
+      results_dir=args.results_dir, beam_args=tuple(beam_args), in_image=args.in_image)
 
 
 def launch(plan: plan_lib.RunPlan, **telemetry) -> dict[str, Any] | None:
@@ -100,6 +104,9 @@ def launch(plan: plan_lib.RunPlan, **telemetry) -> dict[str, Any] | None:
       "device_requested": bench.device,
       "batch_size": plan.fixed_batch_size, "batching": plan.batching,
       **layout.as_dict(),
+      # bundles one SDK process runs at once: 1 locally (the FnApiRunner's way); on Dataflow
+      # the profile's pin, or None where the service chooses
+      "harness_threads": 1 if plan.local else profile.harness_threads,
       "length_aware_batching": plan.length_aware,
       "bigquery_table": bench.bigquery_table, "influx_measurement": bench.influx_measurement,
       **run.metadata, "input": run.values["input"],

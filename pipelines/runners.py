@@ -14,15 +14,17 @@ The launcher (run.py) composes them: prepare, build the pipeline, execute, recor
 from __future__ import annotations
 
 import dataclasses
+import os
 import pathlib
 import shutil
 from typing import Any
 
 import apache_beam as beam
 
-from pipelines import dataflow, interrupts
+from pipelines import dataflow, interrupts, worker_container
 from pipelines.plan import DATAFLOW, LOCAL, RunPlan
 from pipelines.worker import beam_metrics
+from pipelines.worker.progress_reporter import ENV_VAR as PROGRESS_DIR_VAR
 
 
 @dataclasses.dataclass
@@ -35,6 +37,7 @@ class Launch:
   run_dir: pathlib.Path | None = None  # local runs: created by prepare, removed by discard
   cloud: dict[str, str] = dataclasses.field(default_factory=dict)  # Dataflow settings
   job: dict[str, Any] | None = None  # Dataflow: what the finished job reported (window, usage)
+  container: Any = None  # IN_IMAGE=1: the worker_container.WorkerContainer
 
 
 class LocalRun:
@@ -58,6 +61,10 @@ class LocalRun:
   def execute(self, p: beam.Pipeline, launch: Launch) -> dict[str, Any]:
     """Runs the pipeline here; SIGINT/SIGTERM stop it and its SDK worker processes
     (interrupts.Cancelled), a worker process that dies fails it (interrupts.WorkerDied)."""
+    return self._run_watched(p)
+
+  @staticmethod
+  def _run_watched(p: beam.Pipeline) -> dict[str, Any]:
     with interrupts.LocalWatch() as watch:
       try:
         result = p.run()
@@ -76,6 +83,59 @@ class LocalRun:
       shutil.rmtree(launch.run_dir, ignore_errors=True)
 
 
+class InImageRun(LocalRun):
+  """A local run whose SDK workers run inside the benchmark's worker image, as one Dataflow
+  worker of the matrix's machine type (worker_container.py says how and why): the launcher
+  and the FnApiRunner stay on this machine, the P SDK processes, their Beam, torch and models
+  are the image's."""
+
+  def prepare(self, plan: RunPlan) -> Launch:
+    launch = super().prepare(plan)
+    machine = plan.bench.machine
+    port = worker_container.free_port()
+    launch.engine = WorkerPoolEngine(f"localhost:{port}")
+    launch.beam_args = plan.layout.in_image_beam_args()
+    limits = worker_container.Limits(machine.name, machine.vcpus,
+                                     int(machine.memory_gb * 1024))
+    mounts = [(launch.run_dir.resolve(), "rw")]
+    if plan.task.reads_files:  # the input list names image files: their folder, read-only
+      mounts.append((plan.input_files_root, "ro"))
+    launch.container = worker_container.WorkerContainer(
+        plan.image, f"bench-{plan.run_id}", limits, port, mounts, env={})
+    launch.metadata.update({
+        "engine": "FnApiRunner (EXTERNAL: the image's worker pool)", "in_image": True,
+        "image": plan.image, "image_versions": dict(plan.image_versions),
+        "machine_type": machine.name, "container": limits.as_dict()})
+    return launch
+
+  def execute(self, p: beam.Pipeline, launch: Launch) -> dict[str, Any]:
+    """Starts the image's worker pool under the machine type's limits, runs the pipeline on it,
+    reads the container's peak memory, and removes the container whatever happened. An SDK
+    process ended by the OOM killer fails the run with worker_container.OutOfMemory."""
+    box = launch.container
+    progress = os.environ.get(PROGRESS_DIR_VAR)
+    if progress:  # the workers' tallies for the live display and an interrupted run's record
+      box.mounts.append((pathlib.Path(progress).resolve(), "rw"))
+      box.env[PROGRESS_DIR_VAR] = str(pathlib.Path(progress).resolve())
+    try:
+      box.start()
+      try:
+        raw = self._run_watched(p)
+      except Exception as e:
+        memory = box.memory()
+        launch.metadata["container"].update(memory)
+        if memory.get("oom_kills"):
+          raise worker_container.OutOfMemory(
+              f"the OOM killer ended an SDK worker process in the {box.limits.machine_type} "
+              f"container ({box.limits.memory_mib} MiB, peak {memory.get('peak_memory_mib')} "
+              f"MiB): the layout's model copies do not fit; use fewer processes") from None
+        raise e
+      launch.metadata["container"].update(box.memory())
+      return raw
+    finally:
+      box.stop()
+
+
 class DataflowRun:
   """Google Cloud Dataflow: the matrix's worker shape, the baked image, the full dataset."""
   name = DATAFLOW
@@ -86,7 +146,8 @@ class DataflowRun:
     values = {"input": plan.input,
               "output": dataflow.output_prefix(bench, cloud, plan.run_id),
               **dict(plan.model_files)}
-    beam_args = dataflow.worker_args(bench, cloud, job_name, plan.layout, plan.image)
+    beam_args = dataflow.worker_args(bench, cloud, job_name, plan.layout, plan.image,
+                                     plan.profile.harness_threads)
     if plan.dry_run:
       beam_args.append("--dry_run=True")
     metadata = {"engine": "Dataflow", "items_requested": plan.items, "job_name": job_name,
@@ -113,6 +174,8 @@ class DataflowRun:
 
 
 def for_runner(plan: RunPlan) -> LocalRun | DataflowRun:
+  if plan.in_image:
+    return InImageRun()
   return {LOCAL: LocalRun, DATAFLOW: DataflowRun}[plan.runner]()
 
 
@@ -122,3 +185,26 @@ def local_engine():
   one engine everywhere; this is the FnApiRunner the DirectRunner uses for batch."""
   from apache_beam.runners.portability.fn_api_runner import fn_runner
   return fn_runner.FnApiRunner()
+
+
+class WorkerPoolEngine(beam.runners.runner.PipelineRunner):
+  """The FnApiRunner with a worker image's pool (host:port) as its SDK workers. It also gives
+  those workers the job's pipeline options through the provision service, as Dataflow and
+  Beam's portable runner do (the image's boot hands them to sdk_worker_main: log level,
+  experiments); the FnApiRunner's own workers never need them and get none."""
+
+  def __init__(self, worker_pool: str):
+    self.worker_pool = worker_pool
+
+  def run_pipeline(self, pipeline, options):
+    from apache_beam.portability.api import beam_provision_api_pb2
+    from apache_beam.runners.portability.fn_api_runner import fn_runner
+    from apache_beam.runners.portability.portable_runner import JobServiceHandle
+    from apache_beam.transforms import environments
+    info = beam_provision_api_pb2.ProvisionInfo(
+        retrieval_token="unused-retrieval-token",
+        pipeline_options=JobServiceHandle.encode_pipeline_options(options.get_all_options()))
+    engine = fn_runner.FnApiRunner(
+        default_environment=environments.ExternalEnvironment(self.worker_pool),
+        provision_info=fn_runner.ExtendedProvisionInfo(info))
+    return engine.run_pipeline(pipeline, options)

@@ -1,11 +1,14 @@
 """The worker image path for real, without a Docker daemon or a remote registry (`make test-images`,
 not part of `make test`: a cold build takes many minutes): the stand-in base (`make base-image`),
 the CPU ResNet image built by buildah from it, pushed by `make push` to Debian's docker-registry
-on loopback, the recorded digest served by the registry, and the image's content checked inside
-it. Needs root and `make image-tools`; under CI=true a missing tool fails instead of skipping."""
+on loopback, the recorded digest served by the registry, the image's content checked inside it,
+and benchmarks run with their SDK workers inside it (IN_IMAGE=1) as one n1-standard-2 worker.
+The GPU image is built and checked too (its benchmark needs a GPU). Needs root and
+`make image-tools`; under CI=true a missing tool fails instead of skipping."""
 import json
 import os
 import pathlib
+import re
 import shutil
 import socket
 import subprocess
@@ -15,7 +18,7 @@ import urllib.request
 
 import pytest
 
-from pipelines import dataflow, matrix
+from pipelines import data, dataflow, matrix, results_store, run
 from pipelines.matrix import REPO_ROOT
 
 TOOLS = ("buildah", "podman", "debootstrap", "docker-registry")
@@ -89,7 +92,9 @@ def pushed(registry, tmp_path_factory):
   for name in ("Makefile", ".python-version", "pipelines", "infra", "requirements"):
     (work / name).symlink_to(REPO_ROOT / name)
   make("push", f"IMAGES={FAMILY}", *build, cwd=work, timeout=1800)
-  yield dataflow.read_digest(work / "build" / f"image-{FAMILY}.digest")
+  fields = dataflow.read_digest(work / "build" / f"image-{FAMILY}.digest")
+  yield {**fields, "build_dir": work / "build",
+         "pinned": f"{fields['image'].rsplit(':', 1)[0]}@{fields['digest']}"}
   # the tag names this run's port; its layers stay in the cache for the next build
   subprocess.run(["buildah", "rmi", f"{registry}/bench/beam-bench-{FAMILY}:{TAG}"],
                  capture_output=True, env={**os.environ, **CONTAINERS_ENV})
@@ -147,7 +152,149 @@ def test_the_image_holds_its_familys_models_and_no_launcher_code(pushed):
   assert "No module named 'pipelines.run'" in launcher.stderr
 
 
-def test_the_boot_stand_in_refuses_everything_but_the_worker_pool(pushed):
+def test_the_boot_stand_in_refuses_a_worker_without_its_runner_endpoints(pushed):
   done = in_image(pushed["image"], "/opt/apache/beam/boot", "--id=1")
-  assert done.returncode == 2
-  assert "only --worker_pool" in done.stderr
+  assert done.returncode == 1
+  assert "one SDK worker given --id, --provision_endpoint and --control_endpoint" in done.stderr
+
+
+# --- benchmarks with their SDK workers in the image (IN_IMAGE=1) -------------------------------
+
+@pytest.fixture
+def in_image_env(pushed, tmp_path, monkeypatch):
+  """The launcher's environment for IN_IMAGE=1 runs of the pushed image; returns the data and
+  results folders (6 generated images)."""
+  monkeypatch.setenv("BENCH_BUILD_DIR", str(pushed["build_dir"]))
+  for name, value in CONTAINERS_ENV.items():
+    monkeypatch.setenv(name, value)
+  data.write_images(tmp_path / "data", 6)
+  return {"data": tmp_path / "data", "results": tmp_path / "results"}
+
+
+def launch(where: dict, *args: str) -> int:
+  return run.main(["resnet101", "--items", "6", "--data-dir", str(where["data"]),
+                   "--results-dir", str(where["results"]), *args])
+
+
+def containers_named(prefix: str) -> list[str]:
+  listed = subprocess.run(["podman", "ps", "-a", "--format", "{{.Names}}"], capture_output=True,
+                          text=True, env={**os.environ, **CONTAINERS_ENV})
+  return [n for n in listed.stdout.split() if n.startswith(prefix)]
+
+
+def test_a_benchmark_runs_inside_the_image_as_one_n1_standard_2_worker(pushed, in_image_env):
+  assert launch(in_image_env, "--in-image") == 0
+  (record,) = results_store.load_all(in_image_env["results"])
+  meta = record["metadata"]
+  assert record["status"] == "succeeded" and record["metrics"]["num_inferences"] == 6
+  assert meta["in_image"] is True and record["plan"]["in_image"] is True
+  assert meta["image"] == pushed["pinned"]  # the digest the registry serves
+  # the workers are the container's processes: its hostname, its versions, the image's models
+  assert meta["worker_hostnames"] == [f"bench-{record['run_id']}"] != [meta["launcher_hostname"]]
+  assert meta["versions_source"] == "workers"
+  for key in ("torch", "apache-beam", "python"):
+    assert meta["versions"][key] == meta["image_versions"][key]
+  assert meta["model_state_dict_path"] == "/opt/models/resnet101.pth"
+  layout = matrix.get("resnet101").layout
+  assert meta["processes_loaded_model"] == layout.processes
+  # under n1-standard-2's limits, with its peak memory read from the container's cgroup
+  box = meta["container"]
+  assert (box["machine_type"], box["cpus"], box["memory_limit_mib"]) == ("n1-standard-2", 2, 7680)
+  assert 100 < box["peak_memory_mib"] < box["memory_limit_mib"] and box["oom_kills"] == 0
+  assert meta["harness_threads"] == 1
+  assert containers_named(f"bench-{record['run_id']}") == []  # removed after the run
+
+
+def test_the_image_and_the_host_predict_the_same_on_the_same_inputs(pushed, in_image_env,
+                                                                    tmp_path):
+  models = tmp_path / "models"  # the image's own weights, for the host run
+  models.mkdir()
+  copied = subprocess.run(["podman", "run", "--rm", "--network", "none", "-v", f"{models}:/out",
+                           "--entrypoint", "cp", pushed["pinned"], "/opt/models/resnet101.pth",
+                           "/out/"], capture_output=True, text=True,
+                          env={**os.environ, **CONTAINERS_ENV})
+  assert copied.returncode == 0, copied.stderr
+  assert launch(in_image_env, "--in-image") == 0
+  assert launch(in_image_env, "--models-dir", str(models)) == 0
+  in_box, on_host = sorted(results_store.load_all(in_image_env["results"]),
+                           key=lambda r: r["metadata"].get("in_image", False), reverse=True)
+  assert in_box["metadata"]["in_image"] and not on_host["metadata"].get("in_image")
+  assert predictions(in_image_env["results"], in_box) == predictions(
+      in_image_env["results"], on_host)
+
+
+def predictions(results: pathlib.Path, record: dict) -> list[str]:
+  folder = results / "runs" / record["run_id"] / "output"
+  lines = sorted(line for f in folder.glob("predictions-*") for line in f.read_text().splitlines())
+  assert len(lines) == 6
+  return lines
+
+
+def broken_image(pushed, tag: str, remove: str) -> pathlib.Path:
+  """The pushed image less one file, as a Dockerfile mistake would leave it; returns a build
+  folder whose digest file names it."""
+  env = {**os.environ, **CONTAINERS_ENV}
+  ctr = subprocess.run(["buildah", "from", "--pull=never", pushed["pinned"]], capture_output=True,
+                       text=True, env=env, check=True).stdout.strip()
+  try:
+    subprocess.run(["buildah", "run", ctr, "--", "rm", remove], env=env, check=True)
+    subprocess.run(["buildah", "commit", "--quiet", ctr, f"localhost/bench-broken:{tag}"],
+                   env=env, check=True, capture_output=True)
+  finally:
+    subprocess.run(["buildah", "rm", ctr], env=env, capture_output=True)
+  digest = subprocess.run(["podman", "image", "inspect", "--format", "{{.Digest}}",
+                           f"localhost/bench-broken:{tag}"], capture_output=True, text=True,
+                          env=env, check=True).stdout.strip()
+  folder = pushed["build_dir"].parent / f"broken-{tag}"
+  dataflow.write_digest(folder / f"image-{FAMILY}.digest", f"localhost/bench-broken:{tag}", digest)
+  return folder
+
+
+@pytest.mark.parametrize("tag,remove,says", [
+    ("model", "/opt/models/resnet101.pth", "lacks /opt/models/resnet101.pth"),
+    ("module", "/opt/bench/pipelines/worker/image_classification.py",
+     "cannot import pipelines.worker.image_classification (No module named "
+     "'pipelines.worker.image_classification')"),
+])
+def test_an_image_missing_a_model_or_a_worker_module_is_refused_before_launch(
+    pushed, in_image_env, monkeypatch, capsys, tag, remove, says):
+  monkeypatch.setenv("BENCH_BUILD_DIR", str(broken_image(pushed, tag, remove)))
+  assert launch(in_image_env, "--in-image") == 2
+  (line,) = capsys.readouterr().err.strip().splitlines()
+  assert says in line, line
+  assert not (in_image_env["results"] / "records").exists()  # nothing ran
+  assert containers_named("bench-") == []
+
+
+def test_a_worker_the_oom_killer_ends_fails_the_run_with_the_reason(pushed, in_image_env,
+                                                                    monkeypatch, tmp_path):
+  # A matrix whose memory estimate is wrong (resnet101 at 300 MiB on a 0.75 GB machine; one
+  # process really peaks near 1.2 GB): the arithmetic lets 1x2 through, the kernel does not.
+  text = (REPO_ROOT / "infra/benchmarks.toml").read_text()
+  text = re.sub(r"(\[machine_types\.n1-standard-2\]\nvcpus = 2\nmemory_gb = )7\.5",
+                r"\g<1>0.75", text)
+  text = re.sub(r"(?m)^reserved_gb = 0\.5$", "reserved_gb = 0.25", text)
+  text = re.sub(r"(?m)^resnet101 = \d+$", "resnet101 = 300", text)
+  (tmp_path / "matrix.toml").write_text(text)
+  monkeypatch.setenv("BENCHMARK_MATRIX", str(tmp_path / "matrix.toml"))
+  assert launch(in_image_env, "--in-image", "--layout", "1x2") == 1
+  (record,) = results_store.load_all(in_image_env["results"])
+  assert record["status"] == "failed"
+  assert record["error"].startswith("OutOfMemory: the OOM killer ended an SDK worker process "
+                                    "in the n1-standard-2 container (768 MiB")
+  assert record["metadata"]["container"]["oom_kills"] >= 1
+  assert containers_named(f"bench-{record['run_id']}") == []
+
+
+def test_the_gpu_image_builds_with_cuda_torch_and_its_model():
+  build = ["BUILDER=buildah", "IMAGE_TAG=test-images", f"BASE_IMAGE={base_image()}",
+           "TORCH_FROM=pypi", "IMAGE_WEIGHTS=random"]
+  make("base-image")
+  make("image-gpu", *build)
+  done = in_image("local/beam-bench-gpu:test-images", "python", "-c",
+                  "import os, torch; print(torch.backends.cuda.is_built(), torch.version.cuda, "
+                  "sorted(os.listdir('/opt/models')))")
+  assert done.returncode == 0, done.stderr[-3000:]
+  built, cuda, models = done.stdout.split(" ", 2)
+  assert built == "True" and cuda.split(".")[0].isdigit()
+  assert "'resnet152.pth'" in models

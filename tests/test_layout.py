@@ -51,9 +51,23 @@ def test_the_local_run_and_the_dry_run_show_the_same_layout(small, tmp_path, mon
                      *small]) == 0
     job = json.loads((tmp_path / "results" / "dataflow-jobs" / "small-bert.json").read_text())
     parsed = Layout.parse(layout)
+    # one bundle per SDK process at once, pinned (the tuned profile), as the FnApiRunner runs
     assert job["layout"] == {"layout": layout, "sdk_processes_per_worker": parsed.processes,
-                             "torch_threads": parsed.threads, "torch_interop_threads": 1}
+                             "torch_threads": parsed.threads, "torch_interop_threads": 1,
+                             "harness_threads": 1}
+    assert job["worker_pools"][0]["numThreadsPerWorker"] == 1  # what Dataflow receives
     assert [e for e in job["experiments"] if "sdk_containers" in e] == experiments
+
+
+def test_the_beam_profile_leaves_harness_threads_to_dataflow_as_beams_files_do(
+    small, tmp_path, monkeypatch):
+  for name, value in SETTINGS.items():
+    monkeypatch.setenv(name, value)
+  assert run.main(["small-bert", "--runner", "DataflowRunner", "--dry-run", "--profile", "beam",
+                   *small]) == 0
+  job = json.loads((tmp_path / "results" / "dataflow-jobs" / "small-bert.json").read_text())
+  assert job["layout"]["harness_threads"] is None
+  assert job["worker_pools"][0].get("numThreadsPerWorker", 0) == 0  # unset: the service picks
 
 
 def test_a_layout_dataflow_cannot_run_is_refused(small, monkeypatch, capsys):

@@ -65,7 +65,7 @@ LAYERS = [
     {"pipelines.run_record", "pipelines.summary", "pipelines.data"},
     # the engine: runners and what they need while a run is under way
     {"pipelines.progress", "pipelines.interrupts", "pipelines.dataflow", "pipelines.plan",
-     "pipelines.runners"},
+     "pipelines.runners", "pipelines.worker_container"},
     # readers of records
     {"pipelines.publish", "pipelines.report"},
     # the launcher (runs one plan, then the post-run publish step)

@@ -28,7 +28,8 @@ def job_description(result, options, bench: matrix.Benchmark) -> dict[str, Any]:
                  "sdk_processes_per_worker": 1 if ONE_SDK_PROCESS in experiments
                  else bench.machine.vcpus,
                  "torch_threads": all_options["torch_threads"],
-                 "torch_interop_threads": all_options["torch_interop_threads"]},
+                 "torch_interop_threads": all_options["torch_interop_threads"],
+                 "harness_threads": all_options.get("number_of_worker_harness_threads")},
       "job_name": job.proto.name,
       "worker_pools": env_json.get("workerPools", []),
       "service_options": env_json.get("serviceOptions", []),

@@ -20,9 +20,11 @@ def service_options(bench: matrix.Benchmark) -> list[str]:
 
 
 def worker_args(bench: matrix.Benchmark, s: Mapping[str, str], job_name: str,
-                layout: Layout, image: str | None = None) -> list[str]:
+                layout: Layout, image: str | None = None,
+                harness_threads: int | None = None) -> list[str]:
   """Every Dataflow flag that comes from the matrix, the worker layout and the settings
-  (`image`: the reference to launch, by digest; default the tagged one)."""
+  (`image`: the reference to launch, by digest; default the tagged one; `harness_threads`:
+  bundles per SDK process at once, None for the service's choice)."""
   shape = bench.dataflow
   args = [
       "--runner=DataflowRunner", f"--project={s['PROJECT']}", f"--region={s['REGION']}",
@@ -33,6 +35,8 @@ def worker_args(bench: matrix.Benchmark, s: Mapping[str, str], job_name: str,
       f"--disk_size_gb={shape.disk_size_gb}",
       f"--sdk_container_image={image or image_uri(bench, s)}", "--sdk_location=container",
   ]
+  if harness_threads:
+    args.append(f"--number_of_worker_harness_threads={harness_threads}")
   args += [f"--dataflow_service_options={o}" for o in service_options(bench)]
   experiments = [*shape.experiments, *layout.dataflow_experiments(bench.machine.vcpus)]
   args += [f"--experiments={e}" for e in dict.fromkeys(experiments)]

@@ -29,6 +29,7 @@ class Task:
   needs_vocab: bool  # the model needs a tokenizer vocab beside its state dict
   batchings: tuple[str, ...]  # the batching modes it supports; the first is the default
   module: str  # the module with its steps
+  reads_files: bool = False  # its input lines are paths of files the workers read
 
   def steps(self) -> ModuleType:
     return importlib.import_module(self.module)
@@ -36,7 +37,7 @@ class Task:
 
 IMAGE_CLASSIFICATION = Task("image_classification", "images.txt", needs_vocab=False,
                             batchings=("padded",),
-                            module="pipelines.worker.image_classification")
+                            module="pipelines.worker.image_classification", reads_files=True)
 LANGUAGE_MODELING = Task("language_modeling", "sentences.txt", needs_vocab=True,
                          batchings=("padded", "length"),
                          module="pipelines.worker.language_modeling")
