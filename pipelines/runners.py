@@ -14,6 +14,7 @@ The launcher (run.py) composes them: prepare, build the pipeline, execute, recor
 from __future__ import annotations
 
 import dataclasses
+import logging
 import os
 import pathlib
 import shutil
@@ -117,6 +118,10 @@ class InImageRun(LocalRun):
     if progress:  # the workers' tallies for the live display and an interrupted run's record
       box.mounts.append((pathlib.Path(progress).resolve(), "rw"))
       box.env[PROGRESS_DIR_VAR] = str(pathlib.Path(progress).resolve())
+    lines = worker_container.WorkerLogLines()
+    handlers = logging.getLogger().handlers
+    for handler in handlers:
+      handler.addFilter(lines)
     try:
       box.start()
       try:
@@ -134,6 +139,8 @@ class InImageRun(LocalRun):
       return raw
     finally:
       box.stop()
+      for handler in handlers:
+        handler.removeFilter(lines)
 
 
 class DataflowRun:

@@ -20,6 +20,8 @@ import pytest
 
 from pipelines import data, dataflow, matrix, results_store, run
 from pipelines.matrix import REPO_ROOT
+from tests.dataflow_double import dataflow_double, fake_gcs
+from tests.test_dataflow_double import JOB_METRICS, SETTINGS, launch_args
 
 TOOLS = ("buildah", "podman", "debootstrap", "docker-registry")
 FAMILY = "cpu-resnet"
@@ -130,6 +132,25 @@ def test_push_records_a_digest_the_registry_serves(pushed, registry):
     headers={"Accept": MANIFEST_TYPES}, method="HEAD")
   with urllib.request.urlopen(by_digest, timeout=30) as response:
     assert response.status == 200
+
+
+def test_a_dataflow_launch_uses_the_digest_the_registry_serves(pushed, registry, tmp_path,
+                                                              monkeypatch):
+  """Through the Dataflow API double (tests/test_dataflow_double.py), with the digest `make push`
+  recorded against the real loopback registry."""
+  (tmp_path / "gcs").mkdir()
+  with fake_gcs(tmp_path / "gcs") as gcs, dataflow_double() as double:
+    double.metrics = list(JOB_METRICS)
+    env = {**SETTINGS, "REGISTRY": f"{registry}/bench", "IMAGE_TAG": TAG,
+           "STORAGE_EMULATOR_HOST": gcs, "BENCH_BUILD_DIR": str(pushed["build_dir"])}
+    for name, value in env.items():
+      monkeypatch.setenv(name, value)
+    for name in ("INFLUXDB_URL", "BIGQUERY_DATASET"):
+      monkeypatch.delenv(name, raising=False)
+    assert run.main(launch_args(double, tmp_path / "results")) == 0
+    (job,) = double.jobs.values()
+  pool = job["environment"]["workerPools"][0]
+  assert pool["sdkHarnessContainerImages"][0]["containerImage"] == pushed["pinned"]
 
 
 def test_the_worker_entry_points_import_from_the_image_alone(pushed):
@@ -259,7 +280,11 @@ def broken_image(pushed, tag: str, remove: str) -> pathlib.Path:
 def test_an_image_missing_a_model_or_a_worker_module_is_refused_before_launch(
     pushed, in_image_env, monkeypatch, capsys, tag, remove, says):
   monkeypatch.setenv("BENCH_BUILD_DIR", str(broken_image(pushed, tag, remove)))
-  assert launch(in_image_env, "--in-image") == 2
+  try:
+    assert launch(in_image_env, "--in-image") == 2
+  finally:
+    subprocess.run(["buildah", "rmi", f"localhost/bench-broken:{tag}"], capture_output=True,
+                   env={**os.environ, **CONTAINERS_ENV})
   (line,) = capsys.readouterr().err.strip().splitlines()
   assert says in line, line
   assert not (in_image_env["results"] / "records").exists()  # nothing ran
