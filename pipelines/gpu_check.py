@@ -61,6 +61,28 @@ def launched(o: Overrides, **telemetry) -> dict:
   return record
 
 
+def in_image(name: str, items: int, results: pathlib.Path) -> dict:
+  """The same benchmark with its SDK workers in the pushed GPU image (IN_IMAGE=1), where `make
+  image-gpu push` recorded one and a container CLI is here; otherwise why not."""
+  from pipelines import dataflow, worker_container
+  bench = matrix.get(name)
+  if dataflow.read_digest(dataflow.digest_file(bench)) is None:
+    return {"ran": False, "why": f"no pushed image ({dataflow.digest_file(bench)}): "
+                                 "make image-gpu push REGISTRY=..."}
+  try:
+    worker_container.cli()
+  except worker_container.ContainerError as e:
+    return {"ran": False, "why": str(e)}
+  try:  # a failed in-image run is reported beside the other checks, not instead of them
+    record = launched(Overrides(name, items=items, in_image=True, results_dir=results))
+  except SystemExit as e:
+    return {"ran": False, "why": f"the in-image run failed (exit {e.code}): see its line above"}
+  meta = record["metadata"]
+  return {"ran": True, "image": meta["image"], "device_used": meta["device_used"],
+          "versions": meta["versions"], "steady_items_per_s":
+          record["metrics"]["steady_throughput_per_s"], "container": meta["container"]}
+
+
 def main() -> int:
   if not cuda_usable():
     print("error: gpu-check needs a CUDA GPU", file=sys.stderr)
@@ -96,6 +118,7 @@ def main() -> int:
       "beam_items_per_s_without_telemetry": beam_quiet,
       "telemetry_overhead": 1 - beam / beam_quiet,
       "layouts": layouts,
+      "in_image": in_image(bench.name, items, results / "in-image"),
   }
   text = json.dumps(summary, indent=2)
   print(text)

@@ -165,7 +165,8 @@ def _in_image(bench: matrix.Benchmark, o: Overrides) -> dict[str, Any]:
   modules = ["pipelines.worker.pipeline", bench.task_spec.module]
   try:
     worker_container.pull(image)
-    versions = worker_container.preflight(image, list(files.values()), modules)
+    versions = worker_container.preflight(image, list(files.values()), modules,
+                                          gpu=bench.device == "GPU")
   except worker_container.ContainerError as e:
     raise PlanError(str(e)) from None
   local = _local(bench, o, model_files=files)

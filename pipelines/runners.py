@@ -102,7 +102,8 @@ class InImageRun(LocalRun):
     if plan.task.reads_files:  # the input list names image files: their folder, read-only
       mounts.append((plan.input_files_root, "ro"))
     launch.container = worker_container.WorkerContainer(
-        plan.image, f"bench-{plan.run_id}", limits, port, mounts, env={})
+        plan.image, f"bench-{plan.run_id}", limits, port, mounts, env={},
+        gpu=plan.bench.device == "GPU")
     launch.metadata.update({
         "engine": "FnApiRunner (EXTERNAL: the image's worker pool)", "in_image": True,
         "image": plan.image, "image_versions": dict(plan.image_versions),

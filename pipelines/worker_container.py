@@ -49,6 +49,7 @@ try:
   import apache_beam, torch
   out["versions"] = {"python": platform.python_version(), "apache-beam": apache_beam.__version__,
                      "torch": torch.__version__, "cuda": torch.version.cuda or "none"}
+  out["cuda_usable"] = torch.cuda.is_available()
 except ImportError:
   pass
 print(json.dumps(out))
@@ -96,12 +97,22 @@ def pull(image: str) -> float:
   return time.monotonic() - started
 
 
-def preflight(image: str, files: list[str], modules: list[str]) -> dict[str, str]:
+def gpu_flags(command: str) -> list[str]:
+  """What hands the machine's GPUs to a container: docker's --gpus, podman's CDI device (the
+  NVIDIA Container Toolkit's `nvidia-ctk cdi generate` writes the spec it needs)."""
+  return ["--gpus", "all"] if pathlib.Path(command).name == "docker" else [
+      "--device", "nvidia.com/gpu=all"]
+
+
+def preflight(image: str, files: list[str], modules: list[str],
+              gpu: bool = False) -> dict[str, str]:
   """Checks, in a throwaway container of `image` with no network, that the workers' modules
-  import and the model files exist; returns the image's versions. ImageIncomplete names what
-  is missing, in one line."""
-  done = _run([cli(), "run", "--rm", "--network", "none", "--entrypoint", "python", image,
-               "-c", _PREFLIGHT, json.dumps(files), *modules], timeout=300)
+  import, the model files exist and (gpu) CUDA is usable; returns the image's versions.
+  ImageIncomplete names what is missing, in one line."""
+  command = cli()
+  done = _run([command, "run", "--rm", "--network", "none", *(gpu_flags(command) if gpu else []),
+               "--entrypoint", "python", image, "-c", _PREFLIGHT, json.dumps(files), *modules],
+              timeout=300)
   last = done.stdout.strip().splitlines()[-1:] or [""]
   try:
     found = json.loads(last[0])
@@ -115,6 +126,10 @@ def preflight(image: str, files: list[str], modules: list[str]) -> dict[str, str
     raise ImageIncomplete(f"image {image} cannot import {'; '.join(found['missing_modules'])}: "
                           "the Dockerfile must copy every module the workers import "
                           "(pipelines/worker/)")
+  if gpu and not found.get("cuda_usable"):
+    raise ContainerError(f"the container of {image} sees no usable CUDA device (torch "
+                         f"{found.get('versions', {}).get('torch')}): the GPU must be handed "
+                         f"to it ({' '.join(gpu_flags(command))})")
   return found.get("versions", {})
 
 
@@ -169,9 +184,9 @@ class WorkerContainer:
   """The image's worker pool in one container; start(), memory(), stop()."""
 
   def __init__(self, image: str, name: str, limits: Limits, port: int,
-               mounts: list[tuple[pathlib.Path, str]], env: dict[str, str]):
+               mounts: list[tuple[pathlib.Path, str]], env: dict[str, str], gpu: bool = False):
     self.image, self.name, self.limits, self.port = image, name, limits, port
-    self.mounts, self.env = mounts, env
+    self.mounts, self.env, self.gpu = mounts, env, gpu
     self.cli = cli()
 
   def start(self) -> None:
@@ -182,7 +197,8 @@ class WorkerContainer:
             "--memory-swap", f"{self.limits.memory_mib}m",  # no swap: a Dataflow VM has none
             "-e", f"BEAM_WORKER_POOL_PORT={self.port}",
             "-e", "HTTP_PROXY=http://127.0.0.1:9", "-e", "HTTPS_PROXY=http://127.0.0.1:9",
-            "-e", "HF_HUB_OFFLINE=1", "-e", "TRANSFORMERS_OFFLINE=1"]
+            "-e", "HF_HUB_OFFLINE=1", "-e", "TRANSFORMERS_OFFLINE=1",
+            *(gpu_flags(self.cli) if self.gpu else [])]
     for name, value in self.env.items():
       args += ["-e", f"{name}={value}"]
     for path, mode in self.mounts:
