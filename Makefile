@@ -38,7 +38,7 @@ VENV        ?= .venv
 PY          := $(call q,$(VENV)/bin/python)
 RUNNER      ?= DirectRunner## DirectRunner (local, default) or DataflowRunner
 PROFILE     ?= tuned## run profile: tuned (the kit's settings) or beam (Beam's own benchmark settings)
-N           ?=## items per benchmark (default: the matrix's local profile / full dataset)
+N           ?=## items per benchmark (default: the matrix's local profile / full dataset); share: one Dataflow worker's share
 BATCH_SIZE  ?=## fixed batch size (default: the matrix's)
 INPUT       ?=## input list to use instead of the default (local file, or gs:// on Dataflow)
 REPEATS     ?=## make perf / compare-profiles: repeats per benchmark, median reported (default 3)
@@ -100,7 +100,8 @@ COUNT_RE  := [1-9][0-9]*
 LAYOUT_RE := [1-9][0-9]*x[1-9][0-9]*(i[1-9][0-9]*)?
 names_re   = $(subst $(space),|,$(strip $(1)))
 $(foreach v,RUNNER PROFILE WEIGHTS RESULTS PYTHON VENV BUILDER,$(call required,$(v)))
-$(foreach v,N BATCH_SIZE REPEATS,$(call check,$(v),$(COUNT_RE),a whole number from 1))
+$(foreach v,BATCH_SIZE REPEATS,$(call check,$(v),$(COUNT_RE),a whole number from 1))
+$(call check,N,$(COUNT_RE)|share,a whole number from 1 or share (one Dataflow worker's share))
 $(call check,BATCH_SIZES,$(COUNT_RE)($(comma)$(COUNT_RE))*,whole numbers from 1 separated by commas)
 $(call check,LAYOUT,$(LAYOUT_RE),a layout PxT such as 1x2)
 $(call check,LAYOUTS,$(LAYOUT_RE)($(comma)$(LAYOUT_RE))*,layouts PxT separated by commas)

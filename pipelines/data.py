@@ -15,7 +15,7 @@ import random
 import numpy as np
 from PIL import Image
 
-from pipelines.cli_types import positive_int
+from pipelines import cli_types
 
 # (width, height) pairs in the range OpenImages has: landscape, portrait, square, small, large.
 IMAGE_SIZES = ((1024, 768), (768, 1024), (1024, 683), (640, 480), (480, 640), (800, 800),
@@ -96,14 +96,17 @@ def write_sentences(folder: pathlib.Path, count: int, vocab_path: pathlib.Path) 
 def main(argv: list[str] | None = None) -> None:
   parser = argparse.ArgumentParser(description="Generate the local benchmark datasets.")
   parser.add_argument("--out", type=pathlib.Path, default=pathlib.Path("data"))
-  parser.add_argument("--items", type=positive_int, default=None,
-                      help="items per dataset (default: the largest local profile in the matrix)")
+  parser.add_argument("--items", type=cli_types.items, default=None,
+                      help="items per dataset (default: the largest local profile in the "
+                           "matrix); `share`: the largest Dataflow worker's share")
   parser.add_argument("--vocab", type=pathlib.Path,
                       default=pathlib.Path("models") / "bert-uncased-vocab.txt")
   args = parser.parse_args(argv)
   logging.basicConfig(level=logging.INFO, format="%(message)s")
   from pipelines import matrix
-  items = args.items or max(b.local_items for b in matrix.load().values())
+  benchmarks = matrix.load().values()
+  items = (max(b.share_items for b in benchmarks) if args.items == cli_types.SHARE
+           else args.items or max(b.local_items for b in benchmarks))
   logging.info("%s", write_images(args.out, items))
   logging.info("%s", write_sentences(args.out, items, args.vocab))
 

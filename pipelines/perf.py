@@ -24,11 +24,10 @@ import time
 
 import torch
 
-from pipelines import matrix, profiles, progress, run_record
+from pipelines import cli_types, isolated, matrix, profiles, progress, run_record
 from pipelines.cli_types import positive_int
 from pipelines.layout import Layout
 from pipelines.plan import Overrides
-from pipelines.run import run_checked
 from pipelines.worker import image_classification, language_modeling
 from pipelines.worker.handler import cuda_usable
 from pipelines.worker.models import VOCAB_FILE, build_architecture
@@ -108,9 +107,12 @@ def measure_repeat(bench: matrix.Benchmark, items: int, layouts: list[Layout],
                      length_aware=profile.length_aware(bench))
   runs = {}
   for layout in layouts:
-    record = run_checked(Overrides(bench.name, items=items, layout=layout,
-                                     profile=profile.name, results_dir=results_dir,
-                                     data_dir=data_dir, models_dir=models_dir))
+    try:  # a fresh process, so its whole-process figure is what a user (or a worker) pays
+      record = isolated.run(Overrides(bench.name, items=items, layout=layout,
+                                      profile=profile.name, results_dir=results_dir,
+                                      data_dir=data_dir, models_dir=models_dir))
+    except isolated.NotStarted as e:
+      raise SystemExit(f"{bench.name} {layout}: {e}") from None
     if record["status"] != "succeeded":
       raise SystemExit(f"{bench.name}: pipeline run failed: {record['error']}")
     beam = record["metrics"]["steady_throughput_per_s"]
@@ -118,6 +120,7 @@ def measure_repeat(bench: matrix.Benchmark, items: int, layouts: list[Layout],
       raise SystemExit(f"{bench.name} {layout}: too few batches per process for a steady state; "
                        "raise N")
     runs[str(layout)] = {"beam_items_per_s": beam, "efficiency": beam / plain,
+                         "worker_share_s": record["metrics"].get("worker_share_s"),
                          "device_used": record["metadata"]["device_used"],
                          "gpu_utilization_mean_pct": record["gpu"].get("utilization_mean_pct"),
                          "length_aware_batching": record["metadata"]["length_aware_batching"],
@@ -144,13 +147,24 @@ def median_row(bench: matrix.Benchmark, items: int, layout: str, repeats: list[d
           "layout": layout, "default": layout == str(profile.layout_for(bench)),
           **pairs[len(pairs) // 2],
           "efficiency_min": pairs[0]["efficiency"], "efficiency_max": pairs[-1]["efficiency"],
+          "worker_share_s_median": median_present([p.get("worker_share_s") for p in pairs]),
           "pairs": pairs}
+
+
+def median_present(values: list[float | None]) -> float | None:
+  present = [v for v in values if v is not None]
+  return statistics.median(present) if present else None
+
+
+def share_text(seconds: float | None) -> str:
+  return "-" if seconds is None else f"{seconds:.1f}"
 
 
 def main(argv: list[str] | None = None) -> int:
   parser = argparse.ArgumentParser(description=__doc__)
   parser.add_argument("benchmarks", nargs="*", help="default: every benchmark this machine can run")
-  parser.add_argument("--items", type=positive_int, default=None)
+  parser.add_argument("--items", type=cli_types.items, default=None,
+                      help="items per run; `share`: one Dataflow worker's share of the dataset")
   parser.add_argument("--repeats", type=positive_int, default=3,
                       help="plain/pipeline pairs per benchmark; the median pair is reported "
                            "(a shared machine's speed drifts by 20%% between minutes)")
@@ -173,7 +187,7 @@ def main(argv: list[str] | None = None) -> int:
              if b.name in wanted and (gpu_here or not b.needs_gpu)]
   rows, ratios = [], []
   for index, bench in enumerate(benches, 1):
-    items = args.items or bench.local_items
+    items = bench.share_items if args.items == cli_types.SHARE else args.items or bench.local_items
     one_process = Layout(1, os.cpu_count() or 1)
     chosen = profile.layout_for(bench)
     layouts = list(dict.fromkeys([one_process, chosen, *args.layouts]))
@@ -189,13 +203,15 @@ def main(argv: list[str] | None = None) -> int:
       if other != chosen:
         ratios.append(layout_ratio(bench, repeats, str(chosen), str(other)))
   print("\nsteady-state items/s, median of back-to-back repeats (* = the profile's layout)")
-  print("benchmark       device  items  batch  layout   plain/s  beam/s  efficiency  (range)")
+  print("benchmark       device  items  batch  layout   plain/s  beam/s  efficiency  (range)"
+        "      whole process s")
   for r in rows:
     layout = r["layout"] + (" *" if r["default"] else "")
     batch = r["batch_size"] or "{min_batch_size}-{max_batch_size}".format(**r["batching"])
     print(f"{r['benchmark']:<15} {r['device_used']:<6}  {r['items']:>5}  {batch:>5}  "
           f"{layout:<7}  {r['plain_items_per_s']:>7.2f}  {r['beam_items_per_s']:>6.2f}  "
-          f"{r['efficiency']:>10.2f}  ({r['efficiency_min']:.2f}-{r['efficiency_max']:.2f})")
+          f"{r['efficiency']:>10.2f}  ({r['efficiency_min']:.2f}-{r['efficiency_max']:.2f})"
+          f"  {share_text(r['worker_share_s_median']):>15}")
   print("\nthe chosen layout against the others, median of per-repeat ratios (range)")
   for r in ratios:
     print(f"{r['benchmark']:<15} {r['chosen']} / {r['other']}: {r['median']:.2f} "

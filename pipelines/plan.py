@@ -19,6 +19,7 @@ import pathlib
 from typing import Any
 
 from pipelines import dataflow, matrix, profiles, results_store, run_record
+from pipelines.cli_types import SHARE
 from pipelines.layout import Layout, LayoutError
 from pipelines.worker.models import VOCAB_FILE
 from pipelines.worker.tasks import Task
@@ -39,7 +40,7 @@ class Overrides:
   benchmark: str
   runner: str = LOCAL
   profile: str = profiles.DEFAULT
-  items: int | None = None
+  items: int | str | None = None  # a count, or "share": one Dataflow worker's share
   batch_size: int | None = None
   input: str | None = None
   layout: Layout | None = None
@@ -74,6 +75,7 @@ class RunPlan:
   in_image: bool = False  # local: the SDK workers run in `image` (runners.InImageRun)
   image_versions: tuple[tuple[str, str], ...] = ()  # IN_IMAGE=1: Python, Beam, torch in the image
   input_files_root: pathlib.Path | None = None  # IN_IMAGE=1: the folder the input files are in
+  worker_share: dict[str, int] | None = None  # N=share: items, dataset items, Dataflow workers
 
   @property
   def task(self) -> Task:
@@ -103,7 +105,8 @@ class RunPlan:
             "results_dir": str(self.results_dir), "beam_args": list(self.beam_args),
             "machine_type": (self.bench.machine.name if self.in_image else
                              "local" if self.local else self.bench.dataflow.machine_type),
-            "image": self.image, "in_image": self.in_image}
+            "image": self.image, "in_image": self.in_image,
+            "worker_share": self.worker_share}
 
 
 def resolve(o: Overrides, run_id: str | None = None) -> RunPlan:
@@ -143,11 +146,15 @@ def _local(bench: matrix.Benchmark, o: Overrides,
                     "machine (copy it here, or run on Dataflow: RUNNER=DataflowRunner)")
   source = pathlib.Path(o.input) if o.input else o.data_dir / bench.task_spec.input_file
   lines = read_input_lines(source, default_source)
-  items = o.items or (len(lines) if o.input else bench.local_items)
+  items = (bench.share_items if o.items == SHARE else
+           o.items or (len(lines) if o.input else bench.local_items))
   if len(lines) < items:
     raise PlanError(f"{source} has {len(lines)} items, {items} requested"
-                    + (f": run `make data N={items}`" if default_source else ""))
+                    + (f": run `make data N={o.items}`" if default_source else ""))
+  share = ({"items": items, "dataset_items": bench.dataset_items,
+            "num_workers": bench.dataflow.num_workers} if o.items == SHARE else None)
   return {"items": items, "input": str(source), "input_lines": tuple(lines[:items]),
+          "worker_share": share,
           "model_files": tuple((model_files or local_model_files(bench, o.models_dir)).items())}
 
 

@@ -141,10 +141,12 @@ def worker_metadata(counters: dict[str, int],
 def build(*, run_id: str, benchmark: str, started: str, wall_time_s: float,
           raw_metrics: dict[str, Any] | None, metadata: dict[str, Any],
           error: str | None = None, job: dict[str, Any] | None = None,
-          status: str | None = None, partial: dict[str, int] | None = None) -> dict[str, Any]:
+          status: str | None = None, partial: dict[str, int] | None = None,
+          share_clock: tuple[int, str] | None = None) -> dict[str, Any]:
   """The record. `job`: a Dataflow job's own figures (dataflow.job_figures); `status`
   overrides the succeeded/failed verdict ('cancelled'); `partial`: counts the workers of an
-  interrupted or failed run reported before it stopped (Beam's metrics never arrived)."""
+  interrupted or failed run reported before it stopped (Beam's metrics never arrived);
+  `share_clock`: (epoch ms, what it is) the worker share is counted from."""
   raw = raw_metrics or {"counters": {}, "distributions": {}}
   metadata = dict(metadata)
   metrics = beam_metrics.summarize(raw)
@@ -171,6 +173,14 @@ def build(*, run_id: str, benchmark: str, started: str, wall_time_s: float,
   metrics["throughput_per_s_excl_model_load"] = n / steady if steady > 0 else None
   processes = process_stats.read(raw)
   metrics["steady_throughput_per_s"] = process_stats.steady_throughput(processes)
+  # One worker's share of the job, whole: from the launcher's start to the last batch's end.
+  share = process_stats.worker_share(processes, share_clock[0] if share_clock else None)
+  metrics["worker_share_s"] = share["seconds"] if share else None
+  for part in process_stats.SHARE_PARTS:
+    metrics[f"worker_share_{part}"] = share["parts"][part] if share else None
+  if share:
+    metadata["worker_share_from"] = share_clock[1]
+    metadata["worker_share_process"] = share["process"]
   if metadata.get("runner") == "DataflowRunner":
     job_metrics(metrics, job, metadata)
   gpu = gpu_section(raw)

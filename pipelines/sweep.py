@@ -55,8 +55,9 @@ def main(argv: list[str] | None = None) -> int:
   parser.add_argument("--layouts", type=_list(cli_types.layout), default=DEFAULT_LAYOUTS)
   parser.add_argument("--batchings", type=_list(str), default=None,
                       help="language modeling: padded,length (default: both)")
-  parser.add_argument("--items", type=positive_int, default=None,
-                      help="items per point (default: the benchmark's local items)")
+  parser.add_argument("--items", type=cli_types.items, default=None,
+                      help="items per point (default: the benchmark's local items); `share`: "
+                           "one Dataflow worker's share of the dataset")
   parser.add_argument("--repeats", type=positive_int, default=1)
   parser.add_argument("--results-dir", type=pathlib.Path, default=results_store.DEFAULT_DIR)
   parser.add_argument("--data-dir", type=pathlib.Path, default=pathlib.Path("data"))
@@ -67,7 +68,7 @@ def main(argv: list[str] | None = None) -> int:
   except matrix.MatrixError as e:
     print(f"error: sweep {args.benchmark}: {e}", file=sys.stderr)
     return 2
-  items = args.items or bench.local_items
+  items = bench.share_items if args.items == cli_types.SHARE else args.items or bench.local_items
   point_results = args.results_dir / "sweeps" / "runs"
   if "length" in bench.task_spec.batchings:
     known = bench.task_spec.batchings
@@ -88,6 +89,9 @@ def main(argv: list[str] | None = None) -> int:
     print(f"error: sweep {args.benchmark}: {e}", file=sys.stderr)
     return 2
   sweep = {"benchmark": bench.name, "items": items, "repeats": args.repeats,
+           "worker_share": ({"dataset_items": bench.dataset_items,
+                             "num_workers": bench.dataflow.num_workers}
+                            if args.items == cli_types.SHARE else None),
            "batch_sizes": args.batch_sizes, "layouts": [str(x) for x in args.layouts],
            "default_layout": str(bench.layout), "default_batch_size": bench.local_batch_size,
            "default_batching": bench.batching if "length" in bench.task_spec.batchings else None,

@@ -80,7 +80,9 @@ class BenchmarkModelHandler(ModelHandler):
   def load_model(self) -> Any:
     require_device(self._device)
     apply_threads(self._threads, self._interop_threads)
+    load_started_ms = process_stats.now_ms()
     model = self._base.load_model()
+    load_ended_ms = process_stats.now_ms()
     used = _device_of(model)
     meta = read_meta(self._state_dict_path)
     # Beam calls load_model from DoFn.setup, where metrics are not reported; keep the counters
@@ -90,6 +92,8 @@ class BenchmarkModelHandler(ModelHandler):
                                          f"model_weights_{meta.weights if meta else 'unknown'}",
                                          process_stats.name("model_loads")]
       _pending_distributions[self._token] += process_stats.threads()
+      _pending_distributions[self._token] += process_stats.load_times(load_started_ms,
+                                                                      load_ended_ms)
       # The loaded model's true size: Beam's model_byte_size is a process-memory delta.
       _pending_distributions[self._token].append(("model_param_bytes", sum(
           t.numel() * t.element_size() for t in (*model.parameters(), *model.buffers()))))

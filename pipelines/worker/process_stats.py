@@ -32,6 +32,25 @@ def name(fact: str) -> str:
   return f"{PREFIX}{process_id()}/{fact}"
 
 
+def process_started_ms(pid: int | str = "self") -> int:
+  """When a process started, in epoch milliseconds, from the kernel's own record (10 ms
+  resolution): includes the interpreter's start and every import, which a timer started in
+  Python would miss."""
+  ticks = int(open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[19])
+  boot = next(int(line.split()[1]) for line in open("/proc/stat") if line.startswith("btime"))
+  return int((boot + ticks / os.sysconf("SC_CLK_TCK")) * 1000)
+
+
+def now_ms() -> int:
+  return int(time.time() * 1000)
+
+
+def load_times(started_ms: int, ended_ms: int) -> list[tuple[str, int]]:
+  """The timeline facts a process reports once its model is loaded (the share's parts)."""
+  return [(name("process_started_ms"), process_started_ms()),
+          (name("model_load_start_ms"), started_ms), (name("model_load_end_ms"), ended_ms)]
+
+
 def peak_rss_mib() -> int:
   return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024  # KiB on Linux
 
@@ -68,6 +87,7 @@ def read(raw: dict[str, Any]) -> list[dict[str, Any]]:
       if fact == "batch_end_ms":
         process["batches"] = dist["count"]
         process["steady_window_s"] = (dist["max"] - dist["min"]) / 1000
+        process["first_batch_end_ms"], process["last_batch_end_ms"] = dist["min"], dist["max"]
       else:
         process[fact] = dist["max"]
   return sorted(processes.values(), key=lambda p: p["process"])
@@ -83,3 +103,30 @@ def steady_throughput(processes: list[dict[str, Any]]) -> float | None:
       return None
     rates.append(items / window)
   return sum(rates) if rates else None
+
+
+SHARE_PARTS = ("launch_s", "process_start_s", "model_load_s", "first_batch_s", "steady_s")
+
+
+def worker_share(processes: list[dict[str, Any]], launcher_started_ms: int | None
+                 ) -> dict[str, Any] | None:
+  """What one worker's share of the job cost, from the launcher's start to its last batch's
+  end, and where that time went along the process that finished last:
+    launch_s         launcher start -> that SDK process started (imports, plan, pipeline
+                     build, container and pool start; 0 where the launcher runs the work)
+    process_start_s  its start -> model load begins (Python, Beam and torch imports, harness)
+    model_load_s     the model load
+    first_batch_s    load end -> first batch end (reading, decoding, warm-up)
+    steady_s         first batch end -> last batch end
+  None when no process reported its timeline (older workers, a failed run)."""
+  timed = [p for p in processes if "last_batch_end_ms" in p and "model_load_end_ms" in p
+           and "process_started_ms" in p]
+  if launcher_started_ms is None or not timed:
+    return None
+  last = max(timed, key=lambda p: p["last_batch_end_ms"])
+  started = max(last["process_started_ms"], launcher_started_ms)
+  marks = [launcher_started_ms, started, last["model_load_start_ms"], last["model_load_end_ms"],
+           last["first_batch_end_ms"], last["last_batch_end_ms"]]
+  parts = {part: max(0, b - a) / 1000 for part, a, b in zip(SHARE_PARTS, marks, marks[1:])}
+  return {"seconds": (last["last_batch_end_ms"] - launcher_started_ms) / 1000,
+          "parts": parts, "process": last["process"]}
