@@ -28,7 +28,7 @@ endif
 USER_VARS := PYTHON VENV RUNNER PROFILE N BATCH_SIZE INPUT REPEATS BENCH WEIGHTS RESULTS \
   FAIL_ON_REGRESSION DRY_RUN LAYOUT BATCH_SIZES LAYOUTS PERF_BENCHMARKS BATCHINGS BATCHING \
   CROSS_PROFILE A B RUN BUILDER REGISTRY IMAGE_TAG BASE_IMAGE TORCH_FROM IMAGE_WEIGHTS CA_BUNDLE FORCE \
-  IN_IMAGE CONTAINER_CLI
+  IN_IMAGE CONTAINER_CLI ITEMS DEADLINE BUDGET
 literal = $(eval override $(1) := $$(value $(1)))$(eval export $(1))
 $(foreach v,$(.VARIABLES),$(if $(filter command line,$(origin $(v))),$(call literal,$(v))))
 $(foreach v,$(USER_VARS),$(if $(filter environment,$(origin $(v))),$(call literal,$(v))))
@@ -55,6 +55,9 @@ BATCHINGS   ?=## make sweep, BERT: padded,length (default both)
 BATCHING    ?=## BERT batching: padded or length (default: the matrix's)
 CROSS_PROFILE ?=## 1: make compare compares runs of different profiles anyway (flagged)
 IN_IMAGE    ?=## 1: a local run's SDK workers run in the benchmark's pushed worker image, as one Dataflow worker
+ITEMS       ?=## make plan: items in the job (default: the matrix dataset's, e.g. 50000)
+DEADLINE    ?=## make plan: the job's deadline in seconds
+BUDGET      ?=## make plan: the job's budget in USD
 BENCHMARKS  := $(shell $(call q,$(PYTHON)) -m pipelines.matrix names)
 IMAGES      := $(shell $(call q,$(PYTHON)) -m pipelines.matrix images)
 ALL_MODELS   = $(shell $(call q,$(PYTHON)) -m pipelines.matrix models)
@@ -119,6 +122,8 @@ $(call check,REGISTRY,[A-Za-z0-9][A-Za-z0-9._/:-]*,an image registry path)
 $(call check,VENV,[^[:space:]:%]+,a path without spaces$(comma) ':' or '%' (Make targets cannot hold them))
 $(call check,IMAGE_WEIGHTS,random|pretrained,random or pretrained)
 $(call check,FORCE,0|1,1 (on) or 0 (off))
+$(call check,ITEMS,$(COUNT_RE),a whole number from 1)
+$(foreach v,DEADLINE BUDGET,$(call check,$(v),[0-9]+(\.[0-9]+)?,a positive number))
 $(call check,BASE_IMAGE,[A-Za-z0-9][A-Za-z0-9._/:@-]*,an image reference)
 $(call check,IMAGE_TAG,[A-Za-z0-9_][A-Za-z0-9_.-]{0$(comma)127},an image tag)
 # make clean's rm -rf: never a folder that holds this one or the home folder
@@ -136,7 +141,7 @@ RUN_ARGS     = --runner $(call q,$(RUNNER)) --results-dir $(call q,$(RESULTS)) $
 ITEMS_ARG    = $(if $(N),--items $(call q,$(N)))
 REPEATS_ARG  = $(if $(REPEATS),--repeats $(call q,$(REPEATS)))
 
-.PHONY: help setup lock models data $(addprefix bench-,$(BENCHMARKS)) bench-all perf sweep compare-profiles gpu-check report compare publish \
+.PHONY: help setup lock models data $(addprefix bench-,$(BENCHMARKS)) bench-all perf sweep compare-profiles plan plan-check gpu-check report compare publish \
         images image-cpu $(addprefix image-,$(IMAGES)) push base-image image-tools test-images test test-servers lint doctor clean needs-bench
 
 help: ## list targets and variables
@@ -194,7 +199,17 @@ perf: data ## Beam pipeline vs plain PyTorch loop for every CPU benchmark: throu
 
 compare-profiles: $(if $(BENCH),data,needs-bench) ## BENCH=<name>: tuned then beam profile back to back, REPEATS times; median beam/tuned ratios
 	$(PY) -m pipelines.compare_profiles $(call q,$(BENCH)) --results-dir $(call q,$(RESULTS)) \
-	  $(ITEMS_ARG) $(REPEATS_ARG)
+	  $(ITEMS_ARG) $(REPEATS_ARG) $(if $(filter 1,$(IN_IMAGE)),--in-image)
+
+plan: $(if $(BENCH),setup,needs-bench) ## BENCH=<name> [ITEMS= DEADLINE=s BUDGET=usd]: workers and machine type for a job, projected from local N=share runs
+	$(PY) -m pipelines.capacity $(call q,$(BENCH)) --results-dir $(call q,$(RESULTS)) \
+	  $(if $(ITEMS),--items $(call q,$(ITEMS))) $(if $(DEADLINE),--deadline-s $(call q,$(DEADLINE))) \
+	  $(if $(BUDGET),--budget-usd $(call q,$(BUDGET)))
+
+plan-check: $(if $(BENCH),data,needs-bench) ## BENCH=<name> N=<n>: project 2N items from runs at N and 4N, run 2N, print the error
+	$(PY) -m pipelines.projection_check $(call q,$(BENCH)) --results-dir $(call q,$(RESULTS)) \
+	  --items $(call q,$(or $(N),$(error error: make plan-check needs N=<items>))) \
+	  $(if $(LAYOUT),--layout $(call q,$(LAYOUT))) $(if $(filter 1,$(IN_IMAGE)),--in-image)
 
 report: setup ## write results/report.html (plots, percentiles, cost, regressions) and regressions.json
 	$(PY) -m pipelines.report --results-dir $(call q,$(RESULTS)) $(if $(filter 1,$(FAIL_ON_REGRESSION)),--fail-on-regression)

@@ -44,10 +44,11 @@ def median_or_none(values: list[float | None]) -> float | None:
 
 
 def run_profile(bench: str, profile: str, items: int | str | None,
-                results_dir: pathlib.Path) -> dict[str, Any]:
+                results_dir: pathlib.Path, in_image: bool = False) -> dict[str, Any]:
   """One run in a fresh process (isolated.py), so its whole-process figure is a user's."""
   try:
-    record = isolated.run(Overrides(bench, profile=profile, items=items, results_dir=results_dir))
+    record = isolated.run(Overrides(bench, profile=profile, items=items, results_dir=results_dir,
+                                    in_image=in_image))
   except isolated.NotStarted as e:
     raise SystemExit(f"{bench} ({profile}): {e}") from None
   if record is None or record["status"] != "succeeded":
@@ -87,6 +88,8 @@ def main(argv: list[str] | None = None) -> int:
   parser.add_argument("--items", type=cli_types.items, default=None,
                       help="items per run; `share`: one Dataflow worker's share of the dataset")
   parser.add_argument("--repeats", type=positive_int, default=3)
+  parser.add_argument("--in-image", action="store_true",
+                      help="both profiles with their SDK workers in the pushed worker image")
   parser.add_argument("--results-dir", type=pathlib.Path, default=results_store.DEFAULT_DIR)
   args = parser.parse_args(argv)
   repeats = []
@@ -95,7 +98,8 @@ def main(argv: list[str] | None = None) -> int:
     for profile in PROFILES:
       print(f"\n=== {args.benchmark}: repeat {i + 1}/{args.repeats}, profile {profile} ===",
             flush=True)
-      pair[profile] = run_profile(args.benchmark, profile, args.items, args.results_dir)
+      pair[profile] = run_profile(args.benchmark, profile, args.items, args.results_dir,
+                                  args.in_image)
     repeats.append(pair)
   figures = summarize(repeats)
   table = format_table(args.benchmark, figures, args.repeats)

@@ -59,6 +59,21 @@ def usage_cost(usage: dict[str, float | None], prices: dict[str, Any],
   return cost
 
 
+def worker_hour_price(machine_type: str, disk_gb: float, accelerator: str | None,
+                      accelerator_count: int | None, prices: dict[str, Any]) -> float | None:
+  """One Dataflow batch worker's hourly price: vCPUs, memory, disk and GPUs; None where the
+  price list lacks the machine type or the accelerator."""
+  machine = prices["machine_types"].get(machine_type)
+  if machine is None or (accelerator and accelerator not in prices.get("accelerators", {})):
+    return None
+  rates = prices["dataflow_batch"]
+  hourly = (machine["vcpus"] * rates["vcpu_hour"] + machine["memory_gb"] * rates["memory_gb_hour"]
+            + disk_gb * rates["pd_standard_gb_hour"])
+  if accelerator:
+    hourly += (accelerator_count or 1) * prices["accelerators"][accelerator]["gpu_hour"]
+  return hourly
+
+
 def estimate(record: dict[str, Any], prices: dict[str, Any]) -> dict[str, Any]:
   """{'applicable': False, 'why': ...} for local runs; else the run's and per-1k cost."""
   meta = record["metadata"]
@@ -73,19 +88,13 @@ def estimate(record: dict[str, Any], prices: dict[str, Any]) -> dict[str, Any]:
     return {"applicable": True, "currency": currency, "basis": "job resource metrics",
             "usage": usage, "run": metered,
             "per_1k_inferences": metered / n * 1000 if n else None}
-  machine = prices["machine_types"].get(meta.get("machine_type"))
-  if machine is None:
+  if meta.get("machine_type") not in prices["machine_types"]:
     return {"applicable": False, "why": f"no price for machine type {meta.get('machine_type')}"}
-  rates = prices["dataflow_batch"]
-  per_worker_hour = (machine["vcpus"] * rates["vcpu_hour"]
-                     + machine["memory_gb"] * rates["memory_gb_hour"]
-                     + meta.get("disk_size_gb", 0) * rates["pd_standard_gb_hour"])
   accelerator = meta.get("accelerator")
-  if accelerator:
-    if accelerator not in prices.get("accelerators", {}):
-      return {"applicable": False, "why": f"no price for accelerator {accelerator}"}
-    per_worker_hour += (meta.get("accelerator_count", 1)
-                        * prices["accelerators"][accelerator]["gpu_hour"])
+  per_worker_hour = worker_hour_price(meta["machine_type"], meta.get("disk_size_gb", 0),
+                                      accelerator, meta.get("accelerator_count", 1), prices)
+  if per_worker_hour is None:
+    return {"applicable": False, "why": f"no price for accelerator {accelerator}"}
   hours = metrics.get("launch_to_finish_s") or metrics["wall_time_s"]
   worker_hours = meta.get("num_workers", 1) * hours / 3600
   total = worker_hours * per_worker_hour

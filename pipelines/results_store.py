@@ -166,3 +166,21 @@ def latest_sweeps(root: pathlib.Path = DEFAULT_DIR) -> dict[str, dict[str, Any]]
       continue
     found[benchmark] = sweep  # names sort by time within a benchmark
   return found
+
+
+def plans(root: pathlib.Path = DEFAULT_DIR) -> dict[str, dict[str, Any]]:
+  """The newest `make plan` of each benchmark (results/plans/<bench>.json); a file that is not a
+  plan gets one line on stderr and is skipped."""
+  found: dict[str, dict[str, Any]] = {}
+  for path in sorted((root / "plans").glob("*.json")):
+    if path.name.endswith("-check.json"):
+      continue  # make plan-check's result
+    try:
+      plan = json.loads(path.read_text())
+      if not isinstance(plan["benchmark"], str) or not isinstance(plan["rows"], list):
+        raise TypeError("wrong types")
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError) as e:
+      print(f"{path}: not a readable plan ({type(e).__name__}: {e}); skipped", file=sys.stderr)
+      continue
+    found[plan["benchmark"]] = plan
+  return found

@@ -67,12 +67,13 @@ LAYERS = [
     {"pipelines.progress", "pipelines.interrupts", "pipelines.dataflow", "pipelines.plan",
      "pipelines.runners", "pipelines.worker_container"},
     # readers of records
-    {"pipelines.publish", "pipelines.report"},
+    {"pipelines.publish", "pipelines.report", "pipelines.capacity"},
     # the launcher (runs one plan, then the post-run publish step)
     {"pipelines.run"},
     # commands built on the launcher
     {"pipelines.sweep", "pipelines.perf", "pipelines.compare_profiles", "pipelines.gpu_check",
-     "pipelines.bench_all", "pipelines.doctor", "pipelines.isolated"},
+     "pipelines.projection_check", "pipelines.bench_all", "pipelines.doctor",
+     "pipelines.isolated"},
 ]
 
 

@@ -19,7 +19,8 @@ def main(argv=None) -> int:
   args = parser.parse_args(argv)
   records = results_store.load_all(args.results_dir)
   sweeps = results_store.latest_sweeps(args.results_dir)
-  if not records and not sweeps:
+  plans = results_store.plans(args.results_dir)
+  if not records and not sweeps and not plans:
     print(f"error: {args.results_dir} holds no run records (none readable in "
           f"{args.results_dir / 'records'}) and no sweeps: no report written", file=sys.stderr)
     return 2
@@ -27,7 +28,7 @@ def main(argv=None) -> int:
   out = args.results_dir / "report.html"
   out.parent.mkdir(parents=True, exist_ok=True)
   out.write_text(page.render(records, analysis, cost.load_prices(), run_record.utc_now(),
-                             sweeps))
+                             sweeps, plans))
   summary = page.summary_json(analysis)
   (args.results_dir / "regressions.json").write_text(json.dumps(summary, indent=2) + "\n")
   print(f"report: {out.resolve()}")

@@ -133,8 +133,29 @@ def _sweep_section(sweeps: dict[str, dict[str, Any]]) -> str:
           + "</section>")
 
 
+def _plan_section(plans: dict[str, dict[str, Any]]) -> str:
+  if not plans:
+    return ""
+  parts = []
+  for name, p in sorted(plans.items()):
+    best = p.get("recommended")
+    c = p["constants"]
+    parts.append(
+        f"<h3>{_text(name)}</h3><p class=muted>{_fmt(p['items'])} items; worker boot "
+        f"{_fmt(c['WORKER_BOOT_S'])} s, image {_fmt(c['IMAGE_GB'])} GB at "
+        f"{_fmt(c['IMAGE_PULL_GBPS'])} GB/s; recommended: "
+        + (f"{_fmt(best['workers'])} x {_text(best['machine_type'])} (layout "
+           f"{_text(best['layout_on_machine'])}, {_text(best['basis'])}), "
+           f"{_fmt(best['job_s'] / 60)} min, ${_fmt(best['cost_usd'])}" if best else "none")
+        + "</p>" + _img(plots.plan_frontier(p), f"plan of {name}"))
+  return ("<section id=plans><h2>Workers and machine types (make plan)</h2><p class=muted>"
+          "Projected from local runs of one worker's share; machine types larger than the "
+          "measured one are projections (hollow).</p>" + "".join(parts) + "</section>")
+
+
 def render(records: list[dict[str, Any]], analysis: dict[str, Any], prices: dict[str, Any],
-           generated_at: str, sweeps: dict[str, dict[str, Any]] | None = None) -> str:
+           generated_at: str, sweeps: dict[str, dict[str, Any]] | None = None,
+           plans: dict[str, dict[str, Any]] | None = None) -> str:
   groups = analysis["groups"]
   index = "".join(
       f'<li><a href="#{html.escape(g["group"].slug())}">{html.escape(g["group"].label())}</a>'
@@ -144,6 +165,7 @@ def render(records: list[dict[str, Any]], analysis: dict[str, Any], prices: dict
                  + ", ".join(html.escape(f"{r['benchmark']} {r['run_id']}") for r in failed[-5:])
                  + "</p>") if failed else ""
   body = "".join(_group_section(g, prices) for g in groups) or "<p>No successful runs yet.</p>"
+  extra = _sweep_section(sweeps or {}) + _plan_section(plans or {})
   return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8">
 <title>Beam RunInference PyTorch benchmarks</title><style>{CSS}</style></head>
@@ -153,5 +175,5 @@ Runs are compared only within a group (benchmark, runner, device, machine type, 
 profile, worker layout).
 Change points: PELT over each headline metric, at least 3 runs per segment, changes under 5%
 ignored; red dashed lines are regressions.</p>
-{failed_note}<ul>{index}</ul>{body}{_sweep_section(sweeps or {})}</body></html>
+{failed_note}<ul>{index}</ul>{body}{extra}</body></html>
 """

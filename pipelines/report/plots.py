@@ -121,3 +121,32 @@ def sweep(sweep: dict[str, Any]) -> bytes:
   tput.legend(fontsize=8)
   fig.tight_layout()
   return _png(fig)
+
+
+def plan_frontier(plan: dict[str, Any]) -> bytes:
+  """`make plan`'s projections: job time against cost for every configuration (measured
+  machine type solid, projected hollow), the time-cost frontier, Beam's configuration and the
+  recommended one marked."""
+  fig, ax = plt.subplots(figsize=(7.5, 4.2))
+  for basis, style in (("measured", {}), ("projected", {"facecolors": "none"})):
+    rows = [r for r in plan["rows"] if r["basis"] == basis]
+    ax.scatter([r["job_s"] / 60 for r in rows], [r["cost_usd"] for r in rows], s=14, alpha=0.5,
+               edgecolors="#1f77b4", label=f"{basis} machine type", **style)
+  front = plan["frontier"]
+  ax.plot([r["job_s"] / 60 for r in front], [r["cost_usd"] for r in front], color="#2ca02c",
+          linewidth=1.6, label="frontier (none faster and cheaper)")
+  for rows, colour, label in (([r for r in plan["rows"] if r.get("beam")], "#d62728",
+                               "Beam's configuration"),
+                              ([plan["recommended"]] if plan.get("recommended") else [],
+                               "#ff7f0e", "recommended")):
+    ax.scatter([r["job_s"] / 60 for r in rows], [r["cost_usd"] for r in rows], s=120,
+               facecolors="none", edgecolors=colour, linewidths=2, label=label, zorder=4)
+  ax.set_xscale("log")
+  ax.set_yscale("log")
+  ax.set_xlabel("job time (min)")
+  ax.set_ylabel("job cost (USD)")
+  ax.set_title(f"{plan['benchmark']}: {plan['items']} items, projected", fontsize=10)
+  ax.grid(alpha=0.3, which="both")
+  ax.legend(fontsize=7)
+  fig.tight_layout()
+  return _png(fig)

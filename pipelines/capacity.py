@@ -1,0 +1,282 @@
+"""`make plan BENCH=<name> [ITEMS=50000] [DEADLINE=s] [BUDGET=usd]`: how many workers of which
+machine type, projected from what this kit measured.
+
+Model (one worker, items in parallel across workers, which Dataflow's batch jobs do):
+  worker seconds = boot + image pull + start-up + items per worker / steady items/s
+  job seconds    = worker seconds (the workers run side by side)
+  job cost       = workers x worker seconds x the machine type's hourly price (infra/prices.toml)
+where, for each worker layout of the benchmark, from its newest local records with a worker
+share (metrics.worker_share_s; in-image records preferred: they include the container's and
+every SDK process's start):
+  steady items/s = metrics.steady_throughput_per_s (all processes of the worker)
+  start-up       = worker_share_s - items / steady items/s (launcher, process start, model load,
+                   first batch: all that does not scale with the items)
+Constants no local run can measure, with where each default comes from (override in .env or
+on the command line):
+  WORKER_BOOT_S    VM boot and Dataflow's worker harness until the SDK container starts. Google
+                   publishes no figure; 120 s is an assumption (Dataflow's own console shows the
+                   workers' start-up in the job's worker logs: fit it from a real job, see below)
+  IMAGE_GB         the worker image's compressed size: default the cpu-resnet image this kit
+                   pushed here, 3.93 GB (PyPI's CUDA torch; Dataflow's CPU-wheel images are
+                   smaller); `make push` prints the registry's figure for yours
+  IMAGE_PULL_GBPS  pull rate from Artifact Registry in the same region; 0.1 GB/s is an
+                   assumption (a few hundred Mbit/s per VM)
+Machine types larger than the measured one are projections: steady items/s scales with vCPUs
+(per-vCPU throughput held), model copies with processes (memory per copy from the matrix); such
+rows say `projected`, never `measured`. Where Dataflow records of the benchmark exist, their job
+window and cost are shown beside the projection for the same configuration, and WORKER_BOOT_S
+is refitted from them (the window's excess over the projection without boot).
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import math
+import os
+import pathlib
+import statistics
+import sys
+from typing import Any
+
+from pipelines import cost, matrix, profiles, results_store
+from pipelines.layout import Layout
+
+WORKER_COUNTS = (1, 2, 5, 10, 20, 25, 50, 75, 100, 150, 200, 250, 300, 400, 500)
+DEFAULTS = {"WORKER_BOOT_S": 120.0, "IMAGE_GB": 3.93, "IMAGE_PULL_GBPS": 0.1}
+RECORDS_PER_LAYOUT = 3  # the newest ones, median
+
+
+class PlanInputMissing(RuntimeError):
+  """Nothing measured to project from: one line, exit 2."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Measured:
+  """One worker layout of the benchmark as measured on one machine type."""
+  layout: Layout
+  machine_type: str
+  vcpus: int
+  rate: float  # steady items/s of the whole worker
+  startup_s: float  # everything that does not scale with the items
+  in_image: bool
+  run_ids: tuple[str, ...]
+
+
+def constants(env: dict[str, str] = os.environ, **given: float | None) -> dict[str, float]:
+  out = dict(DEFAULTS)
+  for name in DEFAULTS:
+    value = given.get(name.lower())
+    value = env.get(name) if value is None else value
+    if value not in (None, ""):
+      try:
+        out[name] = float(value)
+      except ValueError:
+        raise PlanInputMissing(f"{name} must be a number, not {value!r}") from None
+      if out[name] < 0 or (name == "IMAGE_PULL_GBPS" and out[name] == 0):
+        raise PlanInputMissing(f"{name} must be positive, not {value!r}")
+  return out
+
+
+def measured(bench: matrix.Benchmark, records: list[dict[str, Any]]) -> list[Measured]:
+  """Per layout, from the newest local records of `bench` that have a worker share and a
+  steady state (in-image records first)."""
+  usable = [r for r in records if r["benchmark"] == bench.name and r["status"] == "succeeded"
+            and r["metadata"].get("runner") == "DirectRunner"
+            and r["metrics"].get("worker_share_s") and r["metrics"].get("steady_throughput_per_s")]
+  by_layout: dict[str, list[dict[str, Any]]] = {}
+  for r in usable:
+    by_layout.setdefault(r["metadata"]["layout"], []).append(r)
+  out = []
+  for layout, group in sorted(by_layout.items()):
+    in_image = [r for r in group if r["metadata"].get("in_image")]
+    chosen = sorted(in_image or group, key=lambda r: r["timestamp"])[-RECORDS_PER_LAYOUT:]
+    rates = [r["metrics"]["steady_throughput_per_s"] for r in chosen]
+    startups = [max(0.0, r["metrics"]["worker_share_s"]
+                    - r["metrics"]["num_inferences"] / r["metrics"]["steady_throughput_per_s"])
+                for r in chosen]
+    out.append(Measured(Layout.parse(layout), bench.machine.name, bench.machine.vcpus,
+                        statistics.median(rates), statistics.median(startups),
+                        bool(in_image), tuple(r["run_id"] for r in chosen)))
+  return out
+
+
+def worker_seconds(m: Measured, items_per_worker: int, vcpus: int, c: dict[str, float]) -> float:
+  rate = m.rate * vcpus / m.vcpus
+  return (c["WORKER_BOOT_S"] + c["IMAGE_GB"] / c["IMAGE_PULL_GBPS"] + m.startup_s
+          + items_per_worker / rate)
+
+
+def rows(bench: matrix.Benchmark, found: list[Measured], items: int, c: dict[str, float],
+         prices: dict[str, Any]) -> list[dict[str, Any]]:
+  """Every (machine type, layout, worker count) the measurements can speak for."""
+  out = []
+  for machine, shape in prices["machine_types"].items():
+    for m in found:
+      scale = shape["vcpus"] / m.vcpus
+      processes = m.layout.processes * scale
+      usable_mib = (shape["memory_gb"] - bench.machine.reserved_gb) * 1024
+      if scale != int(scale) or processes * bench.process_memory_mib > usable_mib:
+        continue  # the layout does not scale to this machine, or its copies do not fit
+      hourly = cost.worker_hour_price(machine, bench.dataflow.disk_size_gb,
+                                      bench.dataflow.accelerator,
+                                      bench.dataflow.accelerator_count, prices)
+      if hourly is None:
+        continue
+      for workers in WORKER_COUNTS:
+        seconds = worker_seconds(m, math.ceil(items / workers), shape["vcpus"], c)
+        out.append({"machine_type": machine, "layout": str(m.layout),
+                    "layout_on_machine": f"{int(processes)}x{m.layout.threads}",
+                    "workers": workers, "job_s": seconds,
+                    "cost_usd": workers * seconds / 3600 * hourly,
+                    "basis": "measured" if scale == 1 else "projected",
+                    "in_image": m.in_image})
+  return out
+
+
+def frontier(candidates: list[dict[str, Any]]) -> list[dict[str, Any]]:
+  """The configurations no other is both faster and cheaper than, fastest first."""
+  best: list[dict[str, Any]] = []
+  for row in sorted(candidates, key=lambda r: (r["job_s"], r["cost_usd"])):
+    if not best or row["cost_usd"] < best[-1]["cost_usd"]:
+      best.append(row)
+  return best
+
+
+def beam_configuration(bench_name: str) -> dict[str, Any]:
+  beam = profiles.get("beam")
+  shaped = beam.apply(matrix.get(bench_name))
+  return {"machine_type": shaped.dataflow.machine_type, "workers": shaped.dataflow.num_workers,
+          "layout": str(beam.layout_for(shaped))}
+
+
+def dataflow_actuals(bench: matrix.Benchmark, records: list[dict[str, Any]]
+                     ) -> list[dict[str, Any]]:
+  return [{"run_id": r["run_id"], "machine_type": r["metadata"].get("machine_type"),
+           "workers": r["metadata"].get("num_workers"), "layout": r["metadata"].get("layout"),
+           "items": r["metrics"].get("num_inferences"),
+           "job_s": r["metrics"].get("job_window_s") or r["metrics"].get("wall_time_s"),
+           "cost_usd": r["metrics"].get("cost_usd")}
+          for r in records if r["benchmark"] == bench.name and r["status"] == "succeeded"
+          and r["metadata"].get("runner") == "DataflowRunner"]
+
+
+def fit_boot(actuals: list[dict[str, Any]], found: list[Measured], c: dict[str, float],
+             prices: dict[str, Any]) -> float | None:
+  """WORKER_BOOT_S as the real jobs imply it: median of (job window - projection without boot)."""
+  implied = []
+  for a in actuals:
+    m = next((m for m in found if str(m.layout) == a["layout"]), None)
+    shape = prices["machine_types"].get(a["machine_type"])
+    if m is None or shape is None or not a["workers"] or not a["items"] or not a["job_s"]:
+      continue
+    no_boot = worker_seconds(m, math.ceil(a["items"] / a["workers"]), shape["vcpus"],
+                             {**c, "WORKER_BOOT_S": 0.0})
+    implied.append(a["job_s"] - no_boot)
+  return max(0.0, statistics.median(implied)) if implied else None
+
+
+def plan(bench_name: str, items: int, deadline_s: float | None, budget_usd: float | None,
+         results_dir: pathlib.Path, c: dict[str, float]) -> dict[str, Any]:
+  bench = matrix.get(bench_name)
+  records = results_store.load_all(results_dir) if results_dir.exists() else []
+  found = measured(bench, records)
+  if not found:
+    raise PlanInputMissing(
+        f"no local run of {bench.name} with a worker share and a steady state in "
+        f"{results_dir}: run e.g. `make bench-{bench.name} N=share` (IN_IMAGE=1 to include the "
+        "container's start-up) for each layout to compare (LAYOUT=...)")
+  prices = cost.load_prices()
+  actuals = dataflow_actuals(bench, records)
+  fitted = fit_boot(actuals, found, c, prices)
+  if fitted is not None:
+    c = {**c, "WORKER_BOOT_S": fitted}
+  candidates = rows(bench, found, items, c, prices)
+  beam = beam_configuration(bench.name)
+  for row in candidates:
+    row["beam"] = (row["machine_type"], row["workers"], row["layout"]) == (
+        beam["machine_type"], beam["workers"], beam["layout"])
+  meeting = [r for r in candidates if deadline_s is None or r["job_s"] <= deadline_s]
+  meeting = [r for r in meeting if budget_usd is None or r["cost_usd"] <= budget_usd]
+  cheapest = min(meeting, key=lambda r: (r["cost_usd"], r["job_s"]), default=None)
+  for a in actuals:
+    a["projected"] = next((r for r in candidates if (r["machine_type"], r["workers"],
+                           r["layout"]) == (a["machine_type"], a["workers"], a["layout"])), None)
+  return {"benchmark": bench.name, "items": items, "deadline_s": deadline_s,
+          "budget_usd": budget_usd, "constants": c, "boot_fitted_from_dataflow": fitted is not None,
+          "measured": [{**dataclasses.asdict(m), "layout": str(m.layout)} for m in found],
+          "beam": beam, "recommended": cheapest, "frontier": frontier(candidates),
+          "rows": candidates, "dataflow_actuals": actuals}
+
+
+def table(result: dict[str, Any]) -> str:
+  def line(r: dict[str, Any], mark: str) -> str:
+    return (f"{r['machine_type']:<14} {r['layout_on_machine']:>6} {r['workers']:>7} "
+            f"{r['job_s'] / 60:>9.1f} {r['cost_usd']:>9.2f}  {r['basis']:<9} {mark}")
+  c = result["constants"]
+  out = [f"{result['benchmark']}: {result['items']} items; worker boot {c['WORKER_BOOT_S']:.0f} s"
+         f"{' (fitted from Dataflow records)' if result['boot_fitted_from_dataflow'] else ''}, "
+         f"image {c['IMAGE_GB']:g} GB at {c['IMAGE_PULL_GBPS']:g} GB/s", "measured here:"]
+  for m in result["measured"]:
+    out.append(f"  layout {m['layout']} on {m['machine_type']}: {m['rate']:.2f} items/s steady, "
+               f"start-up {m['startup_s']:.1f} s ({'in the image' if m['in_image'] else 'host'}; "
+               f"runs {', '.join(m['run_ids'])})")
+  out += ["", f"{'machine type':<14} {'layout':>6} {'workers':>7} {'job min':>9} {'cost $':>9}"
+          "  basis"]
+  shown = {id(r): "frontier" for r in result["frontier"]}
+  for r in result["rows"]:
+    if r["beam"]:
+      shown[id(r)] = (shown.get(id(r), "") + " Beam's configuration").strip()
+  if result["recommended"]:
+    r = result["recommended"]
+    shown[id(r)] = (shown.get(id(r), "") + " <- cheapest"
+                    + (" meeting the deadline" if result["deadline_s"] else "")
+                    + (" within the budget" if result["budget_usd"] else "")).strip()
+  for r in sorted((r for r in result["rows"] if id(r) in shown),
+                  key=lambda r: (r["job_s"], r["cost_usd"])):
+    out.append(line(r, shown[id(r)]))
+  if not result["recommended"]:
+    out.append("no configuration meets the deadline and budget given")
+  if not any(r["beam"] for r in result["rows"]):
+    b = result["beam"]
+    out.append(f"Beam's configuration ({b['workers']} x {b['machine_type']}, layout "
+               f"{b['layout']}) is not projected: no local run of layout {b['layout']}")
+  for a in result["dataflow_actuals"]:
+    p = a["projected"]
+    out.append(f"Dataflow run {a['run_id']}: {a['job_s'] and a['job_s'] / 60:.1f} min, "
+               f"${a['cost_usd'] or 0:.2f}; projected "
+               + (f"{p['job_s'] / 60:.1f} min, ${p['cost_usd']:.2f}" if p else "n/a"))
+  return "\n".join(out)
+
+
+def main(argv: list[str] | None = None) -> int:
+  parser = argparse.ArgumentParser(description=__doc__,
+                                   formatter_class=argparse.RawDescriptionHelpFormatter)
+  parser.add_argument("benchmark")
+  parser.add_argument("--items", type=int, default=None,
+                      help="items in the job (default: the matrix dataset's, e.g. 50000)")
+  parser.add_argument("--deadline-s", type=float, default=None)
+  parser.add_argument("--budget-usd", type=float, default=None)
+  parser.add_argument("--results-dir", type=pathlib.Path, default=results_store.DEFAULT_DIR)
+  for name in DEFAULTS:
+    parser.add_argument(f"--{name.lower().replace('_', '-')}", type=float, default=None,
+                        dest=name.lower(), help=f"default {DEFAULTS[name]:g} (or {name} in .env)")
+  args = parser.parse_args(argv)
+  try:
+    bench = matrix.get(args.benchmark)
+    c = constants(**{name.lower(): getattr(args, name.lower()) for name in DEFAULTS})
+    result = plan(bench.name, args.items or bench.dataset_items, args.deadline_s,
+                  args.budget_usd, args.results_dir, c)
+  except (PlanInputMissing, matrix.MatrixError) as e:
+    print(f"error: plan {args.benchmark}: {e}", file=sys.stderr)
+    return 2
+  print(table(result))
+  out = args.results_dir / "plans" / f"{bench.name}.json"
+  out.parent.mkdir(parents=True, exist_ok=True)
+  out.write_text(json.dumps(result, indent=2) + "\n")
+  print(f"plan: {out}")
+  return 0
+
+
+if __name__ == "__main__":
+  sys.exit(main())

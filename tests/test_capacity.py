@@ -1,0 +1,116 @@
+"""`make plan` (pipelines/capacity.py) and `make plan-check`'s straight line: projections from
+planted measurements. Each record is built by the real record builder from Beam-shaped metrics
+whose worker timestamps plant a known start-up and steady throughput, saved in the real store."""
+from __future__ import annotations
+
+import pytest
+
+from pipelines import capacity, results_store, run_record
+from pipelines.projection_check import straight_line
+
+T0 = 1_800_000_000_000  # the launcher's start, epoch ms
+BATCH = 10
+
+
+def planted(layout: str, startup_s: float, rate: float, items: int = 200, in_image=True) -> dict:
+  """A bert-base record of one SDK process whose timeline gives worker_share_s = startup_s +
+  items / rate and a steady rate of `rate` items/s."""
+  last = T0 + (startup_s + items / rate) * 1000
+  first = last - (items - BATCH) / rate * 1000
+  process = "process/box:7/"
+  dist = {("BenchmarkKit", process + "batch_end_ms"):
+          {"sum": 0, "count": items // BATCH, "min": int(first), "max": int(last)}}
+  for fact, value in (("process_started_ms", T0 + 1000), ("model_load_start_ms", T0 + 3000),
+                      ("model_load_end_ms", T0 + 5000)):
+    dist[("BenchmarkKit", process + fact)] = {"sum": value, "count": 1, "min": value,
+                                              "max": value}
+  dist[("BeamML_PyTorch", "inference_request_batch_size")] = {
+      "sum": items, "count": items // BATCH, "min": BATCH, "max": BATCH}
+  counters = {("BeamML_PyTorch", "num_inferences"): items,
+              ("BenchmarkKit", process + "items_after_first_batch"): items - BATCH,
+              ("BenchmarkKit", process + "model_loads"): 1}
+  return run_record.build(
+      run_id=run_record.new_run_id(), benchmark="bert-base", started=run_record.utc_now(),
+      wall_time_s=startup_s + items / rate, raw_metrics={"counters": counters,
+                                                         "distributions": dist},
+      metadata={"runner": "DirectRunner", "layout": layout, "in_image": in_image},
+      share_clock=(T0, "launcher process start"))
+
+
+NO_STARTUP_CONSTANTS = {"WORKER_BOOT_S": 0.0, "IMAGE_GB": 0.0, "IMAGE_PULL_GBPS": 1.0}
+
+
+@pytest.fixture
+def measured_here(tmp_path):
+  results = tmp_path / "results"
+  for record in (planted("1x2", 10, 8), planted("2x1", 40, 10), planted("2x1", 40, 10)):
+    results_store.save(record, results)
+  return results
+
+
+def test_the_plan_recovers_the_planted_start_up_and_throughput(measured_here):
+  result = capacity.plan("bert-base", 50_000, None, None, measured_here, NO_STARTUP_CONSTANTS)
+  found = {m["layout"]: m for m in result["measured"]}
+  assert found["1x2"]["startup_s"] == pytest.approx(10, abs=0.01)
+  assert found["1x2"]["rate"] == pytest.approx(8, rel=1e-3)
+  assert found["2x1"]["startup_s"] == pytest.approx(40, abs=0.01)
+  assert found["2x1"]["rate"] == pytest.approx(10, rel=1e-3)
+  # 50,000 items on 250 n1-standard-2 workers, layout 1x2: 10 s + 200 / 8 items/s
+  row = next(r for r in result["rows"] if (r["machine_type"], r["workers"], r["layout"])
+             == ("n1-standard-2", 250, "1x2"))
+  assert row["job_s"] == pytest.approx(35.0) and row["basis"] == "measured"
+
+
+def test_the_plan_picks_the_cheapest_configuration_that_meets_the_deadline(measured_here):
+  result = capacity.plan("bert-base", 50_000, 600, None, measured_here, NO_STARTUP_CONSTANTS)
+  best = result["recommended"]
+  # 2x1 on n1-standard-4 (projected: 4 processes, twice the items/s): 5 workers, 40 + 500 s;
+  # cheaper than 10 n1-standard-2 workers at the same time (the disk is per worker) and
+  # than any 1x2 (its 8 items/s needs 20 workers to meet 600 s)
+  assert (best["machine_type"], best["layout"], best["workers"]) == ("n1-standard-4", "2x1", 5)
+  assert best["layout_on_machine"] == "4x1" and best["basis"] == "projected"
+  assert best["job_s"] == pytest.approx(540.0)
+  faster_and_cheaper = [r for r in result["rows"] if r["job_s"] <= 600
+                        and r["cost_usd"] < best["cost_usd"]]
+  assert faster_and_cheaper == []
+  # the frontier: each row faster than the next and dearer
+  frontier = result["frontier"]
+  assert all(a["job_s"] <= b["job_s"] and a["cost_usd"] > b["cost_usd"]
+             for a, b in zip(frontier, frontier[1:]))
+
+
+def test_beams_configuration_is_marked_when_its_layout_was_measured(tmp_path):
+  results = tmp_path / "results"
+  results_store.save(planted("2x2", 30, 9), results)  # Beam's default layout on n1-standard-2
+  result = capacity.plan("bert-base", 50_000, None, None, results, NO_STARTUP_CONSTANTS)
+  (beam,) = [r for r in result["rows"] if r["beam"]]
+  assert (beam["machine_type"], beam["workers"], beam["layout"]) == ("n1-standard-2", 250, "2x2")
+  assert "Beam's configuration" in capacity.table(result)
+
+
+def test_no_measurement_is_one_line(tmp_path, capsys):
+  assert capacity.main(["bert-base", "--results-dir", str(tmp_path)]) == 2
+  (line,) = capsys.readouterr().err.strip().splitlines()
+  assert "no local run of bert-base with a worker share" in line and "N=share" in line
+
+
+def test_a_bad_constant_is_refused(monkeypatch):
+  monkeypatch.setenv("IMAGE_PULL_GBPS", "0")
+  with pytest.raises(capacity.PlanInputMissing, match="IMAGE_PULL_GBPS must be positive"):
+    capacity.constants()
+
+
+def test_the_check_line_goes_through_both_points():
+  startup, per_item = straight_line(100, 30.0, 400, 60.0)
+  assert (startup, per_item) == pytest.approx((20.0, 0.1))
+  assert startup + 200 * per_item == pytest.approx(40.0)
+
+
+def test_the_report_draws_the_plans_frontier(measured_here):
+  from pipelines.report import __main__ as report
+  assert capacity.main(["bert-base", "--results-dir", str(measured_here), "--deadline-s", "600",
+                        "--worker-boot-s", "0", "--image-gb", "0"]) == 0
+  assert report.main(["--results-dir", str(measured_here)]) == 0
+  page = (measured_here / "report.html").read_text()
+  assert "<section id=plans>" in page and 'alt="plan of bert-base"' in page
+  assert "recommended: 5 x n1-standard-4 (layout 4x1, projected)" in page
