@@ -53,7 +53,8 @@ class PlanInputMissing(RuntimeError):
 
 @dataclasses.dataclass(frozen=True)
 class Measured:
-  """One worker layout of the benchmark as measured on one machine type."""
+  """One profile and worker layout of the benchmark as measured on one machine type."""
+  profile: str  # its batching and step label: tuned or beam
   layout: Layout
   machine_type: str
   vcpus: int
@@ -79,23 +80,24 @@ def constants(env: dict[str, str] = os.environ, **given: float | None) -> dict[s
 
 
 def measured(bench: matrix.Benchmark, records: list[dict[str, Any]]) -> list[Measured]:
-  """Per layout, from the newest local records of `bench` that have a worker share and a
-  steady state (in-image records first)."""
+  """Per profile and layout, from the newest local records of `bench` that have a worker share
+  and a steady state (in-image records first)."""
   usable = [r for r in records if r["benchmark"] == bench.name and r["status"] == "succeeded"
             and r["metadata"].get("runner") == "DirectRunner"
             and r["metrics"].get("worker_share_s") and r["metrics"].get("steady_throughput_per_s")]
-  by_layout: dict[str, list[dict[str, Any]]] = {}
+  by_layout: dict[tuple[str, str], list[dict[str, Any]]] = {}
   for r in usable:
-    by_layout.setdefault(r["metadata"]["layout"], []).append(r)
+    key = (r["metadata"].get("profile") or profiles.DEFAULT, r["metadata"]["layout"])
+    by_layout.setdefault(key, []).append(r)
   out = []
-  for layout, group in sorted(by_layout.items()):
+  for (profile, layout), group in sorted(by_layout.items()):
     in_image = [r for r in group if r["metadata"].get("in_image")]
     chosen = sorted(in_image or group, key=lambda r: r["timestamp"])[-RECORDS_PER_LAYOUT:]
     rates = [r["metrics"]["steady_throughput_per_s"] for r in chosen]
     startups = [max(0.0, r["metrics"]["worker_share_s"]
                     - r["metrics"]["num_inferences"] / r["metrics"]["steady_throughput_per_s"])
                 for r in chosen]
-    out.append(Measured(Layout.parse(layout), bench.machine.name, bench.machine.vcpus,
+    out.append(Measured(profile, Layout.parse(layout), bench.machine.name, bench.machine.vcpus,
                         statistics.median(rates), statistics.median(startups),
                         bool(in_image), tuple(r["run_id"] for r in chosen)))
   return out
@@ -125,7 +127,7 @@ def rows(bench: matrix.Benchmark, found: list[Measured], items: int, c: dict[str
         continue
       for workers in WORKER_COUNTS:
         seconds = worker_seconds(m, math.ceil(items / workers), shape["vcpus"], c)
-        out.append({"machine_type": machine, "layout": str(m.layout),
+        out.append({"machine_type": machine, "profile": m.profile, "layout": str(m.layout),
                     "layout_on_machine": f"{int(processes)}x{m.layout.threads}",
                     "workers": workers, "job_s": seconds,
                     "cost_usd": workers * seconds / 3600 * hourly,
@@ -147,13 +149,14 @@ def beam_configuration(bench_name: str) -> dict[str, Any]:
   beam = profiles.get("beam")
   shaped = beam.apply(matrix.get(bench_name))
   return {"machine_type": shaped.dataflow.machine_type, "workers": shaped.dataflow.num_workers,
-          "layout": str(beam.layout_for(shaped))}
+          "layout": str(beam.layout_for(shaped)), "profile": beam.name}
 
 
 def dataflow_actuals(bench: matrix.Benchmark, records: list[dict[str, Any]]
                      ) -> list[dict[str, Any]]:
   return [{"run_id": r["run_id"], "machine_type": r["metadata"].get("machine_type"),
            "workers": r["metadata"].get("num_workers"), "layout": r["metadata"].get("layout"),
+           "profile": r["metadata"].get("profile") or profiles.DEFAULT,
            "items": r["metrics"].get("num_inferences"),
            "job_s": r["metrics"].get("job_window_s") or r["metrics"].get("wall_time_s"),
            "cost_usd": r["metrics"].get("cost_usd")}
@@ -166,7 +169,8 @@ def fit_boot(actuals: list[dict[str, Any]], found: list[Measured], c: dict[str, 
   """WORKER_BOOT_S as the real jobs imply it: median of (job window - projection without boot)."""
   implied = []
   for a in actuals:
-    m = next((m for m in found if str(m.layout) == a["layout"]), None)
+    m = next((m for m in found if (m.profile, str(m.layout)) == (a["profile"], a["layout"])),
+             None)
     shape = prices["machine_types"].get(a["machine_type"])
     if m is None or shape is None or not a["workers"] or not a["items"] or not a["job_s"]:
       continue
@@ -194,14 +198,15 @@ def plan(bench_name: str, items: int, deadline_s: float | None, budget_usd: floa
   candidates = rows(bench, found, items, c, prices)
   beam = beam_configuration(bench.name)
   for row in candidates:
-    row["beam"] = (row["machine_type"], row["workers"], row["layout"]) == (
-        beam["machine_type"], beam["workers"], beam["layout"])
+    row["beam"] = (row["machine_type"], row["workers"], row["layout"], row["profile"]) == (
+        beam["machine_type"], beam["workers"], beam["layout"], beam["profile"])
   meeting = [r for r in candidates if deadline_s is None or r["job_s"] <= deadline_s]
   meeting = [r for r in meeting if budget_usd is None or r["cost_usd"] <= budget_usd]
   cheapest = min(meeting, key=lambda r: (r["cost_usd"], r["job_s"]), default=None)
   for a in actuals:
-    a["projected"] = next((r for r in candidates if (r["machine_type"], r["workers"],
-                           r["layout"]) == (a["machine_type"], a["workers"], a["layout"])), None)
+    a["projected"] = next((r for r in candidates if (r["machine_type"], r["workers"], r["layout"],
+                           r["profile"]) == (a["machine_type"], a["workers"], a["layout"],
+                                             a["profile"])), None)
   return {"benchmark": bench.name, "items": items, "deadline_s": deadline_s,
           "budget_usd": budget_usd, "constants": c, "boot_fitted_from_dataflow": fitted is not None,
           "measured": [{**dataclasses.asdict(m), "layout": str(m.layout)} for m in found],
@@ -211,18 +216,20 @@ def plan(bench_name: str, items: int, deadline_s: float | None, budget_usd: floa
 
 def table(result: dict[str, Any]) -> str:
   def line(r: dict[str, Any], mark: str) -> str:
-    return (f"{r['machine_type']:<14} {r['layout_on_machine']:>6} {r['workers']:>7} "
+    return (f"{r['machine_type']:<14} {r['profile']:<6} {r['layout_on_machine']:>6} "
+            f"{r['workers']:>7} "
             f"{r['job_s'] / 60:>9.1f} {r['cost_usd']:>9.2f}  {r['basis']:<9} {mark}")
   c = result["constants"]
   out = [f"{result['benchmark']}: {result['items']} items; worker boot {c['WORKER_BOOT_S']:.0f} s"
          f"{' (fitted from Dataflow records)' if result['boot_fitted_from_dataflow'] else ''}, "
          f"image {c['IMAGE_GB']:g} GB at {c['IMAGE_PULL_GBPS']:g} GB/s", "measured here:"]
   for m in result["measured"]:
-    out.append(f"  layout {m['layout']} on {m['machine_type']}: {m['rate']:.2f} items/s steady, "
+    out.append(f"  {m['profile']} layout {m['layout']} on {m['machine_type']}: "
+               f"{m['rate']:.2f} items/s steady, "
                f"start-up {m['startup_s']:.1f} s ({'in the image' if m['in_image'] else 'host'}; "
                f"runs {', '.join(m['run_ids'])})")
-  out += ["", f"{'machine type':<14} {'layout':>6} {'workers':>7} {'job min':>9} {'cost $':>9}"
-          "  basis"]
+  out += ["", f"{'machine type':<14} {'profile':<6} {'layout':>6} {'workers':>7} {'job min':>9} "
+          f"{'cost $':>9}  basis"]
   shown = {id(r): "frontier" for r in result["frontier"]}
   for r in result["rows"]:
     if r["beam"]:
@@ -240,7 +247,8 @@ def table(result: dict[str, Any]) -> str:
   if not any(r["beam"] for r in result["rows"]):
     b = result["beam"]
     out.append(f"Beam's configuration ({b['workers']} x {b['machine_type']}, layout "
-               f"{b['layout']}) is not projected: no local run of layout {b['layout']}")
+               f"{b['layout']}) is not projected: no local run of PROFILE=beam with a worker "
+               f"share (make compare-profiles BENCH=... N=share)")
   for a in result["dataflow_actuals"]:
     p = a["projected"]
     out.append(f"Dataflow run {a['run_id']}: {a['job_s'] and a['job_s'] / 60:.1f} min, "

@@ -246,4 +246,7 @@ class WorkerContainer:
             "oom_kills": int(fields.get("oom_kill", 0))}
 
   def stop(self) -> None:
+    # SIGKILL first: the pool is the container's PID 1, which ignores SIGTERM, so a plain
+    # `rm -f` waits out the 10 s stop timeout after every run
+    _run([self.cli, "kill", self.name], timeout=60)
     _run([self.cli, "rm", "-f", self.name], timeout=60)

@@ -12,7 +12,8 @@ T0 = 1_800_000_000_000  # the launcher's start, epoch ms
 BATCH = 10
 
 
-def planted(layout: str, startup_s: float, rate: float, items: int = 200, in_image=True) -> dict:
+def planted(layout: str, startup_s: float, rate: float, items: int = 200, in_image=True,
+            profile: str = "tuned") -> dict:
   """A bert-base record of one SDK process whose timeline gives worker_share_s = startup_s +
   items / rate and a steady rate of `rate` items/s."""
   last = T0 + (startup_s + items / rate) * 1000
@@ -33,7 +34,8 @@ def planted(layout: str, startup_s: float, rate: float, items: int = 200, in_ima
       run_id=run_record.new_run_id(), benchmark="bert-base", started=run_record.utc_now(),
       wall_time_s=startup_s + items / rate, raw_metrics={"counters": counters,
                                                          "distributions": dist},
-      metadata={"runner": "DirectRunner", "layout": layout, "in_image": in_image},
+      metadata={"runner": "DirectRunner", "layout": layout, "in_image": in_image,
+                "profile": profile},
       share_clock=(T0, "launcher process start"))
 
 
@@ -81,10 +83,13 @@ def test_the_plan_picks_the_cheapest_configuration_that_meets_the_deadline(measu
 
 def test_beams_configuration_is_marked_when_its_layout_was_measured(tmp_path):
   results = tmp_path / "results"
-  results_store.save(planted("2x2", 30, 9), results)  # Beam's default layout on n1-standard-2
+  results_store.save(planted("2x2", 30, 9, profile="beam"), results)  # Beam's own settings
+  results_store.save(planted("2x2", 20, 12), results)  # the same layout, tuned: not Beam's
   result = capacity.plan("bert-base", 50_000, None, None, results, NO_STARTUP_CONSTANTS)
   (beam,) = [r for r in result["rows"] if r["beam"]]
-  assert (beam["machine_type"], beam["workers"], beam["layout"]) == ("n1-standard-2", 250, "2x2")
+  assert (beam["machine_type"], beam["workers"], beam["layout"], beam["profile"]) == (
+      "n1-standard-2", 250, "2x2", "beam")
+  assert beam["job_s"] == pytest.approx(30 + 200 / 9, abs=0.01)  # whole ms timestamps
   assert "Beam's configuration" in capacity.table(result)
 
 

@@ -223,6 +223,10 @@ def test_a_benchmark_runs_inside_the_image_as_one_n1_standard_2_worker(pushed, i
   assert (box["machine_type"], box["cpus"], box["memory_limit_mib"]) == ("n1-standard-2", 2, 7680)
   assert 100 < box["peak_memory_mib"] < box["memory_limit_mib"] and box["oom_kills"] == 0
   assert meta["harness_threads"] == 1
+  # the worker share counts the container's start and the SDK process's own (#18)
+  m = record["metrics"]
+  assert m["worker_share_launch_s"] > 0 and m["worker_share_process_start_s"] > 0
+  assert m["worker_share_s"] > m["worker_share_launch_s"] + m["worker_share_model_load_s"]
   assert containers_named(f"bench-{record['run_id']}") == []  # removed after the run
 
 
