@@ -119,3 +119,17 @@ def test_the_report_draws_the_plans_frontier(measured_here):
   page = (measured_here / "report.html").read_text()
   assert "<section id=plans>" in page and 'alt="plan of bert-base"' in page
   assert "recommended: 5 x n1-standard-4 (layout 4x1, projected)" in page
+
+
+def test_a_dataflow_record_is_shown_beside_its_projection_and_refits_the_boot(measured_here):
+  job = planted("2x1", 40, 10)  # a Dataflow run of 50,000 items on 250 n1-standard-2 workers
+  job["metadata"].update(runner="DataflowRunner", machine_type="n1-standard-2", num_workers=250)
+  job["metrics"].update(num_inferences=50_000, job_window_s=400.0, cost_usd=4.2)
+  results_store.save(job, measured_here)
+  result = capacity.plan("bert-base", 50_000, None, None, measured_here, NO_STARTUP_CONSTANTS)
+  # 400 s of window less the boot-free projection (40 s + 200 / 10 items/s) is the boot
+  assert result["boot_fitted_from_dataflow"]
+  assert result["constants"]["WORKER_BOOT_S"] == pytest.approx(340, abs=0.1)
+  (actual,) = result["dataflow_actuals"]
+  assert actual["job_s"] == 400.0 and actual["projected"]["job_s"] == pytest.approx(400, abs=0.1)
+  assert "Dataflow run" in capacity.table(result)
