@@ -206,7 +206,8 @@ plan: $(if $(BENCH),setup,needs-bench) ## BENCH=<name> [ITEMS= DEADLINE=s BUDGET
 	  $(if $(ITEMS),--items $(call q,$(ITEMS))) $(if $(DEADLINE),--deadline-s $(call q,$(DEADLINE))) \
 	  $(if $(BUDGET),--budget-usd $(call q,$(BUDGET)))
 
-plan-check: $(if $(BENCH),data,needs-bench) ## BENCH=<name> N=<n>: project 2N items from runs at N and 4N, run 2N, print the error
+plan-check: $(if $(BENCH),models,needs-bench) ## BENCH=<name> N=<n>: project 2N items from runs at N and 4N, run 2N, print the error
+	$(PY) -m pipelines.data --out data --items $(call q,$(shell echo $$((4 * $(or $(filter-out share,$(N)),1)))))
 	$(PY) -m pipelines.projection_check $(call q,$(BENCH)) --results-dir $(call q,$(RESULTS)) \
 	  --items $(call q,$(or $(N),$(error error: make plan-check needs N=<items>))) \
 	  $(if $(LAYOUT),--layout $(call q,$(LAYOUT))) $(if $(filter 1,$(IN_IMAGE)),--in-image)
