@@ -12,13 +12,13 @@ from __future__ import annotations
 import argparse
 import json
 import pathlib
-import statistics
 import sys
 from typing import Any
 
 from pipelines import cli_types, isolated, results_store, run_record
 from pipelines.cli_types import positive_int
 from pipelines.plan import Overrides
+from pipelines.sweep_results import median_or_none
 
 PROFILES = ("tuned", "beam")
 METRICS = (
@@ -36,11 +36,6 @@ SETTINGS = ("layout", "processes", "threads", "batching", "inference_step")
 
 def ratio(beam: float | None, tuned: float | None) -> float | None:
   return beam / tuned if beam is not None and tuned not in (None, 0) else None
-
-
-def median_or_none(values: list[float | None]) -> float | None:
-  present = [v for v in values if v is not None]
-  return statistics.median(present) if present else None
 
 
 def run_profile(bench: str, profile: str, items: int | str | None,

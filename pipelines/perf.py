@@ -28,6 +28,7 @@ from pipelines import cli_types, isolated, matrix, profiles, progress, run_recor
 from pipelines.cli_types import positive_int
 from pipelines.layout import Layout
 from pipelines.plan import Overrides
+from pipelines.sweep_results import median_or_none
 from pipelines.worker import image_classification, language_modeling
 from pipelines.worker.handler import cuda_usable
 from pipelines.worker.models import VOCAB_FILE, build_architecture
@@ -147,13 +148,8 @@ def median_row(bench: matrix.Benchmark, items: int, layout: str, repeats: list[d
           "layout": layout, "default": layout == str(profile.layout_for(bench)),
           **pairs[len(pairs) // 2],
           "efficiency_min": pairs[0]["efficiency"], "efficiency_max": pairs[-1]["efficiency"],
-          "worker_share_s_median": median_present([p.get("worker_share_s") for p in pairs]),
+          "worker_share_s_median": median_or_none([p.get("worker_share_s") for p in pairs]),
           "pairs": pairs}
-
-
-def median_present(values: list[float | None]) -> float | None:
-  present = [v for v in values if v is not None]
-  return statistics.median(present) if present else None
 
 
 def share_text(seconds: float | None) -> str:

@@ -7,11 +7,16 @@ import statistics
 from typing import Any
 
 
+def median_or_none(values: list[float | None]) -> float | None:
+  """The median of the values present (None: a repeat without that figure); None if none is."""
+  present = [v for v in values if v is not None]
+  return statistics.median(present) if present else None
+
+
 def summarize(records: list[dict[str, Any]]) -> dict[str, Any]:
   """A point's figures: medians over its repeats."""
   def median(get):
-    values = [v for v in (get(r) for r in records) if v is not None]
-    return statistics.median(values) if values else None
+    return median_or_none([get(r) for r in records])
   last = records[-1]["metadata"]
   return {
       "steady_items_per_s": median(lambda r: r["metrics"]["steady_throughput_per_s"]),
