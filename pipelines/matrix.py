@@ -7,6 +7,7 @@ import pathlib
 import tomllib
 from typing import Any
 
+from pipelines.cli_types import SHARE
 from pipelines.layout import Layout, LayoutError, check_memory
 from pipelines.worker import tasks
 from pipelines.worker.tasks import DEVICES, TASKS
@@ -79,6 +80,15 @@ class Benchmark:
     """The items one Dataflow worker gets: the dataset divided by the worker count (Beam's
     BERT jobs: 50,000 / 250 = 200 sentences; its ResNet jobs: 50,000 / 75 = 667 images)."""
     return -(-self.dataset_items // self.dataflow.num_workers)
+
+  def worker_share(self) -> dict[str, int]:
+    """What N=share means for this benchmark (recorded with the runs it sized)."""
+    return {"items": self.share_items, "dataset_items": self.dataset_items,
+            "num_workers": self.dataflow.num_workers}
+
+  def items_for(self, asked: int | str | None) -> int:
+    """The items a local run takes for N: a count, `share`, or None (the matrix's local count)."""
+    return self.share_items if asked == SHARE else asked or self.local_items
 
   @property
   def needs_gpu(self) -> bool:

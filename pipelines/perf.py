@@ -183,7 +183,7 @@ def main(argv: list[str] | None = None) -> int:
              if b.name in wanted and (gpu_here or not b.needs_gpu)]
   rows, ratios = [], []
   for index, bench in enumerate(benches, 1):
-    items = bench.share_items if args.items == cli_types.SHARE else args.items or bench.local_items
+    items = bench.items_for(args.items)
     one_process = Layout(1, os.cpu_count() or 1)
     chosen = profile.layout_for(bench)
     layouts = list(dict.fromkeys([one_process, chosen, *args.layouts]))

@@ -146,15 +146,12 @@ def _local(bench: matrix.Benchmark, o: Overrides,
                     "machine (copy it here, or run on Dataflow: RUNNER=DataflowRunner)")
   source = pathlib.Path(o.input) if o.input else o.data_dir / bench.task_spec.input_file
   lines = read_input_lines(source, default_source)
-  items = (bench.share_items if o.items == SHARE else
-           o.items or (len(lines) if o.input else bench.local_items))
+  items = len(lines) if o.input and not o.items else bench.items_for(o.items)
   if len(lines) < items:
     raise PlanError(f"{source} has {len(lines)} items, {items} requested"
                     + (f": run `make data N={o.items}`" if default_source else ""))
-  share = ({"items": items, "dataset_items": bench.dataset_items,
-            "num_workers": bench.dataflow.num_workers} if o.items == SHARE else None)
   return {"items": items, "input": str(source), "input_lines": tuple(lines[:items]),
-          "worker_share": share,
+          "worker_share": bench.worker_share() if o.items == SHARE else None,
           "model_files": tuple((model_files or local_model_files(bench, o.models_dir)).items())}
 
 

@@ -68,7 +68,7 @@ def main(argv: list[str] | None = None) -> int:
   except matrix.MatrixError as e:
     print(f"error: sweep {args.benchmark}: {e}", file=sys.stderr)
     return 2
-  items = bench.share_items if args.items == cli_types.SHARE else args.items or bench.local_items
+  items = bench.items_for(args.items)
   point_results = args.results_dir / "sweeps" / "runs"
   if "length" in bench.task_spec.batchings:
     known = bench.task_spec.batchings
@@ -89,9 +89,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"error: sweep {args.benchmark}: {e}", file=sys.stderr)
     return 2
   sweep = {"benchmark": bench.name, "items": items, "repeats": args.repeats,
-           "worker_share": ({"dataset_items": bench.dataset_items,
-                             "num_workers": bench.dataflow.num_workers}
-                            if args.items == cli_types.SHARE else None),
+           "worker_share": bench.worker_share() if args.items == cli_types.SHARE else None,
            "batch_sizes": args.batch_sizes, "layouts": [str(x) for x in args.layouts],
            "default_layout": str(bench.layout), "default_batch_size": bench.local_batch_size,
            "default_batching": bench.batching if "length" in bench.task_spec.batchings else None,
