@@ -50,10 +50,8 @@ class Layout:
 
   def in_image_beam_args(self) -> list[str]:
     """The FnApiRunner's flags when its SDK workers are a worker image's pool (IN_IMAGE=1): the
-    pool starts the processes, so the running mode must keep the EXTERNAL environment. Their
-    logs reach the launcher as whole log protos: warnings and errors only."""
-    return [f"--direct_num_workers={self.processes}", "--direct_running_mode=in_memory",
-            "--default_sdk_harness_log_level=WARNING"]
+    pool starts the processes, so the running mode must keep the EXTERNAL environment."""
+    return [f"--direct_num_workers={self.processes}", "--direct_running_mode=in_memory"]
 
   def dataflow_experiments(self, vcpus: int) -> list[str]:
     if self.processes == 1:

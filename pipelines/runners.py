@@ -95,7 +95,9 @@ class InImageRun(LocalRun):
     machine = plan.bench.machine
     port = worker_container.free_port()
     launch.engine = WorkerPoolEngine(f"localhost:{port}")
-    launch.beam_args = plan.layout.in_image_beam_args()
+    # The workers' logs reach the launcher as whole log protos: warnings and errors only.
+    launch.beam_args = [*plan.layout.in_image_beam_args(),
+                        "--default_sdk_harness_log_level=WARNING"]
     limits = worker_container.Limits(machine.name, machine.vcpus,
                                      int(machine.memory_gb * 1024))
     mounts = [(launch.run_dir.resolve(), "rw")]
