@@ -40,7 +40,7 @@ import sys
 from typing import Any
 
 from pipelines import cost, matrix, profiles, results_store
-from pipelines.layout import Layout
+from pipelines.layout import Layout, LayoutError, check_memory
 
 WORKER_COUNTS = (1, 2, 5, 10, 20, 25, 50, 75, 100, 150, 200, 250, 300, 400, 500)
 DEFAULTS = {"WORKER_BOOT_S": 120.0, "IMAGE_GB": 3.93, "IMAGE_PULL_GBPS": 0.1}
@@ -114,21 +114,25 @@ def rows(bench: matrix.Benchmark, found: list[Measured], items: int, c: dict[str
   """Every (machine type, layout, worker count) the measurements can speak for."""
   out = []
   for machine, shape in prices["machine_types"].items():
+    hourly = cost.worker_hour_price(machine, bench.dataflow.disk_size_gb,
+                                    bench.dataflow.accelerator,
+                                    bench.dataflow.accelerator_count, prices)
+    if hourly is None:
+      continue
     for m in found:
       scale = shape["vcpus"] / m.vcpus
-      processes = m.layout.processes * scale
-      usable_mib = (shape["memory_gb"] - bench.machine.reserved_gb) * 1024
-      if scale != int(scale) or processes * bench.process_memory_mib > usable_mib:
-        continue  # the layout does not scale to this machine, or its copies do not fit
-      hourly = cost.worker_hour_price(machine, bench.dataflow.disk_size_gb,
-                                      bench.dataflow.accelerator,
-                                      bench.dataflow.accelerator_count, prices)
-      if hourly is None:
+      if scale != int(scale):
+        continue  # the layout does not scale to this machine
+      on_machine = Layout(m.layout.processes * int(scale), m.layout.threads)
+      try:  # the launcher's own arithmetic: copies that cannot fit are not a configuration
+        check_memory(on_machine, bench.process_memory_mib, machine, shape["memory_gb"],
+                     bench.machine.reserved_gb, bench.model)
+      except LayoutError:
         continue
       for workers in WORKER_COUNTS:
         seconds = worker_seconds(m, math.ceil(items / workers), shape["vcpus"], c)
         out.append({"machine_type": machine, "profile": m.profile, "layout": str(m.layout),
-                    "layout_on_machine": f"{int(processes)}x{m.layout.threads}",
+                    "layout_on_machine": str(on_machine),
                     "workers": workers, "job_s": seconds,
                     "cost_usd": workers * seconds / 3600 * hourly,
                     "basis": "measured" if scale == 1 else "projected",
