@@ -174,10 +174,13 @@ def _in_image(bench: matrix.Benchmark, o: Overrides) -> dict[str, Any]:
   except worker_container.ContainerError as e:
     raise PlanError(str(e)) from None
   local = _local(bench, o, model_files=files)
+  root = input_files_root(local["input_lines"]) if bench.task_spec.reads_files else None
+  for mounted in (o.results_dir.resolve(), root):
+    if mounted and ":" in str(mounted):  # `-v SRC:DST:MODE` would split the name
+      raise PlanError(f"IN_IMAGE=1 mounts {mounted} into the container, and a ':' in its name "
+                      "cannot be mounted: use a folder without one")
   return {**local, "image": image, "in_image": True,
-          "image_versions": tuple(sorted(versions.items())),
-          "input_files_root": input_files_root(local["input_lines"]) if
-          bench.task_spec.reads_files else None}
+          "image_versions": tuple(sorted(versions.items())), "input_files_root": root}
 
 
 def input_files_root(lines: tuple[bytes, ...]) -> pathlib.Path | None:

@@ -81,20 +81,18 @@ def _run(args: list[str], timeout: float = 120) -> subprocess.CompletedProcess:
   return subprocess.run(args, capture_output=True, text=True, timeout=timeout, check=False)
 
 
-def pull(image: str) -> float:
-  """Makes `image` (name@sha256:...) local the way a Dataflow worker does, from its registry
-  (loopback registries over plain HTTP, as `make push` uses them); returns the seconds it took
-  (0 when it was here already)."""
-  if _run([cli(), "image", "exists", image]).returncode == 0:
-    return 0.0
-  registry = image.split("/", 1)[0]
-  plain = registry.startswith(("127.0.0.1:", "localhost:"))
-  started = time.monotonic()
-  done = _run([cli(), "pull", "--quiet", *(["--tls-verify=false"] if plain else []), image],
-              timeout=3600)
+def pull(image: str) -> None:
+  """Makes `image` (name@sha256:...) local the way a Dataflow worker does, from its registry.
+  Loopback registries serve plain HTTP, as `make push` uses them: podman needs telling, docker
+  treats 127.0.0.0/8 as insecure already. `image inspect` is the existence check both CLIs have."""
+  command = cli()
+  if _run([command, "image", "inspect", image]).returncode == 0:
+    return
+  plain = image.split("/", 1)[0].startswith(("127.0.0.1:", "localhost:"))
+  tls = ["--tls-verify=false"] if plain and pathlib.Path(command).name == "podman" else []
+  done = _run([command, "pull", "--quiet", *tls, image], timeout=3600)
   if done.returncode:
     raise ContainerError(f"could not pull {image}: {_last_line(done.stderr)}")
-  return time.monotonic() - started
 
 
 def gpu_flags(command: str) -> list[str]:

@@ -327,3 +327,12 @@ def test_the_gpu_image_builds_with_cuda_torch_and_its_model():
   built, cuda, models = done.stdout.split(" ", 2)
   assert built == "True" and cuda.split(".")[0].isdigit()
   assert "'resnet152.pth'" in models
+
+
+def test_a_folder_with_a_colon_is_refused_before_launch(pushed, in_image_env, tmp_path, capsys):
+  results = tmp_path / "re:sults"  # `-v SRC:DST:MODE` would split it
+  assert run.main(["resnet101", "--items", "2", "--in-image", "--data-dir",
+                   str(in_image_env["data"]), "--results-dir", str(results)]) == 2
+  (line,) = capsys.readouterr().err.strip().splitlines()
+  assert "a ':' in its name cannot be mounted" in line
+  assert containers_named("bench-") == []
