@@ -28,7 +28,7 @@ endif
 USER_VARS := PYTHON VENV RUNNER PROFILE N BATCH_SIZE INPUT REPEATS BENCH WEIGHTS RESULTS \
   FAIL_ON_REGRESSION DRY_RUN LAYOUT BATCH_SIZES LAYOUTS PERF_BENCHMARKS BATCHINGS BATCHING \
   CROSS_PROFILE A B RUN BUILDER REGISTRY IMAGE_TAG BASE_IMAGE TORCH_FROM IMAGE_WEIGHTS CA_BUNDLE FORCE \
-  IN_IMAGE CONTAINER_CLI ITEMS DEADLINE BUDGET
+  IN_IMAGE CONTAINER_CLI ITEMS DEADLINE BUDGET OPTIMIZE OPTIMIZATIONS
 literal = $(eval override $(1) := $$(value $(1)))$(eval export $(1))
 $(foreach v,$(.VARIABLES),$(if $(filter command line,$(origin $(v))),$(call literal,$(v))))
 $(foreach v,$(USER_VARS),$(if $(filter environment,$(origin $(v))),$(call literal,$(v))))
@@ -58,6 +58,8 @@ IN_IMAGE    ?=## 1: a local run's SDK workers run in the benchmark's pushed work
 ITEMS       ?=## make plan: items in the job (default: the matrix dataset's, e.g. 50000)
 DEADLINE    ?=## make plan: the job's deadline in seconds
 BUDGET      ?=## make plan: the job's budget in USD
+OPTIMIZE    ?=## CPU optimization: none, channels_last, freeze, compile, bf16, int8 (default: the profile's)
+OPTIMIZATIONS ?=## make sweep: optimizations, comma-separated (default: the profile's)
 BENCHMARKS  := $(shell $(call q,$(PYTHON)) -m pipelines.matrix names)
 IMAGES      := $(shell $(call q,$(PYTHON)) -m pipelines.matrix images)
 ALL_MODELS   = $(shell $(call q,$(PYTHON)) -m pipelines.matrix models)
@@ -113,6 +115,9 @@ PROFILES     = $(shell $(call q,$(PYTHON)) -m pipelines.matrix profiles)
 $(if $(filter-out tuned,$(PROFILE)),$(call check,PROFILE,$(call names_re,$(PROFILES)),one of: $(PROFILES)))
 $(call check,WEIGHTS,random|pretrained,random or pretrained)
 $(call check,BATCHING,padded|length,padded or length)
+OPTIMIZATION_RE := none|channels_last|freeze|compile|bf16|int8
+$(call check,OPTIMIZE,$(OPTIMIZATION_RE),one of: $(subst |, ,$(OPTIMIZATION_RE)))
+$(call check,OPTIMIZATIONS,($(OPTIMIZATION_RE))($(comma)($(OPTIMIZATION_RE)))*,optimizations ($(subst |, ,$(OPTIMIZATION_RE))) separated by commas)
 $(call check,BATCHINGS,(padded|length)($(comma)(padded|length))*,padded and/or length separated by commas)
 $(foreach v,DRY_RUN FAIL_ON_REGRESSION CROSS_PROFILE IN_IMAGE,$(call check,$(v),0|1,1 (on) or 0 (off)))
 $(call check,BENCH,$(call names_re,$(BENCHMARKS)),one of: $(BENCHMARKS))
@@ -137,7 +142,7 @@ RUN_ARGS     = --runner $(call q,$(RUNNER)) --results-dir $(call q,$(RESULTS)) $
                $(if $(BATCH_SIZE),--batch-size $(call q,$(BATCH_SIZE))) $(if $(INPUT),--input $(call q,$(INPUT))) \
                $(if $(filter 1,$(DRY_RUN)),--dry-run) $(if $(LAYOUT),--layout $(call q,$(LAYOUT))) \
                $(if $(BATCHING),--batching $(call q,$(BATCHING))) --profile $(call q,$(PROFILE)) \
-               $(if $(filter 1,$(IN_IMAGE)),--in-image)
+               $(if $(filter 1,$(IN_IMAGE)),--in-image) $(if $(OPTIMIZE),--optimize $(call q,$(OPTIMIZE)))
 ITEMS_ARG    = $(if $(N),--items $(call q,$(N)))
 REPEATS_ARG  = $(if $(REPEATS),--repeats $(call q,$(REPEATS)))
 
@@ -254,10 +259,11 @@ base-image: ## build the local stand-in for Beam's SDK base image from Debian (r
 	  CONTAINERS_STORAGE_CONF=$(call q,$(or $(CONTAINERS_STORAGE_CONF),$(CURDIR)/infra/containers/storage.conf)) \
 	  infra/base-image.sh $(STANDIN_IMAGE) $(if $(filter 1,$(FORCE)),--force)
 
-sweep: $(if $(BENCH),data,needs-bench) ## one benchmark over batch sizes x worker layouts (BENCH=, BATCH_SIZES=, LAYOUTS=, N=, REPEATS=)
+sweep: $(if $(BENCH),data,needs-bench) ## one benchmark over batch sizes x worker layouts (BENCH=, BATCH_SIZES=, LAYOUTS=, OPTIMIZATIONS=, N=, REPEATS=)
 	$(PY) -m pipelines.sweep $(call q,$(BENCH)) --results-dir $(call q,$(RESULTS)) $(ITEMS_ARG) \
 	  $(if $(BATCH_SIZES),--batch-sizes $(call q,$(BATCH_SIZES))) $(if $(LAYOUTS),--layouts $(call q,$(LAYOUTS))) \
-	  $(if $(BATCHINGS),--batchings $(call q,$(BATCHINGS))) $(REPEATS_ARG)
+	  $(if $(BATCHINGS),--batchings $(call q,$(BATCHINGS))) $(REPEATS_ARG) \
+	  $(if $(OPTIMIZATIONS),--optimizations $(call q,$(OPTIMIZATIONS))) $(if $(filter 1,$(IN_IMAGE)),--in-image)
 
 needs-bench:
 	@echo "error: make "$(call q,$(MAKECMDGOALS))" needs BENCH=<name>; names: "$(call q,$(BENCHMARKS)) >&2; exit 2

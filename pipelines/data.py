@@ -12,26 +12,10 @@ import os
 import pathlib
 import random
 
-import numpy as np
-from PIL import Image
-
 from pipelines import cli_types
+from pipelines.worker.synthetic_images import DATASET_SEED, dataset_image
 
-# (width, height) pairs in the range OpenImages has: landscape, portrait, square, small, large.
-IMAGE_SIZES = ((1024, 768), (768, 1024), (1024, 683), (640, 480), (480, 640), (800, 800),
-               (1280, 720), (500, 375), (333, 500), (1024, 1024), (300, 225), (1600, 1200))
-SEED = 1234
-
-
-def _image(rng: np.random.Generator, width: int, height: int) -> Image.Image:
-  # Smooth gradients plus noise: compresses like a photo, not like a flat color.
-  y, x = np.mgrid[0:height, 0:width].astype(np.float32)
-  channels = []
-  for _ in range(3):
-    fx, fy, phase = rng.uniform(0.002, 0.03), rng.uniform(0.002, 0.03), rng.uniform(0, 6.3)
-    channels.append(127 + 100 * np.sin(fx * x + fy * y + phase))
-  pixels = np.stack(channels, axis=-1) + rng.normal(0, 12, (height, width, 3))
-  return Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8), "RGB")
+SEED = DATASET_SEED  # the sentences' generator too
 
 
 def _lines_in(listing: pathlib.Path) -> int:
@@ -62,10 +46,8 @@ def write_images(folder: pathlib.Path, count: int) -> pathlib.Path:
   for i in range(count):
     path = images / f"image_{i:05d}.jpg"
     if not path.exists():
-      rng = np.random.default_rng(SEED + i)
-      width, height = IMAGE_SIZES[i % len(IMAGE_SIZES)]
       tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-      _image(rng, width, height).save(tmp, format="JPEG", quality=90)
+      dataset_image(i).save(tmp, format="JPEG", quality=90)
       os.replace(tmp, path)
     paths.append(str(path.resolve()))
   listing = folder / "images.txt"

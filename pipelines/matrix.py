@@ -10,6 +10,7 @@ from typing import Any
 from pipelines.cli_types import SHARE
 from pipelines.layout import Layout, LayoutError, check_memory
 from pipelines.worker import tasks
+from pipelines.worker.optimizations import NAMES as OPTIMIZATIONS
 from pipelines.worker.tasks import DEVICES, TASKS
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parent.parent
@@ -65,6 +66,7 @@ class Benchmark:
   layout: Layout  # the benchmark's own, or its machine type's default
   process_memory_mib: float  # peak RSS of one SDK process holding this model
   batching: str = "padded"  # language modeling: padded, or length (similar lengths together)
+  optimization: str = "none"  # the tuned profile's CPU optimization (optimizations.py)
 
   def check_memory(self, layout: Layout) -> None:
     check_memory(layout, self.process_memory_mib, self.machine.name, self.machine.memory_gb,
@@ -142,6 +144,10 @@ def load(path: pathlib.Path | None = None) -> dict[str, Benchmark]:
     if image not in IMAGE_NAMES:
       raise MatrixError(f"{where}: unknown image '{image}'; known: "
                         f"{', '.join(sorted(IMAGE_NAMES))}")
+    optimization = entry.get("optimization", "none")
+    if optimization not in OPTIMIZATIONS:
+      raise MatrixError(f"{where}: unknown optimization '{optimization}'; known: "
+                        f"{', '.join(OPTIMIZATIONS)}")
     model = _require(entry, "model", where)
     if model not in memory:
       raise MatrixError(f"{where}: model '{model}' has no [process_memory_mib] entry")
@@ -163,6 +169,7 @@ def load(path: pathlib.Path | None = None) -> dict[str, Benchmark]:
         layout=_layout(entry["layout"], where) if "layout" in entry else machine.layout,
         process_memory_mib=float(memory[model]),
         batching=entry.get("batching", "padded"),
+        optimization=optimization,
     )
   return benchmarks
 

@@ -21,6 +21,7 @@ from typing import Any
 from pipelines import dataflow, matrix, profiles, results_store, run_record
 from pipelines.cli_types import SHARE
 from pipelines.layout import Layout, LayoutError
+from pipelines.worker import optimizations
 from pipelines.worker.models import VOCAB_FILE
 from pipelines.worker.tasks import Task
 
@@ -51,6 +52,7 @@ class Overrides:
   results_dir: pathlib.Path = results_store.DEFAULT_DIR
   beam_args: tuple[str, ...] = ()  # Beam's own flags, passed through untouched
   in_image: bool = False  # local: the SDK workers run in the benchmark's pushed worker image
+  optimization: str | None = None  # a CPU optimization (optimizations.NAMES); None: the profile's
 
 
 @dataclasses.dataclass(frozen=True)
@@ -76,6 +78,9 @@ class RunPlan:
   image_versions: tuple[tuple[str, str], ...] = ()  # IN_IMAGE=1: Python, Beam, torch in the image
   input_files_root: pathlib.Path | None = None  # IN_IMAGE=1: the folder the input files are in
   worker_share: dict[str, int] | None = None  # N=share: items, dataset items, Dataflow workers
+  optimization: str = "none"  # applied where the workers load the model (optimizations.py)
+  # local runs: this machine's model files, which the agreement check loads (agreement.py)
+  check_model_files: tuple[tuple[str, str], ...] | None = None
 
   @property
   def task(self) -> Task:
@@ -106,7 +111,7 @@ class RunPlan:
             "machine_type": (self.bench.machine.name if self.in_image else
                              "local" if self.local else self.bench.dataflow.machine_type),
             "image": self.image, "in_image": self.in_image,
-            "worker_share": self.worker_share}
+            "worker_share": self.worker_share, "optimization": self.optimization}
 
 
 def resolve(o: Overrides, run_id: str | None = None) -> RunPlan:
@@ -124,17 +129,40 @@ def resolve(o: Overrides, run_id: str | None = None) -> RunPlan:
   layout = o.layout or profile.layout_for(bench)
   bench.check_memory(layout)  # copies that cannot fit never start
   batching = profile.batching_for(bench, o.batch_size)
+  optimization = _optimization(bench, profile, o)
   common = dict(run_id=run_id or run_record.new_run_id(), bench=bench, profile=profile,
-                runner=o.runner, dry_run=o.dry_run, layout=layout,
+                optimization=optimization, runner=o.runner, dry_run=o.dry_run, layout=layout,
                 min_batch_size=batching.get("min_batch_size"),
                 max_batch_size=batching.get("max_batch_size"),
                 length_aware=profile.length_aware(bench, o.batching),
                 results_dir=o.results_dir, beam_args=tuple(o.beam_args))
   if o.runner == LOCAL and o.in_image:
-    return RunPlan(**common, **_in_image(bench, o))
+    return RunPlan(**common, **_in_image(bench, o, optimization))
   if o.runner == LOCAL:
-    return RunPlan(**common, **_local(bench, o))
+    reason = optimizations.unavailable(optimization, bench.task)
+    if reason:
+      raise PlanError(f"OPTIMIZE={optimization}: {reason}")
+    local = _local(bench, o)
+    return RunPlan(**common, **local, check_model_files=local["model_files"])
   return RunPlan(**common, **_dataflow(bench, profile, layout, o))
+
+
+def _optimization(bench: matrix.Benchmark, profile: profiles.Profile, o: Overrides) -> str:
+  """The run's CPU optimization: OPTIMIZE=, else the profile's (beam: none), else the
+  matrix's; refused where it cannot apply wherever the run goes (the machine's own abilities,
+  a compiler for compile, are checked where the workers run)."""
+  if o.optimization and profile.optimization and o.optimization != profile.optimization:
+    raise PlanError(f"PROFILE={profile.name} runs the model with optimization "
+                    f"{profile.optimization}, as Beam's suite does: OPTIMIZE= is for the "
+                    f"tuned profile")
+  name = o.optimization or profile.optimization or bench.optimization
+  if name != optimizations.NONE and bench.device == "GPU":
+    raise PlanError(f"OPTIMIZE={name}: the kit's optimizations are CPU ones; {bench.name} runs "
+                    "on a GPU")
+  reason = optimizations.unavailable(name, bench.task, which=lambda compiler: compiler)
+  if reason:  # what no machine can run (the compiler is checked where the workers are)
+    raise PlanError(f"OPTIMIZE={name}: {reason}")
+  return name
 
 
 def _local(bench: matrix.Benchmark, o: Overrides,
@@ -155,7 +183,7 @@ def _local(bench: matrix.Benchmark, o: Overrides,
           "model_files": tuple((model_files or local_model_files(bench, o.models_dir)).items())}
 
 
-def _in_image(bench: matrix.Benchmark, o: Overrides) -> dict[str, Any]:
+def _in_image(bench: matrix.Benchmark, o: Overrides, optimization: str) -> dict[str, Any]:
   """A local run whose workers are the benchmark's worker image, pushed (`make push`) and
   pinned by digest, checked before launch: its models and worker modules are there."""
   from pipelines import worker_container
@@ -170,7 +198,8 @@ def _in_image(bench: matrix.Benchmark, o: Overrides) -> dict[str, Any]:
   try:
     worker_container.pull(image)
     versions = worker_container.preflight(image, list(files.values()), modules,
-                                          gpu=bench.device == "GPU")
+                                          gpu=bench.device == "GPU",
+                                          optimization=(optimization, bench.task))
   except worker_container.ContainerError as e:
     raise PlanError(str(e)) from None
   local = _local(bench, o, model_files=files)
@@ -179,7 +208,11 @@ def _in_image(bench: matrix.Benchmark, o: Overrides) -> dict[str, Any]:
     if mounted and ":" in str(mounted):  # `-v SRC:DST:MODE` would split the name
       raise PlanError(f"IN_IMAGE=1 mounts {mounted} into the container, and a ':' in its name "
                       "cannot be mounted: use a folder without one")
-  return {**local, "image": image, "in_image": True,
+  try:  # the agreement check runs here, on this machine's copies of the baked models
+    check_files = tuple(local_model_files(bench, o.models_dir).items())
+  except PlanError:
+    check_files = None
+  return {**local, "image": image, "in_image": True, "check_model_files": check_files,
           "image_versions": tuple(sorted(versions.items())), "input_files_root": root}
 
 

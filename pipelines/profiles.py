@@ -20,6 +20,8 @@ from typing import Any
 
 from pipelines import matrix
 from pipelines.layout import Layout, LayoutError
+from pipelines.worker.optimizations import NAMES as OPTIMIZATIONS
+from pipelines.worker.optimizations import NONE
 from pipelines.worker.tasks import TASKS
 
 DEFAULT = "tuned"
@@ -43,6 +45,9 @@ class Profile:
   # Bundles one SDK process runs at once on Dataflow (--number_of_worker_harness_threads);
   # None leaves it to the service (see the matrix's [profiles.tuned] for why the kit pins 1).
   harness_threads: int | None = 1
+  # A CPU optimization every run of the profile uses (beam: none, as Beam's suite); None: the
+  # matrix's per benchmark, or OPTIMIZE=.
+  optimization: str | None = None
 
   def layout_for(self, bench: matrix.Benchmark) -> Layout:
     if self.layout is None:
@@ -93,7 +98,7 @@ def load(path=None) -> dict[str, Profile]:
   for name, entry in raw.items():
     where = f"profiles.{name}"
     unknown = set(entry) - {"inference_step", "layout", "batching", "sentence_batching",
-                            "benchmarks", "harness_threads"}
+                            "benchmarks", "harness_threads", "optimization"}
     if unknown:
       raise ProfileError(f"{where}: unknown key(s) {', '.join(sorted(unknown))}")
     layout = entry.get("layout")
@@ -105,6 +110,8 @@ def load(path=None) -> dict[str, Profile]:
     threads = entry.get("harness_threads", 1)
     if threads != SERVICE and (type(threads) is not int or threads < 1):
       raise ProfileError(f"{where}.harness_threads: a whole number from 1, or \"{SERVICE}\"")
+    if entry.get("optimization", NONE) not in OPTIMIZATIONS:
+      raise ProfileError(f"{where}.optimization: one of {', '.join(OPTIMIZATIONS)}")
     if entry.get("sentence_batching", "padded") not in ("padded", "length"):
       raise ProfileError(f"{where}.sentence_batching: padded or length")
     for task, batching in entry.get("batching", {}).items():
@@ -121,7 +128,8 @@ def load(path=None) -> dict[str, Profile]:
                         layout=layout, batching=entry.get("batching", {}),
                         sentence_batching=entry.get("sentence_batching"),
                         benchmarks=entry.get("benchmarks", {}),
-                        harness_threads=None if threads == SERVICE else threads)
+                        harness_threads=None if threads == SERVICE else threads,
+                        optimization=entry.get("optimization"))
   return out
 
 

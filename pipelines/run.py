@@ -32,7 +32,7 @@ from pipelines import plan as plan_lib
 from pipelines.cli_types import positive_int
 from pipelines.layout import LayoutError
 from pipelines.progress import for_launch as progress_for_launch
-from pipelines.worker import options, pipeline, process_stats
+from pipelines.worker import optimizations, options, pipeline, process_stats
 from pipelines.worker.options import BenchmarkOptions
 
 LOCAL_RUNNERS = ("DirectRunner",)
@@ -68,6 +68,10 @@ def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, list[str]]:
                            "benchmark settings; see infra/benchmarks.toml [profiles.beam])")
   parser.add_argument("--dry-run", action="store_true",
                       help="Dataflow only: build the job offline and write it to a JSON file")
+  parser.add_argument("--optimize", choices=optimizations.NAMES, default=None,
+                      help="CPU optimization applied where the workers load the model (default: "
+                           "the profile's; PROFILE=beam: none); an agreement check against "
+                           "none goes into the record (README, \"CPU optimizations\")")
   parser.add_argument("--in-image", action="store_true",
                       help="local runs: run the SDK workers inside the benchmark's worker image "
                            "(pushed by `make push`), under the machine type's CPU and memory "
@@ -90,7 +94,8 @@ def overrides(args: argparse.Namespace, beam_args: list[str]) -> plan_lib.Overri
       benchmark=args.benchmark, runner=args.runner, profile=args.profile, items=args.items,
       batch_size=args.batch_size, input=args.input, layout=args.layout, batching=args.batching,
       dry_run=args.dry_run, data_dir=args.data_dir, models_dir=args.models_dir,
-      results_dir=args.results_dir, beam_args=tuple(beam_args), in_image=args.in_image)
+      results_dir=args.results_dir, beam_args=tuple(beam_args), in_image=args.in_image,
+      optimization=args.optimize)
 
 
 def launch(plan: plan_lib.RunPlan, share_clock: tuple[int, str] | None = None,
@@ -111,7 +116,7 @@ def launch(plan: plan_lib.RunPlan, share_clock: tuple[int, str] | None = None,
       # bundles one SDK process runs at once: 1 locally (the FnApiRunner's way); on Dataflow
       # the profile's pin, or None where the service chooses
       "harness_threads": 1 if plan.local else profile.harness_threads,
-      "length_aware_batching": plan.length_aware,
+      "length_aware_batching": plan.length_aware, "optimization": plan.optimization,
       "bigquery_table": bench.bigquery_table, "influx_measurement": bench.influx_measurement,
       **run.metadata, "input": run.values["input"],
       "model_state_dict_path": run.values["model_state_dict_path"],
@@ -124,7 +129,7 @@ def launch(plan: plan_lib.RunPlan, share_clock: tuple[int, str] | None = None,
         layout=str(layout), torch_threads=layout.threads,
         torch_interop_threads=layout.interop_threads,
         inference_step=profile.inference_step, profile=profile.name,
-        length_aware_batching=plan.length_aware, **run.values)
+        length_aware_batching=plan.length_aware, optimization=plan.optimization, **run.values)
     p = beam.Pipeline(runner=run.engine, options=opts)
     pipeline.build(p, opts.view_as(BenchmarkOptions), **telemetry)
   except BaseException:
@@ -156,6 +161,7 @@ def launch(plan: plan_lib.RunPlan, share_clock: tuple[int, str] | None = None,
     wall = time.perf_counter() - start
     live.stop()  # the final count; the bar closed
   metadata.update(run.metadata)  # what the runner learned while running (job id, ...)
+  agreement = _agreement(plan) if raw is not None and error is None and not status else None
   partial = None
   if status == "cancelled":
     metadata["interrupted_by"] = interrupted_by
@@ -166,7 +172,7 @@ def launch(plan: plan_lib.RunPlan, share_clock: tuple[int, str] | None = None,
   record = run_record.build(run_id=plan.run_id, benchmark=bench.name, started=started,
                             wall_time_s=wall, raw_metrics=raw, metadata=metadata, error=error,
                             job=run.job, status=status, partial=partial,
-                            share_clock=share_clock)
+                            share_clock=share_clock, agreement=agreement)
   record["plan"] = plan.as_record()
   saved = results_store.save_or_fallback(record, plan.results_dir)
   print(summary.table([record]))
@@ -175,6 +181,18 @@ def launch(plan: plan_lib.RunPlan, share_clock: tuple[int, str] | None = None,
   print(f"run record: {saved.path}")
   publish_after_run(record, plan.results_dir)
   return record
+
+
+def _agreement(plan: plan_lib.RunPlan) -> dict[str, Any] | None:
+  """The optimization's agreement check (agreement.py), after the measured run; a check that
+  fails to run is said in the record, and the run stays good."""
+  from pipelines import agreement
+  try:
+    return agreement.check(plan)
+  except Exception as e:  # noqa: BLE001 - the measurement is done; say why it is unchecked
+    logging.exception("agreement check of %s failed", plan.optimization)
+    return {"items": 0, "passed": None, "note": f"agreement check failed: {type(e).__name__}: "
+                                                f"{e}"}
 
 
 def _partial_counts(totals: dict[str, int] | None) -> dict[str, int] | None:

@@ -26,6 +26,7 @@ from pipelines import cost
 from pipelines.matrix import REPO_ROOT
 from pipelines.record_schema import SCHEMA_VERSION
 from pipelines.worker import beam_metrics, latency_histogram, process_stats, worker_facts
+from pipelines.worker.optimizations import bf16_support
 
 PERCENTILES = (50, 90, 99)
 
@@ -127,7 +128,12 @@ def worker_metadata(counters: dict[str, int],
   threads = worker_facts.single({str(p["intra_op_threads"]): 1 for p in processes
                                  if p.get("intra_op_threads") is not None})
   hosts = sorted(reported.get("hostname", {}))
+  flags = worker_facts.single(reported.get("cpu_flags"))
   return {
+      "cpu_model": worker_facts.single(reported.get("cpu_model")),
+      "cpu_flags": flags,
+      # what a bf16 run ran on; `emulated` is a CPU without bf16 instructions
+      "bf16": bf16_support(flags.split(",")) if flags and not flags.startswith("mixed:") else None,
       "versions": {**launcher, **{k: v for k, v in worker_versions.items() if v}},
       "versions_source": "workers" if reported else "launcher (no worker reported)",
       "launcher_versions": launcher,
@@ -142,11 +148,13 @@ def build(*, run_id: str, benchmark: str, started: str, wall_time_s: float,
           raw_metrics: dict[str, Any] | None, metadata: dict[str, Any],
           error: str | None = None, job: dict[str, Any] | None = None,
           status: str | None = None, partial: dict[str, int] | None = None,
-          share_clock: tuple[int, str] | None = None) -> dict[str, Any]:
+          share_clock: tuple[int, str] | None = None,
+          agreement: dict[str, Any] | None = None) -> dict[str, Any]:
   """The record. `job`: a Dataflow job's own figures (dataflow.job_figures); `status`
   overrides the succeeded/failed verdict ('cancelled'); `partial`: counts the workers of an
   interrupted or failed run reported before it stopped (Beam's metrics never arrived);
-  `share_clock`: (epoch ms, what it is) the worker share is counted from."""
+  `share_clock`: (epoch ms, what it is) the worker share is counted from; `agreement`: the
+  launcher's check of the run's optimization against none (agreement.py)."""
   raw = raw_metrics or {"counters": {}, "distributions": {}}
   metadata = dict(metadata)
   metrics = beam_metrics.summarize(raw)
@@ -181,6 +189,24 @@ def build(*, run_id: str, benchmark: str, started: str, wall_time_s: float,
   if share:
     metadata["worker_share_from"] = share_clock[1]
     metadata["worker_share_process"] = share["process"]
+  optimize = [p["optimize_end_ms"] - p["model_load_end_ms"] for p in processes
+              if "optimize_end_ms" in p and "model_load_end_ms" in p]
+  metrics["optimize_s"] = max(optimize) / 1000 if optimize else None
+  ran = _single(counters, "optimization_ran_")
+  if ran != "unknown":  # what the workers applied; else what was asked (nothing loaded)
+    metadata["optimization"] = ran
+  if metrics["optimize_s"]:
+    metric_notes["mean_load_model_latency_milli_secs"] = (
+        f"Beam's load time includes the {metadata['optimization']} optimization "
+        f"({metrics['optimize_s']:.1f} s at most per process: optimize_s)")
+  agreement = agreement or {}
+  for name in ("agreement", "max_logit_diff"):
+    metrics[name] = agreement.get(name)
+  if agreement.get("note"):
+    metric_notes["agreement"] = agreement["note"]
+  if agreement:
+    metadata["agreement_check"] = {k: v for k, v in agreement.items()
+                                   if k not in ("agreement", "max_logit_diff", "note")}
   if metadata.get("runner") == "DataflowRunner":
     job_metrics(metrics, job, metadata)
   gpu = gpu_section(raw)

@@ -1,6 +1,7 @@
 """`make sweep BENCH=<name> [BATCH_SIZES=4,8,16,32] [LAYOUTS=1x2,2x1,2x2] [BATCHINGS=padded,length]
-[N=…] [REPEATS=1]`: one benchmark over a grid of batch sizes x worker layouts (x, for BERT,
-padded or length-aware batching), run locally.
+[OPTIMIZATIONS=none,freeze,...] [N=…] [REPEATS=1] [IN_IMAGE=1]`: one benchmark over a grid of
+batch sizes x worker layouts (x, for BERT, padded or length-aware batching; x CPU
+optimizations, each with its agreement check against none), run locally.
 
 Each point's plan is resolved (and checked) before the first point runs; each point then runs in
 its own process (isolated.py), so points do not share a warmed-up process. Each point is
@@ -26,6 +27,7 @@ from typing import Any
 from pipelines import cli_types, isolated, matrix, plan, results_store, run, run_record
 from pipelines.cli_types import positive_int
 from pipelines.sweep_results import cell, summarize, table
+from pipelines.worker import optimizations
 
 DEFAULT_BATCH_SIZES = "4,8,16,32"
 DEFAULT_LAYOUTS = "1x2,2x1,2x2"
@@ -55,6 +57,11 @@ def main(argv: list[str] | None = None) -> int:
   parser.add_argument("--layouts", type=_list(cli_types.layout), default=DEFAULT_LAYOUTS)
   parser.add_argument("--batchings", type=_list(str), default=None,
                       help="language modeling: padded,length (default: both)")
+  parser.add_argument("--optimizations", type=_list(str), default=None,
+                      help=f"CPU optimizations ({','.join(optimizations.NAMES)}; default: the "
+                           "profile's)")
+  parser.add_argument("--in-image", action="store_true",
+                      help="each point's SDK workers run in the benchmark's pushed worker image")
   parser.add_argument("--items", type=cli_types.items, default=None,
                       help="items per point (default: the benchmark's local items); `share`: "
                            "one Dataflow worker's share of the dataset")
@@ -78,9 +85,15 @@ def main(argv: list[str] | None = None) -> int:
       parser.error(f"unknown batching {', '.join(sorted(unknown))}: use {','.join(known)}")
   else:
     batchings = [None]  # images: every batch is the same size, nothing to pad
+  unknown = set(args.optimizations or ()) - set(optimizations.NAMES)
+  if unknown:
+    parser.error(f"unknown optimization {', '.join(sorted(unknown))}: use "
+                 f"{','.join(optimizations.NAMES)}")
   grid = [plan.Overrides(bench.name, items=items, batch_size=b, layout=layout, batching=batching,
+                        optimization=optimization, in_image=args.in_image,
                         data_dir=args.data_dir, models_dir=args.models_dir,
                         results_dir=point_results)
+          for optimization in args.optimizations or [None]
           for layout in args.layouts for batching in batchings for b in args.batch_sizes]
   try:
     for point in grid:  # every check of every point, before the first one runs
@@ -93,6 +106,7 @@ def main(argv: list[str] | None = None) -> int:
            "batch_sizes": args.batch_sizes, "layouts": [str(x) for x in args.layouts],
            "default_layout": str(bench.layout), "default_batch_size": bench.local_batch_size,
            "default_batching": bench.batching if "length" in bench.task_spec.batchings else None,
+           "optimizations": args.optimizations, "in_image": args.in_image,
            "started": run_record.utc_now(), "versions": run_record.versions(),
            **run_record.git_state(), "points": []}
   start = time.monotonic()
@@ -103,10 +117,11 @@ def main(argv: list[str] | None = None) -> int:
       step = i * args.repeats + r + 1
       eta = (time.monotonic() - start) / (step - 1) * (total - step + 1) if step > 1 else None
       print(f"[{step}/{total}] {bench.name} layout {o.layout} {o.batching or ''} batch "
-            f"{o.batch_size}" + (f" (about {eta / 60:.0f} min left)" if eta else ""), flush=True)
+            f"{o.batch_size} {o.optimization or ''}"
+            + (f" (about {eta / 60:.0f} min left)" if eta else ""), flush=True)
       records.append(run_point(o))
     point = {"layout": str(o.layout), "batching": o.batching, "batch_size": o.batch_size,
-             **summarize(records)}
+             "optimization": o.optimization, **summarize(records)}
     sweep["points"].append(point)
     print(f"    {cell(point)} items/s (p99 batch ms)", flush=True)
   out = args.results_dir / "sweeps" / f"{bench.name}-{sweep['started'].replace(':', '')}.json"

@@ -30,24 +30,43 @@ def summarize(records: list[dict[str, Any]]) -> dict[str, Any]:
       "processes_loaded_model": last["processes_loaded_model"],
       "threads_seen": sorted({p.get("intra_op_threads") for r in records
                               for p in r["metadata"]["worker_processes"]} - {None}),
+      # the optimization's agreement with none (pipelines/agreement.py); None for none
+      "agreement": median(lambda r: r["metrics"].get("agreement")),
+      "max_logit_diff": max((r["metrics"].get("max_logit_diff") or 0 for r in records),
+                            default=None),
+      "agreement_passed": _passed(records),
+      "optimize_s": median(lambda r: r["metrics"].get("optimize_s")),
       "status": "succeeded" if all(r["status"] == "succeeded" for r in records) else "failed",
       "run_ids": [r["run_id"] for r in records],
   }
 
 
+def _passed(records: list[dict[str, Any]]) -> bool | None:
+  """Every repeat's agreement check passed (False if one failed; None: none could judge)."""
+  verdicts = [(r["metadata"].get("agreement_check") or {}).get("passed") for r in records]
+  if False in verdicts:
+    return False
+  return True if verdicts and all(verdicts) else None
+
+
 def table(sweep: dict[str, Any]) -> str:
+  label = max([16, *(len(line) + 3 for line in lines_of(sweep))])
+  width = 34 if sweep.get("optimizations") else 27
   lines = [f"{sweep['benchmark']}: steady-state items/s (p99 batch ms) | whole-process seconds "
            f"for {sweep['items']} items per point{share_note(sweep)}, median of "
-           f"{sweep['repeats']}; * = the matrix default layout",
-           "layout          " + "".join(f"{'batch ' + str(b):>27}" for b in sweep["batch_sizes"])
+           f"{sweep['repeats']}; * = the matrix default layout"
+           + ("; aX = the optimization's agreement with none (! failed its check, ? cannot "
+              "be judged with random weights)" if sweep.get("optimizations") else ""),
+           f"{'layout':<{label}}" + "".join(f"{'batch ' + str(b):>{width}}"
+                                            for b in sweep["batch_sizes"])
            + "   peak RSS/process"]
   for line in lines_of(sweep):
     points = [p for p in sweep["points"] if line_of(p) == line]
     cells = "".join(
-        f"{cell(p):>27}" for p in sorted(points, key=lambda p: p["batch_size"]))
+        f"{cell(p):>{width}}" for p in sorted(points, key=lambda p: p["batch_size"]))
     rss = max((p["peak_rss_mib_per_process"] or 0 for p in points), default=0)
     star = " *" if line == default_line(sweep) else ""
-    lines.append(f"{line + star:<16}{cells}   {rss} MiB")
+    lines.append(f"{line + star:<{label}}{cells}   {rss} MiB")
   return "\n".join(lines)
 
 
@@ -56,8 +75,10 @@ def default_line(sweep: dict[str, Any]) -> str:
 
 
 def line_of(point: dict[str, Any]) -> str:
-  """A plot line / table row: the layout, plus the batching where it varies (BERT)."""
-  return point["layout"] + (f" {point['batching']}" if point.get("batching") else "")
+  """A plot line / table row: the layout, plus the batching where it varies (BERT) and the
+  optimization where one was asked for."""
+  return " ".join(filter(None, (point["layout"], point.get("batching"),
+                                point.get("optimization"))))
 
 
 def lines_of(sweep: dict[str, Any]) -> list[str]:
@@ -69,8 +90,11 @@ def cell(point: dict[str, Any]) -> str:
     return "failed" if point["status"] != "succeeded" else "too few batches"
   p99 = point["p99_batch_ms"]  # None: too few batches for a p99 (latency_histogram.py)
   share = point.get("worker_share_s")
+  agreement = point.get("agreement")  # an optimization's, against none
   return (f"{point['steady_items_per_s']:.2f} ({'n/a' if p99 is None else f'{p99:.0f}'})"
-          f" | {'-' if share is None else f'{share:.1f} s'}")
+          f" | {'-' if share is None else f'{share:.1f} s'}"
+          + ("" if agreement is None else f" a{agreement:.2f}"
+             + {False: "!", True: "", None: "?"}[point.get("agreement_passed")]))
 
 
 def share_note(sweep: dict[str, Any]) -> str:

@@ -42,9 +42,13 @@ for name in sys.argv[2:]:
     importlib.import_module(name)
   except ImportError as e:
     out["missing_modules"].append(f"{name} ({e})")
-for path in json.loads(sys.argv[1]):
+asked = json.loads(sys.argv[1])
+for path in asked["files"]:
   if not os.path.isfile(path):
     out["missing_files"].append(path)
+if asked["optimization"] and not out["missing_modules"]:
+  from pipelines.worker.optimizations import unavailable
+  out["optimization_unavailable"] = unavailable(*asked["optimization"])
 try:
   import apache_beam, torch
   out["versions"] = {"python": platform.python_version(), "apache-beam": apache_beam.__version__,
@@ -102,14 +106,16 @@ def gpu_flags(command: str) -> list[str]:
       "--device", "nvidia.com/gpu=all"]
 
 
-def preflight(image: str, files: list[str], modules: list[str],
-              gpu: bool = False) -> dict[str, str]:
+def preflight(image: str, files: list[str], modules: list[str], gpu: bool = False,
+              optimization: tuple[str, str] | None = None) -> dict[str, str]:
   """Checks, in a throwaway container of `image` with no network, that the workers' modules
-  import, the model files exist and (gpu) CUDA is usable; returns the image's versions.
+  import, the model files exist, (gpu) CUDA is usable and (optimization: name, task) the
+  image can run that optimization; returns the image's versions.
   ImageIncomplete names what is missing, in one line."""
   command = cli()
   done = _run([command, "run", "--rm", "--network", "none", *(gpu_flags(command) if gpu else []),
-               "--entrypoint", "python", image, "-c", _PREFLIGHT, json.dumps(files), *modules],
+               "--entrypoint", "python", image, "-c", _PREFLIGHT,
+               json.dumps({"files": files, "optimization": optimization}), *modules],
               timeout=300)
   last = done.stdout.strip().splitlines()[-1:] or [""]
   try:
@@ -124,6 +130,9 @@ def preflight(image: str, files: list[str], modules: list[str],
     raise ImageIncomplete(f"image {image} cannot import {'; '.join(found['missing_modules'])}: "
                           "the Dockerfile must copy every module the workers import "
                           "(pipelines/worker/)")
+  if found.get("optimization_unavailable"):
+    raise ImageIncomplete(f"OPTIMIZE={optimization[0]} cannot run in image {image}: "
+                          f"{found['optimization_unavailable']}")
   if gpu and not found.get("cuda_usable"):
     raise ContainerError(f"the container of {image} sees no usable CUDA device (torch "
                          f"{found.get('versions', {}).get('torch')}): the GPU must be handed "

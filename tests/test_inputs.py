@@ -15,9 +15,9 @@ import pytest
 import torch
 from PIL import Image
 
-from pipelines import data, results_store
+from pipelines import results_store
 from pipelines.matrix import REPO_ROOT
-from pipelines.worker import image_classification
+from pipelines.worker import image_classification, synthetic_images
 from tests import test_faults
 from tests.test_faults import SMALL_MATRIX, assert_accounted, dead_letters, predictions
 
@@ -97,7 +97,7 @@ def test_reads_stop_at_the_byte_limit(kit, tmp_path, data_dir):
 def test_orientation_and_16_bit_greys_are_seen_as_a_viewer_shows_them(kit, tmp_path):
   """A phone photo stored sideways with an EXIF orientation, and a 16-bit mid-grey, give the
   tensors (and so the predictions) of the upright and the 8-bit image."""
-  photo = data._image(np.random.default_rng(3), 400, 300)
+  photo = synthetic_images.image(3, 3)  # 640 x 480
   pairs = []
   for orientation, upright in ((6, Image.Transpose.ROTATE_270), (8, Image.Transpose.ROTATE_90)):
     exif = Image.Exif()

@@ -65,6 +65,7 @@ LAYERS = [
     {"pipelines.run_record", "pipelines.summary", "pipelines.data"},
     # the engine: runners and what they need while a run is under way
     {"pipelines.progress", "pipelines.interrupts", "pipelines.dataflow", "pipelines.plan",
+     "pipelines.agreement",
      "pipelines.runners", "pipelines.worker_container"},
     # readers of records
     {"pipelines.publish", "pipelines.report", "pipelines.capacity"},

@@ -7,7 +7,9 @@ are) and adds what a trustworthy benchmark needs, all as Beam metrics in namespa
   * records each batch's latency in a histogram (latency_histogram.py) for percentiles;
   * samples GPU telemetry while the model is loaded (gpu_telemetry.py);
   * sets the worker layout's torch threads before the model loads, and reports per SDK process
-    (`process/<host>:<pid>/...`) its threads, peak RSS and steady-state window (process_stats.py).
+    (`process/<host>:<pid>/...`) its threads, peak RSS and steady-state window (process_stats.py);
+  * applies the run's CPU optimization to the loaded model (optimizations.py), timed apart from
+    the load, and counts which one ran.
 """
 from __future__ import annotations
 
@@ -23,7 +25,13 @@ import torch
 from apache_beam.metrics import Metrics
 from apache_beam.ml.inference.base import ModelHandler
 
-from pipelines.worker import gpu_telemetry, latency_histogram, process_stats, worker_facts
+from pipelines.worker import (
+  gpu_telemetry,
+  latency_histogram,
+  optimizations,
+  process_stats,
+  worker_facts,
+)
 from pipelines.worker.beam_metrics import KIT_NAMESPACE
 from pipelines.worker.models import read_meta
 from pipelines.worker.progress_reporter import reporter as progress_reporter
@@ -66,8 +74,12 @@ class BenchmarkModelHandler(ModelHandler):
                telemetry_reader: Callable[[], Optional[gpu_telemetry.ReadSample]] = (
                    gpu_telemetry.nvml_reader),
                telemetry_interval_s: float = gpu_telemetry.SAMPLE_INTERVAL_S,
-               threads: int | None = None, interop_threads: int | None = None):
+               threads: int | None = None, interop_threads: int | None = None,
+               optimization: str = optimizations.NONE,
+               optimize: Callable[[Any, str], Any] | None = None):
     self._base = base
+    self._optimization = optimization
+    self._optimize = optimize  # the task's optimize(model, name): optimizations.apply
     self._threads = threads
     self._interop_threads = interop_threads
     self._device = device
@@ -83,22 +95,28 @@ class BenchmarkModelHandler(ModelHandler):
     load_started_ms = process_stats.now_ms()
     model = self._base.load_model()
     load_ended_ms = process_stats.now_ms()
-    used = _device_of(model)
+    used = _device_of(model)  # before optimizing: a frozen TorchScript module has no parameters
+    param_bytes = sum(t.numel() * t.element_size()
+                      for t in (*model.parameters(), *model.buffers()))
+    if self._optimization != optimizations.NONE:
+      model = self._optimize(model, self._optimization)
+    optimized_ms = process_stats.now_ms()
     meta = read_meta(self._state_dict_path)
     # Beam calls load_model from DoFn.setup, where metrics are not reported; keep the counters
     # until the next batch, as Beam does for its own load metrics.
     with _lock:
       _pending_counters[self._token] += [f"model_loaded_on_{used}",
                                          f"model_weights_{meta.weights if meta else 'unknown'}",
-                                         process_stats.name("model_loads")]
+                                         process_stats.name("model_loads"),
+                                         f"optimization_ran_{self._optimization}"]
       _pending_distributions[self._token] += process_stats.threads()
-      _pending_distributions[self._token] += process_stats.load_times(load_started_ms,
-                                                                      load_ended_ms)
+      _pending_distributions[self._token] += process_stats.load_times(
+          load_started_ms, load_ended_ms, optimized_ms)
       # The loaded model's true size: Beam's model_byte_size is a process-memory delta.
-      _pending_distributions[self._token].append(("model_param_bytes", sum(
-          t.numel() * t.element_size() for t in (*model.parameters(), *model.buffers()))))
-    logging.info("Model %s loaded on %s (%s weights)", self._state_dict_path, used,
-                 meta.weights if meta else "unknown")
+      _pending_distributions[self._token].append(("model_param_bytes", param_bytes))
+    logging.info("Model %s loaded on %s (%s weights, optimization %s: %.1f s)",
+                 self._state_dict_path, used, meta.weights if meta else "unknown",
+                 self._optimization, (optimized_ms - load_ended_ms) / 1000)
     # This worker's versions and hostname (worker_facts.py); its threads are per process above.
     with _lock:
       _pending_counters[self._token] += worker_facts.counter_names()

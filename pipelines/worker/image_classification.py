@@ -14,7 +14,7 @@ from apache_beam.io.filesystems import FileSystems
 from apache_beam.ml.inference.pytorch_inference import PytorchModelHandlerTensor
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from pipelines.worker import dead_letter
+from pipelines.worker import dead_letter, optimized_model, synthetic_images
 from pipelines.worker.models import build_architecture
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -174,6 +174,33 @@ def model_handler(state_dict_path: str, architecture: str, device: str,
       model_params={"architecture": architecture},
       device=device,
       **batching)
+
+
+def optimize(model: torch.nn.Module, name: str, batch_size: int) -> torch.nn.Module:
+  """The task's optimization step (optimizations.py): traced and compiled on batches of
+  zeros (a trace records operations, not values); int8 calibrated on synthetic images, never
+  on the items being measured (made only when int8 asks for them)."""
+  # A full batch and a small one: inductor's convolutions guard on the batch size (>= 16),
+  # and a bundle's last batch is smaller.
+  examples = [((torch.zeros(size, 3, CROP, CROP),), {}) for size in sorted({max(2, batch_size), 2})]
+
+  def calibration():
+    images = [preprocess(jpeg) for jpeg in synthetic_images.calibration_jpegs()]
+    return [((torch.stack(images[i:i + 8]),), {}) for i in range(0, len(images), 8)]
+  return optimized_model.apply(model, name, "image_classification", examples, calibration)
+
+
+def example_from_line(line: bytes, opts) -> torch.Tensor:
+  """One input line as the model's input, as the pipeline makes it (agreement.py); raises
+  for a line the pipeline would dead-letter."""
+  return preprocess(read_bytes(line.decode("utf-8").strip(), opts.max_image_bytes),
+                    opts.max_image_pixels)
+
+
+def prediction_logits(model: torch.nn.Module, examples: list[torch.Tensor]) -> torch.Tensor:
+  """[batch, classes]: the logits the top-1 prediction is taken from (agreement.py)."""
+  with torch.no_grad():
+    return model(torch.stack(examples)).float()
 
 
 def top1(logits: torch.Tensor) -> int:

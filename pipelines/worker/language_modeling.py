@@ -23,7 +23,7 @@ from apache_beam.utils.timestamp import MIN_TIMESTAMP
 from apache_beam.utils.windowed_value import WindowedValue
 from torch.nn.utils.rnn import pad_sequence
 
-from pipelines.worker import dead_letter
+from pipelines.worker import dead_letter, optimized_model
 from pipelines.worker.beam_metrics import KIT_NAMESPACE
 from pipelines.worker.models import build_architecture
 
@@ -108,8 +108,9 @@ def predict_masked_tokens(batch: Sequence[dict[str, torch.Tensor]], model: torch
   Metrics.counter(KIT_NAMESPACE, "padding_slots").inc(
       input_ids.numel() - int(attention_mask.sum()))
   with torch.no_grad():
+    # ["logits"]: transformers' output and a traced model's dict (optimizations.py) alike
     logits = model(input_ids=input_ids.to(device), attention_mask=attention_mask.to(device),
-                   **(inference_args or {})).logits
+                   **(inference_args or {}))["logits"]
     token_ids = logits[torch.arange(len(batch)), mask_positions.to(device)].argmax(-1).tolist()
   return [PredictionResult(example, token_id, model_id)
           for example, token_id in zip(batch, token_ids)]
@@ -193,6 +194,40 @@ def model_handler(state_dict_path: str, architecture: str, device: str,
       device=device,
       inference_fn=predict_masked_tokens,
       **batching)
+
+
+def optimize(model: torch.nn.Module, name: str, batch_size: int) -> torch.nn.Module:
+  """The task's optimization step (optimizations.py): traced and compiled on batches of
+  made-up token ids (their values do not matter to a trace), one unpadded and one padded
+  (transformers takes another path when no token is padding); int8 is dynamic, so it needs no
+  calibration."""
+  input_ids = torch.arange(1000, 1000 + 16).repeat(max(2, batch_size), 1)
+  input_ids[:, 0], input_ids[:, -2], input_ids[:, -1] = 101, MASK_ID, 102  # [CLS] .. [MASK] [SEP]
+  padded = torch.ones_like(input_ids)
+  padded[0, 12:] = 0
+  examples = [((), {"input_ids": input_ids, "attention_mask": torch.ones_like(input_ids)}),
+              ((), {"input_ids": input_ids, "attention_mask": padded})]
+  return optimized_model.apply(model, name, "language_modeling", examples)
+
+
+def example_from_line(line: bytes, opts) -> dict[str, torch.Tensor]:
+  """One input line as the model's input, as the pipeline makes it (agreement.py); raises
+  for a line the pipeline would dead-letter."""
+  return tokenize(load_tokenizer(opts.vocab_path), mask_last_word(line.decode("utf-8").strip()))
+
+
+def prediction_logits(model: torch.nn.Module,
+                      examples: list[dict[str, torch.Tensor]]) -> torch.Tensor:
+  """[batch, vocabulary]: the logits at each sentence's mask, which the predicted token is
+  taken from (agreement.py)."""
+  input_ids = pad_sequence([e["input_ids"] for e in examples], batch_first=True,
+                           padding_value=PAD_ID)
+  attention_mask = pad_sequence([e["attention_mask"] for e in examples], batch_first=True,
+                                padding_value=0)
+  mask_positions = (input_ids == MASK_ID).int().argmax(dim=1)
+  with torch.no_grad():
+    logits = model(input_ids=input_ids, attention_mask=attention_mask)["logits"]
+  return logits[torch.arange(len(examples)), mask_positions].float()
 
 
 class FormatPrediction(beam.DoFn):

@@ -1,7 +1,7 @@
 """Pipeline options: the same flags on the DirectRunner and on Dataflow."""
 from apache_beam.options.pipeline_options import PipelineOptions
 
-from pipelines.worker import tasks
+from pipelines.worker import optimizations, tasks
 from pipelines.worker.arg_types import positive_int
 from pipelines.worker.tasks import DEVICES, TASKS
 
@@ -35,6 +35,8 @@ class BenchmarkOptions(PipelineOptions):
     parser.add_argument("--torch_threads", type=int, default=None,
                         help="torch intra-op threads each worker process sets before loading")
     parser.add_argument("--torch_interop_threads", type=int, default=None)
+    parser.add_argument("--optimization", choices=optimizations.NAMES, default=optimizations.NONE,
+                        help="CPU optimization applied to the loaded model (optimizations.py)")
     parser.add_argument("--length_aware_batching", action="store_true", default=False,
                         help="language modeling: batch sentences of similar token length")
     parser.add_argument("--max_image_pixels", type=int, default=DEFAULT_MAX_IMAGE_PIXELS,

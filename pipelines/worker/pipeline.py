@@ -5,6 +5,8 @@ format differ by task (pipelines/worker/tasks.py).
 """
 from __future__ import annotations
 
+import functools
+
 import apache_beam as beam
 from apache_beam import coders
 from apache_beam.ml.inference.base import KeyedModelHandler, RunInference
@@ -42,7 +44,10 @@ def build(p: beam.Pipeline, opts: BenchmarkOptions, **telemetry) -> None:
                             batching(opts))
   handler = KeyedModelHandler(BenchmarkModelHandler(
       base, device=opts.device, state_dict_path=opts.model_state_dict_path,
-      threads=opts.torch_threads, interop_threads=opts.torch_interop_threads, **telemetry))
+      threads=opts.torch_threads, interop_threads=opts.torch_interop_threads,
+      optimization=opts.optimization,
+      optimize=functools.partial(task.optimize, batch_size=opts.max_batch_size or 1),
+      **telemetry))
   predictions, failed = examples | opts.inference_step >> RunInference(
       handler).with_exception_handling()
 

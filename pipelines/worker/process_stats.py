@@ -45,10 +45,12 @@ def now_ms() -> int:
   return int(time.time() * 1000)
 
 
-def load_times(started_ms: int, ended_ms: int) -> list[tuple[str, int]]:
-  """The timeline facts a process reports once its model is loaded (the share's parts)."""
+def load_times(started_ms: int, ended_ms: int, optimized_ms: int) -> list[tuple[str, int]]:
+  """The timeline facts a process reports once its model is loaded and optimized (the share's
+  parts)."""
   return [(name("process_started_ms"), process_started_ms()),
-          (name("model_load_start_ms"), started_ms), (name("model_load_end_ms"), ended_ms)]
+          (name("model_load_start_ms"), started_ms), (name("model_load_end_ms"), ended_ms),
+          (name("optimize_end_ms"), optimized_ms)]
 
 
 def peak_rss_mib() -> int:
@@ -105,7 +107,8 @@ def steady_throughput(processes: list[dict[str, Any]]) -> float | None:
   return sum(rates) if rates else None
 
 
-SHARE_PARTS = ("launch_s", "process_start_s", "model_load_s", "first_batch_s", "steady_s")
+SHARE_PARTS = ("launch_s", "process_start_s", "model_load_s", "optimize_s", "first_batch_s",
+               "steady_s")
 
 
 def worker_share(processes: list[dict[str, Any]], launcher_started_ms: int | None
@@ -116,7 +119,9 @@ def worker_share(processes: list[dict[str, Any]], launcher_started_ms: int | Non
                      build, container and pool start; 0 where the launcher runs the work)
     process_start_s  its start -> model load begins (Python, Beam and torch imports, harness)
     model_load_s     the model load
-    first_batch_s    load end -> first batch end (reading, decoding, warm-up)
+    optimize_s       the CPU optimization after it (OPTIMIZE=: trace, compile, calibration; 0
+                     for none)
+    first_batch_s    optimization end -> first batch end (reading, decoding, warm-up)
     steady_s         first batch end -> last batch end
   None when no process reported its timeline (older workers, a failed run)."""
   timed = [p for p in processes if "last_batch_end_ms" in p and "model_load_end_ms" in p
@@ -126,7 +131,8 @@ def worker_share(processes: list[dict[str, Any]], launcher_started_ms: int | Non
   last = max(timed, key=lambda p: p["last_batch_end_ms"])
   started = max(last["process_started_ms"], launcher_started_ms)
   marks = [launcher_started_ms, started, last["model_load_start_ms"], last["model_load_end_ms"],
-           last["first_batch_end_ms"], last["last_batch_end_ms"]]
+           last.get("optimize_end_ms", last["model_load_end_ms"]), last["first_batch_end_ms"],
+           last["last_batch_end_ms"]]
   parts = {part: max(0, b - a) / 1000 for part, a, b in zip(SHARE_PARTS, marks, marks[1:])}
   return {"seconds": (last["last_batch_end_ms"] - launcher_started_ms) / 1000,
           "parts": parts, "process": last["process"]}

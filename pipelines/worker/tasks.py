@@ -2,12 +2,16 @@
 
 A task's steps (parse its input lines, dead-lettering what it cannot use; its RunInference model
 handler; its prediction format) live in the module the task names, which every task module
-provides with the same three functions:
+provides with the same functions:
 
   parse(lines, opts)      -> (PCollection of (key, example), PCollection of dead letters)
   model_handler(state_dict_path, architecture, device, batching)
                           -> Beam's PyTorch model handler for the task's tensors
   format_prediction(opts) -> a DoFn turning (key, PredictionResult) into one JSON line
+  optimize(model, name, batch_size)
+                          -> the loaded model with a CPU optimization applied (optimizations.py)
+  example_from_line(line, opts), prediction_logits(model, examples)
+                          -> what the launcher's agreement check runs (pipelines/agreement.py)
 
 That module is imported only when the steps are needed (`Task.steps()`): the launcher and the
 Makefile read the names below without torch. Adding a task is one module plus one entry here

@@ -1,5 +1,6 @@
-"""What the workers are: versions (the torch build string, CUDA), hostname. (Their torch threads
-are per process: process_stats.py reports them.)
+"""What the workers are: versions (the torch build string, CUDA), hostname, CPU model and the
+CPU flags optimizations depend on. (Their torch threads are per process: process_stats.py
+reports them.)
 
 Reported by each worker process when it loads its model (handler.BenchmarkModelHandler), as
 Beam counters in the kit's namespace whose names carry the fact, since Beam metrics carry
@@ -33,9 +34,22 @@ def facts() -> dict[str, str]:
   """This process's facts (called on the worker, after the model is loaded)."""
   import apache_beam
   import torch
+
+  from pipelines.worker.optimizations import cpu_flags
   return {"torch": torch.__version__, "cuda": torch.version.cuda or "none",
           "hostname": socket.gethostname(),
-          "python": platform.python_version(), "apache-beam": apache_beam.__version__}
+          "python": platform.python_version(), "apache-beam": apache_beam.__version__,
+          # what bf16 and int8 run on (optimizations.CPU_FLAGS present), and the CPU's name
+          "cpu_flags": ",".join(cpu_flags()) or "none", "cpu_model": cpu_model()}
+
+
+def cpu_model() -> str:
+  try:
+    with open("/proc/cpuinfo") as f:
+      return next((line.partition(":")[2].strip() for line in f
+                   if line.startswith("model name")), "unknown")
+  except OSError:
+    return "unknown"
 
 
 def counter_names(found: dict[str, str] | None = None) -> list[str]:

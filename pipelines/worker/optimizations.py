@@ -1,0 +1,79 @@
+"""CPU inference optimizations (`OPTIMIZE=`, `--optimization`): their names and what a machine
+needs to run them. optimized_model.py applies them where the worker loads its model
+(handler.BenchmarkModelHandler), so they run in the image and on Dataflow exactly as locally.
+
+  none           the model as loaded
+  channels_last  ResNets: model and input tensors in NHWC memory format (oneDNN's preferred)
+  freeze         torch.jit.trace, then torch.jit.optimize_for_inference (freeze + oneDNN
+                 fusions: conv-bn folding, conv-add-relu): the TorchScript route; torch.jit is
+                 in maintenance in torch 2.x, but still the one that needs no compiler
+  compile        torch.compile, inductor's CPU backend with weight freezing, compiled at load
+                 (a warm-up call) so the compile time is the load's, not the first batch's
+  bf16           torch.autocast to bfloat16 (native where the CPU has avx512_bf16/amx_bf16,
+                 emulated otherwise: the record says which)
+  int8           BERT: dynamic quantization of the Linear layers; ResNets: static post-training
+                 quantization (FX graph mode, x86 backend), calibrated on synthetic images that
+                 are never the measured items (synthetic_images.calibration_jpegs)
+
+Exact transforms (none, channels_last, freeze, compile) change float rounding only; bf16 and int8
+are lossy. The launcher's agreement check (pipelines/agreement.py) measures either against none.
+"""
+from __future__ import annotations
+
+import shutil
+from typing import Callable, Sequence
+
+NONE = "none"
+NAMES = (NONE, "channels_last", "freeze", "compile", "bf16", "int8")
+EXACT = (NONE, "channels_last", "freeze", "compile")
+IMAGE_ONLY = ("channels_last",)
+# The CPU flags that decide what bf16 and int8 run on (recorded with every optimized run).
+CPU_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_bf16", "amx_int8")
+NATIVE_BF16_FLAGS = ("avx512_bf16", "amx_bf16")
+CXX_COMPILERS = ("g++", "c++", "clang++")
+
+
+class OptimizationUnavailable(RuntimeError):
+  """The optimization cannot run here (its one-line reason)."""
+
+
+def cpu_flags(cpuinfo: str | None = None) -> list[str]:
+  """The CPU_FLAGS this CPU has (from /proc/cpuinfo's first `flags` line)."""
+  if cpuinfo is None:
+    try:
+      with open("/proc/cpuinfo") as f:
+        cpuinfo = f.read()
+    except OSError:
+      return []
+  line = next((line for line in cpuinfo.splitlines() if line.startswith("flags")), "")
+  have = set(line.partition(":")[2].split())
+  return [flag for flag in CPU_FLAGS if flag in have]
+
+
+def bf16_support(flags: Sequence[str]) -> str:
+  """'native (avx512_bf16)' or 'emulated (no avx512_bf16/amx_bf16)'."""
+  native = [f for f in NATIVE_BF16_FLAGS if f in flags]
+  return f"native ({','.join(native)})" if native else (
+      f"emulated (no {'/'.join(NATIVE_BF16_FLAGS)})")
+
+
+def unavailable(name: str, task: str, which: Callable[[str], str | None] = shutil.which
+                ) -> str | None:
+  """Why `name` cannot run for `task` on this machine (None: it can)."""
+  if name not in NAMES:
+    return f"unknown optimization '{name}'; known: {', '.join(NAMES)}"
+  if name in IMAGE_ONLY and task != "image_classification":
+    return (f"{name} changes the memory format of image tensors (the ResNets); {task} has no "
+            "image tensors")
+  if name == "compile" and not any(which(c) for c in CXX_COMPILERS):
+    return ("torch.compile's inductor CPU backend builds C++ kernels, and no C++ compiler "
+            f"({', '.join(CXX_COMPILERS)}) is on PATH here")
+  if name == "int8" and not ({"x86", "fbgemm"} & set(quantized_engines())):
+    return (f"int8 needs torch's x86/fbgemm quantized engine; this torch has "
+            f"{', '.join(quantized_engines())}")
+  return None
+
+
+def quantized_engines() -> list[str]:
+  import torch  # here, not above: the matrix and the Makefile read NAMES without torch
+  return list(torch.backends.quantized.supported_engines)

@@ -1,0 +1,85 @@
+"""Applies a CPU optimization (optimizations.py says which exist and what they need) to a
+loaded model: the result is a module Beam's handler calls as it called the model."""
+from __future__ import annotations
+
+import contextlib
+from typing import Any, Callable
+
+import torch
+
+from pipelines.worker.optimizations import NONE, OptimizationUnavailable, unavailable
+
+
+class Optimized(torch.nn.Module):
+  """The optimized model, called as the original was: inputs converted to channels_last where
+  asked, bf16 autocast around the call, outputs handed back in float32."""
+
+  def __init__(self, inner: Any, channels_last: bool = False, bf16: bool = False):
+    super().__init__()
+    self.inner = inner
+    self.channels_last = channels_last
+    self.bf16 = bf16
+
+  def forward(self, *args, **kwargs):
+    if self.channels_last:
+      args = tuple(a.contiguous(memory_format=torch.channels_last) for a in args)
+    autocast = (torch.autocast("cpu", dtype=torch.bfloat16) if self.bf16
+                else contextlib.nullcontext())
+    with autocast:
+      out = self.inner(*args, **kwargs)
+    if not self.bf16:
+      return out
+    if isinstance(out, torch.Tensor):
+      return out.float()
+    out["logits"] = out["logits"].float()  # transformers' outputs and traced dicts alike
+    return out
+
+
+Call = tuple[tuple, dict]  # (args, kwargs) of one model call
+
+
+def apply(model: torch.nn.Module, name: str, task: str, examples: list[Call],
+          calibration: Callable[[], list[Call]] | None = None) -> torch.nn.Module:
+  """The model optimized by `name`. `examples`: representative calls; freeze traces the first,
+  compile's warm-up makes them all, so every code path the run takes (BERT: a batch with and
+  one without padding) is compiled at load, not in a measured batch. `calibration`: the int8
+  calibration calls of a task whose int8 is static (images). Raises OptimizationUnavailable
+  with its reason."""
+  reason = unavailable(name, task)
+  if reason:
+    raise OptimizationUnavailable(reason)
+  args, kwargs = examples[0]
+  model.eval()
+  with torch.no_grad():
+    if name == NONE:
+      return model
+    if name == "channels_last":
+      return Optimized(model.to(memory_format=torch.channels_last), channels_last=True)
+    if name == "freeze":
+      traced = torch.jit.trace(model, args or None, example_kwarg_inputs=kwargs or None,
+                               strict=False, check_trace=False)
+      return Optimized(torch.jit.optimize_for_inference(torch.jit.freeze(traced.eval())))
+    if name == "compile":
+      import torch._inductor.config as inductor
+      import torch.fx.experimental._config as fx_config
+      inductor.freezing = True  # weights as constants: folded and prepacked for oneDNN
+      # no guard that two sizes stay equal because the warm-up's were (batch 16 of 16 tokens)
+      fx_config.use_duck_shape = False
+      # dynamic: batch sizes and sentence lengths vary; one graph for all, compiled now
+      compiled = torch.compile(model, dynamic=True)
+      for call_args, call_kwargs in examples:
+        compiled(*call_args, **call_kwargs)
+      return Optimized(compiled)
+    if name == "bf16":
+      return Optimized(model, bf16=True)
+    # int8
+    torch.backends.quantized.engine = "x86"
+    if calibration is None:  # transformers: dynamic quantization of the Linear layers
+      return Optimized(torch.ao.quantization.quantize_dynamic(model, {torch.nn.Linear},
+                                                              dtype=torch.qint8))
+    from torch.ao.quantization import get_default_qconfig_mapping
+    from torch.ao.quantization.quantize_fx import convert_fx, prepare_fx
+    prepared = prepare_fx(model, get_default_qconfig_mapping("x86"), args)
+    for call_args, call_kwargs in calibration():
+      prepared(*call_args, **call_kwargs)
+    return Optimized(convert_fx(prepared))
