@@ -81,9 +81,12 @@ def constants(env: dict[str, str] = os.environ, **given: float | None) -> dict[s
 
 def measured(bench: matrix.Benchmark, records: list[dict[str, Any]]) -> list[Measured]:
   """Per profile and layout, from the newest local records of `bench` that have a worker share
-  and a steady state (in-image records first)."""
+  and a steady state (in-image records first), run with the profile's own optimization (an
+  OPTIMIZE= experiment is not the configuration the plan prices)."""
   usable = [r for r in records if r["benchmark"] == bench.name and r["status"] == "succeeded"
             and r["metadata"].get("runner") == "DirectRunner"
+            and r["metadata"].get("optimization", "none") == _optimization_of(
+                r["metadata"].get("profile"), bench)
             and r["metrics"].get("worker_share_s") and r["metrics"].get("steady_throughput_per_s")]
   by_layout: dict[tuple[str, str], list[dict[str, Any]]] = {}
   for r in usable:
@@ -101,6 +104,14 @@ def measured(bench: matrix.Benchmark, records: list[dict[str, Any]]) -> list[Mea
                         statistics.median(rates), statistics.median(startups),
                         bool(in_image), tuple(r["run_id"] for r in chosen)))
   return out
+
+
+def _optimization_of(profile_name: str | None, bench: matrix.Benchmark) -> str | None:
+  try:
+    profile = profiles.get(profile_name)
+  except profiles.ProfileError:
+    return None
+  return profile.optimization or bench.optimization
 
 
 def worker_seconds(m: Measured, items_per_worker: int, vcpus: int, c: dict[str, float]) -> float:

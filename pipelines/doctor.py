@@ -169,6 +169,18 @@ def gpu_status() -> dict[str, str | bool]:
   return status
 
 
+def optimizations_section() -> list[str]:
+  """What OPTIMIZE= can run on this machine (optimizations.py's own checks)."""
+  from pipelines.worker import optimizations
+  flags = optimizations.cpu_flags()
+  blocked = {name: optimizations.unavailable(name, "image_classification")
+             for name in optimizations.NAMES}
+  usable = [name for name, why in blocked.items() if not why]
+  text = (f"{', '.join(usable)}; bf16 {optimizations.bf16_support(flags)}"
+          + "".join(f"; {name}: {why}" for name, why in blocked.items() if why))
+  return [_row("OPTIMIZE=", text)]
+
+
 def _text(value) -> str:
   return value.decode() if isinstance(value, bytes) else str(value)
 
@@ -337,6 +349,7 @@ def screen(root: pathlib.Path = REPO_ROOT, env: Mapping[str, str] | None = None,
   gpu = gpu_status()
   lines.append(_row("CUDA", str(gpu["cuda_text"])))
   lines.append(_row("NVML", str(gpu["nvml_text"])))
+  section(optimizations_section, "OPTIMIZE=")
   section(lambda: benchmarks_section(root, sizes), "benchmarks")
   section(lambda: publishing_section(env, probe), "publishing")
   section(lambda: dataflow_section(env, root), "Dataflow")

@@ -56,12 +56,16 @@ def _sorted_by_length(lines: list[str], tokenizer, batch_size: int) -> list[str]
 
 
 def plain_loop(bench: matrix.Benchmark, lines: list[str], batch_size: int,
-               models_dir: pathlib.Path, *, length_aware: bool) -> float:
-  """Steady-state items/s of the same work without Beam, on all cores: the items after the
-  first batch over the time from the first batch's end to the last's."""
+               models_dir: pathlib.Path, *, length_aware: bool,
+               optimization: str = "none") -> float:
+  """Steady-state items/s of the same work without Beam, on all cores, with the pipeline's CPU
+  optimization: the items after the first batch over the time from the first batch's end to
+  the last's."""
   torch.set_num_threads(os.cpu_count() or 1)  # a 1xT pipeline run may have narrowed the pool
   device = torch.device("cuda" if bench.needs_gpu else "cpu")
   model = load_model(models_dir / f"{bench.model}.pth", bench.model).to(device)
+  if optimization != "none":
+    model = bench.task_spec.steps().optimize(model, optimization, batch_size)
   tokenizer = (language_modeling.load_tokenizer(str(models_dir / VOCAB_FILE))
                if bench.task_spec.needs_vocab else None)
   if tokenizer is not None and length_aware:
@@ -105,7 +109,8 @@ def measure_repeat(bench: matrix.Benchmark, items: int, layouts: list[Layout],
   with `profile`'s batching (plain_batch_size)."""
   lines = (data_dir / bench.task_spec.input_file).read_text().splitlines()[:items]
   plain = plain_loop(bench, lines, plain_batch_size(bench, profile), models_dir,
-                     length_aware=profile.length_aware(bench))
+                     length_aware=profile.length_aware(bench),
+                     optimization=profile.optimization or bench.optimization)
   runs = {}
   for layout in layouts:
     try:  # a fresh process, so its whole-process figure is what a user (or a worker) pays

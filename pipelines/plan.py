@@ -79,6 +79,7 @@ class RunPlan:
   input_files_root: pathlib.Path | None = None  # IN_IMAGE=1: the folder the input files are in
   worker_share: dict[str, int] | None = None  # N=share: items, dataset items, Dataflow workers
   optimization: str = "none"  # applied where the workers load the model (optimizations.py)
+  optimization_override: bool = False  # OPTIMIZE= asked for another than the profile's choice
   # local runs: this machine's model files, which the agreement check loads (agreement.py)
   check_model_files: tuple[tuple[str, str], ...] | None = None
 
@@ -111,7 +112,8 @@ class RunPlan:
             "machine_type": (self.bench.machine.name if self.in_image else
                              "local" if self.local else self.bench.dataflow.machine_type),
             "image": self.image, "in_image": self.in_image,
-            "worker_share": self.worker_share, "optimization": self.optimization}
+            "worker_share": self.worker_share, "optimization": self.optimization,
+            "optimization_override": self.optimization_override}
 
 
 def resolve(o: Overrides, run_id: str | None = None) -> RunPlan:
@@ -130,8 +132,10 @@ def resolve(o: Overrides, run_id: str | None = None) -> RunPlan:
   bench.check_memory(layout)  # copies that cannot fit never start
   batching = profile.batching_for(bench, o.batch_size)
   optimization = _optimization(bench, profile, o)
+  override = optimization != (profile.optimization or bench.optimization)
   common = dict(run_id=run_id or run_record.new_run_id(), bench=bench, profile=profile,
-                optimization=optimization, runner=o.runner, dry_run=o.dry_run, layout=layout,
+                optimization=optimization, optimization_override=override, runner=o.runner,
+                dry_run=o.dry_run, layout=layout,
                 min_batch_size=batching.get("min_batch_size"),
                 max_batch_size=batching.get("max_batch_size"),
                 length_aware=profile.length_aware(bench, o.batching),

@@ -49,6 +49,9 @@ def test_without_settings(tmp_path):
   assert "missing: resnet152 (make models)" in text
   assert "data/images.txt: 300 items; data/sentences.txt: missing (make data)" in text
   assert "CUDA        not available" in text and "NVML        unavailable" in text
+  # what OPTIMIZE= can run here: this machine has g++ and the x86 quantized engine
+  (optimize,) = [line for line in lines if line.startswith("OPTIMIZE=   ")]
+  assert "none, channels_last, freeze, compile, bf16, int8; bf16 " in optimize
   bench = {line[doctor.WIDTH:].split()[0]: line for line in lines
            if " ready" in line or "cannot run:" in line}
   assert list(bench) == list(matrix.load())  # one line per benchmark of the matrix

@@ -336,3 +336,23 @@ def test_a_folder_with_a_colon_is_refused_before_launch(pushed, in_image_env, tm
   (line,) = capsys.readouterr().err.strip().splitlines()
   assert "a ':' in its name cannot be mounted" in line
   assert containers_named("bench-") == []
+
+
+def test_an_optimization_runs_where_the_image_loads_the_model(pushed, in_image_env):
+  assert launch(in_image_env, "--in-image", "--optimize", "channels_last") == 0
+  (record,) = results_store.load_all(in_image_env["results"])
+  assert record["status"] == "succeeded"
+  assert record["metadata"]["optimization"] == "channels_last"  # the container's workers said so
+  assert record["metadata"]["worker_hostnames"] == [f"bench-{record['run_id']}"]
+  assert record["metrics"]["optimize_s"] is not None
+
+
+def test_an_optimization_the_image_cannot_run_is_refused_before_launch(pushed, in_image_env,
+                                                                       capsys):
+  # The stand-in base (Debian minbase) has no C++ compiler, which inductor needs; Beam's own
+  # SDK images (sdks/python/container/Dockerfile: FROM python:<version>-bullseye) have g++.
+  assert launch(in_image_env, "--in-image", "--optimize", "compile") == 2
+  (line,) = capsys.readouterr().err.strip().splitlines()
+  assert "OPTIMIZE=compile cannot run in image" in line and "no C++ compiler" in line, line
+  assert not (in_image_env["results"] / "records").exists()
+  assert containers_named("bench-") == []

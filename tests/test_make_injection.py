@@ -65,6 +65,7 @@ REFUSED = [
     ("perf", "LAYOUTS"), ("perf", "PERF_BENCHMARKS"), ("sweep", "BENCH"), ("sweep", "BATCH_SIZES"),
     ("sweep", "BATCHINGS"), ("compare-profiles", "BENCH"), ("report", "FAIL_ON_REGRESSION"),
     ("compare", "CROSS_PROFILE"), ("push", "REGISTRY"), ("push", "IMAGE_TAG"),
+    ("bench-resnet101", "OPTIMIZE"), ("sweep", "OPTIMIZATIONS"),
 ]
 
 

@@ -27,7 +27,9 @@ Series names (`series_name`): only records with `metadata.profile == "beam"` (Be
 benchmark settings) publish under the matrix's influx_measurement / bigquery_table, the names
 Beam's dashboards and analyzer read. Every other profile, `tuned` by default, publishes to the
 same name with the suffix `_<profile>` (`torch_inference_imagenet_resnet101_tuned`), so a tuned
-run can never land in Beam's series by accident.
+run can never land in Beam's series by accident; a run whose OPTIMIZE= is not its profile's own
+choice adds `_<optimization>` (`..._resnet101_tuned_int8`), so an experiment never moves the
+profile's series.
 """
 from __future__ import annotations
 
@@ -111,6 +113,8 @@ def series_name(base: str, record: dict[str, Any]) -> str:
     return base
   if not re.fullmatch(r"[a-z0-9_]+", name):
     raise PublishError(f"profile '{name}' is not a valid series suffix (use [a-z0-9_])")
+  if (record.get("plan") or {}).get("optimization_override"):
+    return f"{base}_{name}_{record['plan']['optimization']}"
   return f"{base}_{name}"
 
 

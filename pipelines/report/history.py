@@ -31,8 +31,8 @@ LABELS = {
 @dataclasses.dataclass(frozen=True, order=True)
 class GroupKey:
   """Runs are comparable only with the same benchmark, runner, device, machine, weights,
-  profile (a `beam` run batches, labels and lays out workers differently from a `tuned` one)
-  and worker layout (2x1 and 1x2 are different machines' worth of work)."""
+  profile (a `beam` run batches, labels and lays out workers differently from a `tuned` one),
+  worker layout (2x1 and 1x2 are different machines' worth of work) and CPU optimization."""
   benchmark: str
   runner: str
   device: str
@@ -40,14 +40,17 @@ class GroupKey:
   weights: str
   profile: str = DEFAULT_PROFILE
   layout: str = "unrecorded"  # records from before layouts existed
+  optimization: str = "none"  # records from before OPTIMIZE= existed ran none
 
   def label(self) -> str:
     return (f"{self.benchmark} · {self.runner} · {self.device} · {self.machine_type} · "
-            f"{self.weights} weights · profile {self.profile} · layout {self.layout}")
+            f"{self.weights} weights · profile {self.profile} · layout {self.layout}"
+            + (f" · {self.optimization}" if self.optimization != "none" else ""))
 
   def slug(self) -> str:
     return "-".join([self.benchmark, self.runner, self.device, self.machine_type,
-                     self.weights, self.profile, self.layout]).lower()
+                     self.weights, self.profile, self.layout]
+                    + ([self.optimization] if self.optimization != "none" else [])).lower()
 
 
 def profile(record: dict[str, Any]) -> str:
@@ -59,7 +62,7 @@ def key(record: dict[str, Any]) -> GroupKey:
   meta = record["metadata"]
   return GroupKey(record["benchmark"], str(meta.get("runner")), str(meta.get("device_used")),
                   str(meta.get("machine_type")), str(meta.get("weights")), profile(record),
-                  str(meta.get("layout") or "unrecorded"))
+                  str(meta.get("layout") or "unrecorded"), str(meta.get("optimization") or "none"))
 
 
 def groups(records: Iterable[dict[str, Any]]) -> dict[GroupKey, list[dict[str, Any]]]:
