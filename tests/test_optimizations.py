@@ -11,7 +11,7 @@ import torch
 from pipelines import agreement, plan, run
 from pipelines.worker import optimizations, optimized_model
 from pipelines.worker.models import build_architecture
-from tests.test_faults import SMALL_MATRIX, predictions
+from tests.test_faults import SMALL_MATRIX, kit, predictions  # noqa: F401 - kit: a fixture
 
 CASES = [("small-resnet", name) for name in optimizations.NAMES] + [
     ("small-bert", name) for name in optimizations.NAMES
@@ -94,13 +94,13 @@ def test_a_cpu_without_bf16_instructions_is_named_emulated():
      "error: small-resnet: PROFILE=beam runs the model with optimization none, as Beam's suite "
      "does: OPTIMIZE= is for the tuned profile"),
 ])
-def test_what_cannot_apply_is_refused_with_one_line(kit, capsys, args, line):
+def test_what_cannot_apply_is_refused_with_one_line(kit, capsys, args, line):  # noqa: F811
   code, record = kit(*args)
   assert code == 2 and record is None
   assert capsys.readouterr().err.strip() == line
 
 
-def test_compile_without_a_compiler_is_refused_before_launch(kit, capsys, monkeypatch,
+def test_compile_without_a_compiler_is_refused_before_launch(kit, capsys, monkeypatch,  # noqa: F811
                                                               tmp_path):
   monkeypatch.setenv("PATH", str(tmp_path / "no-compilers-here"))
   code, record = kit("small-resnet", "--optimize", "compile")

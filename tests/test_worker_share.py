@@ -73,9 +73,13 @@ def test_the_share_follows_the_process_that_finished_last():
   early = {"process": "a:1", "process_started_ms": 1_000, "model_load_start_ms": 3_000,
            "model_load_end_ms": 4_000, "first_batch_end_ms": 5_000, "last_batch_end_ms": 9_000}
   late = {"process": "a:2", "process_started_ms": 1_500, "model_load_start_ms": 3_500,
-          "model_load_end_ms": 5_500, "first_batch_end_ms": 6_000, "last_batch_end_ms": 10_000}
+          "model_load_end_ms": 5_500, "optimize_end_ms": 5_700, "first_batch_end_ms": 6_000,
+          "last_batch_end_ms": 10_000}
   share = process_stats.worker_share([early, late], launcher_started_ms=500)
   assert share["process"] == "a:2" and share["seconds"] == 9.5
   assert share["parts"] == {"launch_s": 1.0, "process_start_s": 2.0, "model_load_s": 2.0,
-                            "first_batch_s": 0.5, "steady_s": 4.0}
+                            "optimize_s": 0.2, "first_batch_s": 0.3, "steady_s": 4.0}
+  # a process from before OPTIMIZE= existed reports no optimization end: it took no time
+  older = process_stats.worker_share([early], launcher_started_ms=500)
+  assert older["parts"]["optimize_s"] == 0 and older["parts"]["first_batch_s"] == 1.0
   assert process_stats.worker_share([{"process": "old"}], 500) is None  # older workers
