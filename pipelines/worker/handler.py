@@ -8,7 +8,7 @@ are) and adds what a trustworthy benchmark needs, all as Beam metrics in namespa
   * samples GPU telemetry while the model is loaded (gpu_telemetry.py);
   * sets the worker layout's torch threads before the model loads, and reports per SDK process
     (`process/<host>:<pid>/...`) its threads, peak RSS and steady-state window (process_stats.py);
-  * applies the run's CPU optimization to the loaded model (optimizations.py), timed apart from
+  * applies the run's CPU optimization to the loaded model (optimized_model.py), timed apart from
     the load, and counts which one ran.
 """
 from __future__ import annotations
@@ -79,7 +79,7 @@ class BenchmarkModelHandler(ModelHandler):
                optimize: Callable[[Any, str], Any] | None = None):
     self._base = base
     self._optimization = optimization
-    self._optimize = optimize  # the task's optimize(model, name): optimizations.apply
+    self._optimize = optimize  # the task's optimize(model, name): optimized_model.apply
     self._threads = threads
     self._interop_threads = interop_threads
     self._device = device

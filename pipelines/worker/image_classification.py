@@ -177,7 +177,7 @@ def model_handler(state_dict_path: str, architecture: str, device: str,
 
 
 def optimize(model: torch.nn.Module, name: str, batch_size: int) -> torch.nn.Module:
-  """The task's optimization step (optimizations.py): traced and compiled on batches of
+  """The task's optimization step (optimized_model.py): traced and compiled on batches of
   zeros (a trace records operations, not values); int8 calibrated on synthetic images, never
   on the items being measured (made only when int8 asks for them)."""
   # A full batch and a small one: inductor's convolutions guard on the batch size (>= 16),

@@ -108,7 +108,7 @@ def predict_masked_tokens(batch: Sequence[dict[str, torch.Tensor]], model: torch
   Metrics.counter(KIT_NAMESPACE, "padding_slots").inc(
       input_ids.numel() - int(attention_mask.sum()))
   with torch.no_grad():
-    # ["logits"]: transformers' output and a traced model's dict (optimizations.py) alike
+    # ["logits"]: transformers' output and a traced model's dict (optimized_model.py) alike
     logits = model(input_ids=input_ids.to(device), attention_mask=attention_mask.to(device),
                    **(inference_args or {}))["logits"]
     token_ids = logits[torch.arange(len(batch)), mask_positions.to(device)].argmax(-1).tolist()
@@ -197,7 +197,7 @@ def model_handler(state_dict_path: str, architecture: str, device: str,
 
 
 def optimize(model: torch.nn.Module, name: str, batch_size: int) -> torch.nn.Module:
-  """The task's optimization step (optimizations.py): traced and compiled on batches of
+  """The task's optimization step (optimized_model.py): traced and compiled on batches of
   made-up token ids (their values do not matter to a trace), one unpadded and one padded
   (transformers takes another path when no token is padding); int8 is dynamic, so it needs no
   calibration."""

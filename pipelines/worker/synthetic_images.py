@@ -1,5 +1,5 @@
 """Synthetic photo-like images: the generator behind `make data`'s images (pipelines/data.py)
-and the int8 calibration set the workers draw from it (optimizations.py), with seeds the
+and the int8 calibration set the workers draw from it (optimized_model.py), with seeds the
 dataset never uses, so a calibration image is never an item being measured."""
 from __future__ import annotations
 

@@ -9,7 +9,7 @@ provides with the same functions:
                           -> Beam's PyTorch model handler for the task's tensors
   format_prediction(opts) -> a DoFn turning (key, PredictionResult) into one JSON line
   optimize(model, name, batch_size)
-                          -> the loaded model with a CPU optimization applied (optimizations.py)
+                          -> the loaded model with a CPU optimization applied (optimized_model.py)
   example_from_line(line, opts), prediction_logits(model, examples)
                           -> what the launcher's agreement check runs (pipelines/agreement.py)
 
