@@ -14,6 +14,7 @@ COLUMNS = (
     ("device", lambda r: r["metadata"].get("device_used", "?")),
     ("weights", lambda r: r["metadata"].get("weights", "?")),
     ("layout", lambda r: r["metadata"].get("layout", "?")),
+    ("optimize", lambda r: r["metadata"].get("optimization") or "none"),
     ("items", lambda r: r["metrics"]["num_inferences"]),
     ("dead", lambda r: r["metrics"]["dead_lettered"]),
     ("batch", lambda r: _num(r["metrics"]["mean_inference_request_batch_size"], 1)),
