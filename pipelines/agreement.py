@@ -24,7 +24,7 @@ from typing import Any
 import torch
 
 from pipelines.worker import optimizations
-from pipelines.worker.models import build_architecture, read_meta
+from pipelines.worker.models import load_model, read_meta
 
 CHECK_ITEMS = 32
 RELATIVE_TOLERANCE = 1e-4
@@ -59,9 +59,7 @@ def check(plan, items: int = CHECK_ITEMS) -> dict[str, Any] | None:
       break
   if not examples:
     return {"items": 0, "passed": None, "note": "not checked: every input was dead-lettered"}
-  reference = build_architecture(plan.bench.model)
-  reference.load_state_dict(torch.load(files["model_state_dict_path"], map_location="cpu"))
-  reference.eval()
+  reference = load_model(files["model_state_dict_path"], plan.bench.model)
   batch = plan.max_batch_size or 8
   optimized = steps.optimize(copy.deepcopy(reference), name, batch)
   chunks = [examples[i:i + batch] for i in range(0, len(examples), batch)]

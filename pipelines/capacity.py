@@ -111,7 +111,7 @@ def _optimization_of(profile_name: str | None, bench: matrix.Benchmark) -> str |
     profile = profiles.get(profile_name)
   except profiles.ProfileError:
     return None
-  return profile.optimization or bench.optimization
+  return profile.optimization_for(bench)
 
 
 def worker_seconds(m: Measured, items_per_worker: int, vcpus: int, c: dict[str, float]) -> float:

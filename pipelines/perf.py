@@ -31,14 +31,7 @@ from pipelines.plan import Overrides
 from pipelines.sweep_results import median_or_none
 from pipelines.worker import image_classification, language_modeling
 from pipelines.worker.handler import cuda_usable
-from pipelines.worker.models import VOCAB_FILE, build_architecture
-
-
-def load_model(path: pathlib.Path, architecture: str) -> torch.nn.Module:
-  model = build_architecture(architecture)
-  model.load_state_dict(torch.load(path, map_location="cpu"))
-  model.requires_grad_(False)
-  return model.eval()
+from pipelines.worker.models import VOCAB_FILE, load_model
 
 
 def _chunks(items: list, size: int):
@@ -110,7 +103,7 @@ def measure_repeat(bench: matrix.Benchmark, items: int, layouts: list[Layout],
   lines = (data_dir / bench.task_spec.input_file).read_text().splitlines()[:items]
   plain = plain_loop(bench, lines, plain_batch_size(bench, profile), models_dir,
                      length_aware=profile.length_aware(bench),
-                     optimization=profile.optimization or bench.optimization)
+                     optimization=profile.optimization_for(bench))
   runs = {}
   for layout in layouts:
     try:  # a fresh process, so its whole-process figure is what a user (or a worker) pays

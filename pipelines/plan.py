@@ -132,7 +132,7 @@ def resolve(o: Overrides, run_id: str | None = None) -> RunPlan:
   bench.check_memory(layout)  # copies that cannot fit never start
   batching = profile.batching_for(bench, o.batch_size)
   optimization = _optimization(bench, profile, o)
-  override = optimization != (profile.optimization or bench.optimization)
+  override = optimization != profile.optimization_for(bench)
   common = dict(run_id=run_id or run_record.new_run_id(), bench=bench, profile=profile,
                 optimization=optimization, optimization_override=override, runner=o.runner,
                 dry_run=o.dry_run, layout=layout,
@@ -159,7 +159,7 @@ def _optimization(bench: matrix.Benchmark, profile: profiles.Profile, o: Overrid
     raise PlanError(f"PROFILE={profile.name} runs the model with optimization "
                     f"{profile.optimization}, as Beam's suite does: OPTIMIZE= is for the "
                     f"tuned profile")
-  name = o.optimization or profile.optimization or bench.optimization
+  name = o.optimization or profile.optimization_for(bench)
   if name != optimizations.NONE and bench.device == "GPU":
     raise PlanError(f"OPTIMIZE={name}: the kit's optimizations are CPU ones; {bench.name} runs "
                     "on a GPU")

@@ -56,6 +56,11 @@ class Profile:
       return Layout(bench.machine.vcpus, bench.machine.vcpus)
     return Layout.parse(self.layout)
 
+  def optimization_for(self, bench: matrix.Benchmark) -> str:
+    """The CPU optimization the profile runs the benchmark with: its own (beam: none), else
+    the matrix's."""
+    return self.optimization or bench.optimization
+
   def batching_for(self, bench: matrix.Benchmark,
                    batch_size: int | None = None) -> dict[str, int]:
     """min/max batch size for RunInference: an explicit batch size wins, then the profile's

@@ -3,8 +3,8 @@ import json
 
 import torch
 
-from pipelines.perf import load_model
 from pipelines.worker import image_classification
+from pipelines.worker.models import load_model
 from tests.conftest import run_pipeline
 
 

@@ -94,24 +94,39 @@ def tokenize(tokenizer, masked: str) -> dict[str, torch.Tensor]:
   return {"input_ids": input_ids, "attention_mask": torch.ones_like(input_ids)}
 
 
-def predict_masked_tokens(batch: Sequence[dict[str, torch.Tensor]], model: torch.nn.Module,
-                          device: torch.device, inference_args: Optional[dict[str, Any]] = None,
-                          model_id: Optional[str] = None) -> list[PredictionResult]:
-  """Pads the batch to its longest sentence, runs BERT, returns the top token id at each mask."""
+def pad(batch: Sequence[dict[str, torch.Tensor]]) -> tuple[torch.Tensor, torch.Tensor]:
+  """(input_ids, attention_mask) of the batch, padded to its longest sentence."""
   input_ids = pad_sequence([e["input_ids"] for e in batch], batch_first=True,
                            padding_value=PAD_ID)
   attention_mask = pad_sequence([e["attention_mask"] for e in batch], batch_first=True,
                                 padding_value=0)
+  return input_ids, attention_mask
+
+
+def mask_logits(model: torch.nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                device: torch.device | str, inference_args: Optional[dict[str, Any]] = None
+                ) -> torch.Tensor:
+  """[batch, vocabulary]: BERT's logits at each sentence's mask, which the predicted token is
+  taken from."""
   mask_positions = (input_ids == MASK_ID).int().argmax(dim=1)
-  # Padding is work the model does for nothing: the record reports it as padding_fraction.
-  Metrics.counter(KIT_NAMESPACE, "token_slots").inc(input_ids.numel())
-  Metrics.counter(KIT_NAMESPACE, "padding_slots").inc(
-      input_ids.numel() - int(attention_mask.sum()))
   with torch.no_grad():
     # ["logits"]: transformers' output and a traced model's dict (optimized_model.py) alike
     logits = model(input_ids=input_ids.to(device), attention_mask=attention_mask.to(device),
                    **(inference_args or {}))["logits"]
-    token_ids = logits[torch.arange(len(batch)), mask_positions.to(device)].argmax(-1).tolist()
+  return logits[torch.arange(len(input_ids)), mask_positions.to(device)]
+
+
+def predict_masked_tokens(batch: Sequence[dict[str, torch.Tensor]], model: torch.nn.Module,
+                          device: torch.device, inference_args: Optional[dict[str, Any]] = None,
+                          model_id: Optional[str] = None) -> list[PredictionResult]:
+  """Pads the batch to its longest sentence, runs BERT, returns the top token id at each mask."""
+  input_ids, attention_mask = pad(batch)
+  # Padding is work the model does for nothing: the record reports it as padding_fraction.
+  Metrics.counter(KIT_NAMESPACE, "token_slots").inc(input_ids.numel())
+  Metrics.counter(KIT_NAMESPACE, "padding_slots").inc(
+      input_ids.numel() - int(attention_mask.sum()))
+  token_ids = mask_logits(model, input_ids, attention_mask, device,
+                          inference_args).argmax(-1).tolist()
   return [PredictionResult(example, token_id, model_id)
           for example, token_id in zip(batch, token_ids)]
 
@@ -218,16 +233,9 @@ def example_from_line(line: bytes, opts) -> dict[str, torch.Tensor]:
 
 def prediction_logits(model: torch.nn.Module,
                       examples: list[dict[str, torch.Tensor]]) -> torch.Tensor:
-  """[batch, vocabulary]: the logits at each sentence's mask, which the predicted token is
-  taken from (agreement.py)."""
-  input_ids = pad_sequence([e["input_ids"] for e in examples], batch_first=True,
-                           padding_value=PAD_ID)
-  attention_mask = pad_sequence([e["attention_mask"] for e in examples], batch_first=True,
-                                padding_value=0)
-  mask_positions = (input_ids == MASK_ID).int().argmax(dim=1)
-  with torch.no_grad():
-    logits = model(input_ids=input_ids, attention_mask=attention_mask)["logits"]
-  return logits[torch.arange(len(examples)), mask_positions].float()
+  """[batch, vocabulary]: the logits the predicted tokens are taken from, as the pipeline's
+  inference makes them (agreement.py)."""
+  return mask_logits(model, *pad(examples), "cpu").float()
 
 
 class FormatPrediction(beam.DoFn):

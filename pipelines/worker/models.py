@@ -74,6 +74,15 @@ def build_architecture(architecture: str) -> torch.nn.Module:
   raise ValueError(f"unknown architecture '{architecture}'; known: {architectures()}")
 
 
+def load_model(path: str | pathlib.Path, architecture: str) -> torch.nn.Module:
+  """The architecture with a local state dict loaded, in eval mode without gradients: what the
+  workers run, for the launcher's own uses (perf's plain loop, the agreement check)."""
+  model = build_architecture(architecture)
+  model.load_state_dict(torch.load(path, map_location="cpu"))
+  model.requires_grad_(False)
+  return model.eval()
+
+
 def _pretrained(architecture: str) -> tuple[dict[str, torch.Tensor], str]:
   """Downloads real weights (torch hub / Hugging Face caches are honoured, so a pre-filled cache
   works offline). Raises if they cannot be had: no silent fallback to random weights."""
