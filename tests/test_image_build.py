@@ -45,13 +45,46 @@ if why_not and os.environ.get("CI") == "true":
 pytestmark = pytest.mark.skipif(bool(why_not), reason=why_not or "")
 
 
-def make(*args: str, cwd: pathlib.Path = REPO_ROOT, timeout: int = 3600):
+# A cold cpu-resnet build writes about 7.5 GB of layers and its push about 3.5 GB of compressed
+# blobs into the registry's folder; a registry out of disk answers the push with a bare HTTP 500.
+NEEDED_FREE_GB = 12
+STORAGE_ROOT = pathlib.Path("/var/lib/containers/storage")  # infra/containers/storage.conf
+
+
+def make(*args: str, cwd: pathlib.Path = REPO_ROOT, timeout: int = 3600,
+         diagnose=lambda: ""):
   venv = pathlib.Path(sys.executable).parent.parent
   result = subprocess.run(["make", *args, f"VENV={venv}"], cwd=cwd, capture_output=True,
                           text=True, timeout=timeout,
                           env={**os.environ, **CONTAINERS_ENV, "PYTHON": sys.executable})
-  assert result.returncode == 0, (result.stdout[-3000:], result.stderr[-3000:])
+  assert result.returncode == 0, (result.stdout[-3000:], result.stderr[-3000:], diagnose())
   return result
+
+
+def free_gb(path: pathlib.Path) -> float:
+  while not path.exists():
+    path = path.parent
+  return shutil.disk_usage(path).free / 1e9
+
+
+def require_free_disk(*paths: pathlib.Path) -> None:
+  """Fails at once, saying so, where the build and push cannot fit (not 10 minutes later with
+  the registry's HTTP 500)."""
+  short = {str(p): round(free_gb(p), 1) for p in paths if free_gb(p) < NEEDED_FREE_GB}
+  assert not short, (f"test-images needs {NEEDED_FREE_GB} GB free for the image build and "
+                     f"push; free GB: {short} (untagged images: `podman image prune`, with "
+                     "CONTAINERS_STORAGE_CONF=infra/containers/storage.conf)")
+
+
+REGISTRY_LOGS: dict[str, pathlib.Path] = {}
+
+
+def registry_diagnosis(registry: str) -> str:
+  """What the registry logged and the disk it writes to: a push's HTTP 500 says neither."""
+  log = REGISTRY_LOGS[registry]
+  return (f"registry log (last 3000 chars): {log.read_text()[-3000:]}\n"
+          f"free GB beside the registry's data: {free_gb(log.parent):.1f}, in the container "
+          f"store: {free_gb(STORAGE_ROOT):.1f}")
 
 
 @pytest.fixture(scope="module")
@@ -64,6 +97,7 @@ def registry(tmp_path_factory):
   config = folder / "config.yml"
   config.write_text(f"version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n"
                     f"    rootdirectory: {folder / 'data'}\nhttp:\n  addr: 127.0.0.1:{port}\n")
+  require_free_disk(folder, STORAGE_ROOT)
   log = (folder / "registry.log").open("w")
   server = subprocess.Popen(["docker-registry", "serve", str(config)], stdout=log, stderr=log)
   try:
@@ -74,6 +108,7 @@ def registry(tmp_path_factory):
       except OSError:
         assert server.poll() is None, (folder / "registry.log").read_text()
         time.sleep(0.1)
+    REGISTRY_LOGS[f"127.0.0.1:{port}"] = folder / "registry.log"
     yield f"127.0.0.1:{port}"
   finally:
     server.terminate()
@@ -93,7 +128,8 @@ def pushed(registry, tmp_path_factory):
   work = tmp_path_factory.mktemp("push")
   for name in ("Makefile", ".python-version", "pipelines", "infra", "requirements"):
     (work / name).symlink_to(REPO_ROOT / name)
-  make("push", f"IMAGES={FAMILY}", *build, cwd=work, timeout=1800)
+  make("push", f"IMAGES={FAMILY}", *build, cwd=work, timeout=1800,
+       diagnose=lambda: registry_diagnosis(registry))
   fields = dataflow.read_digest(work / "build" / f"image-{FAMILY}.digest")
   yield {**fields, "build_dir": work / "build",
          "pinned": f"{fields['image'].rsplit(':', 1)[0]}@{fields['digest']}"}
