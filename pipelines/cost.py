@@ -74,6 +74,44 @@ def worker_hour_price(machine_type: str, disk_gb: float, accelerator: str | None
   return hourly
 
 
+def cost_benchmark_metrics(metrics: dict[str, Any], metadata: dict[str, Any],
+                           prices: dict[str, Any]) -> tuple[dict[str, Any], str]:
+  """The four figures Beam's DataflowCostBenchmark publishes beside RunInference's metrics
+  (apache_beam/testing/load_tests/dataflow_cost_benchmark.py), as record metrics, and a note
+  saying how they were had:
+    job_runtime_s          JobRuntimeSeconds: Dataflow, the job window (the first 'All workers
+                           have finished the startup processes...' to the last 'Stopping worker
+                           pool', the messages Beam reads); locally, launch to finish
+    avg_throughput_elements_per_s  AvgThroughputElements: inferences / job_runtime_s (Beam
+                           averages Cloud Monitoring's element_count of its PostProcess output)
+    avg_throughput_bytes_per_s     AvgThroughputBytes: the model inputs' bytes (RunInference's
+                           inference_request_batch_byte_size) / job_runtime_s (Beam: the
+                           estimated_byte_count of its PostProcess output)
+    estimated_cost_usd     EstimatedCost: Dataflow, the metered usage priced as Beam prices it,
+                           plus GPU hours (Beam's benchmarks pass no GPU and leave them out);
+                           locally, one worker of the benchmark's machine type for
+                           job_runtime_s: what this run's work costs on one Dataflow worker."""
+  dataflow = metadata.get("runner") == "DataflowRunner"
+  runtime = metrics.get("job_window_s") if dataflow else metrics.get("wall_time_s")
+  n, input_bytes = metrics.get("num_inferences") or 0, metrics.get(
+      "sum_inference_request_batch_byte_size")
+  out = {"job_runtime_s": runtime,
+         "avg_throughput_elements_per_s": n / runtime if runtime else None,
+         "avg_throughput_bytes_per_s": input_bytes / runtime if runtime and input_bytes else None,
+         "estimated_cost_usd": None}
+  if dataflow:
+    out["estimated_cost_usd"] = metrics.get("cost_usd")
+    return out, "Dataflow's metered usage over the job window"
+  machine = metadata.get("dataflow_machine_type")
+  hourly = None if not machine else worker_hour_price(
+      machine, metadata.get("dataflow_disk_size_gb") or 0, metadata.get("dataflow_accelerator"),
+      metadata.get("dataflow_accelerator_count"), prices)
+  if runtime and hourly is not None:
+    out["estimated_cost_usd"] = hourly * runtime / 3600
+  return out, (f"local run priced as one {machine} worker for its launch-to-finish time"
+               if hourly is not None else f"no price for machine type {machine}")
+
+
 def estimate(record: dict[str, Any], prices: dict[str, Any]) -> dict[str, Any]:
   """{'applicable': False, 'why': ...} for local runs; else the run's and per-1k cost."""
   meta = record["metadata"]

@@ -23,8 +23,11 @@ def matrix_path() -> pathlib.Path:
 
 # One worker image per benchmark family, so a ResNet job does not pull bert-large's 1.3 GB:
 # a benchmark's `image` names one; the Dockerfile is docker/Dockerfile.<cpu|gpu>.
+# vLLM's image is its own family (docker/Dockerfile.vllm: vLLM and its CUDA stack, never in
+# `make setup`).
 IMAGE_NAMES = {"cpu-resnet": "beam-bench-cpu-resnet", "cpu-bert": "beam-bench-cpu-bert",
-               "gpu": "beam-bench-gpu"}
+               "cpu-captioning": "beam-bench-cpu-captioning", "gpu": "beam-bench-gpu",
+               "vllm-gpu": "beam-bench-vllm-gpu"}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -36,6 +39,16 @@ class DataflowShape:
   accelerator: str | None = None
   accelerator_count: int = 0
   experiments: tuple[str, ...] = ()
+  # THROUGHPUT_BASED autoscaling's ceiling (Beam's sentiment jobs: 20 to 250); None: no
+  # autoscaling range, num_workers throughout
+  max_num_workers: int | None = None
+
+  @property
+  def worker_range(self) -> str:
+    """'75', or '20..250' where autoscaling may add workers."""
+    if self.max_num_workers and self.max_num_workers != self.num_workers:
+      return f"{self.num_workers}..{self.max_num_workers}"
+    return str(self.num_workers)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -67,6 +80,9 @@ class Benchmark:
   process_memory_mib: float  # peak RSS of one SDK process holding this model
   batching: str = "padded"  # language modeling: padded, or length (similar lengths together)
   optimization: str = "none"  # the tuned profile's CPU optimization (optimizations.py)
+  # Beam runs it as a streaming job reading Pub/Sub; a local run reads the same items as a
+  # bounded source (the record's `source` says so)
+  streaming: bool = False
 
   def check_memory(self, layout: Layout) -> None:
     check_memory(layout, self.process_memory_mib, self.machine.name, self.machine.memory_gb,
@@ -80,7 +96,8 @@ class Benchmark:
   @property
   def share_items(self) -> int:
     """The items one Dataflow worker gets: the dataset divided by the worker count (Beam's
-    BERT jobs: 50,000 / 250 = 200 sentences; its ResNet jobs: 50,000 / 75 = 667 images)."""
+    BERT jobs: 50,000 / 250 = 200 sentences; its ResNet jobs: 50,000 / 75 = 667 images). An
+    autoscaled job divides by the workers it starts with, the most one worker can get."""
     return -(-self.dataset_items // self.dataflow.num_workers)
 
   def worker_share(self) -> dict[str, int]:
@@ -128,13 +145,18 @@ def load(path: pathlib.Path | None = None) -> dict[str, Benchmark]:
       raise MatrixError(f"{where}: unknown dataset '{dataset_name}'")
     dataset = datasets[dataset_name]
     task = _require(entry, "task", where)
-    if task not in TASKS or dataset["task"] != task:
+    if task not in TASKS or task not in dataset.get("tasks", [dataset.get("task")]):
       raise MatrixError(f"{where}: task '{task}' invalid or does not match its dataset")
     device = _require(entry, "device", where)
     if device not in DEVICES:
       raise MatrixError(f"{where}: device must be one of {DEVICES}, got '{device}'")
     dataflow = {**shared_dataflow, **entry.get("dataflow", {})}
     dataflow["experiments"] = tuple(dataflow.get("experiments", ()))
+    unknown_shape = set(dataflow) - {f.name for f in dataclasses.fields(DataflowShape)}
+    if unknown_shape:
+      raise MatrixError(f"{where}.dataflow: unknown key(s) {', '.join(sorted(unknown_shape))}")
+    if dataflow.get("max_num_workers") and dataflow["max_num_workers"] < dataflow["num_workers"]:
+      raise MatrixError(f"{where}.dataflow: max_num_workers below num_workers")
     local = _require(entry, "local", where)
     machine_name = dataflow["machine_type"]
     if machine_name not in machines:
@@ -170,6 +192,7 @@ def load(path: pathlib.Path | None = None) -> dict[str, Benchmark]:
         process_memory_mib=float(memory[model]),
         batching=entry.get("batching", "padded"),
         optimization=optimization,
+        streaming=bool(entry.get("streaming", False)),
     )
   return benchmarks
 

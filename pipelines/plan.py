@@ -16,6 +16,7 @@ import dataclasses
 import logging
 import os
 import pathlib
+import re
 from typing import Any
 
 from pipelines import dataflow, matrix, profiles, results_store, run_record
@@ -82,6 +83,23 @@ class RunPlan:
   optimization_override: bool = False  # OPTIMIZE= asked for another than the profile's choice
   # local runs: this machine's model files, which the agreement check loads (agreement.py)
   check_model_files: tuple[tuple[str, str], ...] | None = None
+  sentence_batching: str = "padded"  # padded, length or max_length (profiles.py)
+
+  @property
+  def inference_step(self) -> str:
+    return self.profile.inference_step_for(self.bench)
+
+  @property
+  def streaming(self) -> bool:
+    """The job reads Pub/Sub as a streaming job: only on Dataflow, for a streaming benchmark."""
+    return self.bench.streaming and not self.local
+
+  @property
+  def source(self) -> str:
+    """Where the items come from, as the record says it."""
+    if not self.bench.streaming:
+      return "bounded"
+    return "pubsub (streaming)" if self.streaming else "bounded (streaming on Dataflow)"
 
   @property
   def task(self) -> Task:
@@ -104,9 +122,10 @@ class RunPlan:
     """The plan as plain data, whole (the record's `plan`): what was asked and resolved."""
     return {"benchmark": self.bench.name, "task": self.bench.task, "model": self.bench.model,
             "device": self.bench.device, "profile": self.profile.name,
-            "inference_step": self.profile.inference_step, "runner": self.runner,
+            "inference_step": self.inference_step, "runner": self.runner,
             "dry_run": self.dry_run, "layout": str(self.layout),
             "batching": self.batching, "length_aware_batching": self.length_aware,
+            "sentence_batching": self.sentence_batching, "source": self.source,
             "items": self.items, "input": self.input, "model_files": dict(self.model_files),
             "results_dir": str(self.results_dir), "beam_args": list(self.beam_args),
             "machine_type": (self.bench.machine.name if self.in_image else
@@ -139,6 +158,7 @@ def resolve(o: Overrides, run_id: str | None = None) -> RunPlan:
                 min_batch_size=batching.get("min_batch_size"),
                 max_batch_size=batching.get("max_batch_size"),
                 length_aware=profile.length_aware(bench, o.batching),
+                sentence_batching=profile.sentence_batching_for(bench, o.batching),
                 results_dir=o.results_dir, beam_args=tuple(o.beam_args))
   if o.runner == LOCAL and o.in_image:
     return RunPlan(**common, **_in_image(bench, o, optimization))
@@ -244,6 +264,11 @@ def image_model_files(bench: matrix.Benchmark) -> dict[str, str]:
 def _dataflow(bench: matrix.Benchmark, profile: profiles.Profile, layout: Layout,
               o: Overrides) -> dict[str, Any]:
   cloud = dataflow.settings()
+  if bench.streaming and not re.fullmatch(r"projects/[^/]+/subscriptions/[^/]+",
+                                          cloud["PUBSUB_SUBSCRIPTION"]):
+    raise PlanError(f"{bench.name} is a streaming job on Dataflow, reading its items from "
+                    "Pub/Sub as Beam's does: set PUBSUB_SUBSCRIPTION=projects/P/subscriptions/S "
+                    "(in .env), a subscription to a topic that gets the input's lines")
   if o.items:
     logging.warning("N/--items applies to local runs; Dataflow runs the whole input")
   layout.dataflow_experiments(bench.machine.vcpus)  # LayoutError for what Dataflow cannot run

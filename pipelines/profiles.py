@@ -28,6 +28,14 @@ DEFAULT = "tuned"
 VCPUS = "vcpus"  # layout: processes = threads = the machine type's vCPUs (Dataflow's default)
 _BATCH_KEYS = ("min_batch_size", "max_batch_size")
 SERVICE = "service"  # harness_threads: Dataflow's service chooses
+SENTENCE_BATCHINGS = ("padded", "length", "max_length")
+BENCHMARK_KEYS = {"model_state_dict_path", "dataflow", "inference_step", "batching",
+                  "sentence_batching"}
+
+
+def _batch_bounds(batching: Any) -> bool:
+  return (isinstance(batching, dict) and bool(batching) and not set(batching) - set(_BATCH_KEYS)
+          and all(type(v) is int and v >= 1 for v in batching.values()))
 
 
 class ProfileError(matrix.MatrixError):
@@ -40,7 +48,9 @@ class Profile:
   inference_step: str = "RunInference"
   layout: str | None = None  # None: the matrix's; "vcpus"; or PxT
   batching: dict[str, dict[str, int]] = dataclasses.field(default_factory=dict)  # by task
-  sentence_batching: str | None = None  # None: the matrix's; padded or length
+  sentence_batching: str | None = None  # None: the matrix's; padded, length or max_length
+  # per benchmark: model_state_dict_path, dataflow shape, and where one of Beam's examples
+  # differs from the others: inference_step, batching, sentence_batching
   benchmarks: dict[str, dict[str, Any]] = dataclasses.field(default_factory=dict)
   # Bundles one SDK process runs at once on Dataflow (--number_of_worker_harness_threads);
   # None leaves it to the service (see the matrix's [profiles.tuned] for why the kit pins 1).
@@ -56,6 +66,10 @@ class Profile:
       return Layout(bench.machine.vcpus, bench.machine.vcpus)
     return Layout.parse(self.layout)
 
+  def inference_step_for(self, bench: matrix.Benchmark) -> str:
+    """The RunInference step label (Beam's metric names are composed from it)."""
+    return self.benchmarks.get(bench.name, {}).get("inference_step") or self.inference_step
+
   def optimization_for(self, bench: matrix.Benchmark) -> str:
     """The CPU optimization the profile runs the benchmark with: its own (beam: none), else
     the matrix's."""
@@ -67,16 +81,27 @@ class Profile:
     batching for the task, then the matrix's fixed local batch size."""
     if batch_size:
       return {"min_batch_size": batch_size, "max_batch_size": batch_size}
+    if "batching" in self.benchmarks.get(bench.name, {}):
+      return dict(self.benchmarks[bench.name]["batching"])
     if bench.task in self.batching:
       return dict(self.batching[bench.task])
     return {"min_batch_size": bench.local_batch_size, "max_batch_size": bench.local_batch_size}
 
+  def sentence_batching_for(self, bench: matrix.Benchmark, explicit: str | None = None) -> str:
+    """How sentences are batched (padded: to the batch's longest, in arrival order; length:
+    similar lengths together; max_length: every sentence padded to the tokenizer's maximum, as
+    Beam's sentiment example does): an explicit --batching wins (in any profile, like
+    --batch-size and --layout; the record says which ran), then the profile's for the
+    benchmark, then the profile's, then the matrix's; a task without the chosen mode runs its
+    default."""
+    chosen = (explicit or self.benchmarks.get(bench.name, {}).get("sentence_batching")
+              or self.sentence_batching or bench.batching)
+    batchings = bench.task_spec.batchings
+    return chosen if chosen in batchings else batchings[0]
+
   def length_aware(self, bench: matrix.Benchmark, explicit: str | None = None) -> bool:
-    """Whether sentences are sorted by length before batching: an explicit --batching wins (in
-    any profile, like --batch-size and --layout; the record says which ran), then the
-    profile's, then the matrix's."""
-    chosen = explicit or self.sentence_batching or bench.batching
-    return chosen == "length" and "length" in bench.task_spec.batchings
+    """Whether sentences are sorted by length before batching (sentence_batching_for)."""
+    return self.sentence_batching_for(bench, explicit) == "length"
 
   def apply(self, bench: matrix.Benchmark) -> matrix.Benchmark:
     """The benchmark with the profile's Dataflow shape overrides."""
@@ -117,18 +142,24 @@ def load(path=None) -> dict[str, Profile]:
       raise ProfileError(f"{where}.harness_threads: a whole number from 1, or \"{SERVICE}\"")
     if entry.get("optimization", NONE) not in OPTIMIZATIONS:
       raise ProfileError(f"{where}.optimization: one of {', '.join(OPTIMIZATIONS)}")
-    if entry.get("sentence_batching", "padded") not in ("padded", "length"):
-      raise ProfileError(f"{where}.sentence_batching: padded or length")
+    if entry.get("sentence_batching", "padded") not in SENTENCE_BATCHINGS:
+      raise ProfileError(f"{where}.sentence_batching: one of {', '.join(SENTENCE_BATCHINGS)}")
     for task, batching in entry.get("batching", {}).items():
-      if task not in TASKS or not batching or set(batching) - set(_BATCH_KEYS):
+      if task not in TASKS or not _batch_bounds(batching):
         raise ProfileError(f"{where}.batching.{task}: a task with min_batch_size and/or "
                            "max_batch_size")
     for bench, settings in entry.get("benchmarks", {}).items():
-      bad = ((set(settings) - {"model_state_dict_path", "dataflow"})
+      bad = ((set(settings) - BENCHMARK_KEYS)
              | (set(settings.get("dataflow", {})) - shape_fields))
       if bad:
         raise ProfileError(f"{where}.benchmarks.{bench}: unknown key(s) "
                            f"{', '.join(sorted(bad))}")
+      if "batching" in settings and not _batch_bounds(settings["batching"]):
+        raise ProfileError(f"{where}.benchmarks.{bench}.batching: min_batch_size and/or "
+                           "max_batch_size")
+      if settings.get("sentence_batching", "padded") not in SENTENCE_BATCHINGS:
+        raise ProfileError(f"{where}.benchmarks.{bench}.sentence_batching: one of "
+                           f"{', '.join(SENTENCE_BATCHINGS)}")
     out[name] = Profile(name=name, inference_step=entry.get("inference_step", "RunInference"),
                         layout=layout, batching=entry.get("batching", {}),
                         sentence_batching=entry.get("sentence_batching"),

@@ -109,7 +109,7 @@ def launch(plan: plan_lib.RunPlan, share_clock: tuple[int, str] | None = None,
   run = target.prepare(plan)
   metadata: dict[str, Any] = {
       "runner": plan.runner, "task": bench.task, "model": bench.model,
-      "profile": profile.name, "inference_step": profile.inference_step,
+      "profile": profile.name, "inference_step": plan.inference_step, "source": plan.source,
       "device_requested": bench.device,
       "batch_size": plan.fixed_batch_size, "batching": plan.batching,
       **layout.as_dict(),
@@ -118,6 +118,13 @@ def launch(plan: plan_lib.RunPlan, share_clock: tuple[int, str] | None = None,
       "harness_threads": 1 if plan.local else profile.harness_threads,
       "length_aware_batching": plan.length_aware, "optimization": plan.optimization,
       "bigquery_table": bench.bigquery_table, "influx_measurement": bench.influx_measurement,
+      # the benchmark's Dataflow worker shape (what a local run's cost is priced as)
+      "dataflow_machine_type": bench.dataflow.machine_type,
+      "dataflow_workers": bench.dataflow.worker_range,
+      "dataflow_autoscaling_algorithm": bench.dataflow.autoscaling_algorithm,
+      "dataflow_disk_size_gb": bench.dataflow.disk_size_gb,
+      "dataflow_accelerator": bench.dataflow.accelerator,
+      "dataflow_accelerator_count": bench.dataflow.accelerator_count,
       **run.metadata, "input": run.values["input"],
       "model_state_dict_path": run.values["model_state_dict_path"],
   }
@@ -128,8 +135,10 @@ def launch(plan: plan_lib.RunPlan, share_clock: tuple[int, str] | None = None,
         min_batch_size=plan.min_batch_size, max_batch_size=plan.max_batch_size,
         layout=str(layout), torch_threads=layout.threads,
         torch_interop_threads=layout.interop_threads,
-        inference_step=profile.inference_step, profile=profile.name,
-        length_aware_batching=plan.length_aware, optimization=plan.optimization, **run.values)
+        inference_step=plan.inference_step, profile=profile.name,
+        length_aware_batching=plan.length_aware,
+        sentence_padding="max_length" if plan.sentence_batching == "max_length" else "longest",
+        optimization=plan.optimization, **run.values)
     p = beam.Pipeline(runner=run.engine, options=opts)
     pipeline.build(p, opts.view_as(BenchmarkOptions), **telemetry)
   except BaseException:

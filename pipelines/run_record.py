@@ -209,6 +209,9 @@ def build(*, run_id: str, benchmark: str, started: str, wall_time_s: float,
                                    if k not in ("agreement", "max_logit_diff", "note")}
   if metadata.get("runner") == "DataflowRunner":
     job_metrics(metrics, job, metadata)
+  figures, basis = cost.cost_benchmark_metrics(metrics, metadata, cost.load_prices())
+  metrics.update(figures)
+  metric_notes["estimated_cost_usd"] = basis
   gpu = gpu_section(raw)
   metrics["gpu_utilization_mean_pct"] = gpu.get("utilization_mean_pct")
   if error is None and n == 0:  # nothing was measured: never publish zeros as a result

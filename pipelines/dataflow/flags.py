@@ -30,13 +30,15 @@ def worker_args(bench: matrix.Benchmark, s: Mapping[str, str], job_name: str,
       "--runner=DataflowRunner", f"--project={s['PROJECT']}", f"--region={s['REGION']}",
       f"--temp_location={s['TEMP_LOCATION']}", f"--job_name={job_name}",
       f"--machine_type={shape.machine_type}", f"--num_workers={shape.num_workers}",
-      f"--max_num_workers={shape.num_workers}",
+      f"--max_num_workers={shape.max_num_workers or shape.num_workers}",
       f"--autoscaling_algorithm={shape.autoscaling_algorithm}",
       f"--disk_size_gb={shape.disk_size_gb}",
       f"--sdk_container_image={image or image_uri(bench, s)}", "--sdk_location=container",
   ]
   if harness_threads:
     args.append(f"--number_of_worker_harness_threads={harness_threads}")
+  if bench.streaming:  # Beam's streaming benchmarks: items arrive as Pub/Sub messages
+    args += ["--streaming", f"--pubsub_subscription={s['PUBSUB_SUBSCRIPTION']}"]
   args += [f"--dataflow_service_options={o}" for o in service_options(bench)]
   experiments = [*shape.experiments, *layout.dataflow_experiments(bench.machine.vcpus)]
   args += [f"--experiments={e}" for e in dict.fromkeys(experiments)]

@@ -1,6 +1,7 @@
 """Dataflow settings from the environment (`.env` or Make variables) and the worker images a
 launch uses, by digest: PROJECT, REGION, TEMP_LOCATION and REGISTRY are required; IMAGE_TAG
-(default: the git sha), OUTPUT_LOCATION, SERVICE_ACCOUNT, SUBNETWORK are optional. Models and
+(default: the git sha), OUTPUT_LOCATION, SERVICE_ACCOUNT, SUBNETWORK are optional;
+PUBSUB_SUBSCRIPTION is what a streaming benchmark reads (plan.py requires it for those). Models and
 the vocab are baked into the images under MODELS_IN_IMAGE.
 """
 
@@ -32,7 +33,7 @@ def settings(env: Mapping[str, str] = os.environ) -> dict[str, str]:
   values["IMAGE_TAG"] = env.get("IMAGE_TAG", "").strip() or default_image_tag()
   values["OUTPUT_LOCATION"] = (env.get("OUTPUT_LOCATION", "").strip()
                                or values["TEMP_LOCATION"].rstrip("/") + "/bench-outputs")
-  for optional in ("SERVICE_ACCOUNT", "SUBNETWORK"):
+  for optional in ("SERVICE_ACCOUNT", "SUBNETWORK", "PUBSUB_SUBSCRIPTION"):
     values[optional] = env.get(optional, "").strip()
   return values
 

@@ -17,6 +17,10 @@ Metric names (`published_metrics`):
   Published from the record: mean/min/max_inference_batch_latency_micro_secs,
   mean/sum/count_inference_request_batch_size, mean/count_load_model_latency_milli_secs,
   max_model_byte_size, num_inferences, failed_batches_counter.
+* The four figures Beam's DataflowCostBenchmark publishes beside them keep its bare labels
+  (`MetricsReader.publish_metrics` writes each extra metric with label = its key):
+  EstimatedCost, JobRuntimeSeconds, AvgThroughputElements, AvgThroughputBytes (cost.py's
+  cost_benchmark_metrics says how the kit computes each).
 * Everything else the kit measures (latency percentiles, throughput, wall time, dead letters,
   GPU telemetry) is published as `BenchmarkKit/<record metric name>`, e.g.
   `BenchmarkKit/batch_latency_p99_ms`, `BenchmarkKit/throughput_per_s`,
@@ -62,6 +66,15 @@ BEAM_NAMES = {
 }
 
 
+# record metric -> DataflowCostBenchmark's label (published as is, no step prefix)
+COST_BENCHMARK_NAMES = {
+    "estimated_cost_usd": "EstimatedCost",
+    "job_runtime_s": "JobRuntimeSeconds",
+    "avg_throughput_elements_per_s": "AvgThroughputElements",
+    "avg_throughput_bytes_per_s": "AvgThroughputBytes",
+}
+
+
 def profile(record: dict[str, Any]) -> str:
   return record["metadata"].get("profile") or DEFAULT_PROFILE
 
@@ -102,8 +115,12 @@ def published_metrics(record: dict[str, Any]) -> dict[str, float]:
   """{metric name as published: value}: Beam's names for Beam's metrics, `BenchmarkKit/...`
   for the kit's own. The one mapping every publisher uses."""
   prefix = beam_prefix(inference_step(record))
-  return {(prefix + BEAM_NAMES[name] if name in BEAM_NAMES else KIT_PREFIX + name): value
-          for name, value in numeric_metrics(record).items()}
+
+  def published(name: str) -> str:
+    if name in BEAM_NAMES:
+      return prefix + BEAM_NAMES[name]
+    return COST_BENCHMARK_NAMES.get(name) or KIT_PREFIX + name
+  return {published(name): value for name, value in numeric_metrics(record).items()}
 
 
 def series_name(base: str, record: dict[str, Any]) -> str:

@@ -62,6 +62,7 @@ def summarize(raw: dict[str, Any]) -> dict[str, Any]:
   latency = dists.get((BEAM_NAMESPACE, "inference_batch_latency_micro_secs"))
   load = dists.get((BEAM_NAMESPACE, "load_model_latency_milli_secs"))
   model_bytes = dists.get((BEAM_NAMESPACE, "model_byte_size"))
+  input_bytes = dists.get((BEAM_NAMESPACE, "inference_request_batch_byte_size"))
   param_bytes = dists.get((KIT_NAMESPACE, "model_param_bytes"))
   return {
       # The seed's three headline metrics.
@@ -71,6 +72,8 @@ def summarize(raw: dict[str, Any]) -> dict[str, Any]:
       "num_inferences": beam_counter("num_inferences"),
       "num_batches": batch_size["count"] if batch_size else 0,
       "sum_inference_request_batch_size": batch_size["sum"] if batch_size else 0,
+      # the bytes of the model inputs (Beam's handler's get_num_bytes of each batch)
+      "sum_inference_request_batch_byte_size": input_bytes["sum"] if input_bytes else None,
       "failed_batches": beam_counter("failed_batches_counter"),
       "min_inference_batch_latency_micro_secs": latency["min"] if latency else None,
       "max_inference_batch_latency_micro_secs": latency["max"] if latency else None,

@@ -167,7 +167,7 @@ def format_prediction(opts) -> beam.DoFn:
 
 
 def model_handler(state_dict_path: str, architecture: str, device: str,
-                  batching: dict[str, Any]) -> PytorchModelHandlerTensor:
+                  batching: dict[str, Any], opts=None) -> PytorchModelHandlerTensor:
   return PytorchModelHandlerTensor(
       state_dict_path=state_dict_path,
       model_class=build_architecture,

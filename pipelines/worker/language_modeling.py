@@ -201,7 +201,7 @@ def format_prediction(opts) -> beam.DoFn:
 
 
 def model_handler(state_dict_path: str, architecture: str, device: str,
-                  batching: dict[str, Any]) -> PytorchModelHandlerKeyedTensor:
+                  batching: dict[str, Any], opts=None) -> PytorchModelHandlerKeyedTensor:
   return PytorchModelHandlerKeyedTensor(
       state_dict_path=state_dict_path,
       model_class=build_architecture,

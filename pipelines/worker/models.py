@@ -38,6 +38,21 @@ _BERT_HUB_IDS = {"bert-base-uncased": "google-bert/bert-base-uncased",
                  "bert-large-uncased": "google-bert/bert-large-uncased",
                  "bert-tiny-uncased": "kit-test/bert-tiny-uncased"}
 _RESNETS = ("resnet18", "resnet101", "resnet152")  # resnet18: tests only
+# DistilBERT fine-tuned for SST-2 sentiment (Beam's pytorch_sentiment.py loads its state dict
+# into DistilBertForSequenceClassification, num_labels=2): the published config.json's values.
+_DISTILBERT_CONFIGS = {
+    "distilbert-base-uncased-finetuned-sst-2-english": dict(dim=768, n_layers=6, n_heads=12,
+                                                            hidden_dim=3072),
+    "distilbert-tiny-uncased-sst2": dict(dim=64, n_layers=2, n_heads=2, hidden_dim=128),  # tests
+}
+_DISTILBERT_HUB_IDS = {
+    "distilbert-base-uncased-finetuned-sst-2-english":
+        "distilbert/distilbert-base-uncased-finetuned-sst-2-english",
+    "distilbert-tiny-uncased-sst2": "kit-test/distilbert-tiny-uncased-sst2"}
+SENTIMENT_LABELS = ("NEGATIVE", "POSITIVE")  # the SST-2 checkpoint's id2label
+# timm's EfficientNet-B0, as Beam's pytorch_imagenet_rightfit.py builds it
+# (timm.create_model(name, num_classes=1000)): its state dict's keys are timm's.
+_TIMM = ("efficientnet_b0",)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -53,8 +68,13 @@ def is_bert(architecture: str) -> bool:
   return architecture in _BERT_CONFIGS
 
 
+def uses_vocab(architecture: str) -> bool:
+  """The model reads text through the bert uncased WordPiece vocab (BERT and DistilBERT)."""
+  return is_bert(architecture) or architecture in _DISTILBERT_CONFIGS
+
+
 def architectures() -> list[str]:
-  return [*_RESNETS, *_BERT_CONFIGS]
+  return [*_RESNETS, *_TIMM, *_BERT_CONFIGS, *_DISTILBERT_CONFIGS]
 
 
 def bert_config(architecture: str):
@@ -63,14 +83,28 @@ def bert_config(architecture: str):
                     **_BERT_CONFIGS[architecture])
 
 
+def distilbert_config(architecture: str):
+  from transformers import DistilBertConfig
+  return DistilBertConfig(vocab_size=30522, max_position_embeddings=512, num_labels=2,
+                          id2label=dict(enumerate(SENTIMENT_LABELS)),
+                          label2id={label: i for i, label in enumerate(SENTIMENT_LABELS)},
+                          **_DISTILBERT_CONFIGS[architecture])
+
+
 def build_architecture(architecture: str) -> torch.nn.Module:
   """The untrained architecture; Beam's handler calls this, then loads the state dict."""
   if architecture in _RESNETS:
     import torchvision
     return getattr(torchvision.models, architecture)(weights=None)
+  if architecture in _TIMM:
+    import timm
+    return timm.create_model(architecture, pretrained=False, num_classes=1000)
   if is_bert(architecture):
     from transformers import BertForMaskedLM
     return BertForMaskedLM(bert_config(architecture))
+  if architecture in _DISTILBERT_CONFIGS:
+    from transformers import DistilBertForSequenceClassification
+    return DistilBertForSequenceClassification(distilbert_config(architecture))
   raise ValueError(f"unknown architecture '{architecture}'; known: {architectures()}")
 
 
@@ -91,6 +125,15 @@ def _pretrained(architecture: str) -> tuple[dict[str, torch.Tensor], str]:
     weights = torchvision.models.get_model_weights(architecture).DEFAULT
     model = getattr(torchvision.models, architecture)(weights=weights)
     return model.state_dict(), f"torchvision:{weights}:{weights.url}"
+  if architecture in _TIMM:
+    import timm
+    model = timm.create_model(architecture, pretrained=True, num_classes=1000)
+    return model.state_dict(), f"timm:{architecture}:{model.pretrained_cfg.get('hf_hub_id')}"
+  if architecture in _DISTILBERT_CONFIGS:
+    from transformers import DistilBertForSequenceClassification
+    hub_id = _DISTILBERT_HUB_IDS[architecture]
+    model = DistilBertForSequenceClassification.from_pretrained(hub_id)
+    return model.state_dict(), f"huggingface:{hub_id}"
   if is_bert(architecture):
     from transformers import BertForMaskedLM
     hub_id = _BERT_HUB_IDS[architecture]
@@ -183,7 +226,7 @@ def main(argv: list[str] | None = None) -> None:
       continue
     logging.info("%s: writing %s weights ...", path, args.weights)
     write_model(architecture, args.out, args.weights)
-  if any(is_bert(a) for a in wanted):
+  if any(uses_vocab(a) for a in wanted):
     logging.info("%s", write_vocab(args.out, args.weights))
 
 

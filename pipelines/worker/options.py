@@ -39,6 +39,14 @@ class BenchmarkOptions(PipelineOptions):
                         help="CPU optimization applied to the loaded model (optimizations.py)")
     parser.add_argument("--length_aware_batching", action="store_true", default=False,
                         help="language modeling: batch sentences of similar token length")
+    parser.add_argument("--sentence_padding", choices=("longest", "max_length"),
+                        default="longest",
+                        help="sentiment: pad each batch to its longest sentence, or every "
+                             "sentence to 128 tokens as Beam's example does")
+    parser.add_argument("--pubsub_subscription",
+                        help="streaming jobs (--streaming, Dataflow): the Pub/Sub subscription "
+                             "the items are read from, one per message, as Beam's streaming "
+                             "benchmarks read them")
     parser.add_argument("--max_image_pixels", type=int, default=DEFAULT_MAX_IMAGE_PIXELS,
                         help="images with more pixels, as stored or as resized for the model, "
                              "are dead-lettered before decoding (a 169-megapixel PNG takes "
@@ -49,11 +57,15 @@ class BenchmarkOptions(PipelineOptions):
 
 
 def validate(opts: BenchmarkOptions) -> None:
-  missing = [name for name in ("task", "input", "output", "model_architecture",
-                               "model_state_dict_path")
-             if not getattr(opts, name)]
+  from apache_beam.options.pipeline_options import StandardOptions
+  needed = ("task", "output", "model_architecture", "model_state_dict_path")
+  if not opts.view_as(StandardOptions).streaming:
+    needed = (*needed, "input")
+  missing = [name for name in needed if not getattr(opts, name)]
   if opts.task in TASKS and tasks.get(opts.task).needs_vocab and not opts.vocab_path:
     missing.append("vocab_path")
+  if opts.view_as(StandardOptions).streaming and not opts.pubsub_subscription:
+    missing.append("pubsub_subscription")
   if missing:
     raise ValueError("missing pipeline options: " + ", ".join("--" + m for m in missing))
 

@@ -5,7 +5,7 @@ handler; its prediction format) live in the module the task names, which every t
 provides with the same functions:
 
   parse(lines, opts)      -> (PCollection of (key, example), PCollection of dead letters)
-  model_handler(state_dict_path, architecture, device, batching)
+  model_handler(state_dict_path, architecture, device, batching, opts)
                           -> Beam's PyTorch model handler for the task's tensors
   format_prediction(opts) -> a DoFn turning (key, PredictionResult) into one JSON line
   optimize(model, name, batch_size)
@@ -45,7 +45,13 @@ IMAGE_CLASSIFICATION = Task("image_classification", "images.txt", needs_vocab=Fa
 LANGUAGE_MODELING = Task("language_modeling", "sentences.txt", needs_vocab=True,
                          batchings=("padded", "length"),
                          module="pipelines.worker.language_modeling")
-BY_NAME = {t.name: t for t in (IMAGE_CLASSIFICATION, LANGUAGE_MODELING)}
+# padded: to the batch's longest sentence; length: similar lengths batched together; max_length:
+# every sentence to 128 tokens, as Beam's sentiment example pads them.
+SENTIMENT_CLASSIFICATION = Task("sentiment_classification", "sentences.txt", needs_vocab=True,
+                                batchings=("padded", "length", "max_length"),
+                                module="pipelines.worker.sentiment_classification")
+BY_NAME = {t.name: t for t in (IMAGE_CLASSIFICATION, LANGUAGE_MODELING,
+                               SENTIMENT_CLASSIFICATION)}
 TASKS = tuple(BY_NAME)
 
 

@@ -1,0 +1,161 @@
+"""Sentiment classification: sentence -> WordPiece ids -> DistilBERT (SST-2) -> POSITIVE/NEGATIVE.
+
+Beam's example (apache_beam/examples/inference/pytorch_sentiment.py, 2.77) tokenizes each
+sentence to exactly 128 tokens (padding='max_length', truncation=True, max_length=128), stacks
+them and runs DistilBertForSequenceClassification. Here the same tokens are padded either that
+way (`--sentence_padding=max_length`, what the beam profile runs) or to the longest sentence of
+the batch (`longest`, the tuned default): the attention mask makes the logits of a sentence the
+same either way, up to float rounding; only the padding work differs. Sentences past 128 tokens
+are cut at 128 as Beam cuts them, and counted (`sentences_truncated`).
+"""
+from __future__ import annotations
+
+import json
+from typing import Any, Optional, Sequence
+
+import apache_beam as beam
+import torch
+from apache_beam.metrics import Metrics
+from apache_beam.ml.inference.base import PredictionResult
+from apache_beam.ml.inference.pytorch_inference import PytorchModelHandlerKeyedTensor
+
+from pipelines.worker import dead_letter, optimized_model
+from pipelines.worker.beam_metrics import KIT_NAMESPACE
+from pipelines.worker.language_modeling import PAD_ID, SortByLength, load_tokenizer, pad
+from pipelines.worker.models import SENTIMENT_LABELS, build_architecture
+
+MAX_TOKENS = 128  # Beam's tokenizer call: max_length=128
+PADDINGS = ("longest", "max_length")
+LENGTH_SORT_BATCHES = 8  # as language_modeling: batches' worth of sentences sorted at a time
+
+
+def tokenize(tokenizer, sentence: str) -> tuple[dict[str, torch.Tensor], bool]:
+  """(input_ids and attention_mask of the sentence, cut at MAX_TOKENS as Beam cuts it;
+  whether it was cut)."""
+  ids = tokenizer(sentence, add_special_tokens=True)["input_ids"]
+  truncated = len(ids) > MAX_TOKENS
+  if truncated:
+    ids = tokenizer(sentence, truncation=True, max_length=MAX_TOKENS)["input_ids"]
+  input_ids = torch.tensor(ids, dtype=torch.long)
+  return {"input_ids": input_ids, "attention_mask": torch.ones_like(input_ids)}, truncated
+
+
+def pad_batch(batch: Sequence[dict[str, torch.Tensor]], padding: str
+              ) -> tuple[torch.Tensor, torch.Tensor]:
+  """(input_ids, attention_mask): padded to the longest sentence, or all to MAX_TOKENS."""
+  input_ids, attention_mask = pad(batch)
+  if padding == "max_length" and input_ids.shape[1] < MAX_TOKENS:
+    extra = MAX_TOKENS - input_ids.shape[1]
+    input_ids = torch.nn.functional.pad(input_ids, (0, extra), value=PAD_ID)
+    attention_mask = torch.nn.functional.pad(attention_mask, (0, extra), value=0)
+  return input_ids, attention_mask
+
+
+def sentiment_logits(model: torch.nn.Module, input_ids: torch.Tensor,
+                     attention_mask: torch.Tensor, device: torch.device | str,
+                     inference_args: Optional[dict[str, Any]] = None) -> torch.Tensor:
+  """[batch, 2]: the classifier's logits (NEGATIVE, POSITIVE)."""
+  with torch.no_grad():
+    # ["logits"]: transformers' output and a traced model's dict (optimized_model.py) alike
+    return model(input_ids=input_ids.to(device), attention_mask=attention_mask.to(device),
+                 **(inference_args or {}))["logits"]
+
+
+def make_inference_fn(padding: str):
+  def classify(batch: Sequence[dict[str, torch.Tensor]], model: torch.nn.Module,
+               device: torch.device, inference_args: Optional[dict[str, Any]] = None,
+               model_id: Optional[str] = None) -> list[PredictionResult]:
+    """Pads the batch, runs DistilBERT, returns each sentence's (label id, confidence)."""
+    input_ids, attention_mask = pad_batch(batch, padding)
+    Metrics.counter(KIT_NAMESPACE, "token_slots").inc(input_ids.numel())
+    Metrics.counter(KIT_NAMESPACE, "padding_slots").inc(
+        input_ids.numel() - int(attention_mask.sum()))
+    probabilities = torch.softmax(
+        sentiment_logits(model, input_ids, attention_mask, device, inference_args).float(), -1)
+    confidence, label = probabilities.max(-1)
+    return [PredictionResult(example, (int(i), float(c)), model_id)
+            for example, i, c in zip(batch, label.tolist(), confidence.tolist())]
+  return classify
+
+
+class Tokenize(beam.DoFn):
+  """sentence -> (sentence, tensors); empty lines go to the dead-letter output."""
+
+  def __init__(self, vocab_path: str):
+    self._vocab_path = vocab_path
+    self._truncated = Metrics.counter(KIT_NAMESPACE, "sentences_truncated")
+
+  def setup(self):
+    self._tokenizer = load_tokenizer(self._vocab_path)
+
+  def process(self, line: str):
+    sentence = line.strip()
+    if not sentence:
+      yield dead_letter.tagged(line, "tokenize", "empty line: no sentence")
+      return
+    tensors, truncated = tokenize(self._tokenizer, sentence)
+    if truncated:
+      self._truncated.inc()
+    yield sentence, tensors
+
+
+def parse(lines: beam.PCollection, opts):
+  """The task's parse step (pipelines/worker/tasks.py): sentences -> (sentence, token ids),
+  sorted by token length within windows when the run asks for length-aware batching."""
+  parsed = lines | "Tokenize" >> beam.ParDo(Tokenize(opts.vocab_path)).with_outputs(
+      dead_letter.TAG, main="sentences")
+  examples = parsed.sentences
+  if opts.length_aware_batching:
+    window = LENGTH_SORT_BATCHES * (opts.max_batch_size or 1)
+    examples = examples | "SortByLength" >> beam.ParDo(SortByLength(window))
+  return examples, parsed[dead_letter.TAG]
+
+
+def format_prediction(opts) -> beam.DoFn:
+  return FormatPrediction()
+
+
+def model_handler(state_dict_path: str, architecture: str, device: str,
+                  batching: dict[str, Any], opts=None) -> PytorchModelHandlerKeyedTensor:
+  return PytorchModelHandlerKeyedTensor(
+      state_dict_path=state_dict_path,
+      model_class=build_architecture,
+      model_params={"architecture": architecture},
+      device=device,
+      inference_fn=make_inference_fn(getattr(opts, "sentence_padding", None) or "longest"),
+      **batching)
+
+
+def optimize(model: torch.nn.Module, name: str, batch_size: int) -> torch.nn.Module:
+  """As language_modeling.optimize: traced and compiled on made-up token ids, one batch without
+  padding and one with (transformers takes another path when no token is padding)."""
+  input_ids = torch.arange(1000, 1000 + 16).repeat(max(2, batch_size), 1)
+  input_ids[:, 0], input_ids[:, -1] = 101, 102  # [CLS] ... [SEP]
+  padded = torch.ones_like(input_ids)
+  padded[0, 12:] = 0
+  examples = [((), {"input_ids": input_ids, "attention_mask": torch.ones_like(input_ids)}),
+              ((), {"input_ids": input_ids, "attention_mask": padded})]
+  return optimized_model.apply(model, name, "sentiment_classification", examples)
+
+
+def example_from_line(line: bytes, opts) -> dict[str, torch.Tensor]:
+  """One input line as the model's input, as the pipeline makes it (agreement.py)."""
+  sentence = line.decode("utf-8").strip()
+  if not sentence:
+    raise ValueError("empty line: no sentence")
+  return tokenize(load_tokenizer(opts.vocab_path), sentence)[0]
+
+
+def prediction_logits(model: torch.nn.Module,
+                      examples: list[dict[str, torch.Tensor]]) -> torch.Tensor:
+  """[batch, 2]: the logits the predicted label is taken from (agreement.py)."""
+  return sentiment_logits(model, *pad(examples), "cpu").float()
+
+
+class FormatPrediction(beam.DoFn):
+  def process(self, keyed: tuple[str, PredictionResult]):
+    sentence, result = keyed
+    label, confidence = result.inference
+    # Beam's SentimentPostProcessor row: text, sentiment, confidence
+    yield json.dumps({"input": sentence, "sentiment": SENTIMENT_LABELS[label],
+                      "confidence": round(confidence, 6)})
