@@ -1,7 +1,8 @@
 """Deterministic local datasets in the seed's input formats (`make data`).
 
 images: JPEGs of varied sizes and aspect ratios (decode and resize cost is real), listed one
-absolute path per line like the OpenImages 50k list. sentences: one English-like sentence of
+absolute path per line like the OpenImages 50k list. scenes: the same, with shapes drawn on them
+for object detection (synthetic_scenes.py). sentences: one English-like sentence of
 varied length per line, words drawn from the bert uncased vocab, like sentences_50k.txt.
 """
 from __future__ import annotations
@@ -11,9 +12,13 @@ import logging
 import os
 import pathlib
 import random
+from typing import Callable
+
+from PIL import Image
 
 from pipelines import cli_types
 from pipelines.worker.synthetic_images import DATASET_SEED, dataset_image
+from pipelines.worker.synthetic_scenes import dataset_scene
 
 SEED = DATASET_SEED  # the sentences' generator too
 
@@ -39,18 +44,29 @@ def write_images(folder: pathlib.Path, count: int) -> pathlib.Path:
   Lists only grow: a `make data N=8` after N=32 keeps 32, so it cannot shrink the input of a
   benchmark another shell is starting (the generators are deterministic, so the first N
   items are the same whatever the count)."""
-  count = max(count, _lines_in(folder / "images.txt"))
-  images = folder / "images"
-  images.mkdir(parents=True, exist_ok=True)
+  return _write_jpegs(folder, "images", "image", dataset_image, count)
+
+
+def write_scenes(folder: pathlib.Path, count: int) -> pathlib.Path:
+  """The object detection inputs, as write_images writes its: scenes/scene_NNNNN.jpg and
+  scenes.txt."""
+  return _write_jpegs(folder, "scenes", "scene", dataset_scene, count)
+
+
+def _write_jpegs(folder: pathlib.Path, name: str, stem: str,
+                 make: Callable[[int], Image.Image], count: int) -> pathlib.Path:
+  count = max(count, _lines_in(folder / f"{name}.txt"))
+  files = folder / name
+  files.mkdir(parents=True, exist_ok=True)
   paths = []
   for i in range(count):
-    path = images / f"image_{i:05d}.jpg"
+    path = files / f"{stem}_{i:05d}.jpg"
     if not path.exists():
       tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-      dataset_image(i).save(tmp, format="JPEG", quality=90)
+      make(i).save(tmp, format="JPEG", quality=90)
       os.replace(tmp, path)
     paths.append(str(path.resolve()))
-  listing = folder / "images.txt"
+  listing = folder / f"{name}.txt"
   _write_list(listing, paths)
   return listing
 
@@ -90,6 +106,7 @@ def main(argv: list[str] | None = None) -> None:
   items = (max(b.share_items for b in benchmarks) if args.items == cli_types.SHARE
            else args.items or max(b.local_items for b in benchmarks))
   logging.info("%s", write_images(args.out, items))
+  logging.info("%s", write_scenes(args.out, items))
   logging.info("%s", write_sentences(args.out, items, args.vocab))
 
 

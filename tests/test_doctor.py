@@ -47,7 +47,8 @@ def test_without_settings(tmp_path):
   assert any(line.startswith("Python      3.11") for line in lines)
   assert "resnet101 (2 MB, random weights)" in text
   assert "missing: resnet152 (make models)" in text
-  assert "data/images.txt: 300 items; data/sentences.txt: missing (make data)" in text
+  assert ("data/images.txt: 300 items; data/scenes.txt: missing (make data); "
+          "data/sentences.txt: missing (make data)") in text
   assert "CUDA        not available" in text and "NVML        unavailable" in text
   # what OPTIMIZE= can run here: this machine has g++ and the x86 quantized engine
   (optimize,) = [line for line in lines if line.startswith("OPTIMIZE=   ")]

@@ -5,7 +5,7 @@ import io
 import json
 import os
 import stat
-from typing import Any
+from typing import Any, Callable
 
 import apache_beam as beam
 import numpy as np
@@ -117,11 +117,14 @@ def preprocess(data: bytes, max_pixels: int | None = None) -> torch.Tensor:
 
 
 class DecodeImage(beam.DoFn):
-  """path -> (path, tensor); unreadable or corrupt images go to the dead-letter output."""
+  """path -> (path, tensor); unreadable or corrupt images go to the dead-letter output.
+  `to_tensor(bytes, max_pixels)`: the task's preprocessing (object_detection passes its own)."""
 
-  def __init__(self, max_pixels: int | None = None, max_bytes: int | None = None):
+  def __init__(self, max_pixels: int | None = None, max_bytes: int | None = None,
+               to_tensor: Callable[[bytes, int | None], torch.Tensor] | None = None):
     self._max_pixels = max_pixels
     self._max_bytes = max_bytes
+    self._to_tensor = to_tensor or preprocess
 
   def process(self, line: str):
     path = line.strip()
@@ -141,7 +144,7 @@ class DecodeImage(beam.DoFn):
                                      dead_letter.from_exception(path, "decode", e))
       return
     try:
-      yield path, preprocess(data, self._max_pixels)
+      yield path, self._to_tensor(data, self._max_pixels)
     except BadImage as e:
       yield dead_letter.tagged(path, "decode", str(e))
     except Exception as e:  # noqa: BLE001 - any bad file is dead-lettered, the run goes on

@@ -53,6 +53,7 @@ SENTIMENT_LABELS = ("NEGATIVE", "POSITIVE")  # the SST-2 checkpoint's id2label
 # timm's EfficientNet-B0, as Beam's pytorch_imagenet_rightfit.py builds it
 # (timm.create_model(name, num_classes=1000)): its state dict's keys are timm's.
 _TIMM = ("efficientnet_b0",)
+_DETECTORS = ("fasterrcnn_resnet50_fpn",)  # torchvision.models.detection
 
 
 @dataclasses.dataclass(frozen=True)
@@ -74,7 +75,7 @@ def uses_vocab(architecture: str) -> bool:
 
 
 def architectures() -> list[str]:
-  return [*_RESNETS, *_TIMM, *_BERT_CONFIGS, *_DISTILBERT_CONFIGS]
+  return [*_RESNETS, *_TIMM, *_DETECTORS, *_BERT_CONFIGS, *_DISTILBERT_CONFIGS]
 
 
 def bert_config(architecture: str):
@@ -99,6 +100,11 @@ def build_architecture(architecture: str) -> torch.nn.Module:
   if architecture in _TIMM:
     import timm
     return timm.create_model(architecture, pretrained=False, num_classes=1000)
+  if architecture in _DETECTORS:
+    import torchvision
+    # weights_backbone=None too: its default would download ImageNet backbone weights.
+    return getattr(torchvision.models.detection, architecture)(weights=None,
+                                                               weights_backbone=None)
   if is_bert(architecture):
     from transformers import BertForMaskedLM
     return BertForMaskedLM(bert_config(architecture))
@@ -134,6 +140,11 @@ def _pretrained(architecture: str) -> tuple[dict[str, torch.Tensor], str]:
     hub_id = _DISTILBERT_HUB_IDS[architecture]
     model = DistilBertForSequenceClassification.from_pretrained(hub_id)
     return model.state_dict(), f"huggingface:{hub_id}"
+  if architecture in _DETECTORS:  # FasterRCNN_ResNet50_FPN_Weights.DEFAULT (COCO_V1)
+    import torchvision
+    weights = torchvision.models.get_model_weights(architecture).DEFAULT
+    model = getattr(torchvision.models.detection, architecture)(weights=weights)
+    return model.state_dict(), f"torchvision:{weights}:{weights.url}"
   if is_bert(architecture):
     from transformers import BertForMaskedLM
     hub_id = _BERT_HUB_IDS[architecture]

@@ -50,8 +50,11 @@ LANGUAGE_MODELING = Task("language_modeling", "sentences.txt", needs_vocab=True,
 SENTIMENT_CLASSIFICATION = Task("sentiment_classification", "sentences.txt", needs_vocab=True,
                                 batchings=("padded", "length", "max_length"),
                                 module="pipelines.worker.sentiment_classification")
+OBJECT_DETECTION = Task("object_detection", "scenes.txt", needs_vocab=False,
+                        batchings=("padded",),
+                        module="pipelines.worker.object_detection", reads_files=True)
 BY_NAME = {t.name: t for t in (IMAGE_CLASSIFICATION, LANGUAGE_MODELING,
-                               SENTIMENT_CLASSIFICATION)}
+                               SENTIMENT_CLASSIFICATION, OBJECT_DETECTION)}
 TASKS = tuple(BY_NAME)
 
 
