@@ -310,7 +310,8 @@ def image_digests(env: Mapping[str, str], root: pathlib.Path) -> dict[str, str]:
   except dataflow.SettingsMissing:
     pass
   out = {}
-  for variant in dataflow.IMAGE_NAMES:
+  used = {b.image for b in matrix.load().values()}  # the images the matrix's benchmarks run
+  for variant in [v for v in dataflow.IMAGE_NAMES if v in used]:
     path = dataflow.digest_dir(env, root) / f"image-{variant}.digest"
     fields = dataflow.read_digest(path)
     if fields is None:

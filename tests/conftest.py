@@ -28,7 +28,8 @@ for _make_variable in ("MAKEFLAGS", "MFLAGS", "MAKELEVEL", "MAKE_TERMOUT", "MAKE
 @pytest.fixture(scope="session")
 def models_dir(tmp_path_factory) -> pathlib.Path:
   out = tmp_path_factory.mktemp("models")
-  for architecture in ("resnet18", "bert-tiny-uncased"):
+  for architecture in ("resnet18", "bert-tiny-uncased", "distilbert-tiny-uncased-sst2",
+                       "efficientnet_b0", "fasterrcnn_resnet50_fpn"):
     models.write_model(architecture, out, "random")
   models.write_vocab(out, "random")
   return out
@@ -38,6 +39,7 @@ def models_dir(tmp_path_factory) -> pathlib.Path:
 def data_dir(tmp_path_factory, models_dir) -> pathlib.Path:
   out = tmp_path_factory.mktemp("data")
   data.write_images(out, 10)
+  data.write_scenes(out, 2)
   data.write_sentences(out, 12, models_dir / models.VOCAB_FILE)
   return out
 

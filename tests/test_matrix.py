@@ -27,8 +27,9 @@ SEED = {
 }
 
 
-def test_the_five_seed_benchmarks_and_nothing_else():
-  assert set(matrix.load()) == set(SEED)
+def test_the_seed_and_the_rest_of_beams_suite_and_nothing_else():
+  from tests.test_beam_suite import OPTION_FILES
+  assert set(matrix.load()) == set(SEED) | set(OPTION_FILES)
 
 
 @pytest.mark.parametrize("name", sorted(SEED))

@@ -522,3 +522,35 @@ def test_records_from_before_the_history_keep_their_outcome_without_credentials(
   assert [(a["status"], a["at"]) for a in entry["attempts"]][0] == (
       "ok", "2026-11-01T00:00:00+00:00")
   assert (entry["status"], entry["last_attempt"]) == ("ok", "failed")
+
+
+def test_beams_newer_benchmarks_publish_under_beams_names_with_the_cost_figures(
+    tmp_path, bigquery_url, results, no_targets):
+  """distilbert-sentiment with the beam profile: Beam's measurement and table, RunInference's
+  metrics under its 'RunInference' label, and DataflowCostBenchmark's four figures under their
+  bare labels, in the real InfluxDB and the BigQuery emulator alike."""
+  record = make_record(results, benchmark="distilbert-sentiment", profile="beam",
+                       inference_step="RunInference",
+                       extra_metadata={"dataflow_machine_type": "n1-standard-2",
+                                       "dataflow_disk_size_gb": 50})
+  metrics = record["metrics"]
+  expected = {"EstimatedCost": metrics["estimated_cost_usd"],
+              "JobRuntimeSeconds": metrics["job_runtime_s"],
+              "AvgThroughputElements": metrics["avg_throughput_elements_per_s"],
+              KIT_STEP + "mean_inference_batch_latency_micro_secs": 52_000.0}
+  assert metrics["estimated_cost_usd"] == pytest.approx(
+      (2 * 0.056 + 7.5 * 0.003557 + 50 * 0.000054) * metrics["wall_time_s"] / 3600)
+  bigquery_env(no_targets, bigquery_url, dataset="beam_run_inference")
+  with servers.influxdb_v1(tmp_path) as url:
+    create_db(url)
+    influx_v1_env(no_targets, url)
+    assert publisher.main(["--results-dir", str(results)]) == 0
+    points = influx_query(url, 'SELECT "value", "metric" FROM '
+                               '"torch_sentiment_distilbert_base_uncased"')
+  influx = {p["metric"]: p["value"] for p in points}
+  rows = bigquery_rows(bigquery_url, record["run_id"], dataset="beam_run_inference",
+                       table="torch_sentiment_distilbert_base_uncased_batch")
+  for name, value in expected.items():
+    assert influx[name] == pytest.approx(value), name
+    assert rows[name][0] == pytest.approx(value), name
+  assert not any(name.startswith(BEAM_STEP) for name in influx)  # not Beam's ResNet label

@@ -31,6 +31,7 @@ def job_description(result, options, bench: matrix.Benchmark) -> dict[str, Any]:
                  "torch_interop_threads": all_options["torch_interop_threads"],
                  "harness_threads": all_options.get("number_of_worker_harness_threads")},
       "job_name": job.proto.name,
+      "job_type": job.proto.type.name,  # JOB_TYPE_BATCH or JOB_TYPE_STREAMING
       "worker_pools": env_json.get("workerPools", []),
       "service_options": env_json.get("serviceOptions", []),
       "experiments": experiments,

@@ -83,7 +83,7 @@ def detection_inference_fn(batch: Sequence[torch.Tensor], model: torch.nn.Module
 
 
 def model_handler(state_dict_path: str, architecture: str, device: str,
-                  batching: dict[str, Any]) -> PytorchModelHandlerTensor:
+                  batching: dict[str, Any], opts=None) -> PytorchModelHandlerTensor:
   return PytorchModelHandlerTensor(
       state_dict_path=state_dict_path,
       model_class=build_architecture,
