@@ -188,7 +188,7 @@ lock: ## re-resolve requirements/base.in into the pinned worker.txt, base.txt an
 models: setup ## write model state dicts (WEIGHTS=random|pretrained) and the bert vocab
 	$(PY) -m pipelines.worker.models --weights $(call q,$(WEIGHTS)) --out models $(ALL_MODELS)
 
-data: models ## generate the local datasets (images and sentences)
+data: models ## generate the local datasets (images, scenes with shapes for object detection, sentences)
 	$(PY) -m pipelines.data --out data $(ITEMS_ARG)
 
 # --- benchmarks -------------------------------------------------------------------------------

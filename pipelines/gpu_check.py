@@ -4,6 +4,7 @@
 2. resnet152-gpu runs on CUDA and its record says device GPU with telemetry.
 3. Efficiency of the Beam pipeline versus a plain CUDA loop (same model, data, batch size).
 4. Telemetry overhead: the same pipeline with the sampler off.
+5. Every other GPU benchmark of the matrix (faster-rcnn-gpu) runs on CUDA, a few items each.
 Prints one JSON summary (also written to $OUT/gpu_check.json when OUT is set).
 """
 from __future__ import annotations
@@ -108,6 +109,15 @@ def main() -> int:
                        "gpu_utilization_mean_pct": run["gpu"].get("utilization_mean_pct"),
                        "processes_loaded_model": run["metadata"]["processes_loaded_model"],
                        "device_used": run["metadata"]["device_used"]}
+  suite = {}
+  for name, other in matrix.load().items():
+    if other.needs_gpu and name != bench.name:
+      run = launched(Overrides(name, items=min(other.local_items, 16),
+                               results_dir=results / "suite"))
+      suite[name] = {"device_used": run["metadata"]["device_used"], "gpu": run["gpu"],
+                     "steady_items_per_s": run["metrics"]["steady_throughput_per_s"],
+                     "mean_batch_latency_ms": (
+                         run["metrics"]["mean_inference_batch_latency_micro_secs"] or 0) / 1000}
   summary = {
       "device": torch.cuda.get_device_name(0),
       "nvml_under_load": nvml_under_load(),
@@ -119,13 +129,15 @@ def main() -> int:
       "telemetry_overhead": 1 - beam / beam_quiet,
       "layouts": layouts,
       "in_image": in_image(bench.name, items, results / "in-image"),
+      "other_gpu_benchmarks": suite,
   }
   text = json.dumps(summary, indent=2)
   print(text)
   if os.environ.get("OUT"):
     pathlib.Path(os.environ["OUT"], "gpu_check.json").write_text(text)
   ok = (summary["nvml_under_load"]["ok"] and record["metadata"]["device_used"] == "GPU"
-        and record["gpu"]["telemetry"] == "available")
+        and record["gpu"]["telemetry"] == "available"
+        and all(r["device_used"] == "GPU" for r in suite.values()))
   return 0 if ok else 1
 
 

@@ -362,7 +362,7 @@ def test_the_gpu_image_builds_with_cuda_torch_and_its_model():
   assert done.returncode == 0, done.stderr[-3000:]
   built, cuda, models = done.stdout.split(" ", 2)
   assert built == "True" and cuda.split(".")[0].isdigit()
-  assert "'resnet152.pth'" in models
+  assert "'resnet152.pth'" in models and "'fasterrcnn_resnet50_fpn.pth'" in models
 
 
 def test_a_folder_with_a_colon_is_refused_before_launch(pushed, in_image_env, tmp_path, capsys):

@@ -103,12 +103,13 @@ def test_gpu_image_is_a_cuda_12_build_and_bakes_only_what_its_benchmark_needs():
   from pipelines import matrix
   args = dockerfile_args("gpu")
   assert args["CUDA_FLAVOR"].startswith("cu12")
-  assert args["MODELS"].split() == matrix.models("gpu") == ["resnet152"]
+  assert args["MODELS"].split() == matrix.models("gpu") == ["fasterrcnn_resnet50_fpn", "resnet152"]
   # Built without the Makefile, the CPU image bakes both CPU families' models; `make image-*`
   # passes one family's.
   assert dockerfile_args("cpu")["MODELS"].split() == sorted(
       matrix.models("cpu-resnet") + matrix.models("cpu-bert"))
-  assert matrix.models("cpu-resnet") == ["resnet101", "resnet152"]  # no bert-large in ResNet jobs
+  # no bert-large in ResNet jobs
+  assert matrix.models("cpu-resnet") == ["efficientnet_b0", "resnet101", "resnet152"]
 
 
 def test_no_credentials_in_any_layer():
