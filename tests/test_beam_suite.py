@@ -9,7 +9,7 @@ import json
 
 import pytest
 
-from pipelines import matrix, profiles, run
+from pipelines import matrix, perf, profiles, run
 from tests.test_dataflow import SETTINGS
 from tests.test_faults import assert_accounted, dead_letters, kit  # noqa: F401 - fixture
 
@@ -211,3 +211,11 @@ def test_faster_rcnn_gpu_refuses_without_cuda_before_anything_starts(capsys, tmp
   assert code == 2
   assert "needs a CUDA GPU" in capsys.readouterr().err  # never CPU numbers under a GPU name
   assert not (tmp_path / "records").exists()
+
+
+def test_perf_refuses_a_task_its_plain_loop_does_not_run_yet(capsys):
+  with pytest.raises(SystemExit) as exit_:
+    perf.main(["distilbert-sentiment"])
+  assert exit_.value.code == 2
+  assert "plain loop runs image_classification and language_modeling only" in (
+      capsys.readouterr().err)
