@@ -1,5 +1,5 @@
 """Pipeline options: the same flags on the DirectRunner and on Dataflow."""
-from apache_beam.options.pipeline_options import PipelineOptions
+from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
 
 from pipelines.worker import optimizations, tasks
 from pipelines.worker.arg_types import positive_int
@@ -57,7 +57,6 @@ class BenchmarkOptions(PipelineOptions):
 
 
 def validate(opts: BenchmarkOptions) -> None:
-  from apache_beam.options.pipeline_options import StandardOptions
   needed = ("task", "output", "model_architecture", "model_state_dict_path")
   if not opts.view_as(StandardOptions).streaming:
     needed = (*needed, "input")
