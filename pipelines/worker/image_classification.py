@@ -74,11 +74,11 @@ def _require_regular(mode: int) -> None:
     raise BadImage(f"not a regular file ({_NOT_REGULAR.get(stat.S_IFMT(mode), 'special file')})")
 
 
-def resized_size(width: int, height: int) -> tuple[int, int]:
-  """The size transforms.Resize(RESIZE) gives an image (torchvision's arithmetic)."""
+def resized_size(width: int, height: int, short_side: int = RESIZE) -> tuple[int, int]:
+  """The size transforms.Resize(short_side) gives an image (torchvision's arithmetic)."""
   short, long = sorted((width, height))
-  new_long = int(RESIZE * long / short)
-  return (RESIZE, new_long) if width <= height else (new_long, RESIZE)
+  new_long = int(short_side * long / short)
+  return (short_side, new_long) if width <= height else (new_long, short_side)
 
 
 def _to_rgb(image: Image.Image) -> Image.Image:
@@ -94,6 +94,13 @@ def _to_rgb(image: Image.Image) -> Image.Image:
 def preprocess(data: bytes, max_pixels: int | None = None) -> torch.Tensor:
   """JPEG/PNG bytes -> normalized 3x224x224 float tensor (shared with the plain loop).
   Raises BadImage with a readable reason for anything that is not a usable image."""
+  return _transform()(decode(data, max_pixels))
+
+
+def decode(data: bytes, max_pixels: int | None = None, short_side: int = RESIZE,
+           crop: int = CROP) -> Image.Image:
+  """JPEG/PNG bytes -> 8-bit RGB image, refused (BadImage) before the full decode when it has
+  more than max_pixels as stored or once its short side is resized to short_side."""
   try:
     image = Image.open(io.BytesIO(data))  # reads the header only
   except Image.DecompressionBombError as e:
@@ -104,27 +111,27 @@ def preprocess(data: bytes, max_pixels: int | None = None) -> torch.Tensor:
   if max_pixels and width * height > max_pixels:
     raise BadImage(f"image too large: {width}x{height} is {width * height / 1e6:.0f} megapixels,"
                    f" the limit is {max_pixels / 1e6:g} (--max_image_pixels)")
-  new_width, new_height = resized_size(width, height)
+  new_width, new_height = resized_size(width, height, short_side)
   if max_pixels and new_width * new_height > max_pixels:  # a 1x30000 strip resizes to 7.7 GP
     raise BadImage(f"aspect ratio too extreme: {width}x{height} resizes to {new_width}x"
                    f"{new_height} ({new_width * new_height / 1e6:.0f} megapixels) before the "
-                   f"{CROP}x{CROP} crop, the limit is {max_pixels / 1e6:g} (--max_image_pixels)")
+                   f"{crop}x{crop} crop, the limit is {max_pixels / 1e6:g} (--max_image_pixels)")
   try:
-    image = _to_rgb(image)  # forces the full decode: a truncated file fails here
+    return _to_rgb(image)  # forces the full decode: a truncated file fails here
   except (OSError, SyntaxError, ValueError) as e:
     raise BadImage(f"corrupt or truncated {image.format} image: {e}") from None
-  return _transform()(image)
 
 
 class DecodeImage(beam.DoFn):
-  """path -> (path, tensor); unreadable or corrupt images go to the dead-letter output.
-  `to_tensor(bytes, max_pixels)`: the task's preprocessing (object_detection passes its own)."""
+  """path -> (path, example); unreadable or corrupt images go to the dead-letter output.
+  The example is to_example(bytes, max_pixels): preprocess's tensor unless a task gives its own
+  (raising BadImage for what it cannot use)."""
 
   def __init__(self, max_pixels: int | None = None, max_bytes: int | None = None,
-               to_tensor: Callable[[bytes, int | None], torch.Tensor] | None = None):
+               to_example: Callable[[bytes, int | None], Any] | None = None):
     self._max_pixels = max_pixels
     self._max_bytes = max_bytes
-    self._to_tensor = to_tensor or preprocess
+    self._to_example = to_example or preprocess
 
   def process(self, line: str):
     path = line.strip()
@@ -144,7 +151,7 @@ class DecodeImage(beam.DoFn):
                                      dead_letter.from_exception(path, "decode", e))
       return
     try:
-      yield path, self._to_tensor(data, self._max_pixels)
+      yield path, self._to_example(data, self._max_pixels)
     except BadImage as e:
       yield dead_letter.tagged(path, "decode", str(e))
     except Exception as e:  # noqa: BLE001 - any bad file is dead-lettered, the run goes on
@@ -153,10 +160,10 @@ class DecodeImage(beam.DoFn):
 
 
 def parse_lines(lines: beam.PCollection, max_pixels: int | None = None,
-                max_bytes: int | None = None):
-  """-> (PCollection of (path, tensor), PCollection of dead-letter records)."""
-  parsed = lines | "DecodeImages" >> beam.ParDo(DecodeImage(max_pixels, max_bytes)).with_outputs(
-      dead_letter.TAG, main="images")
+                max_bytes: int | None = None, to_example=None):
+  """-> (PCollection of (path, example), PCollection of dead-letter records)."""
+  parsed = lines | "DecodeImages" >> beam.ParDo(
+      DecodeImage(max_pixels, max_bytes, to_example)).with_outputs(dead_letter.TAG, main="images")
   return parsed.images, parsed[dead_letter.TAG]
 
 

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import gzip
 import hashlib
+import importlib.metadata
 import json
 import logging
 import os
@@ -55,6 +57,50 @@ SENTIMENT_LABELS = ("NEGATIVE", "POSITIVE")  # the SST-2 checkpoint's id2label
 _TIMM = ("efficientnet_b0",)
 _DETECTORS = ("fasterrcnn_resnet50_fpn",)  # torchvision.models.detection
 
+# Image captioning (Beam's pytorch_image_captioning.py): BLIP captions, CLIP ranks, one module.
+# Values of the published config.json files of Salesforce/blip-image-captioning-base and
+# openai/clip-vit-base-patch32 (transformers' defaults differ for BLIP: 8 text heads, a 1e-10
+# vision initializer range); spelled out so a change of defaults cannot change the model.
+_BLIP_CLIP_CONFIGS = {
+    "blip-clip": dict(
+        blip_text=dict(hidden_size=768, encoder_hidden_size=768, intermediate_size=3072,
+                       num_hidden_layers=12, num_attention_heads=12),
+        blip_vision=dict(hidden_size=768, intermediate_size=3072, num_hidden_layers=12,
+                         num_attention_heads=12, image_size=384, patch_size=16),
+        blip_projection_dim=512,
+        clip_text=dict(hidden_size=512, intermediate_size=2048, num_hidden_layers=12,
+                       num_attention_heads=8),
+        clip_vision=dict(hidden_size=768, intermediate_size=3072, num_hidden_layers=12,
+                         num_attention_heads=12, image_size=224, patch_size=32),
+        clip_projection_dim=512),
+    # Tests only: the same architectures (and real vocabularies), small enough for 2 cores.
+    "blip-clip-tiny": dict(
+        blip_text=dict(hidden_size=32, encoder_hidden_size=32, intermediate_size=64,
+                       num_hidden_layers=2, num_attention_heads=2),
+        blip_vision=dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                         num_attention_heads=2, image_size=32, patch_size=8),
+        blip_projection_dim=16,
+        clip_text=dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                       num_attention_heads=2),
+        clip_vision=dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                         num_attention_heads=2, image_size=32, patch_size=8),
+        clip_projection_dim=16),
+}
+_BLIP_CLIP_HUB_IDS = {"blip-clip": ("Salesforce/blip-image-captioning-base",
+                                    "openai/clip-vit-base-patch32"),
+                      "blip-clip-tiny": ("kit-test/blip-tiny", "kit-test/clip-tiny")}
+# CLIP's byte-level BPE, written beside the state dicts. Its source is the merges file OpenAI
+# published with CLIP (bpe_simple_vocab_16e6.txt.gz), as the open_clip_torch package ships it
+# (requirements/no-deps.txt); vocab.json is derived from it as CLIP's SimpleTokenizer does.
+CLIP_VOCAB_FILE = "clip-bpe-vocab.json"
+CLIP_MERGES_FILE = "clip-bpe-merges.txt"
+CLIP_BPE_DISTRIBUTION = "open_clip_torch"
+CLIP_BPE_IN_DISTRIBUTION = "open_clip/bpe_simple_vocab_16e6.txt.gz"
+CLIP_BPE_SHA256 = "924691ac288e54409236115652ad4aa250f48203de50a9e4722a6ecd48d6804a"
+CLIP_VOCAB_SHA256 = "3f0c4f7d2086b61b38487075278ea9ed04edb53a03cbb045b86c27190fa8fb69"
+CLIP_MERGES_SHA256 = "9fd691f7c8039210e0fced15865466c65820d09b63988b0174bfe25de299051a"
+CLIP_MERGES = 49152 - 256 - 2  # SimpleTokenizer's count: 48894 merges after the header line
+
 
 @dataclasses.dataclass(frozen=True)
 class ModelMeta:
@@ -69,13 +115,19 @@ def is_bert(architecture: str) -> bool:
   return architecture in _BERT_CONFIGS
 
 
+def is_blip_clip(architecture: str) -> bool:
+  return architecture in _BLIP_CLIP_CONFIGS
+
+
 def uses_vocab(architecture: str) -> bool:
-  """The model reads text through the bert uncased WordPiece vocab (BERT and DistilBERT)."""
-  return is_bert(architecture) or architecture in _DISTILBERT_CONFIGS
+  """The model reads text through the bert uncased WordPiece vocab: BERT, DistilBERT, and BLIP's
+  captioner (its text side is BERT's)."""
+  return is_bert(architecture) or architecture in _DISTILBERT_CONFIGS or is_blip_clip(architecture)
 
 
 def architectures() -> list[str]:
-  return [*_RESNETS, *_TIMM, *_DETECTORS, *_BERT_CONFIGS, *_DISTILBERT_CONFIGS]
+  return [*_RESNETS, *_TIMM, *_DETECTORS, *_BERT_CONFIGS, *_DISTILBERT_CONFIGS,
+          *_BLIP_CLIP_CONFIGS]
 
 
 def bert_config(architecture: str):
@@ -90,6 +142,37 @@ def distilbert_config(architecture: str):
                           id2label=dict(enumerate(SENTIMENT_LABELS)),
                           label2id={label: i for i, label in enumerate(SENTIMENT_LABELS)},
                           **_DISTILBERT_CONFIGS[architecture])
+
+
+def blip_clip_configs(architecture: str):
+  """(BlipConfig, CLIPConfig) of a blip-clip architecture."""
+  from transformers import BlipConfig, CLIPConfig
+  values = _BLIP_CLIP_CONFIGS[architecture]
+  # BLIP's text side: the bert-uncased WordPiece vocab plus [DEC] (30522, the captions' first
+  # token) and [ENC] (30523); generation stops at [SEP] (102).
+  blip = BlipConfig(
+      text_config=dict(vocab_size=30524, max_position_embeddings=512, bos_token_id=30522,
+                       sep_token_id=102, pad_token_id=0, eos_token_id=2,
+                       **values["blip_text"]),
+      vision_config=dict(initializer_range=0.02, **values["blip_vision"]),
+      projection_dim=values["blip_projection_dim"], image_text_hidden_size=256,
+      logit_scale_init_value=2.6592)
+  clip = CLIPConfig(
+      text_config=dict(vocab_size=49408, max_position_embeddings=77, hidden_act="quick_gelu",
+                       **values["clip_text"]),
+      vision_config=dict(hidden_act="quick_gelu", **values["clip_vision"]),
+      projection_dim=values["clip_projection_dim"], logit_scale_init_value=2.6592)
+  return blip, clip
+
+
+class BlipClip(torch.nn.Module):
+  """BLIP (the captioner) and CLIP (the ranker) as one module with one state dict: the kit runs
+  one model per benchmark, where Beam's example runs two RunInference steps."""
+
+  def __init__(self, blip: torch.nn.Module, clip: torch.nn.Module):
+    super().__init__()
+    self.blip = blip
+    self.clip = clip
 
 
 def build_architecture(architecture: str) -> torch.nn.Module:
@@ -111,6 +194,10 @@ def build_architecture(architecture: str) -> torch.nn.Module:
   if architecture in _DISTILBERT_CONFIGS:
     from transformers import DistilBertForSequenceClassification
     return DistilBertForSequenceClassification(distilbert_config(architecture))
+  if is_blip_clip(architecture):
+    from transformers import BlipForConditionalGeneration, CLIPModel
+    blip, clip = blip_clip_configs(architecture)
+    return BlipClip(BlipForConditionalGeneration(blip), CLIPModel(clip))
   raise ValueError(f"unknown architecture '{architecture}'; known: {architectures()}")
 
 
@@ -150,6 +237,12 @@ def _pretrained(architecture: str) -> tuple[dict[str, torch.Tensor], str]:
     hub_id = _BERT_HUB_IDS[architecture]
     model = BertForMaskedLM.from_pretrained(hub_id)
     return model.state_dict(), f"huggingface:{hub_id}"
+  if is_blip_clip(architecture):
+    from transformers import BlipForConditionalGeneration, CLIPModel
+    blip_id, clip_id = _BLIP_CLIP_HUB_IDS[architecture]
+    model = BlipClip(BlipForConditionalGeneration.from_pretrained(blip_id),
+                     CLIPModel.from_pretrained(clip_id))
+    return model.state_dict(), f"huggingface:{blip_id}+{clip_id}"
   raise ValueError(f"unknown architecture '{architecture}'")
 
 
@@ -215,6 +308,62 @@ def write_vocab(out_dir: pathlib.Path, weights: str) -> pathlib.Path:
   return path
 
 
+def clip_bpe(merges_gz: bytes) -> tuple[bytes, bytes]:
+  """(vocab.json, merges.txt) of CLIP's tokenizer from OpenAI's bpe_simple_vocab_16e6.txt.gz,
+  built as CLIP's SimpleTokenizer builds its encoder: the 256 byte symbols, the same with the
+  end-of-word mark, one token per merge, then <|startoftext|> and <|endoftext|> (49408)."""
+  lines = gzip.decompress(merges_gz).decode("utf-8").split("\n")
+  merges = [tuple(line.split()) for line in lines[1:CLIP_MERGES + 1]]
+  symbols = list(_bytes_to_unicode().values())
+  tokens = [*symbols, *(s + "</w>" for s in symbols), *("".join(m) for m in merges),
+            "<|startoftext|>", "<|endoftext|>"]
+  vocab = json.dumps({token: i for i, token in enumerate(tokens)}, ensure_ascii=False)
+  merges_txt = "#version: 0.2\n" + "".join(f"{a} {b}\n" for a, b in merges)
+  return vocab.encode("utf-8"), merges_txt.encode("utf-8")
+
+
+def _bytes_to_unicode() -> dict[int, str]:
+  """GPT-2's (and CLIP's) reversible map of the 256 byte values to printable characters."""
+  printable = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1),
+               *range(ord("®"), ord("ÿ") + 1)]
+  codes = printable[:]
+  extra = 0
+  for b in range(256):
+    if b not in printable:
+      printable.append(b)
+      codes.append(256 + extra)
+      extra += 1
+  return dict(zip(printable, (chr(c) for c in codes)))
+
+
+def write_clip_bpe(out_dir: pathlib.Path) -> list[pathlib.Path]:
+  """CLIP's vocab.json and merges.txt beside the state dicts, from the BPE file in the
+  open_clip_torch package (read from its installed files: importing it needs its many
+  dependencies). Source and both outputs must have their known sha256."""
+  try:
+    dist = importlib.metadata.distribution(CLIP_BPE_DISTRIBUTION)
+  except importlib.metadata.PackageNotFoundError:
+    raise RuntimeError(f"{CLIP_BPE_DISTRIBUTION} is not installed: CLIP's BPE comes from it "
+                       "(requirements/no-deps.txt; `make setup` installs it)") from None
+  source = pathlib.Path(dist.locate_file(CLIP_BPE_IN_DISTRIBUTION)).read_bytes()
+  _check_sha256(CLIP_BPE_IN_DISTRIBUTION, source, CLIP_BPE_SHA256)
+  out_dir.mkdir(parents=True, exist_ok=True)
+  paths = []
+  for name, data, sha256 in zip((CLIP_VOCAB_FILE, CLIP_MERGES_FILE), clip_bpe(source),
+                                (CLIP_VOCAB_SHA256, CLIP_MERGES_SHA256)):
+    _check_sha256(name, data, sha256)
+    path = out_dir / name
+    path.write_bytes(data)
+    paths.append(path)
+  return paths
+
+
+def _check_sha256(name: str, data: bytes, expected: str) -> None:
+  got = hashlib.sha256(data).hexdigest()
+  if got != expected:
+    raise RuntimeError(f"{name}: sha256 {got} is not CLIP's BPE ({expected})")
+
+
 def is_current(path: pathlib.Path, weights: str) -> bool:
   """True when `path` exists with the requested weights kind (so `make models` is idempotent)."""
   meta = read_meta(str(path)) if path.exists() else None
@@ -239,6 +388,8 @@ def main(argv: list[str] | None = None) -> None:
     write_model(architecture, args.out, args.weights)
   if any(uses_vocab(a) for a in wanted):
     logging.info("%s", write_vocab(args.out, args.weights))
+  if any(is_blip_clip(a) for a in wanted):
+    logging.info("%s", " ".join(map(str, write_clip_bpe(args.out))))
 
 
 if __name__ == "__main__":

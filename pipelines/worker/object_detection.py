@@ -66,7 +66,7 @@ def preprocess(data: bytes, max_pixels: int | None = None) -> torch.Tensor:
 def parse(lines: beam.PCollection, opts):
   """The task's parse step (pipelines/worker/tasks.py): image paths -> (path, tensor)."""
   parsed = lines | "DecodeImages" >> beam.ParDo(DecodeImage(
-      opts.max_image_pixels, opts.max_image_bytes, to_tensor=preprocess)).with_outputs(
+      opts.max_image_pixels, opts.max_image_bytes, to_example=preprocess)).with_outputs(
           dead_letter.TAG, main="images")
   return parsed.images, parsed[dead_letter.TAG]
 

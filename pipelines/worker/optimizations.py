@@ -27,8 +27,14 @@ NONE = "none"
 NAMES = (NONE, "channels_last", "freeze", "compile", "bf16", "int8")
 EXACT = (NONE, "channels_last", "freeze", "compile")
 IMAGE_ONLY = ("channels_last",)
-# Tasks that run their model as loaded: every other optimization is unavailable for them.
-NONE_ONLY_TASKS = ("object_detection",)
+# Tasks whose model runs as loaded only, and why the others cannot apply.
+NONE_ONLY = {
+    "object_detection": "torchvision's detection models take a list of images and run "
+                        "data-dependent steps (proposals, NMS), so only none runs",
+    "image_captioning": "its model is BLIP's beam-search generate (a loop whose length depends "
+                        "on the tokens it picks) followed by CLIP: no optimization here is "
+                        "written for it, so it runs as loaded (none)",
+}
 # The CPU flags that decide what bf16 and int8 run on (recorded with every optimized run).
 CPU_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_bf16", "amx_int8")
 NATIVE_BF16_FLAGS = ("avx512_bf16", "amx_bf16")
@@ -64,9 +70,8 @@ def unavailable(name: str, task: str, which: Callable[[str], str | None] = shuti
   """Why `name` cannot run for `task` on this machine (None: it can)."""
   if name not in NAMES:
     return f"unknown optimization '{name}'; known: {', '.join(NAMES)}"
-  if name != NONE and task in NONE_ONLY_TASKS:
-    return (f"{name} is not implemented for {task}: torchvision's detection models take a list "
-            "of images and run data-dependent steps (proposals, NMS), so only none runs")
+  if name != NONE and task in NONE_ONLY:
+    return f"{name} is not available for {task}: {NONE_ONLY[task]}"
   if name in IMAGE_ONLY and task != "image_classification":
     return (f"{name} changes the memory format of image tensors (the ResNets); {task} has no "
             "image tensors")

@@ -53,8 +53,11 @@ SENTIMENT_CLASSIFICATION = Task("sentiment_classification", "sentences.txt", nee
 OBJECT_DETECTION = Task("object_detection", "scenes.txt", needs_vocab=False,
                         batchings=("padded",),
                         module="pipelines.worker.object_detection", reads_files=True)
+IMAGE_CAPTIONING = Task("image_captioning", "images.txt", needs_vocab=True,
+                        batchings=("padded",), module="pipelines.worker.captioning",
+                        reads_files=True)
 BY_NAME = {t.name: t for t in (IMAGE_CLASSIFICATION, LANGUAGE_MODELING,
-                               SENTIMENT_CLASSIFICATION, OBJECT_DETECTION)}
+                               SENTIMENT_CLASSIFICATION, OBJECT_DETECTION, IMAGE_CAPTIONING)}
 TASKS = tuple(BY_NAME)
 
 
