@@ -2,6 +2,9 @@
 (the real architectures, small sizes) and the tokenizers built offline."""
 import gzip
 import json
+import os
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -9,6 +12,7 @@ from apache_beam.options.pipeline_options import PipelineOptions
 from PIL import Image
 
 from pipelines import data
+from pipelines.matrix import REPO_ROOT
 from pipelines.worker import captioning, models, optimizations
 from pipelines.worker.options import BenchmarkOptions
 from tests.conftest import run_pipeline
@@ -130,3 +134,46 @@ def test_only_the_model_as_loaded_runs():
     with pytest.raises(optimizations.OptimizationUnavailable, match="image_captioning"):
       captioning.optimize(model, name, 4)
   assert optimizations.unavailable("freeze", "language_modeling") is None
+
+
+def _snapshot(hf_home, repo_id):
+  """A folder of the Hugging Face cache layout that from_pretrained finds offline."""
+  revision = "0" * 40
+  repo = hf_home / "hub" / ("models--" + repo_id.replace("/", "--"))
+  (repo / "refs").mkdir(parents=True)
+  (repo / "refs" / "main").write_text(revision)
+  path = repo / "snapshots" / revision
+  path.mkdir(parents=True)
+  return path
+
+
+def test_pretrained_weights_are_the_two_hub_models_in_one_state_dict(tmp_path, caption_models):
+  """The download path (never run against the hub here), from a pre-filled cache, offline."""
+  from transformers import BlipForConditionalGeneration, CLIPModel
+  hf_home = tmp_path / "hf"
+  blip_config, clip_config = models.blip_clip_configs(ARCHITECTURE)
+  torch.manual_seed(5)
+  blip, clip = BlipForConditionalGeneration(blip_config), CLIPModel(clip_config)
+  blip.save_pretrained(_snapshot(hf_home, "kit-test/blip-tiny"))
+  clip.save_pretrained(_snapshot(hf_home, "kit-test/clip-tiny"))
+  bert = _snapshot(hf_home, "google-bert/bert-base-uncased")
+  (bert / "vocab.txt").write_bytes((caption_models / models.VOCAB_FILE).read_bytes())
+  (bert / "tokenizer_config.json").write_text(json.dumps({"do_lower_case": True}))
+  (bert / "config.json").write_text(json.dumps({"model_type": "bert"}))
+  out = tmp_path / "out"
+  env = {"HF_HOME": str(hf_home), "HF_HUB_OFFLINE": "1", "PATH": "/usr/bin:/bin",
+         "HOME": str(tmp_path), "PYTHONPATH": os.environ.get("PYTHONPATH", "")}
+  result = subprocess.run([sys.executable, "-m", "pipelines.worker.models", "--weights",
+                           "pretrained", "--out", str(out), ARCHITECTURE],
+                          cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=300)
+  assert result.returncode == 0, result.stderr[-3000:]
+
+  meta = models.read_meta(str(out / f"{ARCHITECTURE}.pth"))
+  assert (meta.weights, meta.source) == ("pretrained",
+                                         "huggingface:kit-test/blip-tiny+kit-test/clip-tiny")
+  baked = torch.load(out / f"{ARCHITECTURE}.pth")
+  expected = models.BlipClip(blip, clip).state_dict()
+  assert baked.keys() == expected.keys()
+  assert all(torch.equal(baked[k], v) for k, v in expected.items())
+  assert {p.name for p in out.iterdir()} >= {models.VOCAB_FILE, models.CLIP_VOCAB_FILE,
+                                              models.CLIP_MERGES_FILE}
