@@ -22,7 +22,7 @@ from typing import Any
 from pipelines import dataflow, matrix, profiles, results_store, run_record
 from pipelines.cli_types import SHARE
 from pipelines.layout import Layout, LayoutError
-from pipelines.worker import optimizations
+from pipelines.worker import models, optimizations
 from pipelines.worker.models import VOCAB_FILE
 from pipelines.worker.tasks import Task
 
@@ -221,7 +221,8 @@ def _in_image(bench: matrix.Benchmark, o: Overrides, optimization: str) -> dict[
   modules = ["pipelines.worker.pipeline", bench.task_spec.module]
   try:
     worker_container.pull(image)
-    versions = worker_container.preflight(image, list(files.values()), modules,
+    beside = [f"{dataflow.MODELS_IN_IMAGE}/{name}" for name in models.files_beside(bench.model)]
+    versions = worker_container.preflight(image, [*files.values(), *beside], modules,
                                           gpu=bench.device == "GPU",
                                           optimization=(optimization, bench.task))
   except worker_container.ContainerError as e:
@@ -348,7 +349,9 @@ def local_model_files(bench: matrix.Benchmark, models_dir: pathlib.Path) -> dict
   files = {"model_state_dict_path": state_dict}
   if bench.task_spec.needs_vocab:
     files["vocab_path"] = models_dir / VOCAB_FILE
-  for path in files.values():
+  # read by the workers beside the state dict (captioning.tokenizer_folder), not passed
+  beside = [models_dir / name for name in models.files_beside(bench.model)]
+  for path in [*files.values(), *beside]:
     if not path.exists():
       raise PlanError(f"{path} does not exist: run `make models` first")
   return {k: str(v.resolve()) for k, v in files.items()}

@@ -29,9 +29,10 @@ for _make_variable in ("MAKEFLAGS", "MFLAGS", "MAKELEVEL", "MAKE_TERMOUT", "MAKE
 def models_dir(tmp_path_factory) -> pathlib.Path:
   out = tmp_path_factory.mktemp("models")
   for architecture in ("resnet18", "bert-tiny-uncased", "distilbert-tiny-uncased-sst2",
-                       "efficientnet_b0", "fasterrcnn_resnet50_fpn"):
+                       "efficientnet_b0", "fasterrcnn_resnet50_fpn", "blip-clip-tiny"):
     models.write_model(architecture, out, "random")
   models.write_vocab(out, "random")
+  models.write_clip_bpe(out)
   return out
 
 

@@ -6,6 +6,7 @@ The option files' values, with the file and lines they come from: docs/beam-suit
 from __future__ import annotations
 
 import json
+import shutil
 
 import pytest
 
@@ -40,6 +41,13 @@ OPTION_FILES = {
         model_state_dict_path="gs://apache-beam-ml/models/efficientnet_b0_state_dict.pth",
         inference_step="RunInference"),
 }
+OPTION_FILES["blip-clip-captioning"] = dict(
+    file="beam_Inference_Python_Benchmarks_Dataflow_2_Pytorch_Image_Captioning.txt",
+    machine_type="n1-standard-4", num_workers=50, max_num_workers=None, autoscaling="NONE",
+    disk_size_gb=50, streaming=False, device="CPU",
+    metrics_table="torch_inference_image_captioning_batch_cpu",
+    influx_measurement="result_torch_inference_image_captioning_batch",
+    model_state_dict_path=None, inference_step="RunInferenceBLIP")
 OPTION_FILES["faster-rcnn-gpu"] = dict(
     file="beam_Inference_Python_Benchmarks_Dataflow_2_Pytorch_Image_Object_Detection.txt",
     machine_type="n1-standard-4", num_workers=50, max_num_workers=None, autoscaling="NONE",
@@ -66,7 +74,8 @@ def test_the_matrix_and_beam_profile_reproduce_the_option_file(name):
   assert (bench.streaming, bench.device, bench.bigquery_table, bench.influx_measurement) == (
       expected["streaming"], expected["device"], expected["metrics_table"],
       expected["influx_measurement"])
-  assert beam.dataflow_values(bench)["model_state_dict_path"] == expected[
+  # None: Beam loads the model from the hub by name; the kit's is baked into the image
+  assert beam.dataflow_values(bench).get("model_state_dict_path") == expected[
       "model_state_dict_path"]
   assert beam.inference_step_for(bench) == expected["inference_step"]
   assert shape.accelerator == expected.get("accelerator")
@@ -102,7 +111,8 @@ def test_the_dry_run_job_has_the_option_files_shape(beam_jobs, name):
       "maxNumWorkers": expected["max_num_workers"] or expected["num_workers"]}
   assert pool["diskSizeGb"] == expected["disk_size_gb"]
   options = job["pipeline_options"]
-  assert options["model_state_dict_path"] == expected["model_state_dict_path"]
+  assert options["model_state_dict_path"] == (
+      expected["model_state_dict_path"] or f"/opt/models/{matrix.get(name).model}.pth")
   assert options["inference_step"] == expected["inference_step"]
   assert any(t.startswith(expected["inference_step"] + "/BeamML_RunInference")
              for t in job["transforms"])
@@ -219,3 +229,35 @@ def test_perf_refuses_a_task_its_plain_loop_does_not_run_yet(capsys):
   assert exit_.value.code == 2
   assert "plain loop runs image_classification and language_modeling only" in (
       capsys.readouterr().err)
+
+
+def test_captioning_end_to_end_and_the_same_with_beams_batching(kit, data_dir):  # noqa: F811
+  images = (data_dir / "images.txt").read_text().splitlines()[:3]
+  listing = data_dir.parent / "captioning-input.txt"
+  listing.write_text("\n".join([*images, str(data_dir / "no-such.jpg")]) + "\n")
+  code, tuned = kit("small-captioning", "--input", str(listing))
+  assert code == 0, tuned and tuned["error"]
+  assert_accounted(tuned, inputs=4, dead=1)
+  assert [d["reason"] for d in dead_letters(kit.results, tuned)] == ["file not found"]
+  code, beam = kit("small-captioning", "--input", str(listing), "--profile", "beam")
+  assert code == 0, beam and beam["error"]
+  assert beam["metadata"]["inference_step"] == "RunInferenceBLIP"
+  ours, beams = predictions(kit.results, tuned), predictions(kit.results, beam)
+  assert sorted(ours) == sorted(images)
+  for path, row in ours.items():
+    assert len(row["candidates"]) == len(row["scores"]) == 5
+    assert row["best_score"] == max(row["scores"])
+    assert row["best_caption"] == row["candidates"][row["scores"].index(row["best_score"])]
+    assert (row["candidates"], row["best_caption"]) == (
+        beams[path]["candidates"], beams[path]["best_caption"])
+    assert row["scores"] == pytest.approx(beams[path]["scores"], abs=1e-4)
+
+
+def test_missing_clip_tokenizer_files_are_named_before_launch(
+    kit, models_dir, tmp_path, capsys):  # noqa: F811
+  bare = tmp_path / "models"
+  shutil.copytree(models_dir, bare)
+  (bare / "clip-bpe-merges.txt").unlink()
+  code, record = kit("small-captioning", "--models-dir", str(bare))
+  assert code == 2 and record is None
+  assert "clip-bpe-merges.txt does not exist: run `make models` first" in capsys.readouterr().err

@@ -158,7 +158,7 @@ def caption_and_rank(batch: Sequence[dict[str, torch.Tensor]], model: torch.nn.M
 
 
 def model_handler(state_dict_path: str, architecture: str, device: str,
-                  batching: dict[str, Any]) -> PytorchModelHandlerKeyedTensor:
+                  batching: dict[str, Any], opts=None) -> PytorchModelHandlerKeyedTensor:
   return PytorchModelHandlerKeyedTensor(
       state_dict_path=state_dict_path,
       model_class=models.build_architecture,

@@ -125,6 +125,11 @@ def uses_vocab(architecture: str) -> bool:
   return is_bert(architecture) or architecture in _DISTILBERT_CONFIGS or is_blip_clip(architecture)
 
 
+def files_beside(architecture: str) -> tuple[str, ...]:
+  """Files the workers read beside the model's state dict (CLIP's tokenizer for blip-clip)."""
+  return (CLIP_VOCAB_FILE, CLIP_MERGES_FILE) if is_blip_clip(architecture) else ()
+
+
 def architectures() -> list[str]:
   return [*_RESNETS, *_TIMM, *_DETECTORS, *_BERT_CONFIGS, *_DISTILBERT_CONFIGS,
           *_BLIP_CLIP_CONFIGS]
