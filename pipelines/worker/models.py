@@ -2,7 +2,10 @@
 
 Each model is written as a PyTorch state dict `<name>.pth` plus a sidecar `<name>.pth.meta.json`
 saying which weights it holds (pretrained or seeded random) and where they came from. Workers read
-the sidecar when they load the model, so the run record says what actually ran.
+the sidecar when they load the model, so the run record says what actually ran. The Gemma
+architectures are the exception: vLLM serves a Hugging Face model directory, so they are written
+as a directory `<name>/` (config.json, model.safetensors, tokenizer) with the sidecar
+`<name>.meta.json` beside it; the kit's "state dict path" is then that directory.
 """
 from __future__ import annotations
 
@@ -101,6 +104,35 @@ CLIP_VOCAB_SHA256 = "3f0c4f7d2086b61b38487075278ea9ed04edb53a03cbb045b86c27190fa
 CLIP_MERGES_SHA256 = "9fd691f7c8039210e0fced15865466c65820d09b63988b0174bfe25de299051a"
 CLIP_MERGES = 49152 - 256 - 2  # SimpleTokenizer's count: 48894 merges after the header line
 
+# Text generation (Beam's vllm_gemma_batch.py): google/gemma-2b-it, served by vLLM from a model
+# directory. The values of the published config.json (hidden_act "gelu" is its legacy value for
+# the tanh approximation, which hidden_activation names); spelled out so it is written the same
+# whatever transformers writes, and read alike by vLLM's transformers and the kit's.
+_GEMMA_CONFIG = dict(
+    architectures=["GemmaForCausalLM"], model_type="gemma", attention_bias=False,
+    attention_dropout=0.0, bos_token_id=2, eos_token_id=1, pad_token_id=0, head_dim=256,
+    hidden_act="gelu", hidden_activation="gelu_pytorch_tanh", hidden_size=2048,
+    initializer_range=0.02, intermediate_size=16384, max_position_embeddings=8192,
+    num_attention_heads=8, num_hidden_layers=18, num_key_value_heads=1, rms_norm_eps=1e-06,
+    rope_scaling=None, rope_theta=10000.0, torch_dtype="bfloat16", use_cache=True,
+    vocab_size=256000)
+_GEMMA_CONFIGS = {
+    "gemma-2b-it": _GEMMA_CONFIG,
+    # Tests only: the same architecture, small enough for a 2-core CI machine.
+    "gemma-tiny": {**_GEMMA_CONFIG, "hidden_size": 64, "intermediate_size": 128,
+                   "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 1,
+                   "head_dim": 16, "vocab_size": 512},
+}
+_GEMMA_HUB_IDS = {"gemma-2b-it": "google/gemma-2b-it", "gemma-tiny": "kit-test/gemma-tiny"}
+# What a pretrained Gemma directory takes from the hub (not the repo's 10 GB gemma-2b-it.gguf).
+_GEMMA_HUB_FILES = ["config.json", "generation_config.json", "*.safetensors",
+                    "model.safetensors.index.json", "tokenizer.json", "tokenizer.model",
+                    "tokenizer_config.json", "special_tokens_map.json"]
+# Gemma's special tokens at Gemma's ids (a random-weights directory's tokenizer keeps them).
+GEMMA_SPECIAL_TOKENS = ("<pad>", "<eos>", "<bos>", "<unk>")  # ids 0, 1, 2, 3
+GEMMA_TOKENIZER_MERGES = 8000  # the locally trained BPE's most tokens (then placeholders)
+GEMMA_WEIGHTS_FILE = "model.safetensors"
+
 
 @dataclasses.dataclass(frozen=True)
 class ModelMeta:
@@ -119,6 +151,16 @@ def is_blip_clip(architecture: str) -> bool:
   return architecture in _BLIP_CLIP_CONFIGS
 
 
+def is_directory_model(architecture: str) -> bool:
+  """Written as a Hugging Face model directory (what vLLM serves), not a state dict."""
+  return architecture in _GEMMA_CONFIGS
+
+
+def model_path(architecture: str, out_dir: pathlib.Path) -> pathlib.Path:
+  """Where `write_model` writes the architecture: `<name>/` or `<name>.pth`."""
+  return out_dir / (architecture if is_directory_model(architecture) else f"{architecture}.pth")
+
+
 def uses_vocab(architecture: str) -> bool:
   """The model reads text through the bert uncased WordPiece vocab: BERT, DistilBERT, and BLIP's
   captioner (its text side is BERT's)."""
@@ -132,7 +174,19 @@ def files_beside(architecture: str) -> tuple[str, ...]:
 
 def architectures() -> list[str]:
   return [*_RESNETS, *_TIMM, *_DETECTORS, *_BERT_CONFIGS, *_DISTILBERT_CONFIGS,
-          *_BLIP_CLIP_CONFIGS]
+          *_BLIP_CLIP_CONFIGS, *_GEMMA_CONFIGS]
+
+
+def gemma_config_json(architecture: str) -> dict:
+  """The config.json of a Gemma architecture (the published values for gemma-2b-it)."""
+  return dict(_GEMMA_CONFIGS[architecture])
+
+
+def gemma_config(architecture: str):
+  from transformers import GemmaConfig
+  values = {k: v for k, v in gemma_config_json(architecture).items()
+            if k not in ("architectures", "model_type", "torch_dtype", "hidden_activation")}
+  return GemmaConfig(**{**values, "hidden_act": "gelu_pytorch_tanh"})
 
 
 def bert_config(architecture: str):
@@ -203,6 +257,9 @@ def build_architecture(architecture: str) -> torch.nn.Module:
     from transformers import BlipForConditionalGeneration, CLIPModel
     blip, clip = blip_clip_configs(architecture)
     return BlipClip(BlipForConditionalGeneration(blip), CLIPModel(clip))
+  if is_directory_model(architecture):
+    from transformers import GemmaForCausalLM
+    return GemmaForCausalLM(gemma_config(architecture))
   raise ValueError(f"unknown architecture '{architecture}'; known: {architectures()}")
 
 
@@ -265,13 +322,17 @@ def _sha256(path: pathlib.Path) -> str:
 
 
 def meta_path(state_dict_path: str) -> str:
-  return state_dict_path + ".meta.json"
+  """`<name>.pth.meta.json`; for a model directory `<name>.meta.json` beside it."""
+  return state_dict_path.rstrip("/") + ".meta.json"
 
 
 def write_model(architecture: str, out_dir: pathlib.Path, weights: str) -> pathlib.Path:
-  """Writes `<architecture>.pth` and its sidecar; returns the state dict path."""
+  """Writes `<architecture>.pth` (or the `<architecture>/` directory) and its sidecar; returns
+  the state dict path (the directory)."""
   if weights not in WEIGHTS_KINDS:
     raise ValueError(f"weights must be one of {WEIGHTS_KINDS}, got '{weights}'")
+  if is_directory_model(architecture):
+    return write_model_directory(architecture, out_dir, weights)
   make: Callable = _pretrained if weights == "pretrained" else _random
   state_dict, source = make(architecture)
   out_dir.mkdir(parents=True, exist_ok=True)
@@ -282,6 +343,123 @@ def write_model(architecture: str, out_dir: pathlib.Path, weights: str) -> pathl
   meta = ModelMeta(architecture, weights, source, _sha256(path), torch.__version__)
   pathlib.Path(meta_path(str(path))).write_text(json.dumps(dataclasses.asdict(meta), indent=2))
   return path
+
+
+def write_model_directory(architecture: str, out_dir: pathlib.Path, weights: str
+                          ) -> pathlib.Path:
+  """Writes the `<architecture>/` model directory vLLM serves, and `<architecture>.meta.json`
+  beside it (sha256 over the directory's files). Built in a temporary directory first, so a
+  killed run never leaves a half-written model behind."""
+  out_dir.mkdir(parents=True, exist_ok=True)
+  path = out_dir / architecture
+  tmp = out_dir / f".{architecture}.{os.getpid()}.tmp"
+  shutil.rmtree(tmp, ignore_errors=True)
+  tmp.mkdir()
+  try:
+    if weights == "pretrained":
+      source = _pretrained_directory(architecture, tmp)
+    else:
+      source = _random_directory(architecture, tmp)
+    if path.exists():
+      shutil.rmtree(path)
+    os.replace(tmp, path)
+  finally:
+    shutil.rmtree(tmp, ignore_errors=True)
+  meta = ModelMeta(architecture, weights, source, _sha256_directory(path), torch.__version__)
+  pathlib.Path(meta_path(str(path))).write_text(json.dumps(dataclasses.asdict(meta), indent=2))
+  return path
+
+
+def _pretrained_directory(architecture: str, folder: pathlib.Path) -> str:
+  """The hub's model directory (gated: needs an HF_TOKEN that accepted Gemma's terms; a
+  pre-filled cache works offline). Never run here: the hub is unreachable."""
+  from huggingface_hub import snapshot_download
+  hub_id = _GEMMA_HUB_IDS[architecture]
+  snapshot_download(hub_id, local_dir=folder, allow_patterns=_GEMMA_HUB_FILES)
+  return f"huggingface:{hub_id}"
+
+
+def _random_directory(architecture: str, folder: pathlib.Path) -> str:
+  """config.json (the published values), seeded random bfloat16 weights in model.safetensors,
+  generation_config.json, and a tokenizer trained here (Gemma's own is gated)."""
+  from safetensors.torch import save_file
+  config = gemma_config_json(architecture)
+  torch.manual_seed(RANDOM_SEED)
+  previous = torch.get_default_dtype()
+  torch.set_default_dtype(torch.bfloat16)  # built in bfloat16: 5 GB for gemma-2b-it, not 10
+  try:
+    model = build_architecture(architecture)
+  finally:
+    torch.set_default_dtype(previous)
+  # The output projection is the embedding (tie_word_embeddings), as in the published files.
+  tensors = {k: v.contiguous() for k, v in model.state_dict().items() if k != "lm_head.weight"}
+  save_file(tensors, str(folder / GEMMA_WEIGHTS_FILE), metadata={"format": "pt"})
+  os.chmod(folder / GEMMA_WEIGHTS_FILE, 0o644)  # safetensors writes it owner-only
+  del model, tensors
+  (folder / "config.json").write_text(json.dumps(config, indent=2))
+  (folder / "generation_config.json").write_text(json.dumps(
+      {"bos_token_id": config["bos_token_id"], "eos_token_id": config["eos_token_id"],
+       "pad_token_id": config["pad_token_id"]}, indent=2))
+  trained = write_gemma_tokenizer(folder, config["vocab_size"],
+                                  config["max_position_embeddings"])
+  return (f"seeded-random:{RANDOM_SEED}; tokenizer: byte-level BPE trained here on generated "
+          f"text ({trained} tokens, then placeholders up to {config['vocab_size']}; Gemma's "
+          "special tokens at its ids), not Gemma's tokenizer (gated, hub unreachable)")
+
+
+def _tokenizer_corpus(count: int = 20000):
+  """Seeded English-like sentences of made-up words, to train the BPE on."""
+  import random
+  rng = random.Random(RANDOM_SEED)
+  syllables = [c + v for c in "bcdfghjklmnprstvwz" for v in ("a", "e", "i", "o", "u", "ou")]
+  words = ["".join(rng.choice(syllables) for _ in range(rng.randint(1, 3))) for _ in range(3000)]
+  for _ in range(count):
+    sentence = " ".join(rng.choice(words) for _ in range(rng.randint(4, 20)))
+    yield f"{sentence[0].upper()}{sentence[1:]}{rng.choice('.,!?;:')} {rng.randint(0, 9999)}"
+
+
+def write_gemma_tokenizer(folder: pathlib.Path, vocab_size: int, max_length: int) -> int:
+  """tokenizer.json (+ tokenizer_config.json, special_tokens_map.json): a byte-level BPE with
+  <pad>=0 <eos>=1 <bos>=2 <unk>=3 as Gemma has them, <bos> prepended as Gemma's tokenizer does,
+  and placeholder tokens `<unusedN>` filling the vocab to the model's size (so every id the
+  model can sample decodes). Returns how many tokens were trained."""
+  from tokenizers import Tokenizer, decoders, pre_tokenizers, processors, trainers
+  from tokenizers import models as bpe_models
+  tokenizer = Tokenizer(bpe_models.BPE(unk_token="<unk>"))
+  tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+  tokenizer.decoder = decoders.ByteLevel()
+  trainer = trainers.BpeTrainer(
+      vocab_size=min(vocab_size, GEMMA_TOKENIZER_MERGES), show_progress=False,
+      special_tokens=list(GEMMA_SPECIAL_TOKENS),
+      initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+  tokenizer.train_from_iterator(_tokenizer_corpus(), trainer=trainer)
+  tokenizer.post_processor = processors.TemplateProcessing(
+      single="<bos> $A", pair="<bos> $A $B", special_tokens=[("<bos>", 2)])
+  data = json.loads(tokenizer.to_str())
+  vocab = data["model"]["vocab"]
+  trained = len(vocab)
+  for i in range(trained, vocab_size):
+    vocab[f"<unused{i - trained}>"] = i
+  ids = [vocab[t] for t in GEMMA_SPECIAL_TOKENS]
+  if ids != [0, 1, 2, 3]:
+    raise RuntimeError(f"the trained tokenizer's special ids are {ids}, not Gemma's 0 1 2 3")
+  (folder / "tokenizer.json").write_text(json.dumps(data, ensure_ascii=False))
+  special = {"pad_token": "<pad>", "eos_token": "<eos>", "bos_token": "<bos>",
+             "unk_token": "<unk>"}
+  # PreTrainedTokenizerFast reads tokenizer.json as is, in transformers 4 (vLLM's) and 5.
+  (folder / "tokenizer_config.json").write_text(json.dumps(
+      {"tokenizer_class": "PreTrainedTokenizerFast", "model_max_length": max_length,
+       "add_bos_token": True, "add_eos_token": False, **special}, indent=2))
+  (folder / "special_tokens_map.json").write_text(json.dumps(special, indent=2))
+  return trained
+
+
+def _sha256_directory(folder: pathlib.Path) -> str:
+  """One digest over the directory: each file's relative path and sha256, in path order."""
+  digest = hashlib.sha256()
+  for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+    digest.update(f"{path.relative_to(folder).as_posix()}\0{_sha256(path)}\n".encode())
+  return digest.hexdigest()
 
 
 def read_meta(state_dict_path: str) -> ModelMeta | None:
@@ -385,7 +563,7 @@ def main(argv: list[str] | None = None) -> None:
   logging.basicConfig(level=logging.INFO, format="%(message)s")
   wanted = args.architectures
   for architecture in wanted:
-    path = args.out / f"{architecture}.pth"
+    path = model_path(architecture, args.out)
     if is_current(path, args.weights):
       logging.info("%s: up to date (%s weights)", path, args.weights)
       continue

@@ -34,6 +34,10 @@ NONE_ONLY = {
     "image_captioning": "its model is BLIP's beam-search generate (a loop whose length depends "
                         "on the tokens it picks) followed by CLIP: no optimization here is "
                         "written for it, so it runs as loaded (none)",
+    "text_generation": "its model is a vLLM server process (Beam's VLLMCompletionsModelHandler) "
+                       "the worker sends requests to: there is no torch module in the worker "
+                       "to optimize, and vLLM applies its own kernels and CUDA graphs, so only "
+                       "none runs",
 }
 # The CPU flags that decide what bf16 and int8 run on (recorded with every optimized run).
 CPU_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_bf16", "amx_int8")

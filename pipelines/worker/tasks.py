@@ -56,8 +56,12 @@ OBJECT_DETECTION = Task("object_detection", "scenes.txt", needs_vocab=False,
 IMAGE_CAPTIONING = Task("image_captioning", "images.txt", needs_vocab=True,
                         batchings=("padded",), module="pipelines.worker.captioning",
                         reads_files=True)
+# The model is a directory vLLM serves (models.is_directory_model), passed as the state dict path.
+TEXT_GENERATION = Task("text_generation", "sentences.txt", needs_vocab=False,
+                       batchings=("padded",), module="pipelines.worker.text_generation")
 BY_NAME = {t.name: t for t in (IMAGE_CLASSIFICATION, LANGUAGE_MODELING,
-                               SENTIMENT_CLASSIFICATION, OBJECT_DETECTION, IMAGE_CAPTIONING)}
+                               SENTIMENT_CLASSIFICATION, OBJECT_DETECTION, IMAGE_CAPTIONING,
+                               TEXT_GENERATION)}
 TASKS = tuple(BY_NAME)
 
 
