@@ -256,7 +256,8 @@ def input_files_root(lines: tuple[bytes, ...]) -> pathlib.Path | None:
 
 def image_model_files(bench: matrix.Benchmark) -> dict[str, str]:
   """The model files as baked into the worker images."""
-  files = {"model_state_dict_path": f"{dataflow.MODELS_IN_IMAGE}/{bench.model}.pth"}
+  files = {"model_state_dict_path": str(models.model_path(
+      bench.model, pathlib.PurePosixPath(dataflow.MODELS_IN_IMAGE)))}
   if bench.task_spec.needs_vocab:
     files["vocab_path"] = f"{dataflow.MODELS_IN_IMAGE}/{VOCAB_FILE}"
   return files
@@ -345,7 +346,7 @@ def items_requested(bench: matrix.Benchmark, input_override: str | None) -> int 
 
 
 def local_model_files(bench: matrix.Benchmark, models_dir: pathlib.Path) -> dict[str, str]:
-  state_dict = models_dir / f"{bench.model}.pth"
+  state_dict = models.model_path(bench.model, models_dir)
   files = {"model_state_dict_path": state_dict}
   if bench.task_spec.needs_vocab:
     files["vocab_path"] = models_dir / VOCAB_FILE

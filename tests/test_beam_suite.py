@@ -48,6 +48,12 @@ OPTION_FILES["blip-clip-captioning"] = dict(
     metrics_table="torch_inference_image_captioning_batch_cpu",
     influx_measurement="result_torch_inference_image_captioning_batch",
     model_state_dict_path=None, inference_step="RunInferenceBLIP")
+OPTION_FILES["gemma-vllm-gpu"] = dict(
+    file="beam_Inference_Python_Benchmarks_Dataflow_VLLM_Gemma_Batch.txt",
+    machine_type="n1-standard-8", num_workers=8, max_num_workers=25,
+    autoscaling="THROUGHPUT_BASED", disk_size_gb=200, streaming=False, device="GPU",
+    metrics_table="gemma_vllm_batch", influx_measurement="gemma_vllm_batch",
+    model_state_dict_path=None, inference_step="InferBatch", accelerator="nvidia-tesla-t4")
 OPTION_FILES["faster-rcnn-gpu"] = dict(
     file="beam_Inference_Python_Benchmarks_Dataflow_2_Pytorch_Image_Object_Detection.txt",
     machine_type="n1-standard-4", num_workers=50, max_num_workers=None, autoscaling="NONE",
@@ -111,16 +117,18 @@ def test_the_dry_run_job_has_the_option_files_shape(beam_jobs, name):
       "maxNumWorkers": expected["max_num_workers"] or expected["num_workers"]}
   assert pool["diskSizeGb"] == expected["disk_size_gb"]
   options = job["pipeline_options"]
+  baked = f"/opt/models/{matrix.get(name).model}"  # a directory for vLLM, else a state dict
   assert options["model_state_dict_path"] == (
-      expected["model_state_dict_path"] or f"/opt/models/{matrix.get(name).model}.pth")
+      expected["model_state_dict_path"] or (baked if name == "gemma-vllm-gpu" else baked + ".pth"))
   assert options["inference_step"] == expected["inference_step"]
   assert any(t.startswith(expected["inference_step"] + "/BeamML_RunInference")
              for t in job["transforms"])
   vcpus = matrix.load()[name].machine.vcpus
-  if expected.get("accelerator"):  # a T4 per worker, owned by one SDK process
+  if expected.get("accelerator"):  # a T4 per worker
     assert job["service_options"] == [
         "worker_accelerator=type:nvidia-tesla-t4;count:1;install-nvidia-driver:5xx"]
-    assert (options["min_batch_size"], options["max_batch_size"]) == (8, 8)
+    assert (options["min_batch_size"], options["max_batch_size"]) == (
+        (8, 8) if name == "faster-rcnn-gpu" else (1, 10000))
   else:  # Dataflow's default layout on the machine type: one SDK process per vCPU
     assert job["service_options"] == []
     assert job["layout"]["sdk_processes_per_worker"] == job["layout"]["torch_threads"] == vcpus
@@ -216,8 +224,9 @@ def test_object_detection_end_to_end_on_the_cpu(kit, data_dir):  # noqa: F811
   assert record["metadata"]["device_used"] == "CPU"
 
 
-def test_faster_rcnn_gpu_refuses_without_cuda_before_anything_starts(capsys, tmp_path):
-  code = run.main(["faster-rcnn-gpu", "--results-dir", str(tmp_path)])
+@pytest.mark.parametrize("name", ["faster-rcnn-gpu", "gemma-vllm-gpu"])
+def test_a_gpu_benchmark_refuses_without_cuda_before_anything_starts(name, capsys, tmp_path):
+  code = run.main([name, "--results-dir", str(tmp_path)])
   assert code == 2
   assert "needs a CUDA GPU" in capsys.readouterr().err  # never CPU numbers under a GPU name
   assert not (tmp_path / "records").exists()

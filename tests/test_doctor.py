@@ -102,7 +102,7 @@ def test_with_settings_reachable_unreachable_and_no_secret(tmp_path):
   assert "Dataflow    missing REGISTRY:" in text
   assert "PROJECT=proj-123456, REGION=us-central1, TEMP_LOCATION=gs://bkt-x/tmp" in text
   assert (f"cpu-resnet: reg/beam-bench-cpu-resnet:t1@sha256:{'a' * 64}; cpu-bert: not pushed; "
-          "cpu-captioning: not pushed; gpu: not pushed") in text
+          "cpu-captioning: not pushed; gpu: not pushed; vllm-gpu: not pushed") in text
   assert elapsed < 10
 
 
@@ -161,4 +161,4 @@ def test_digests_are_read_where_launches_read_them_and_stale_ones_flagged(tmp_pa
       f"images      cpu-resnet: reg.example/p/beam-bench-cpu-resnet:t2@sha256:{'1' * 64}; "
       "cpu-bert: stale: pushed reg.example/p/beam-bench-cpu-bert:t1, the settings launch "
       "reg.example/p/beam-bench-cpu-bert:t2; cpu-captioning: not pushed; "
-      "gpu: unreadable digest file (make images push)")
+      "gpu: unreadable digest file; vllm-gpu: not pushed (make images push)")

@@ -96,8 +96,7 @@ class BenchmarkModelHandler(ModelHandler):
     model = self._base.load_model()
     load_ended_ms = process_stats.now_ms()
     used = _device_of(model)  # before optimizing: a frozen TorchScript module has no parameters
-    param_bytes = sum(t.numel() * t.element_size()
-                      for t in (*model.parameters(), *model.buffers()))
+    param_bytes = _param_bytes(model)
     if self._optimization != optimizations.NONE:
       model = self._optimize(model, self._optimization)
     optimized_ms = process_stats.now_ms()
@@ -201,8 +200,19 @@ def _retire(token: str, sampler: gpu_telemetry.GpuSampler) -> None:
 
 
 def _device_of(model: Any) -> str:
-  """'cuda' or 'cpu': where the model's parameters actually are."""
+  """'cuda' or 'cpu': where the model's parameters actually are; a model served by another
+  process (vLLM) has none here, so it is where that server runs: the GPU its benchmark
+  requires (require_device checked it before the load)."""
+  if not isinstance(model, torch.nn.Module):
+    return "cuda" if cuda_usable() else "unknown"
   try:
     return next(model.parameters()).device.type
   except (AttributeError, StopIteration):
     return "unknown"
+
+
+def _param_bytes(model: Any) -> int:
+  """The loaded model's parameter and buffer bytes (0 for a model served by another process)."""
+  if not isinstance(model, torch.nn.Module):
+    return 0
+  return sum(t.numel() * t.element_size() for t in (*model.parameters(), *model.buffers()))
