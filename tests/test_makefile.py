@@ -39,7 +39,8 @@ def test_help_lists_every_entry_point():
                  "compare", "gpu-check", "test-servers", "doctor"):
     assert target in lines, target
   assert lines["bench-<name>"].split("names: ")[1].split() == list(matrix.load())
-  assert lines["image-<name>"].split("names: ")[1].split() == ["cpu-bert", "cpu-resnet", "gpu"]
+  assert lines["image-<name>"].split("names: ")[1].split() == [
+      "cpu-bert", "cpu-captioning", "cpu-resnet", "gpu", "vllm-gpu"]
   listed = {line.split()[0] for line in out.split("Variables")[1].splitlines()[1:] if line.strip()}
   for variable in ("RUNNER", "N", "BATCH_SIZE", "WEIGHTS", "DRY_RUN", "REGISTRY"):
     assert variable in listed, variable
@@ -66,8 +67,10 @@ def test_push_records_the_tag_and_digest_a_launch_uses(tmp_path):
   assert result.returncode == 0, result.stderr
   assert (tmp_path / "pushed.log").read_text().split() == [
       "pushed", "reg.example/p/beam-bench-cpu-bert:t1",
+      "pushed", "reg.example/p/beam-bench-cpu-captioning:t1",
       "pushed", "reg.example/p/beam-bench-cpu-resnet:t1",
-      "pushed", "reg.example/p/beam-bench-gpu:t1"]
+      "pushed", "reg.example/p/beam-bench-gpu:t1",
+      "pushed", "reg.example/p/beam-bench-vllm-gpu:t1"]
   fields = dataflow.read_digest(tmp_path / "build" / "image-cpu-resnet.digest")
   assert fields == {"image": "reg.example/p/beam-bench-cpu-resnet:t1",
                     "digest": "sha256:" + "0" * 63 + "7"}

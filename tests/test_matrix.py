@@ -71,7 +71,8 @@ def test_unknown_image_is_refused_at_load_with_one_line(tmp_path, monkeypatch, c
   monkeypatch.setenv("BENCHMARK_MATRIX", str(bad))
   for name, value in SETTINGS.items():
     monkeypatch.setenv(name, value)
-  why = "benchmarks.small-resnet: unknown image 'nope'; known: cpu-bert, cpu-captioning, cpu-resnet, gpu, vllm-gpu"
+  why = ("benchmarks.small-resnet: unknown image 'nope'; known: cpu-bert, cpu-captioning, "
+         "cpu-resnet, gpu, vllm-gpu")
   code = run.main(["small-resnet", "--runner", "DataflowRunner", "--dry-run",
                    "--results-dir", str(tmp_path / "results")])
   err = capsys.readouterr().err

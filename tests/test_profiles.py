@@ -161,7 +161,8 @@ def test_invalid_profile_tables_are_rejected(tmp_path):
   with pytest.raises(profiles.ProfileError, match="workers"):
     profiles.load(bad)
   bad.write_text('[profiles.beam]\nsentence_batching = "sorted"\n')
-  with pytest.raises(profiles.ProfileError, match="sentence_batching: padded or length"):
+  with pytest.raises(profiles.ProfileError,
+                     match="sentence_batching: one of padded, length, max_length"):
     profiles.load(bad)
 
 

@@ -11,7 +11,7 @@ import sys
 import textwrap
 import time
 
-from pipelines import progress
+from pipelines import matrix, progress
 from pipelines.matrix import REPO_ROOT
 from tests.conftest import run_pipeline
 
@@ -100,8 +100,8 @@ def test_launcher_shows_progress_only_for_local_runs():
 
 
 def test_bench_all_numbers_its_steps(tmp_path):
-  """bench-all where torch sees no GPU: four runnable steps numbered out of four (the runs and
-  the report are stubbed out)."""
+  """bench-all where torch sees no GPU: every CPU benchmark a numbered step out of their count,
+  the GPU ones skipped with their reason (the runs and the report are stubbed out)."""
   script = textwrap.dedent("""
       import sys
       from pipelines import bench_all
@@ -112,10 +112,13 @@ def test_bench_all_numbers_its_steps(tmp_path):
   result = subprocess.run([sys.executable, "-c", script, str(tmp_path)], cwd=REPO_ROOT,
                           capture_output=True, text=True, timeout=120,
                           env={**os.environ, "CUDA_VISIBLE_DEVICES": ""})
-  steps = re.findall(r"=== (\[\d/\d\] \S+) ===", result.stdout)
-  assert steps == ["[1/4] resnet101", "[2/4] resnet152", "[3/4] bert-base",
-                   "[4/4] bert-large"], result.stdout + result.stderr
-  assert "skipped resnet152-gpu" in result.stdout
+  steps = re.findall(r"=== (\[\d+/\d+\] \S+) ===", result.stdout)
+  cpu = [name for name, bench in matrix.load().items() if not bench.needs_gpu]
+  assert len(cpu) == 8
+  assert steps == [f"[{i}/{len(cpu)}] {name}" for i, name in enumerate(cpu, 1)], (
+      result.stdout + result.stderr)
+  for gpu in ("resnet152-gpu", "faster-rcnn-gpu", "gemma-vllm-gpu"):
+    assert f"skipped {gpu}: needs a CUDA GPU" in result.stdout
 
 
 def test_dataflow_status_prints_state_and_elapsed_at_a_steady_interval():
