@@ -304,7 +304,7 @@ test-images: $(VENV)/.test ## build the CPU ResNet and GPU images from the stand
 
 lint: $(VENV)/.test ## ruff on the code, hadolint on the Dockerfiles
 	$(call q,$(VENV)/bin/ruff) check pipelines tests
-	$(call q,$(VENV)/bin/hadolint) docker/Dockerfile.cpu docker/Dockerfile.gpu
+	$(call q,$(VENV)/bin/hadolint) docker/Dockerfile.cpu docker/Dockerfile.gpu docker/Dockerfile.vllm
 
 doctor: ## one screen: venv, models, data, GPU, what can run here, publishing and Dataflow settings
 	@$(PY) -m pipelines.doctor
