@@ -157,6 +157,14 @@ def test_a_streaming_benchmark_on_dataflow_needs_a_subscription(monkeypatch, cap
   assert not (tmp_path / "dataflow-jobs").exists()
 
 
+def images_and_a_missing_one(data_dir, count: int, name: str):
+  """(an input list of `count` generated images and one missing file, those images)."""
+  images = (data_dir / "images.txt").read_text().splitlines()[:count]
+  listing = data_dir.parent / name
+  listing.write_text("\n".join([*images, str(data_dir / "no-such.jpg")]) + "\n")
+  return listing, images
+
+
 def predictions(results, record) -> dict[str, dict]:
   out = results / "runs" / record["run_id"] / "output"
   return {row["input"]: row for f in sorted(out.glob("predictions*"))
@@ -195,9 +203,7 @@ def test_sentiment_end_to_end_and_the_same_with_beams_batching(kit, data_dir):  
 
 
 def test_rightfit_end_to_end_reads_the_streaming_items_bounded(kit, data_dir):  # noqa: F811
-  images = (data_dir / "images.txt").read_text().splitlines()[:4]
-  listing = data_dir.parent / "rightfit-input.txt"
-  listing.write_text("\n".join([*images, str(data_dir / "no-such.jpg")]) + "\n")
+  listing, images = images_and_a_missing_one(data_dir, 4, "rightfit-input.txt")
   code, tuned = kit("small-rightfit", "--input", str(listing))
   assert code == 0, tuned and tuned["error"]
   assert_accounted(tuned, inputs=5, dead=1)
@@ -241,9 +247,7 @@ def test_perf_refuses_a_task_its_plain_loop_does_not_run_yet(capsys):
 
 
 def test_captioning_end_to_end_and_the_same_with_beams_batching(kit, data_dir):  # noqa: F811
-  images = (data_dir / "images.txt").read_text().splitlines()[:3]
-  listing = data_dir.parent / "captioning-input.txt"
-  listing.write_text("\n".join([*images, str(data_dir / "no-such.jpg")]) + "\n")
+  listing, images = images_and_a_missing_one(data_dir, 3, "captioning-input.txt")
   code, tuned = kit("small-captioning", "--input", str(listing))
   assert code == 0, tuned and tuned["error"]
   assert_accounted(tuned, inputs=4, dead=1)

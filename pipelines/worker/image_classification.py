@@ -97,10 +97,11 @@ def preprocess(data: bytes, max_pixels: int | None = None) -> torch.Tensor:
   return _transform()(decode(data, max_pixels))
 
 
-def decode(data: bytes, max_pixels: int | None = None, short_side: int = RESIZE,
+def decode(data: bytes, max_pixels: int | None = None, short_side: int | None = RESIZE,
            crop: int = CROP) -> Image.Image:
   """JPEG/PNG bytes -> 8-bit RGB image, refused (BadImage) before the full decode when it has
-  more than max_pixels as stored or once its short side is resized to short_side."""
+  more than max_pixels as stored or once its short side is resized to short_side (None: the
+  model only scales images down, as object detection's letterbox does)."""
   try:
     image = Image.open(io.BytesIO(data))  # reads the header only
   except Image.DecompressionBombError as e:
@@ -111,7 +112,8 @@ def decode(data: bytes, max_pixels: int | None = None, short_side: int = RESIZE,
   if max_pixels and width * height > max_pixels:
     raise BadImage(f"image too large: {width}x{height} is {width * height / 1e6:.0f} megapixels,"
                    f" the limit is {max_pixels / 1e6:g} (--max_image_pixels)")
-  new_width, new_height = resized_size(width, height, short_side)
+  new_width, new_height = (resized_size(width, height, short_side) if short_side
+                           else (width, height))
   if max_pixels and new_width * new_height > max_pixels:  # a 1x30000 strip resizes to 7.7 GP
     raise BadImage(f"aspect ratio too extreme: {width}x{height} resizes to {new_width}x"
                    f"{new_height} ({new_width * new_height / 1e6:.0f} megapixels) before the "

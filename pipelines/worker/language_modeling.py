@@ -190,10 +190,16 @@ def parse(lines: beam.PCollection, opts):
   """The task's parse step (pipelines/worker/tasks.py): sentences -> (sentence, token ids),
   sorted by token length within windows when the run asks for length-aware batching."""
   examples, bad_input = parse_lines(lines, opts.vocab_path)
-  if opts.length_aware_batching:
-    window = LENGTH_SORT_BATCHES * (opts.max_batch_size or 1)
-    examples = examples | "SortByLength" >> beam.ParDo(SortByLength(window))
-  return examples, bad_input
+  return sorted_by_length(examples, opts), bad_input
+
+
+def sorted_by_length(examples: beam.PCollection, opts) -> beam.PCollection:
+  """The examples, sorted by token length within windows of LENGTH_SORT_BATCHES batches when the
+  run asks for length-aware batching (every sentence task's parse step ends with it)."""
+  if not opts.length_aware_batching:
+    return examples
+  window = LENGTH_SORT_BATCHES * (opts.max_batch_size or 1)
+  return examples | "SortByLength" >> beam.ParDo(SortByLength(window))
 
 
 def format_prediction(opts) -> beam.DoFn:
@@ -216,13 +222,21 @@ def optimize(model: torch.nn.Module, name: str, batch_size: int) -> torch.nn.Mod
   made-up token ids (their values do not matter to a trace), one unpadded and one padded
   (transformers takes another path when no token is padding); int8 is dynamic, so it needs no
   calibration."""
+  return optimized_model.apply(model, name, "language_modeling",
+                               token_examples(batch_size, masked=True))
+
+
+def token_examples(batch_size: int, masked: bool) -> list[optimized_model.Call]:
+  """Two model calls on made-up token ids for the sentence tasks' optimize step: a full batch
+  without padding and the same with padding ([CLS] .. ([MASK]) [SEP])."""
   input_ids = torch.arange(1000, 1000 + 16).repeat(max(2, batch_size), 1)
-  input_ids[:, 0], input_ids[:, -2], input_ids[:, -1] = 101, MASK_ID, 102  # [CLS] .. [MASK] [SEP]
+  input_ids[:, 0], input_ids[:, -1] = 101, 102
+  if masked:
+    input_ids[:, -2] = MASK_ID
   padded = torch.ones_like(input_ids)
   padded[0, 12:] = 0
-  examples = [((), {"input_ids": input_ids, "attention_mask": torch.ones_like(input_ids)}),
-              ((), {"input_ids": input_ids, "attention_mask": padded})]
-  return optimized_model.apply(model, name, "language_modeling", examples)
+  return [((), {"input_ids": input_ids, "attention_mask": torch.ones_like(input_ids)}),
+          ((), {"input_ids": input_ids, "attention_mask": padded})]
 
 
 def example_from_line(line: bytes, opts) -> dict[str, torch.Tensor]:

@@ -9,7 +9,6 @@ at most 50 detections). Where it differs, on purpose: bad inputs are dead-letter
 """
 from __future__ import annotations
 
-import io
 import json
 from typing import Any, Optional, Sequence
 
@@ -19,10 +18,10 @@ import torch
 from apache_beam.ml.inference import utils
 from apache_beam.ml.inference.base import PredictionResult
 from apache_beam.ml.inference.pytorch_inference import PytorchModelHandlerTensor
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 
 from pipelines.worker import dead_letter, optimizations
-from pipelines.worker.image_classification import BadImage, DecodeImage, _to_rgb, read_bytes
+from pipelines.worker.image_classification import DecodeImage, decode, read_bytes
 from pipelines.worker.models import build_architecture
 
 IMAGE_SIZE = 800  # Beam's --image_size: every image is letterboxed onto an 800x800 canvas
@@ -44,21 +43,10 @@ def letterbox(image: Image.Image, size: int = IMAGE_SIZE) -> Image.Image:
 
 def preprocess(data: bytes, max_pixels: int | None = None) -> torch.Tensor:
   """JPEG/PNG bytes -> 3x800x800 float tensor in [0, 1] (no mean/std: torchvision's detection
-  models normalize inside). Raises BadImage with a readable reason for an unusable image."""
-  try:
-    image = Image.open(io.BytesIO(data))  # reads the header only
-  except Image.DecompressionBombError as e:
-    raise BadImage(f"image too large: {e}") from None
-  except (UnidentifiedImageError, OSError):
-    raise BadImage(f"not an image file ({len(data)} bytes Pillow cannot identify)") from None
-  width, height = image.size
-  if max_pixels and width * height > max_pixels:
-    raise BadImage(f"image too large: {width}x{height} is {width * height / 1e6:.0f} megapixels,"
-                   f" the limit is {max_pixels / 1e6:g} (--max_image_pixels)")
-  try:
-    image = _to_rgb(image)  # forces the full decode: a truncated file fails here
-  except (OSError, SyntaxError, ValueError) as e:
-    raise BadImage(f"corrupt or truncated {image.format} image: {e}") from None
+  models normalize inside). Raises BadImage with a readable reason for an unusable image
+  (image_classification.decode's checks: the letterbox only scales down, so no resized-size
+  limit)."""
+  image = decode(data, max_pixels, short_side=None)
   pixels = np.asarray(letterbox(image)).astype("float32") / 255.0
   return torch.from_numpy(np.ascontiguousarray(pixels.transpose(2, 0, 1)))
 

@@ -21,12 +21,17 @@ from apache_beam.ml.inference.pytorch_inference import PytorchModelHandlerKeyedT
 
 from pipelines.worker import dead_letter, optimized_model
 from pipelines.worker.beam_metrics import KIT_NAMESPACE
-from pipelines.worker.language_modeling import PAD_ID, SortByLength, load_tokenizer, pad
+from pipelines.worker.language_modeling import (
+  PAD_ID,
+  load_tokenizer,
+  pad,
+  sorted_by_length,
+  token_examples,
+)
 from pipelines.worker.models import SENTIMENT_LABELS, build_architecture
 
 MAX_TOKENS = 128  # Beam's tokenizer call: max_length=128
 PADDINGS = ("longest", "max_length")
-LENGTH_SORT_BATCHES = 8  # as language_modeling: batches' worth of sentences sorted at a time
 
 
 def tokenize(tokenizer, sentence: str) -> tuple[dict[str, torch.Tensor], bool]:
@@ -104,11 +109,7 @@ def parse(lines: beam.PCollection, opts):
   sorted by token length within windows when the run asks for length-aware batching."""
   parsed = lines | "Tokenize" >> beam.ParDo(Tokenize(opts.vocab_path)).with_outputs(
       dead_letter.TAG, main="sentences")
-  examples = parsed.sentences
-  if opts.length_aware_batching:
-    window = LENGTH_SORT_BATCHES * (opts.max_batch_size or 1)
-    examples = examples | "SortByLength" >> beam.ParDo(SortByLength(window))
-  return examples, parsed[dead_letter.TAG]
+  return sorted_by_length(parsed.sentences, opts), parsed[dead_letter.TAG]
 
 
 def format_prediction(opts) -> beam.DoFn:
@@ -129,13 +130,8 @@ def model_handler(state_dict_path: str, architecture: str, device: str,
 def optimize(model: torch.nn.Module, name: str, batch_size: int) -> torch.nn.Module:
   """As language_modeling.optimize: traced and compiled on made-up token ids, one batch without
   padding and one with (transformers takes another path when no token is padding)."""
-  input_ids = torch.arange(1000, 1000 + 16).repeat(max(2, batch_size), 1)
-  input_ids[:, 0], input_ids[:, -1] = 101, 102  # [CLS] ... [SEP]
-  padded = torch.ones_like(input_ids)
-  padded[0, 12:] = 0
-  examples = [((), {"input_ids": input_ids, "attention_mask": torch.ones_like(input_ids)}),
-              ((), {"input_ids": input_ids, "attention_mask": padded})]
-  return optimized_model.apply(model, name, "sentiment_classification", examples)
+  return optimized_model.apply(model, name, "sentiment_classification",
+                               token_examples(batch_size, masked=False))
 
 
 def example_from_line(line: bytes, opts) -> dict[str, torch.Tensor]:
