@@ -28,7 +28,7 @@ endif
 USER_VARS := PYTHON VENV RUNNER PROFILE N BATCH_SIZE INPUT REPEATS BENCH WEIGHTS RESULTS \
   FAIL_ON_REGRESSION DRY_RUN LAYOUT BATCH_SIZES LAYOUTS PERF_BENCHMARKS BATCHINGS BATCHING \
   CROSS_PROFILE A B RUN BUILDER REGISTRY IMAGE_TAG BASE_IMAGE TORCH_FROM IMAGE_WEIGHTS CA_BUNDLE FORCE \
-  IN_IMAGE CONTAINER_CLI ITEMS DEADLINE BUDGET OPTIMIZE OPTIMIZATIONS
+  IN_IMAGE CONTAINER_CLI ITEMS DEADLINE BUDGET OPTIMIZE OPTIMIZATIONS HF_TOKEN_FILE
 literal = $(eval override $(1) := $$(value $(1)))$(eval export $(1))
 $(foreach v,$(.VARIABLES),$(if $(filter command line,$(origin $(v))),$(call literal,$(v))))
 $(foreach v,$(USER_VARS),$(if $(filter environment,$(origin $(v))),$(call literal,$(v))))
@@ -77,6 +77,7 @@ image_ref = $(or $(REGISTRY),local)/beam-bench-$(1):$(image_tag)
 BASE_IMAGE  ?=## image to build FROM instead of Beam's SDK image (e.g. the stand-in make base-image builds)
 TORCH_FROM  ?=## where image builds take torch: PyTorch's index (default, Dataflow), pypi, or a wheel folder
 IMAGE_WEIGHTS ?= pretrained## weights baked into images: pretrained (Dataflow) or random (offline builds)
+HF_TOKEN_FILE ?=## image-vllm-gpu with pretrained weights: a file with a Hugging Face token that accepted Gemma's terms (a build secret, never in a layer)
 CA_BUNDLE   ?= /etc/ssl/certs/ca-certificates.crt## host CA bundle mounted (never baked) into podman/buildah build steps
 FORCE       ?=## 1: make base-image rebuilds an existing stand-in
 PYPI_CUDA_MAJOR := $(shell sed -n 's/^cuda-toolkit==\([0-9]*\)\..*/\1/p' requirements/torch-local.txt)# PyPI's torch
@@ -127,6 +128,13 @@ $(call check,REGISTRY,[A-Za-z0-9][A-Za-z0-9._/:-]*,an image registry path)
 $(call check,VENV,[^[:space:]:%]+,a path without spaces$(comma) ':' or '%' (Make targets cannot hold them))
 $(call check,IMAGE_WEIGHTS,random|pretrained,random or pretrained)
 $(call check,FORCE,0|1,1 (on) or 0 (off))
+$(if $(HF_TOKEN_FILE),$(if $(shell test -f $(call q,$(HF_TOKEN_FILE)) || echo missing),\
+  $(error error: HF_TOKEN_FILE $(call q,$(HF_TOKEN_FILE)) is not a file)))
+# Pretrained Gemma is gated on the hub: its image build needs the token, asked for before it starts.
+$(if $(and $(filter image-vllm-gpu images,$(MAKECMDGOALS)),$(filter pretrained,$(IMAGE_WEIGHTS)),\
+  $(if $(HF_TOKEN_FILE),,x)),$(error error: image-vllm-gpu with IMAGE_WEIGHTS=pretrained needs \
+  HF_TOKEN_FILE=<a file holding a Hugging Face token that accepted Gemma's terms>$(comma) or \
+  IMAGE_WEIGHTS=random))
 $(call check,ITEMS,$(COUNT_RE),a whole number from 1)
 $(foreach v,DEADLINE BUDGET,$(call check,$(v),[0-9]+(\.[0-9]+)?,a positive number))
 $(call check,BASE_IMAGE,[A-Za-z0-9][A-Za-z0-9._/:@-]*,an image reference)
@@ -238,6 +246,7 @@ $(addprefix image-,$(IMAGES)): image-%: ## build one worker image (CPU, or CUDA 
 	  --build-arg $(call q,TORCH_VERSION=$(TORCH_VERSION)) --build-arg $(call q,TORCHVISION_VERSION=$(TORCHVISION_VERSION)) \
 	  --build-arg $(call q,MODELS=$(shell $(call q,$(PYTHON)) -m pipelines.matrix models $(call q,$*))) \
 	  $(if $(and $(TORCH_FROM),$(filter gpu,$*)),--build-arg TORCH_CUDA_MAJOR=$(PYPI_CUDA_MAJOR)) \
+	  $(if $(and $(HF_TOKEN_FILE),$(filter vllm-gpu,$*)),--secret $(call q,id=hf_token$(comma)src=$(HF_TOKEN_FILE))) \
 	  --build-arg GIT_SHA=$(shell git rev-parse HEAD 2>/dev/null) .
 	@echo built $(call q,$(call image_ref,$*))
 

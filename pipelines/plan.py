@@ -270,7 +270,7 @@ def _dataflow(bench: matrix.Benchmark, profile: profiles.Profile, layout: Layout
                                           cloud["PUBSUB_SUBSCRIPTION"]):
     raise PlanError(f"{bench.name} is a streaming job on Dataflow, reading its items from "
                     "Pub/Sub as Beam's does: set PUBSUB_SUBSCRIPTION=projects/P/subscriptions/S "
-                    "(in .env), a subscription to a topic that gets the input's lines")
+                    "(in .env): the launcher publishes the input's lines to its topic")
   if o.items:
     logging.warning("N/--items applies to local runs; Dataflow runs the whole input")
   layout.dataflow_experiments(bench.machine.vcpus)  # LayoutError for what Dataflow cannot run

@@ -111,6 +111,8 @@ def job_metrics(metrics: dict[str, Any], job: dict[str, Any] | None,
   if job:
     metadata.update({k: job.get(k) for k in ("job_window_source", "job_window_start",
                                              "job_window_end", "job_state", "job_create_time")})
+    if "stream" in job:  # a streaming job: what was published, how many done, why drained
+      metadata["stream"] = job["stream"]
   metadata["throughput_basis"] = "job window" if window else "launch to finish"
 
 
@@ -214,6 +216,8 @@ def build(*, run_id: str, benchmark: str, started: str, wall_time_s: float,
   metric_notes["estimated_cost_usd"] = basis
   gpu = gpu_section(raw)
   metrics["gpu_utilization_mean_pct"] = gpu.get("utilization_mean_pct")
+  if error is None and ((job or {}).get("stream") or {}).get("shortfall"):
+    error = job["stream"]["shortfall"]  # a streaming job drained before its items were done
   if error is None and n == 0:  # nothing was measured: never publish zeros as a result
     error = f"no inferences ran ({metrics['dead_lettered']} inputs dead-lettered)"
   status = status or ("failed" if error else "succeeded")

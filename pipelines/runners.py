@@ -23,6 +23,7 @@ from typing import Any
 import apache_beam as beam
 
 from pipelines import dataflow, interrupts, worker_container
+from pipelines.dataflow import feed
 from pipelines.plan import DATAFLOW, LOCAL, RunPlan
 from pipelines.worker import beam_metrics
 from pipelines.worker.progress_reporter import ENV_VAR as PROGRESS_DIR_VAR
@@ -39,6 +40,7 @@ class Launch:
   cloud: dict[str, str] = dataclasses.field(default_factory=dict)  # Dataflow settings
   job: dict[str, Any] | None = None  # Dataflow: what the finished job reported (window, usage)
   container: Any = None  # IN_IMAGE=1: the worker_container.WorkerContainer
+  stream_input: str | None = None  # a streaming Dataflow job: the list the launcher publishes
 
 
 class LocalRun:
@@ -167,16 +169,30 @@ class DataflowRun:
                 "accelerator_count": bench.dataflow.accelerator_count,
                 "disk_size_gb": bench.dataflow.disk_size_gb, "region": cloud["REGION"],
                 "image": plan.image, "image_digest": dataflow.image_digest(bench, cloud)}
-    return Launch(values=values, beam_args=beam_args, metadata=metadata, cloud=cloud)
+    return Launch(values=values, beam_args=beam_args, metadata=metadata, cloud=cloud,
+                  stream_input=plan.input if plan.streaming else None)
 
   def execute(self, p: beam.Pipeline, launch: Launch) -> dict[str, Any]:
     """Submits the job, waits for it (Ctrl-C or SIGTERM cancels it: dataflow.JobCancelled),
-    then reads Beam's metrics and the job's own figures (window, resource usage)."""
+    then reads Beam's metrics and the job's own figures (window, resource usage). A streaming
+    job's items are published to its subscription first, and it is drained once they are all
+    done (dataflow/feed.py)."""
+    fed, drain_when = None, None
+    if launch.stream_input:
+      lines = feed.read_lines(launch.stream_input, p.options)
+      fed = feed.feed(launch.cloud["PUBSUB_SUBSCRIPTION"], lines)
+      launch.metadata["items_requested"] = fed["published"]
     result = dataflow.submit(p, launch.cloud, launch.metadata["job_name"])
     launch.metadata.update(dataflow.launched_metadata(result, launch.cloud))
-    job = dataflow.watch(result, launch.cloud)
+    if fed:
+      drain_when = feed.DrainWhenDone(fed["published"], feed.stream_timeout_s())
+    job = dataflow.watch(result, launch.cloud, drain_when)
     raw = beam_metrics.query(result)
     launch.job = dataflow.job_figures(result, job, launch.cloud)
+    if drain_when:
+      summary = beam_metrics.summarize(raw)
+      shortfall = drain_when.shortfall(summary["num_inferences"] + summary["dead_lettered"])
+      launch.job["stream"] = {**fed, **drain_when.as_record(), "shortfall": shortfall}
     return raw
 
   def discard(self, launch: Launch) -> None:

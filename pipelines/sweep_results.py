@@ -86,13 +86,16 @@ def lines_of(sweep: dict[str, Any]) -> list[str]:
 
 
 def cell(point: dict[str, Any]) -> str:
-  if point["status"] != "succeeded" or point["steady_items_per_s"] is None:
-    return "failed" if point["status"] != "succeeded" else "too few batches"
-  p99 = point["p99_batch_ms"]  # None: too few batches for a p99 (latency_histogram.py)
+  if point["status"] != "succeeded":
+    return "failed"
   share = point.get("worker_share_s")
+  whole = "-" if share is None else f"{share:.1f} s"
+  if point["steady_items_per_s"] is None:  # one batch per process: the whole time still counts
+    return f"too few batches | {whole}"
+  p99 = point["p99_batch_ms"]  # None: too few batches for a p99 (latency_histogram.py)
   agreement = point.get("agreement")  # an optimization's, against none
   return (f"{point['steady_items_per_s']:.2f} ({'n/a' if p99 is None else f'{p99:.0f}'})"
-          f" | {'-' if share is None else f'{share:.1f} s'}"
+          f" | {whole}"
           + ("" if agreement is None else f" a{agreement:.2f}"
              + {False: "!", True: "", None: "?"}[point.get("agreement_passed")]))
 

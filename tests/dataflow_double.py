@@ -14,7 +14,8 @@ STORAGE_EMULATOR_HOST, anonymous client included. Beam stages the pipeline proto
 Endpoints served (paths as the gapic REST transport writes them):
   POST /v1b3/projects/{p}/locations/{l}/jobs                   jobs.create
   GET  /v1b3/projects/{p}/locations/{l}/jobs/{id}              jobs.get (advances the script)
-  PUT  /v1b3/projects/{p}/locations/{l}/jobs/{id}              jobs.update (requestedState)
+  PUT  /v1b3/projects/{p}/locations/{l}/jobs/{id}              jobs.update (requestedState:
+                                                               cancel or drain)
   GET  /v1b3/projects/{p}/locations/{l}/jobs/{id}/messages     jobs.messages.list
   GET  /v1b3/projects/{p}/locations/{l}/jobs/{id}/metrics      jobs.getMetrics
 The test chooses the states a job walks through (one step per jobs.get; the last one stays),
@@ -74,7 +75,8 @@ class DataflowDouble:
     metrics       metric dicts from user_counter/user_distribution/resource_metric
     window_s      seconds between the workers-started and worker-pool-stopping messages
     error_text    the JOB_MESSAGE_ERROR served once a job has FAILED
-  State seen by the tests: jobs (id -> job JSON), cancel_requests, requests (method, path).
+  State seen by the tests: jobs (id -> job JSON), cancel_requests, drain_requests, requests
+  (method, path). A drain request makes the job DRAINING, then DRAINED at the next jobs.get.
   """
 
   def __init__(self):
@@ -85,6 +87,7 @@ class DataflowDouble:
     self.error_text = "Traceback (most recent call last):\n  ...\nRuntimeError: worker died"
     self.jobs: dict[str, dict[str, Any]] = {}
     self.cancel_requests: list[str] = []
+    self.drain_requests: list[str] = []
     self.requests: list[tuple[str, str]] = []
     self.failing = False  # answer 503 to everything
     self._steps: dict[str, int] = {}
@@ -175,10 +178,16 @@ class DataflowDouble:
         with self._lock:
           self.cancel_requests.append(job_id)
           self._set_state(job, "JOB_STATE_CANCELLED")
+      if requested == "JOB_STATE_DRAINED":  # DRAINING now, DRAINED at the next jobs.get
+        with self._lock:
+          self.drain_requests.append(job_id)
+          self._set_state(job, "JOB_STATE_DRAINING")
       return 200, job
-    with self._lock:  # GET: one step of the script
+    with self._lock:  # GET: one step of the script, until a cancel or a drain takes over
       step = self._steps[job_id]
-      if job["currentState"] not in ("JOB_STATE_CANCELLED",):
+      if job["currentState"] == "JOB_STATE_DRAINING":
+        self._set_state(job, "JOB_STATE_DRAINED")
+      elif job["currentState"] not in ("JOB_STATE_CANCELLED", "JOB_STATE_DRAINED"):
         self._set_state(job, self.script[min(step, len(self.script) - 1)])
       self._steps[job_id] = step + 1
       return 200, dict(job)
@@ -203,6 +212,7 @@ class DataflowDouble:
     job["currentState"] = state
     offsets = {"JOB_STATE_RUNNING": 10.0,
                "JOB_STATE_DONE": self.startup_s + self.window_s + 60,
+               "JOB_STATE_DRAINED": self.startup_s + self.window_s + 60,
                "JOB_STATE_FAILED": self.startup_s + 30,
                "JOB_STATE_CANCELLED": self.startup_s + 15}
     job["currentStateTime"] = _ts(T0 + datetime.timedelta(seconds=offsets.get(state, 0.0)))
@@ -217,9 +227,9 @@ class DataflowDouble:
                        "time": _ts(T0 + datetime.timedelta(seconds=offset_s))})
 
     if state in ("JOB_STATE_RUNNING", "JOB_STATE_DONE", "JOB_STATE_FAILED",
-                 "JOB_STATE_CANCELLED"):
+                 "JOB_STATE_CANCELLED", "JOB_STATE_DRAINING", "JOB_STATE_DRAINED"):
       add(self.startup_s, "JOB_MESSAGE_BASIC", WORKERS_STARTED)
-    if state == "JOB_STATE_DONE":
+    if state in ("JOB_STATE_DONE", "JOB_STATE_DRAINED"):
       add(self.startup_s + self.window_s, "JOB_MESSAGE_BASIC", WORKERS_STOPPING)
     if state == "JOB_STATE_FAILED":
       add(self.startup_s + 20, "JOB_MESSAGE_ERROR", self.error_text)

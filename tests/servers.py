@@ -1,6 +1,7 @@
 """Real servers on loopback for the publishing tests, each started in a temp folder on a free
 port and stopped at the end: InfluxDB 1.x (Debian's influxdb), VictoriaMetrics (speaks the
-InfluxDB v2 write protocol), and the BigQuery emulator (PyPI bqemulator). Plus two misbehaving
+InfluxDB v2 write protocol), the BigQuery emulator (PyPI bqemulator), and Google's Pub/Sub
+emulator for the streaming launches. Plus two misbehaving
 servers for fault tests: one that answers HTTP 500, one that accepts and never answers.
 
 A missing binary skips the tests that need it locally, but fails them under CI (CI=true), where
@@ -230,3 +231,18 @@ def rewriting_proxy(upstream: str, path_suffix: str, answer: dict):
 
 def closed_port_url() -> str:
   return f"http://127.0.0.1:{free_port()}"
+
+
+# Google's Pub/Sub emulator: Debian package google-cloud-cli-pubsub-emulator (Google's apt
+# repository, part of this machine image), a Java program outside PATH.
+PUBSUB_EMULATOR = "/usr/lib/google-cloud-sdk/platform/pubsub-emulator/bin/cloud-pubsub-emulator"
+
+
+@contextlib.contextmanager
+def pubsub_emulator(folder: pathlib.Path):
+  """Yields host:port, the value for PUBSUB_EMULATOR_HOST (google-cloud-pubsub honours it)."""
+  binary = require_binary("cloud-pubsub-emulator", PUBSUB_EMULATOR)
+  port = free_port()
+  with serve([binary, "--host=127.0.0.1", f"--port={port}"], f"http://127.0.0.1:{port}/",
+             folder):
+    yield f"127.0.0.1:{port}"

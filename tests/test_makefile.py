@@ -99,3 +99,20 @@ def test_daemonless_builders_get_local_storage_cache_flags_and_the_ca_mount_only
 def test_push_turns_tls_verification_off_for_loopback_registries_only():
   assert "--tls-verify=false" in make("push", "BUILDER=buildah", "REGISTRY=127.0.0.1:5000/b")
   assert "--tls-verify=false" not in make("push", "BUILDER=buildah", "REGISTRY=reg.example/p")
+
+
+def test_the_vllm_image_gets_the_hub_token_as_a_build_secret_and_asks_for_it_up_front(tmp_path):
+  """Pretrained Gemma is gated: its token goes in as a build secret (never a build arg, which
+  would stay in the image's history), only to the vLLM image, and a pretrained build without it
+  is refused before anything runs."""
+  token = tmp_path / "hf token"
+  token.write_text("hf_x\n")
+  out = make("image-vllm-gpu", "BUILDER=podman", f"HF_TOKEN_FILE={token}")
+  assert f"--secret 'id=hf_token,src={token}'" in out and "hf_x" not in out
+  assert "--secret" not in make("image-gpu", f"HF_TOKEN_FILE={token}")
+  assert "--secret" not in make("image-vllm-gpu", "IMAGE_WEIGHTS=random")
+  for args, said in ((["image-vllm-gpu"], "needs HF_TOKEN_FILE="),
+                     (["image-vllm-gpu", f"HF_TOKEN_FILE={tmp_path}/none"], "is not a file")):
+    refused = subprocess.run(["make", "-n", *args], cwd=REPO_ROOT, capture_output=True,
+                             text=True, timeout=60)
+    assert refused.returncode == 2 and said in refused.stderr, refused.stderr

@@ -40,3 +40,14 @@ def test_sweep_runs_the_grid_and_stores_it(tmp_path, monkeypatch, capsys, models
   assert report.main(["--results-dir", str(results)]) == 0
   page = (results / "report.html").read_text()
   assert "Worker layout sweeps" in page and 'alt="sweep of small-bert"' in page
+
+
+def test_a_point_too_short_for_a_steady_state_still_shows_its_whole_process_time():
+  """One batch per process has no steady state, but what one worker's share cost is known."""
+  from pipelines import sweep_results
+  point = {"status": "succeeded", "steady_items_per_s": None, "p99_batch_ms": None,
+           "worker_share_s": 154.19}
+  assert sweep_results.cell(point) == "too few batches | 154.2 s"
+  assert sweep_results.cell({**point, "status": "failed"}) == "failed"
+  assert sweep_results.cell({**point, "steady_items_per_s": 0.1, "p99_batch_ms": 90.0}) == \
+      "0.10 (90) | 154.2 s"

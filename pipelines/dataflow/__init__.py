@@ -1,6 +1,7 @@
 """Dataflow launch, one module a job: settings and images by digest (settings.py), the job's
 flags (flags.py), submitting and watching it, cancelling on Ctrl-C/SIGTERM (watch.py), the
-figures the finished job reports (figures.py), and dry runs (dry_run.py). The names callers use
+figures the finished job reports (figures.py), feeding and draining a streaming job (feed.py),
+and dry runs (dry_run.py). The names callers use
 are re-exported here."""
 # ruff: noqa: F401 - the re-exports are this module's purpose
 from pipelines.dataflow.dry_run import benchmark_option_names, job_description, write_job

@@ -1,7 +1,8 @@
 """Dataflow settings from the environment (`.env` or Make variables) and the worker images a
 launch uses, by digest: PROJECT, REGION, TEMP_LOCATION and REGISTRY are required; IMAGE_TAG
 (default: the git sha), OUTPUT_LOCATION, SERVICE_ACCOUNT, SUBNETWORK are optional;
-PUBSUB_SUBSCRIPTION is what a streaming benchmark reads (plan.py requires it for those). Models and
+PUBSUB_SUBSCRIPTION is what a streaming benchmark reads (plan.py requires it for those; feed.py
+feeds it). Models and
 the vocab are baked into the images under MODELS_IN_IMAGE.
 """
 

@@ -2,13 +2,14 @@
 to its end: DATAFLOW_POLL_S between polls (default 10), DATAFLOW_API_RETRIES failed polls in a
 row before giving up (default 5); Ctrl-C or SIGTERM cancels the job."""
 
+import contextlib
 import logging
 import os
 import signal
 import sys
 import threading
 import time
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 from pipelines import progress
 from pipelines.dataflow.settings import CONSOLE_URL
@@ -29,7 +30,7 @@ def launched_metadata(result, s: Mapping[str, str]) -> dict[str, Any]:
 
 API_TIMEOUT_S = 30
 RUNNING_STATES = ("JOB_STATE_UNKNOWN", "JOB_STATE_QUEUED", "JOB_STATE_PENDING",
-                  "JOB_STATE_RUNNING", "JOB_STATE_RESOURCE_CLEANING_UP")
+                  "JOB_STATE_RUNNING", "JOB_STATE_RESOURCE_CLEANING_UP", "JOB_STATE_DRAINING")
 
 
 class JobError(RuntimeError):
@@ -99,10 +100,20 @@ def job_messages(result, s: Mapping[str, str]) -> list:
 def cancel(result, s: Mapping[str, str], attempts: int = 3) -> str | None:
   """Asks Dataflow to cancel the job (jobs.update, requestedState JOB_STATE_CANCELLED).
   Returns None once the request is accepted, else why it was not."""
+  return _request_state(result, s, "JOB_STATE_CANCELLED", attempts)
+
+
+def drain(result, s: Mapping[str, str], attempts: int = 3) -> str | None:
+  """Asks Dataflow to drain a streaming job (requestedState JOB_STATE_DRAINED): its sources
+  stop, what it holds is finished, then it ends DRAINED. None once accepted, else why not."""
+  return _request_state(result, s, "JOB_STATE_DRAINED", attempts)
+
+
+def _request_state(result, s: Mapping[str, str], state: str, attempts: int) -> str | None:
   from google.cloud import dataflow as api  # the gapic types Beam's client uses
   request = api.UpdateJobRequest(
       project_id=s["PROJECT"], location=s["REGION"], job_id=result.job_id(),
-      job=api.Job(requested_state=api.JobState.JOB_STATE_CANCELLED))
+      job=api.Job(requested_state=api.JobState[state]))
   why = None
   for attempt in range(attempts):
     try:
@@ -167,14 +178,9 @@ def submit(p, s: Mapping[str, str], job_name: str):
     finally:
       done.set()
 
-  stop = _StopRequest()
-  previous = {}
-  if threading_main():
-    previous = {signum: signal.signal(signum, stop.handler)
-                for signum in (signal.SIGINT, signal.SIGTERM)}
   limit, start = submit_timeout_s(), time.monotonic()
   where = f"staging job {job_name} to {s['TEMP_LOCATION']} and submitting it"
-  try:
+  with stop_requests() as stop:
     threading.Thread(target=run, name="dataflow-submit", daemon=True).start()
     while not done.is_set():
       elapsed = time.monotonic() - start
@@ -192,16 +198,15 @@ def submit(p, s: Mapping[str, str], job_name: str):
       if not done.is_set():
         print(f"{where}: {progress._duration(time.monotonic() - start)} elapsed",
               file=sys.stderr, flush=True)
-  finally:
-    for signum, handler in previous.items():
-      signal.signal(signum, handler)
   if "error" in outcome:
     raise outcome["error"]
   return outcome["result"]
 
 
-def watch(result, s: Mapping[str, str]):
-  """Waits for the launched job to end; returns its final Job once DONE.
+def watch(result, s: Mapping[str, str], drain_when: Callable[[Any], str | None] | None = None):
+  """Waits for the launched job to end; returns its final Job once DONE, or DRAINED for a
+  streaming job: given `drain_when`, it is asked at each poll while the job runs, and the job
+  is drained as soon as it gives a reason.
 
   Ctrl-C (SIGINT) or SIGTERM while waiting cancels the job, prints
   `cancelled Dataflow job <id> (<console url>)` and raises JobCancelled. A FAILED (or otherwise
@@ -210,37 +215,48 @@ def watch(result, s: Mapping[str, str]):
   and console URL in their message."""
   poll_s, retries = poll_settings()
   url = console_url(result, s)
-  stop = _StopRequest()
-  previous = {}
-  if threading_main():
-    previous = {signum: signal.signal(signum, stop.handler)
-                for signum in (signal.SIGINT, signal.SIGTERM)}
-  try:
-    return _wait(result, s, poll_s, retries, url, stop,
-                 progress.JobStatus(url, interval_s=status_interval_s()))
-  except (KeyboardInterrupt, Interrupted) as e:
-    what = "SIGINT" if isinstance(e, KeyboardInterrupt) else str(e)
-    why = cancel(result, s)
-    if why is None:
-      print(f"cancelled Dataflow job {result.job_id()} ({url})", flush=True)
-      raise JobCancelled(f"interrupted by {what}: cancelled Dataflow job {result.job_id()} "
-                         f"({url})", what) from None
-    print(f"could not cancel Dataflow job {result.job_id()}: {why}; cancel it at {url}",
-          file=sys.stderr, flush=True)
-    raise JobCancelled(f"interrupted by {what}; the cancel request failed ({why}): the job "
-                       f"may still be running: {url}", what) from None
-  finally:
-    for signum, handler in previous.items():
-      signal.signal(signum, handler)
+  with stop_requests() as stop:  # a second Ctrl-C while cancelling is not a traceback
+    try:
+      return _wait(result, s, poll_s, retries, url, stop,
+                   progress.JobStatus(url, interval_s=status_interval_s()), drain_when)
+    except (KeyboardInterrupt, Interrupted) as e:
+      what = "SIGINT" if isinstance(e, KeyboardInterrupt) else str(e)
+      why = cancel(result, s)
+      if why is None:
+        print(f"cancelled Dataflow job {result.job_id()} ({url})", flush=True)
+        raise JobCancelled(f"interrupted by {what}: cancelled Dataflow job {result.job_id()} "
+                           f"({url})", what) from None
+      print(f"could not cancel Dataflow job {result.job_id()}: {why}; cancel it at {url}",
+            file=sys.stderr, flush=True)
+      raise JobCancelled(f"interrupted by {what}; the cancel request failed ({why}): the "
+                         f"job may still be running: {url}", what) from None
 
 
 def threading_main() -> bool:
   return threading.current_thread() is threading.main_thread()
 
 
+@contextlib.contextmanager
+def stop_requests():
+  """Inside, SIGINT and SIGTERM set the yielded _StopRequest instead of interrupting (main
+  thread only; elsewhere nothing is installed and the request never comes)."""
+  stop = _StopRequest()
+  previous = {}
+  if threading_main():
+    previous = {signum: signal.signal(signum, stop.handler)
+                for signum in (signal.SIGINT, signal.SIGTERM)}
+  try:
+    yield stop
+  finally:
+    for signum, handler in previous.items():
+      signal.signal(signum, handler)
+
+
 def _wait(result, s: Mapping[str, str], poll_s: float, retries: int, url: str,
-          stop: _StopRequest, status: progress.JobStatus):
+          stop: _StopRequest, status: progress.JobStatus,
+          drain_when: Callable[[Any], str | None] | None = None):
   failures, state, unreachable = 0, "JOB_STATE_UNKNOWN", api_errors()
+  drained = False
   while True:
     try:
       job = _get_job(result, s)
@@ -260,14 +276,32 @@ def _wait(result, s: Mapping[str, str], poll_s: float, retries: int, url: str,
     state = job.current_state.name
     if state in RUNNING_STATES:
       status.update(state)
+      if drain_when and not drained and state == "JOB_STATE_RUNNING":
+        drained = _drain_if(result, s, drain_when, url)
     else:
       status.finish(state)
       result._job = job  # Beam's result (state, metrics caching) sees the final job
-      if state == "JOB_STATE_DONE":
+      # DRAINED ends a streaming job well, whoever drained it (the record counts its items).
+      if state == "JOB_STATE_DONE" or (drain_when and state == "JOB_STATE_DRAINED"):
         return job
       raise JobFailed(f"Dataflow job {result.job_id()} ended {state}: "
                       f"{_error_text(result, s)} ({url})")
     stop.wait(poll_s)
+
+
+def _drain_if(result, s: Mapping[str, str], drain_when: Callable[[Any], str | None],
+              url: str) -> bool:
+  """Drains the job when drain_when gives a reason; True once the drain was accepted."""
+  reason = drain_when(result)
+  if reason is None:
+    return False
+  why = drain(result, s)
+  if why is not None:  # asked again at the next poll
+    logging.warning("could not drain Dataflow job %s (%s): retrying", result.job_id(), why)
+    return False
+  print(f"draining Dataflow job {result.job_id()}: {reason} ({url})", file=sys.stderr,
+        flush=True)
+  return True
 
 
 def _error_text(result, s: Mapping[str, str]) -> str:
