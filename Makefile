@@ -49,7 +49,7 @@ FAIL_ON_REGRESSION ?=## 1: make report exits 3 when a recent regression is flagg
 DRY_RUN     ?=## 1 with RUNNER=DataflowRunner: build the job offline into results/dataflow-jobs/
 LAYOUT      ?=## worker layout PxT: SDK processes x torch threads (default: the matrix's)
 BATCH_SIZES ?=## make sweep: comma-separated batch sizes (default 4,8,16,32)
-LAYOUTS     ?=## make sweep: layouts (default 1x2,2x1,2x2); make perf: more layouts to compare
+LAYOUTS     ?=## make sweep: layouts Dataflow can run (default 1xV,Vx1,VxV for V vCPUs); make perf: more layouts to compare
 PERF_BENCHMARKS ?=## make perf: only these benchmarks (default: all this machine can run)
 BATCHINGS   ?=## make sweep, BERT: padded,length (default both)
 BATCHING    ?=## BERT batching: padded or length (default: the matrix's)

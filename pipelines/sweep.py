@@ -1,7 +1,8 @@
-"""`make sweep BENCH=<name> [BATCH_SIZES=4,8,16,32] [LAYOUTS=1x2,2x1,2x2] [BATCHINGS=padded,length]
+"""`make sweep BENCH=<name> [BATCH_SIZES=4,8,16,32] [LAYOUTS=1xV,Vx1,VxV] [BATCHINGS=padded,length]
 [OPTIMIZATIONS=none,freeze,...] [N=…] [REPEATS=1] [IN_IMAGE=1]`: one benchmark over a grid of
-batch sizes x worker layouts (x, for BERT, padded or length-aware batching; x CPU
-optimizations, each with its agreement check against none), run locally.
+batch sizes x worker layouts (only those Dataflow can run on its machine type of V vCPUs) (x,
+for BERT, padded or length-aware batching; x CPU optimizations, each with its agreement check
+against none), run locally.
 
 Each point's plan is resolved (and checked) before the first point runs; each point then runs in
 its own process (isolated.py), so points do not share a warmed-up process. Each point is
@@ -26,11 +27,18 @@ from typing import Any
 
 from pipelines import cli_types, isolated, matrix, plan, results_store, run, run_record
 from pipelines.cli_types import positive_int
+from pipelines.layout import Layout, LayoutError
 from pipelines.sweep_results import cell, summarize, table
 from pipelines.worker import optimizations
 
 DEFAULT_BATCH_SIZES = "4,8,16,32"
-DEFAULT_LAYOUTS = "1x2,2x1,2x2"
+
+
+def dataflow_layouts(vcpus: int) -> list[Layout]:
+  """The layouts Dataflow can run on a machine type of `vcpus`: one SDK process with all the
+  vCPUs as torch threads, one single-threaded process per vCPU, and Beam's default (one process
+  per vCPU, torch's default pool of all of them in each): 1x2, 2x1, 2x2 on n1-standard-2."""
+  return list(dict.fromkeys(Layout(p, t) for p, t in ((1, vcpus), (vcpus, 1), (vcpus, vcpus))))
 
 
 def _list(parse):
@@ -54,7 +62,9 @@ def main(argv: list[str] | None = None) -> int:
                                    formatter_class=argparse.RawDescriptionHelpFormatter)
   parser.add_argument("benchmark")
   parser.add_argument("--batch-sizes", type=_list(positive_int), default=DEFAULT_BATCH_SIZES)
-  parser.add_argument("--layouts", type=_list(cli_types.layout), default=DEFAULT_LAYOUTS)
+  parser.add_argument("--layouts", type=_list(cli_types.layout), default=None,
+                      help="PxT,... (default: the ones Dataflow can run on the machine type: "
+                           "1xV,Vx1,VxV for V vCPUs)")
   parser.add_argument("--batchings", type=_list(str), default=None,
                       help="language modeling: padded,length (default: both)")
   parser.add_argument("--optimizations", type=_list(str), default=None,
@@ -74,6 +84,15 @@ def main(argv: list[str] | None = None) -> int:
     bench = matrix.get(args.benchmark)
   except matrix.MatrixError as e:
     print(f"error: sweep {args.benchmark}: {e}", file=sys.stderr)
+    return 2
+  vcpus = bench.machine.vcpus
+  args.layouts = args.layouts or dataflow_layouts(vcpus)
+  try:  # a layout Dataflow cannot run would choose a default no job can use
+    for layout in args.layouts:
+      layout.dataflow_experiments(vcpus)
+  except LayoutError as e:
+    print(f"error: sweep {args.benchmark}: {e} on {bench.machine.name}: sweep the layouts it "
+          f"can run ({','.join(str(x) for x in dataflow_layouts(vcpus))})", file=sys.stderr)
     return 2
   items = bench.items_for(args.items)
   point_results = args.results_dir / "sweeps" / "runs"

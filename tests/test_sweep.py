@@ -51,3 +51,20 @@ def test_a_point_too_short_for_a_steady_state_still_shows_its_whole_process_time
   assert sweep_results.cell({**point, "status": "failed"}) == "failed"
   assert sweep_results.cell({**point, "steady_items_per_s": 0.1, "p99_batch_ms": 90.0}) == \
       "0.10 (90) | 154.2 s"
+
+
+def test_the_sweep_offers_only_layouts_dataflow_can_run_on_the_machine_type(
+    tmp_path, monkeypatch, capsys):
+  """Dataflow runs one SDK process per worker or one per vCPU: 2x2 on four vCPUs would choose a
+  default no job can use, so it is refused before any point runs."""
+  from pipelines.layout import Layout
+  monkeypatch.setenv("BENCHMARK_MATRIX", str(SMALL_MATRIX))
+  assert sweep.dataflow_layouts(2) == [Layout(1, 2), Layout(2, 1), Layout(2, 2)]
+  assert sweep.dataflow_layouts(4) == [Layout(1, 4), Layout(4, 1), Layout(4, 4)]
+  assert sweep.dataflow_layouts(1) == [Layout(1, 1)]
+  code = sweep.main(["small-rightfit", "--layouts", "1x4,2x2", "--results-dir",
+                     str(tmp_path / "results")])
+  assert code == 2
+  err = capsys.readouterr().err
+  assert "one per vCPU (4), not 2 on n1-standard-4" in err and "(1x4,4x1,4x4)" in err
+  assert not (tmp_path / "results").exists()  # nothing ran
