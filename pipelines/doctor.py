@@ -101,7 +101,7 @@ def python_section(root: pathlib.Path) -> list[str]:
 
 def model_files(root: pathlib.Path) -> dict[str, str | None]:
   """Per model of the matrix (and the vocab): a description, or None when missing."""
-  from pipelines.worker import models
+  from pipelines.worker import models, tokenizer_files
   out: dict[str, str | None] = {}
   for name in matrix.models():
     path = root / "models" / f"{name}.pth"
@@ -111,8 +111,8 @@ def model_files(root: pathlib.Path) -> dict[str, str | None]:
     meta = models.read_meta(str(path))
     out[name] = (f"{path.stat().st_size / 1e6:.0f} MB, "
                  f"{meta.weights + ' weights' if meta else 'weights unknown (no sidecar)'}")
-  vocab = root / "models" / models.VOCAB_FILE
-  out[models.VOCAB_FILE] = "present" if vocab.exists() else None
+  vocab = root / "models" / tokenizer_files.VOCAB_FILE
+  out[tokenizer_files.VOCAB_FILE] = "present" if vocab.exists() else None
   return out
 
 

@@ -31,7 +31,8 @@ from pipelines.plan import Overrides
 from pipelines.sweep_results import median_or_none
 from pipelines.worker import image_classification, language_modeling
 from pipelines.worker.handler import cuda_usable
-from pipelines.worker.models import VOCAB_FILE, load_model
+from pipelines.worker.models import load_model
+from pipelines.worker.tokenizer_files import VOCAB_FILE
 
 
 def _chunks(items: list, size: int):

@@ -23,8 +23,8 @@ from pipelines import dataflow, matrix, profiles, results_store, run_record
 from pipelines.cli_types import SHARE
 from pipelines.layout import Layout, LayoutError
 from pipelines.worker import models, optimizations
-from pipelines.worker.models import VOCAB_FILE
 from pipelines.worker.tasks import Task
+from pipelines.worker.tokenizer_files import VOCAB_FILE
 
 LOCAL = "DirectRunner"
 DATAFLOW = "DataflowRunner"

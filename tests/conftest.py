@@ -15,7 +15,7 @@ from apache_beam.options.pipeline_options import PipelineOptions
 
 from pipelines import data, run_record
 from pipelines.runners import local_engine
-from pipelines.worker import beam_metrics, models, pipeline
+from pipelines.worker import beam_metrics, models, pipeline, tokenizer_files
 from pipelines.worker.options import BenchmarkOptions
 from tests.skip_summary import pytest_sessionfinish, pytest_terminal_summary  # noqa: F401
 
@@ -31,8 +31,8 @@ def models_dir(tmp_path_factory) -> pathlib.Path:
   for architecture in ("resnet18", "bert-tiny-uncased", "distilbert-tiny-uncased-sst2",
                        "efficientnet_b0", "fasterrcnn_resnet50_fpn", "blip-clip-tiny"):
     models.write_model(architecture, out, "random")
-  models.write_vocab(out, "random")
-  models.write_clip_bpe(out)
+  tokenizer_files.write_vocab(out, "random")
+  tokenizer_files.write_clip_bpe(out)
   return out
 
 
@@ -41,7 +41,7 @@ def data_dir(tmp_path_factory, models_dir) -> pathlib.Path:
   out = tmp_path_factory.mktemp("data")
   data.write_images(out, 10)
   data.write_scenes(out, 2)
-  data.write_sentences(out, 12, models_dir / models.VOCAB_FILE)
+  data.write_sentences(out, 12, models_dir / tokenizer_files.VOCAB_FILE)
   return out
 
 
@@ -59,7 +59,7 @@ def run_pipeline(tmp_path: pathlib.Path, lines: list[str], *, task: str, archite
       list(beam_args), task=task, input=str(input_path), output=str(output),
       model_architecture=architecture, device=device,
       model_state_dict_path=str(models_dir / f"{architecture}.pth"),
-      vocab_path=str(models_dir / models.VOCAB_FILE),
+      vocab_path=str(models_dir / tokenizer_files.VOCAB_FILE),
       min_batch_size=batch_size, max_batch_size=batch_size)
   p = beam.Pipeline(runner=local_engine(), options=opts)
   pipeline.build(p, opts.view_as(BenchmarkOptions), **telemetry)

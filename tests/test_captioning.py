@@ -13,7 +13,7 @@ from PIL import Image
 
 from pipelines import data
 from pipelines.matrix import REPO_ROOT
-from pipelines.worker import captioning, models, optimizations
+from pipelines.worker import captioning, models, optimizations, tokenizer_files
 from pipelines.worker.options import BenchmarkOptions
 from tests.conftest import run_pipeline
 
@@ -27,8 +27,8 @@ MAX_PIXELS = 1_000_000
 def caption_models(tmp_path_factory):
   out = tmp_path_factory.mktemp("caption-models")
   models.write_model(ARCHITECTURE, out, "random")
-  models.write_vocab(out, "random")
-  models.write_clip_bpe(out)
+  tokenizer_files.write_vocab(out, "random")
+  tokenizer_files.write_clip_bpe(out)
   return out
 
 
@@ -121,8 +121,8 @@ def test_the_clip_bpe_is_refused_when_its_source_is_not_clips(tmp_path, monkeypa
       return tmp_path / path
   monkeypatch.setattr(models.importlib.metadata, "distribution", lambda name: Tampered())
   with pytest.raises(RuntimeError, match="is not CLIP's BPE"):
-    models.write_clip_bpe(tmp_path / "out")
-  assert not (tmp_path / "out" / models.CLIP_VOCAB_FILE).exists()
+    tokenizer_files.write_clip_bpe(tmp_path / "out")
+  assert not (tmp_path / "out" / tokenizer_files.CLIP_VOCAB_FILE).exists()
 
 
 def test_only_the_model_as_loaded_runs():
@@ -157,7 +157,7 @@ def test_pretrained_weights_are_the_two_hub_models_in_one_state_dict(tmp_path, c
   blip.save_pretrained(_snapshot(hf_home, "kit-test/blip-tiny"))
   clip.save_pretrained(_snapshot(hf_home, "kit-test/clip-tiny"))
   bert = _snapshot(hf_home, "google-bert/bert-base-uncased")
-  (bert / "vocab.txt").write_bytes((caption_models / models.VOCAB_FILE).read_bytes())
+  (bert / "vocab.txt").write_bytes((caption_models / tokenizer_files.VOCAB_FILE).read_bytes())
   (bert / "tokenizer_config.json").write_text(json.dumps({"do_lower_case": True}))
   (bert / "config.json").write_text(json.dumps({"model_type": "bert"}))
   out = tmp_path / "out"
@@ -175,5 +175,5 @@ def test_pretrained_weights_are_the_two_hub_models_in_one_state_dict(tmp_path, c
   expected = models.BlipClip(blip, clip).state_dict()
   assert baked.keys() == expected.keys()
   assert all(torch.equal(baked[k], v) for k, v in expected.items())
-  assert {p.name for p in out.iterdir()} >= {models.VOCAB_FILE, models.CLIP_VOCAB_FILE,
-                                              models.CLIP_MERGES_FILE}
+  assert {p.name for p in out.iterdir()} >= {
+      tokenizer_files.VOCAB_FILE, tokenizer_files.CLIP_VOCAB_FILE, tokenizer_files.CLIP_MERGES_FILE}

@@ -11,7 +11,7 @@ import time
 
 from pipelines import dataflow, doctor, matrix
 from pipelines.matrix import REPO_ROOT
-from pipelines.worker import models
+from pipelines.worker import models, tokenizer_files
 from tests import servers
 
 TOKEN = "tok-9f8e7d6c5b4a"
@@ -32,7 +32,7 @@ def checkout(tmp_path: pathlib.Path, *, images: int = 20, sentences: int | None 
     path.write_bytes(b"\0" * 2_000_000)
     pathlib.Path(models.meta_path(str(path))).write_text(json.dumps(dict(
         architecture=name, weights="random", source="seed", sha256="x", torch_version="t")))
-  (root / "models" / models.VOCAB_FILE).write_text("[PAD]\n")
+  (root / "models" / tokenizer_files.VOCAB_FILE).write_text("[PAD]\n")
   (root / "data" / "images.txt").write_text("".join(f"/img/{i}.jpg\n" for i in range(images)))
   if sentences is not None:
     (root / "data" / "sentences.txt").write_text("a sentence here\n" * sentences)

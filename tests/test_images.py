@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from pipelines.matrix import REPO_ROOT
-from pipelines.worker import models
+from pipelines.worker import models, tokenizer_files
 
 DOCKER = REPO_ROOT / "docker"
 
@@ -185,8 +185,8 @@ def test_bake_downloads_pretrained_weights_through_the_real_code(tmp_path):
   baked_bert = torch.load(out / "bert-tiny-uncased.pth")
   assert torch.equal(baked_bert["bert.embeddings.word_embeddings.weight"],
                      bert_state["bert.embeddings.word_embeddings.weight"])
-  vocab = (out / models.VOCAB_FILE).read_bytes()
-  assert hashlib.md5(vocab).hexdigest() == models.VOCAB_MD5
+  vocab = (out / tokenizer_files.VOCAB_FILE).read_bytes()
+  assert hashlib.md5(vocab).hexdigest() == tokenizer_files.VOCAB_MD5
 
 
 def test_bake_fails_loudly_when_weights_cannot_be_downloaded(tmp_path):

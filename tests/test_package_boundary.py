@@ -55,6 +55,27 @@ def test_the_worker_entry_points_import_with_only_the_worker_package_on_the_path
   assert done.returncode == 0, done.stderr[-2000:]
 
 
+@pytest.mark.parametrize("variant", ["cpu", "gpu", "vllm"])
+def test_each_images_model_stage_copies_every_module_the_model_writer_imports(tmp_path, variant):
+  """The models stage of docker/Dockerfile.<variant> copies a few worker files only (so a code
+  change does not re-bake the models): they must be all `python -m pipelines.worker.models`
+  and the directory writer import."""
+  text = (REPO_ROOT / "docker" / f"Dockerfile.{variant}").read_text().replace("\\\n", " ")
+  stage = text[text.index(" AS models"):].split("\nFROM ")[0]
+  copied = [word for line in stage.splitlines() if line.startswith("COPY pipelines/")
+            for word in line.split()[1:-1]]
+  stage_root = tmp_path / "opt" / "bench"
+  for name in copied:
+    (stage_root / name).parent.mkdir(parents=True, exist_ok=True)
+    (stage_root / name).write_bytes((REPO_ROOT / name).read_bytes())
+  code = ("import pipelines.worker.models, pipelines.worker.model_directory\n"
+          "pipelines.worker.models.main(['--help'])\n")
+  done = subprocess.run([sys.executable, "-c", code], cwd=stage_root, capture_output=True,
+                        text=True, timeout=300,
+                        env={"PYTHONPATH": str(stage_root), "PATH": "/usr/bin:/bin"})
+  assert done.returncode == 0 and "architectures" in done.stdout, done.stderr[-2000:]
+
+
 # Launcher-side layers, lowest first; a module may import only from its own layer or lower ones.
 # (The worker package sits below them all.)
 LAYERS = [

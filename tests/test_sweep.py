@@ -6,7 +6,7 @@ import json
 
 from pipelines import data, results_store, sweep
 from pipelines.report import __main__ as report
-from pipelines.worker import models
+from pipelines.worker import tokenizer_files
 from tests.test_faults import SMALL_MATRIX
 
 
@@ -16,7 +16,7 @@ def test_sweep_runs_the_grid_and_stores_it(tmp_path, monkeypatch, capsys, models
   monkeypatch.delenv("BIGQUERY_DATASET", raising=False)
   results = tmp_path / "results"
   data_dir = tmp_path / "data"  # enough sentences for two batches per process at batch 4
-  data.write_sentences(data_dir, 24, models_dir / models.VOCAB_FILE)
+  data.write_sentences(data_dir, 24, models_dir / tokenizer_files.VOCAB_FILE)
   code = sweep.main(["small-bert", "--batch-sizes", "2,4", "--layouts", "1x2,2x1",
                      "--batchings", "padded", "--items", "24", "--results-dir", str(results),
                      "--models-dir", str(models_dir), "--data-dir", str(data_dir)])

@@ -13,7 +13,7 @@ from apache_beam.ml.inference.base import PredictionResult
 from apache_beam.testing.test_pipeline import TestPipeline
 from apache_beam.testing.util import assert_that, equal_to
 
-from pipelines.worker import models, optimizations, tasks, text_generation
+from pipelines.worker import model_directory, models, optimizations, tasks, text_generation
 
 
 def test_parse_keys_prompts_and_dead_letters_blank_lines():
@@ -124,7 +124,7 @@ def test_gemma_tiny_directory_and_sidecar(gemma_tiny):
   meta = models.read_meta(str(gemma_tiny))
   assert meta.weights == "random" and "tokenizer: byte-level BPE trained here" in meta.source
   assert (gemma_tiny.parent / "gemma-tiny.meta.json").exists()
-  assert meta.sha256 == models._sha256_directory(gemma_tiny)
+  assert meta.sha256 == model_directory._sha256_directory(gemma_tiny)
   assert models.is_current(gemma_tiny, "random") and not models.is_current(gemma_tiny,
                                                                             "pretrained")
   from safetensors import safe_open

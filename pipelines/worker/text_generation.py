@@ -8,7 +8,7 @@ worker and sends each prompt of a batch as one completions request, with Beam's 
 16 tokens at most). The completion is choices[0].text, as Beam's FormatOutput takes it.
 
 How it differs from Beam's example:
-  * the model is a directory baked into the image (models.write_model_directory:
+  * the model is a directory baked into the image (model_directory.write_model_directory:
     /opt/models/gemma-2b-it/), passed as the kit's --model_state_dict_path: for this task that
     "state dict path" is the model DIRECTORY vLLM serves; Beam's example copies it from GCS;
   * an empty (or blank) line is dead-lettered: Beam sends it as an empty prompt;
