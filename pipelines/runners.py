@@ -179,13 +179,14 @@ class DataflowRun:
     done (dataflow/feed.py)."""
     fed, drain_when = None, None
     if launch.stream_input:
+      timeout_s = feed.stream_timeout_s()  # a bad value stops the run before anything is sent
       lines = feed.read_lines(launch.stream_input, p.options)
       fed = feed.feed(launch.cloud["PUBSUB_SUBSCRIPTION"], lines)
       launch.metadata["items_requested"] = fed["published"]
     result = dataflow.submit(p, launch.cloud, launch.metadata["job_name"])
     launch.metadata.update(dataflow.launched_metadata(result, launch.cloud))
     if fed:
-      drain_when = feed.DrainWhenDone(fed["published"], feed.stream_timeout_s())
+      drain_when = feed.DrainWhenDone(fed["published"], timeout_s)
     job = dataflow.watch(result, launch.cloud, drain_when)
     raw = beam_metrics.query(result)
     launch.job = dataflow.job_figures(result, job, launch.cloud)

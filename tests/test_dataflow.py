@@ -98,6 +98,19 @@ def test_missing_cloud_settings_are_named_before_anything_runs(monkeypatch, caps
   assert not (tmp_path / "records").exists()
 
 
+@pytest.mark.parametrize("name, value", [("TEMP_LOCATION", "gs://b/t"),
+                                         ("TEMP_LOCATION", "/tmp/local"),
+                                         ("OUTPUT_LOCATION", "gs://Bucket/out")])
+def test_a_malformed_gcs_location_is_refused_before_beam_sees_it(cloud_env, monkeypatch, capsys,
+                                                                 tmp_path, name, value):
+  """Beam would try to create a default bucket for two minutes, then print a traceback."""
+  monkeypatch.setenv(name, value)
+  code = run.main(["bert-base", "--runner", "DataflowRunner", "--dry-run", "--results-dir",
+                   str(tmp_path)])
+  assert code == 2
+  assert f"{name} must be gs://BUCKET[/PATH]" in capsys.readouterr().err
+
+
 def test_dry_run_is_refused_for_local_runs(capsys, tmp_path):
   assert run.main(["bert-base", "--dry-run", "--results-dir", str(tmp_path)]) == 2
   assert "RUNNER=DataflowRunner" in capsys.readouterr().err

@@ -153,3 +153,15 @@ def test_ctrl_c_while_publishing_stops_before_anything_is_submitted(subscription
   with pytest.raises(dataflow.JobCancelled, match="interrupted by SIGINT while publishing"):
     feed.feed(subscription, lines)
   assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # handler restored
+
+
+@pytest.mark.parametrize("value", ["abc", "0", "-5", "inf"])
+def test_a_bad_stream_timeout_fails_before_anything_is_published_or_submitted(
+    cloud, double, gcs, subscription, tmp_path, monkeypatch, value):  # noqa: F811
+  monkeypatch.setenv("DATAFLOW_STREAM_TIMEOUT_S", value)
+
+  assert stream_launch(double, gcs, tmp_path) == 1
+
+  assert double.jobs == {} and pull_all(subscription) == []
+  (record,) = records(tmp_path / "results")
+  assert "DATAFLOW_STREAM_TIMEOUT_S must be a number of seconds above 0" in record["error"]

@@ -31,7 +31,16 @@ class FeedError(RuntimeError):
 
 
 def stream_timeout_s(env: Mapping[str, str] = os.environ) -> float:
-  return float(env.get("DATAFLOW_STREAM_TIMEOUT_S") or 3600)
+  """DATAFLOW_STREAM_TIMEOUT_S, read before anything is published or submitted."""
+  text = env.get("DATAFLOW_STREAM_TIMEOUT_S") or "3600"
+  try:
+    seconds = float(text)
+  except ValueError:
+    seconds = 0.0
+  if not seconds > 0 or seconds == float("inf"):
+    raise FeedError(f"DATAFLOW_STREAM_TIMEOUT_S must be a number of seconds above 0, not "
+                    f"{text!r}: nothing was submitted")
+  return seconds
 
 
 def read_lines(source: str, options) -> list[bytes]:

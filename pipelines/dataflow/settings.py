@@ -20,6 +20,9 @@ MODELS_IN_IMAGE = "/opt/models"
 CONSOLE_URL = "https://console.cloud.google.com/dataflow/jobs/{region}/{job_id}?project={project}"
 
 
+GCS_PATH = re.compile(r"gs://[a-z0-9][a-z0-9._-]{1,61}[a-z0-9](/.*)?")
+
+
 class SettingsMissing(ValueError):
   pass
 
@@ -31,6 +34,13 @@ def settings(env: Mapping[str, str] = os.environ) -> dict[str, str]:
         f"RUNNER=DataflowRunner needs {', '.join(missing)}: set them in .env "
         "(copy .env.example) or on the make command line")
   values = {name: env[name].strip() for name in REQUIRED}
+  for name in ("TEMP_LOCATION", "OUTPUT_LOCATION"):
+    # Beam answers a malformed location by trying to create a default bucket for minutes.
+    value = env.get(name, "").strip()
+    if value and not GCS_PATH.fullmatch(value):
+      raise SettingsMissing(f"{name} must be gs://BUCKET[/PATH] with a valid bucket name (3 to "
+                            f"63 of a-z 0-9 . _ -, starting and ending with a letter or digit), "
+                            f"not {value!r}")
   values["IMAGE_TAG"] = env.get("IMAGE_TAG", "").strip() or default_image_tag()
   values["OUTPUT_LOCATION"] = (env.get("OUTPUT_LOCATION", "").strip()
                                or values["TEMP_LOCATION"].rstrip("/") + "/bench-outputs")
