@@ -287,7 +287,11 @@ def dataflow_section(env: Mapping[str, str], root: pathlib.Path) -> list[str]:
     status = (f"missing {', '.join(missing)}: RUNNER=DataflowRunner refuses to launch "
               "(set them in .env, see .env.example)")
   else:
-    status = "settings complete for RUNNER=DataflowRunner"
+    try:  # the launch's own checks (a malformed gs:// location, ...)
+      dataflow.settings(env)
+      status = "settings complete for RUNNER=DataflowRunner"
+    except dataflow.SettingsMissing as e:
+      status = f"RUNNER=DataflowRunner refuses to launch: {e}"
   lines = [_row("Dataflow", status)]
   if shown:
     lines.append(_more(", ".join(shown)))

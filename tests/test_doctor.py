@@ -162,3 +162,13 @@ def test_digests_are_read_where_launches_read_them_and_stale_ones_flagged(tmp_pa
       "cpu-bert: stale: pushed reg.example/p/beam-bench-cpu-bert:t1, the settings launch "
       "reg.example/p/beam-bench-cpu-bert:t2; cpu-captioning: not pushed; "
       "gpu: unreadable digest file; vllm-gpu: not pushed (make images push)")
+
+
+def test_a_setting_the_launch_would_refuse_is_named_as_a_refusal(tmp_path):
+  env = {"PROJECT": "proj-123456", "REGION": "us-central1", "TEMP_LOCATION": "gs://b/t",
+         "REGISTRY": "reg", "IMAGE_TAG": "t1"}
+  lines = doctor.dataflow_section(env, tmp_path)
+  assert lines[0].startswith("Dataflow    RUNNER=DataflowRunner refuses to launch: "
+                             "TEMP_LOCATION must be gs://BUCKET[/PATH]"), lines[0]
+  assert "settings complete" in doctor.dataflow_section(
+      {**env, "TEMP_LOCATION": "gs://bkt-x/tmp"}, tmp_path)[0]
