@@ -119,7 +119,7 @@ def test_the_clip_bpe_is_refused_when_its_source_is_not_clips(tmp_path, monkeypa
   class Tampered:
     def locate_file(self, path):
       return tmp_path / path
-  monkeypatch.setattr(models.importlib.metadata, "distribution", lambda name: Tampered())
+  monkeypatch.setattr(tokenizer_files.importlib.metadata, "distribution", lambda name: Tampered())
   with pytest.raises(RuntimeError, match="is not CLIP's BPE"):
     tokenizer_files.write_clip_bpe(tmp_path / "out")
   assert not (tmp_path / "out" / tokenizer_files.CLIP_VOCAB_FILE).exists()
