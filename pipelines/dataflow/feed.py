@@ -102,6 +102,7 @@ def feed(subscription: str, lines: list[bytes]) -> dict[str, Any]:
         raise FeedError(f"publishing to {topic} failed ({type(f.exception()).__name__}: "
                         f"{f.exception()}): nothing was submitted; the next run clears the "
                         "backlog")
+  publisher.stop()  # every message is sent: end the client's batching thread
   print(f"published {len(lines):,} items to {topic} ({time.monotonic() - start:.1f} s)",
         file=sys.stderr, flush=True)
   return {"topic": topic, "subscription": subscription, "published": len(lines),
