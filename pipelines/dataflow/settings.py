@@ -2,8 +2,7 @@
 launch uses, by digest: PROJECT, REGION, TEMP_LOCATION and REGISTRY are required; IMAGE_TAG
 (default: the git sha), OUTPUT_LOCATION, SERVICE_ACCOUNT, SUBNETWORK are optional;
 PUBSUB_SUBSCRIPTION is what a streaming benchmark reads (plan.py requires it for those; feed.py
-feeds it). Models and
-the vocab are baked into the images under MODELS_IN_IMAGE.
+feeds it). Models and the vocab are baked into the images under MODELS_IN_IMAGE.
 """
 
 import logging
