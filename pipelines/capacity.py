@@ -164,6 +164,7 @@ def beam_configuration(bench_name: str) -> dict[str, Any]:
   beam = profiles.get("beam")
   shaped = beam.apply(matrix.get(bench_name))
   return {"machine_type": shaped.dataflow.machine_type, "workers": shaped.dataflow.num_workers,
+          "max_workers": shaped.dataflow.max_num_workers,  # autoscaling's ceiling, or None
           "layout": str(beam.layout_for(shaped)), "profile": beam.name}
 
 
@@ -246,9 +247,13 @@ def table(result: dict[str, Any]) -> str:
   out += ["", f"{'machine type':<14} {'profile':<6} {'layout':>6} {'workers':>7} {'job min':>9} "
           f"{'cost $':>9}  basis"]
   shown = {id(r): "frontier" for r in result["frontier"]}
+  beam = result["beam"]
+  # An autoscaling job starts at `workers` and may grow: its row is where Beam's job starts.
+  beam_label = ("Beam's configuration" if not beam.get("max_workers") else
+                f"Beam's configuration at its start (autoscales to {beam['max_workers']})")
   for r in result["rows"]:
     if r["beam"]:
-      shown[id(r)] = (shown.get(id(r), "") + " Beam's configuration").strip()
+      shown[id(r)] = (shown.get(id(r), "") + " " + beam_label).strip()
   if result["recommended"]:
     r = result["recommended"]
     shown[id(r)] = (shown.get(id(r), "") + " <- cheapest"

@@ -13,9 +13,9 @@ BATCH = 10
 
 
 def planted(layout: str, startup_s: float, rate: float, items: int = 200, in_image=True,
-            profile: str = "tuned") -> dict:
-  """A bert-base record of one SDK process whose timeline gives worker_share_s = startup_s +
-  items / rate and a steady rate of `rate` items/s."""
+            profile: str = "tuned", benchmark: str = "bert-base") -> dict:
+  """A bert-base (or `benchmark`) record of one SDK process whose timeline gives worker_share_s
+  = startup_s + items / rate and a steady rate of `rate` items/s."""
   last = T0 + (startup_s + items / rate) * 1000
   first = last - (items - BATCH) / rate * 1000
   process = "process/box:7/"
@@ -31,7 +31,7 @@ def planted(layout: str, startup_s: float, rate: float, items: int = 200, in_ima
               ("BenchmarkKit", process + "items_after_first_batch"): items - BATCH,
               ("BenchmarkKit", process + "model_loads"): 1}
   return run_record.build(
-      run_id=run_record.new_run_id(), benchmark="bert-base", started=run_record.utc_now(),
+      run_id=run_record.new_run_id(), benchmark=benchmark, started=run_record.utc_now(),
       wall_time_s=startup_s + items / rate, raw_metrics={"counters": counters,
                                                          "distributions": dist},
       metadata={"runner": "DirectRunner", "layout": layout, "in_image": in_image,
@@ -91,6 +91,25 @@ def test_beams_configuration_is_marked_when_its_layout_was_measured(tmp_path):
       "n1-standard-2", 250, "2x2", "beam")
   assert beam["job_s"] == pytest.approx(30 + 200 / 9, abs=0.01)  # whole ms timestamps
   assert "Beam's configuration" in capacity.table(result)
+
+
+def test_an_autoscaling_beam_configuration_is_shown_as_where_its_job_starts(tmp_path):
+  """distilbert-sentiment autoscales from 20 to 250 workers: the projection at 20 is its start."""
+  results = tmp_path / "results"
+  results_store.save(planted("2x2", 30, 9, profile="beam", benchmark="distilbert-sentiment"),
+                     results)
+  result = capacity.plan("distilbert-sentiment", 50_000, None, None, results,
+                         NO_STARTUP_CONSTANTS)
+  assert result["beam"]["workers"] == 20 and result["beam"]["max_workers"] == 250
+  assert "Beam's configuration at its start (autoscales to 250)" in capacity.table(result)
+  assert "autoscales" not in capacity.table(capacity.plan(
+      "bert-base", 50_000, None, None, planted_results(tmp_path), NO_STARTUP_CONSTANTS))
+
+
+def planted_results(tmp_path):
+  results = tmp_path / "fixed"
+  results_store.save(planted("2x2", 30, 9, profile="beam"), results)
+  return results
 
 
 def test_no_measurement_is_one_line(tmp_path, capsys):
