@@ -145,12 +145,14 @@ def test_a_subscription_that_does_not_exist_fails_before_anything_is_submitted(
   assert json.dumps(record)  # a plain record, publishable as any failed run
 
 
-def test_ctrl_c_while_publishing_stops_before_anything_is_submitted(subscription):
-  """50,000 messages take the client seconds to publish; SIGINT 0.3 s in stops it with the
-  launcher's JobCancelled (a cancelled record, exit 130) instead of a traceback."""
+def test_ctrl_c_while_feeding_stops_before_anything_is_submitted(subscription):
+  """Clearing the subscription and publishing 50,000 messages take the client seconds; SIGINT
+  0.2 s in stops it with the launcher's JobCancelled (a cancelled record, exit 130) instead of
+  a traceback, wherever it lands in the feed."""
   lines = [f"gs://bkt-x/img/{i}.jpg".encode() for i in range(50_000)]
-  threading.Timer(0.3, os.kill, (os.getpid(), signal.SIGINT)).start()
-  with pytest.raises(dataflow.JobCancelled, match="interrupted by SIGINT while publishing"):
+  threading.Timer(0.2, os.kill, (os.getpid(), signal.SIGINT)).start()
+  with pytest.raises(dataflow.JobCancelled,
+                     match=f"interrupted by SIGINT while feeding {subscription}"):
     feed.feed(subscription, lines)
   assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # handler restored
 

@@ -69,50 +69,58 @@ def feed(subscription: str, lines: list[bytes]) -> dict[str, Any]:
   """Clears `subscription`'s backlog, then publishes `lines` to its topic, one message each.
   Returns what the record keeps: topic, subscription, published, publish_s. Ctrl-C or SIGTERM
   stops it (JobCancelled: nothing was submitted)."""
-  from google.api_core import exceptions
-  from google.cloud import pubsub_v1
-  from google.protobuf import timestamp_pb2
   if not lines:
     raise FeedError("the streaming job's input has no items: nothing was submitted")
-  start = time.monotonic()
-  subscriber = pubsub_v1.SubscriberClient()
-  try:
-    topic = subscriber.get_subscription(subscription=subscription, timeout=30).topic
-    now = timestamp_pb2.Timestamp()
-    now.GetCurrentTime()
-    subscriber.seek(request={"subscription": subscription, "time": now}, timeout=30)
-  except exceptions.GoogleAPICallError as e:
-    raise FeedError(f"PUBSUB_SUBSCRIPTION {subscription}: {e.message or e}: nothing was "
-                    "submitted") from None
-  finally:
-    subscriber.close()
-  publisher = pubsub_v1.PublisherClient()
-  with stop_requests() as stop:
+  with stop_requests() as stop:  # from here on, Ctrl-C is a cancelled run, not a traceback
+    start = time.monotonic()
+    topic = _cleared_topic(subscription)
+    _stop_if_asked(stop, subscription)
+    from google.cloud import pubsub_v1
+    publisher = pubsub_v1.PublisherClient()
     futures = []
     for i, line in enumerate(lines, 1):
-      _stop_if_asked(stop, topic)
+      _stop_if_asked(stop, subscription)
       futures.append(publisher.publish(topic, line))
       if i % PUBLISH_NOTE_EVERY == 0:
         print(f"publishing to {topic}: {i:,} of {len(lines):,}", file=sys.stderr, flush=True)
     for f in futures:
       while not f.done():
-        _stop_if_asked(stop, topic)
+        _stop_if_asked(stop, subscription)
         concurrent.futures.wait([f], timeout=0.5)
       if f.exception():  # the subscription holds a partial feed: say so
         raise FeedError(f"publishing to {topic} failed ({type(f.exception()).__name__}: "
                         f"{f.exception()}): nothing was submitted; the next run clears the "
                         "backlog")
-  publisher.stop()  # every message is sent: end the client's batching thread
+    publisher.stop()  # every message is sent: end the client's batching thread
   print(f"published {len(lines):,} items to {topic} ({time.monotonic() - start:.1f} s)",
         file=sys.stderr, flush=True)
   return {"topic": topic, "subscription": subscription, "published": len(lines),
           "publish_s": round(time.monotonic() - start, 3)}
 
 
-def _stop_if_asked(stop, topic: str) -> None:
+def _cleared_topic(subscription: str) -> str:
+  """The subscription's topic, after acknowledging every message it holds (seek to now)."""
+  from google.api_core import exceptions
+  from google.cloud import pubsub_v1
+  from google.protobuf import timestamp_pb2
+  subscriber = pubsub_v1.SubscriberClient()
+  try:
+    topic = subscriber.get_subscription(subscription=subscription, timeout=30).topic
+    now = timestamp_pb2.Timestamp()
+    now.GetCurrentTime()
+    subscriber.seek(request={"subscription": subscription, "time": now}, timeout=30)
+    return topic
+  except exceptions.GoogleAPICallError as e:
+    raise FeedError(f"PUBSUB_SUBSCRIPTION {subscription}: {e.message or e}: nothing was "
+                    "submitted") from None
+  finally:
+    subscriber.close()
+
+
+def _stop_if_asked(stop, subscription: str) -> None:
   if stop.event.is_set():
-    raise JobCancelled(f"interrupted by {stop.signal_name} while publishing the items to "
-                       f"{topic}: nothing was submitted; the next run clears the backlog",
+    raise JobCancelled(f"interrupted by {stop.signal_name} while feeding {subscription}: "
+                       "nothing was submitted; the next run clears the backlog",
                        stop.signal_name)
 
 
