@@ -191,8 +191,7 @@ class DataflowRun:
     raw = beam_metrics.query(result)
     launch.job = dataflow.job_figures(result, job, launch.cloud)
     if drain_when:
-      summary = beam_metrics.summarize(raw)
-      shortfall = drain_when.shortfall(summary["num_inferences"] + summary["dead_lettered"])
+      shortfall = drain_when.shortfall(raw)
       launch.job["stream"] = {**fed, **drain_when.as_record(), "shortfall": shortfall}
     return raw
 

@@ -124,6 +124,13 @@ def _stop_if_asked(stop, subscription: str) -> None:
                        stop.signal_name)
 
 
+def items_done(raw: dict[str, Any]) -> int:
+  """Items the job has accounted for, from its metrics (beam_metrics.query): inferred or
+  dead-lettered."""
+  summary = beam_metrics.summarize(raw)
+  return summary["num_inferences"] + summary["dead_lettered"]
+
+
 class DrainWhenDone:
   """Asked by dataflow.watch at each poll of a running streaming job: why to drain it now, or
   None. Done is every published item inferred or dead-lettered, by the job's own metrics."""
@@ -137,8 +144,7 @@ class DrainWhenDone:
 
   def __call__(self, result) -> str | None:
     try:
-      summary = beam_metrics.summarize(beam_metrics.query(result))
-      self.accounted = summary["num_inferences"] + summary["dead_lettered"]
+      self.accounted = items_done(beam_metrics.query(result))
     except Exception as e:  # noqa: BLE001 - metrics not yet readable: ask again next poll
       print(f"streaming job's metrics unreadable ({type(e).__name__}): polling on",
             file=sys.stderr, flush=True)
@@ -150,10 +156,10 @@ class DrainWhenDone:
                      f"{self.accounted:,} of {self.published:,} items done")
     return self.reason
 
-  def shortfall(self, accounted: int) -> str | None:
-    """The record's error when the job ended with fewer items done (`accounted`, from its final
-    metrics) than were published."""
-    self.accounted = accounted
+  def shortfall(self, raw: dict[str, Any]) -> str | None:
+    """The record's error when the job ended (`raw`: its final metrics) with fewer items done
+    than were published."""
+    self.accounted = accounted = items_done(raw)
     if accounted >= self.published:
       return None
     return (f"the streaming job ended with {accounted:,} of {self.published:,} published "

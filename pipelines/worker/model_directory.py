@@ -16,7 +16,7 @@ import torch
 from pipelines.worker.models import (
   RANDOM_SEED,
   ModelMeta,
-  _sha256,
+  file_sha256,
   gemma_config,
   gemma_config_json,
   meta_path,
@@ -147,5 +147,5 @@ def _sha256_directory(folder: pathlib.Path) -> str:
   """One digest over the directory: each file's relative path and sha256, in path order."""
   digest = hashlib.sha256()
   for path in sorted(p for p in folder.rglob("*") if p.is_file()):
-    digest.update(f"{path.relative_to(folder).as_posix()}\0{_sha256(path)}\n".encode())
+    digest.update(f"{path.relative_to(folder).as_posix()}\0{file_sha256(path)}\n".encode())
   return digest.hexdigest()

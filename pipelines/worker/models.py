@@ -289,7 +289,7 @@ def _random(architecture: str) -> tuple[dict[str, torch.Tensor], str]:
   return build_architecture(architecture).state_dict(), f"seeded-random:{RANDOM_SEED}"
 
 
-def _sha256(path: pathlib.Path) -> str:
+def file_sha256(path: pathlib.Path) -> str:
   digest = hashlib.sha256()
   with open(path, "rb") as f:
     for chunk in iter(lambda: f.read(1 << 20), b""):
@@ -317,7 +317,7 @@ def write_model(architecture: str, out_dir: pathlib.Path, weights: str) -> pathl
   tmp = path.with_suffix(".pth.tmp")
   torch.save(state_dict, tmp)
   os.replace(tmp, path)  # a killed run never leaves a half-written model behind
-  meta = ModelMeta(architecture, weights, source, _sha256(path), torch.__version__)
+  meta = ModelMeta(architecture, weights, source, file_sha256(path), torch.__version__)
   pathlib.Path(meta_path(str(path))).write_text(json.dumps(dataclasses.asdict(meta), indent=2))
   return path
 
