@@ -1,62 +1,27 @@
-"""Runs every benchmark the hardware allows (`make bench-all`), each in its own process, then
-prints one summary table. Skipped benchmarks are listed with the reason.
+"""Runs every benchmark the hardware allows (`make bench-all`), each in its own process
+(child.py), then prints one summary table and writes the report. Skipped benchmarks are listed
+with the reason.
 
 Ctrl-C or SIGTERM stops the loop: the running benchmark gets the signal (a Dataflow run then
-cancels its job, a local run stops its workers; it records the run and exits 130/143), no
-further benchmark starts, and bench-all exits 130."""
+cancels its job, a local run stops its workers; it records the run), no further benchmark
+starts, and bench-all exits 130 (143 for SIGTERM)."""
 from __future__ import annotations
 
-import argparse
-import pathlib
-import signal
-import subprocess
 import sys
 
-from pipelines import matrix, progress, results_store, run_record, summary
+from pipelines import child, matrix, progress, run, summary
+from pipelines.record import build, store
 from pipelines.report import __main__ as report
-from pipelines.run import EXIT_CANCELLED, LOCAL_RUNNERS
 from pipelines.worker.handler import cuda_usable
 
 
-def run_child(args: list[str]) -> int:
-  """Runs one benchmark and waits for it, even through Ctrl-C: the terminal sends SIGINT to the
-  child too, and the child must be left to cancel its job and write its record (subprocess.call
-  would kill it). SIGTERM sent to bench-all alone is passed on to the child. Returns the child's
-  exit code, EXIT_CANCELLED if it was interrupted."""
-  child = subprocess.Popen([sys.executable, "-m", "pipelines.run", *args])
-  interrupted = False
-
-  def forward(signum, frame):
-    nonlocal interrupted
-    interrupted = True
-    child.send_signal(signum)
-
-  previous = signal.signal(signal.SIGTERM, forward)
-  try:
-    while True:
-      try:
-        code = child.wait()
-        break
-      except KeyboardInterrupt:
-        interrupted = True  # the child got the same SIGINT from the terminal
-  finally:
-    signal.signal(signal.SIGTERM, previous)
-  if code in (EXIT_CANCELLED, 128 + signal.SIGTERM, -signal.SIGINT, -signal.SIGTERM) \
-      or interrupted:
-    return EXIT_CANCELLED
-  return code
-
-
 def main(argv: list[str] | None = None) -> int:
-  argv = list(sys.argv[1:] if argv is None else argv)
-  parser = argparse.ArgumentParser(description=__doc__)
-  parser.add_argument("--runner", default="DirectRunner")
-  parser.add_argument("--results-dir", type=pathlib.Path, default=results_store.DEFAULT_DIR)
-  parser.add_argument("--dry-run", action="store_true")
-  args, _ = parser.parse_known_args(argv)
-  since = run_record.utc_now()
-  local = args.runner in LOCAL_RUNNERS
-  skipped, failed, interrupted = [], [], False
+  parser = run.parser(__doc__)
+  args, beam_args = parser.parse_known_args(argv)
+  beam_args = run.beam_flags(parser, beam_args)
+  since = build.utc_now()
+  local = args.runner == "DirectRunner"
+  skipped, failed, interrupted = [], [], None
   gpu_here = cuda_usable() if local else None
   runnable = []
   for bench in matrix.load().values():
@@ -66,20 +31,24 @@ def main(argv: list[str] | None = None) -> int:
       runnable.append(bench)
   for index, bench in enumerate(runnable, 1):
     print(f"\n=== {progress.step(index, len(runnable), bench.name)} ===", flush=True)
-    code = run_child([bench.name, *argv])
-    if code == EXIT_CANCELLED:
+    try:
+      record = child.run(run.overrides(bench.name, args, beam_args), quiet=False)
+    except child.Interrupted as e:
       print(f"interrupted during {bench.name}: no further benchmark started", file=sys.stderr)
-      interrupted = True
+      interrupted = e
       break
-    if code != 0:
+    except child.NotStarted as e:
+      print(f"{bench.name} did not start: {e}", file=sys.stderr)
       failed.append(bench.name)
-  records = [r for r in results_store.load_all(args.results_dir)
-             if r["timestamp"] >= since]
+      continue
+    if record is not None and not record.succeeded:
+      failed.append(bench.name)
+  records = [r for r in store.load_all(args.results_dir) if r.timestamp >= since]
   print("\n" + (summary.table(records) if records else "no runs recorded"))
   for line in skipped:
     print(f"skipped {line}")
   if interrupted:
-    return EXIT_CANCELLED
+    return interrupted.exit_code
   if not args.dry_run:
     report.main(["--results-dir", str(args.results_dir)])
   if failed:

@@ -39,8 +39,10 @@ import statistics
 import sys
 from typing import Any
 
-from pipelines import cost, matrix, profiles, results_store
+from pipelines import cost, matrix, profiles
 from pipelines.layout import Layout, LayoutError, check_memory
+from pipelines.record import comparable, store
+from pipelines.record.schema import Record
 
 WORKER_COUNTS = (1, 2, 5, 10, 20, 25, 50, 75, 100, 150, 200, 250, 300, 400, 500)
 DEFAULTS = {"WORKER_BOOT_S": 120.0, "IMAGE_GB": 3.93, "IMAGE_PULL_GBPS": 0.1}
@@ -74,44 +76,38 @@ def constants(env: dict[str, str] = os.environ, **given: float | None) -> dict[s
         out[name] = float(value)
       except ValueError:
         raise PlanInputMissing(f"{name} must be a number, not {value!r}") from None
-      if out[name] < 0 or (name == "IMAGE_PULL_GBPS" and out[name] == 0):
-        raise PlanInputMissing(f"{name} must be positive, not {value!r}")
+      if not math.isfinite(out[name]) or out[name] < 0 or (
+          name == "IMAGE_PULL_GBPS" and out[name] == 0):
+        raise PlanInputMissing(f"{name} must be a finite number"
+                               f"{' above 0' if name == 'IMAGE_PULL_GBPS' else ' from 0'}, "
+                               f"not {value!r}")
   return out
 
 
-def measured(bench: matrix.Benchmark, records: list[dict[str, Any]]) -> list[Measured]:
+def measured(bench: matrix.Benchmark, records: list[Record]) -> list[Measured]:
   """Per profile and layout, from the newest local records of `bench` that have a worker share
-  and a steady state (in-image records first), run with the profile's own optimization (an
-  OPTIMIZE= experiment is not the configuration the plan prices)."""
-  usable = [r for r in records if r["benchmark"] == bench.name and r["status"] == "succeeded"
-            and r["metadata"].get("runner") == "DirectRunner"
-            and r["metadata"].get("optimization", "none") == _optimization_of(
-                r["metadata"].get("profile"), bench)
-            and r["metrics"].get("worker_share_s") and r["metrics"].get("steady_throughput_per_s")]
-  by_layout: dict[tuple[str, str], list[dict[str, Any]]] = {}
-  for r in usable:
-    key = (r["metadata"].get("profile") or profiles.DEFAULT, r["metadata"]["layout"])
-    by_layout.setdefault(key, []).append(r)
+  and a steady state (in-image records first), and asked nothing beyond their profile but a
+  layout and an item count (an OPTIMIZE= or BATCH_SIZE= experiment is not the configuration
+  the plan prices): the comparable key (record/comparable.py) says which."""
+  by_layout: dict[tuple[str, str], list[Record]] = {}
+  for r in records:
+    key = comparable.key(r)
+    if (r.benchmark == bench.name and r.succeeded and key.local
+        and not key.experiment_without("layout", "items")
+        and r.metrics.get("worker_share_s") and r.metrics.get("steady_throughput_per_s")):
+      by_layout.setdefault((key.profile, key.layout), []).append(r)
   out = []
   for (profile, layout), group in sorted(by_layout.items()):
-    in_image = [r for r in group if r["metadata"].get("in_image")]
-    chosen = sorted(in_image or group, key=lambda r: r["timestamp"])[-RECORDS_PER_LAYOUT:]
-    rates = [r["metrics"]["steady_throughput_per_s"] for r in chosen]
-    startups = [max(0.0, r["metrics"]["worker_share_s"]
-                    - r["metrics"]["num_inferences"] / r["metrics"]["steady_throughput_per_s"])
+    in_image = [r for r in group if r.in_image]
+    chosen = sorted(in_image or group, key=lambda r: r.timestamp)[-RECORDS_PER_LAYOUT:]
+    rates = [r.metrics["steady_throughput_per_s"] for r in chosen]
+    startups = [max(0.0, r.metrics["worker_share_s"]
+                    - r.metrics["num_inferences"] / r.metrics["steady_throughput_per_s"])
                 for r in chosen]
     out.append(Measured(profile, Layout.parse(layout), bench.machine.name, bench.machine.vcpus,
                         statistics.median(rates), statistics.median(startups),
-                        bool(in_image), tuple(r["run_id"] for r in chosen)))
+                        bool(in_image), tuple(r.run_id for r in chosen)))
   return out
-
-
-def _optimization_of(profile_name: str | None, bench: matrix.Benchmark) -> str | None:
-  try:
-    profile = profiles.get(profile_name)
-  except profiles.ProfileError:
-    return None
-  return profile.optimization_for(bench)
 
 
 def worker_seconds(m: Measured, items_per_worker: int, vcpus: int, c: dict[str, float]) -> float:
@@ -168,16 +164,13 @@ def beam_configuration(bench_name: str) -> dict[str, Any]:
           "layout": str(beam.layout_for(shaped)), "profile": beam.name}
 
 
-def dataflow_actuals(bench: matrix.Benchmark, records: list[dict[str, Any]]
-                     ) -> list[dict[str, Any]]:
-  return [{"run_id": r["run_id"], "machine_type": r["metadata"].get("machine_type"),
-           "workers": r["metadata"].get("num_workers"), "layout": r["metadata"].get("layout"),
-           "profile": r["metadata"].get("profile") or profiles.DEFAULT,
-           "items": r["metrics"].get("num_inferences"),
-           "job_s": r["metrics"].get("job_window_s") or r["metrics"].get("wall_time_s"),
-           "cost_usd": r["metrics"].get("cost_usd")}
-          for r in records if r["benchmark"] == bench.name and r["status"] == "succeeded"
-          and r["metadata"].get("runner") == "DataflowRunner"]
+def dataflow_actuals(bench: matrix.Benchmark, records: list[Record]) -> list[dict[str, Any]]:
+  return [{"run_id": r.run_id, "machine_type": r.machine_type,
+           "workers": r.plan.get("workers"), "layout": r.layout, "profile": r.profile,
+           "items": r.metrics.get("num_inferences"),
+           "job_s": r.metrics.get("job_window_s") or r.metrics.get("wall_time_s"),
+           "cost_usd": r.metrics.get("cost_usd")}
+          for r in records if r.benchmark == bench.name and r.succeeded and not r.local]
 
 
 def fit_boot(actuals: list[dict[str, Any]], found: list[Measured], c: dict[str, float],
@@ -199,7 +192,7 @@ def fit_boot(actuals: list[dict[str, Any]], found: list[Measured], c: dict[str, 
 def plan(bench_name: str, items: int, deadline_s: float | None, budget_usd: float | None,
          results_dir: pathlib.Path, c: dict[str, float]) -> dict[str, Any]:
   bench = matrix.get(bench_name)
-  records = results_store.load_all(results_dir) if results_dir.exists() else []
+  records = store.load_all(results_dir) if results_dir.exists() else []
   found = measured(bench, records)
   if not found:
     raise PlanInputMissing(
@@ -285,7 +278,7 @@ def main(argv: list[str] | None = None) -> int:
                       help="items in the job (default: the matrix dataset's, e.g. 50000)")
   parser.add_argument("--deadline-s", type=float, default=None)
   parser.add_argument("--budget-usd", type=float, default=None)
-  parser.add_argument("--results-dir", type=pathlib.Path, default=results_store.DEFAULT_DIR)
+  parser.add_argument("--results-dir", type=pathlib.Path, default=store.DEFAULT_DIR)
   for name in DEFAULTS:
     parser.add_argument(f"--{name.lower().replace('_', '-')}", type=float, default=None,
                         dest=name.lower(), help=f"default {DEFAULTS[name]:g} (or {name} in .env)")

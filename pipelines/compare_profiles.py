@@ -15,9 +15,11 @@ import pathlib
 import sys
 from typing import Any
 
-from pipelines import cli_types, isolated, results_store, run_record
+from pipelines import child, cli_types
 from pipelines.cli_types import positive_int
 from pipelines.plan import Overrides
+from pipelines.record import build, facts, store
+from pipelines.record.schema import Record
 from pipelines.sweep_results import median_or_none
 
 PROFILES = ("tuned", "beam")
@@ -31,7 +33,7 @@ METRICS = (
     ("worker_share_s", "whole process (s)"),
 )
 # Kept beside each run: what explains the difference.
-SETTINGS = ("layout", "processes", "threads", "batching", "inference_step")
+SETTINGS = ("layout", "processes", "threads", "batching", "inference_step")  # plan keys
 
 
 def ratio(beam: float | None, tuned: float | None) -> float | None:
@@ -39,15 +41,17 @@ def ratio(beam: float | None, tuned: float | None) -> float | None:
 
 
 def run_profile(bench: str, profile: str, items: int | str | None,
-                results_dir: pathlib.Path, in_image: bool = False) -> dict[str, Any]:
-  """One run in a fresh process (isolated.py), so its whole-process figure is a user's."""
+                results_dir: pathlib.Path, in_image: bool = False) -> Record:
+  """One run in a fresh process (child.py), so its whole-process figure is a user's."""
   try:
-    record = isolated.run(Overrides(bench, profile=profile, items=items, results_dir=results_dir,
-                                    in_image=in_image))
-  except isolated.NotStarted as e:
+    record = child.run(Overrides(bench, profile=profile, items=items, results_dir=results_dir,
+                                 in_image=in_image))
+  except child.NotStarted as e:
     raise SystemExit(f"{bench} ({profile}): {e}") from None
-  if record is None or record["status"] != "succeeded":
-    raise SystemExit(f"{bench} ({profile}): run failed: {record and record['error']}")
+  except child.Interrupted as e:
+    raise SystemExit(e.exit_code) from None
+  if not record.succeeded:
+    raise SystemExit(f"{bench} ({profile}): run failed: {record.error}")
   return record
 
 
@@ -56,7 +60,7 @@ def summarize(repeats: list[dict[str, dict[str, Any]]]) -> dict[str, Any]:
   records ({'tuned': record, 'beam': record} each)."""
   out = {}
   for metric, _ in METRICS:
-    values = {p: [r[p]["metrics"].get(metric) for r in repeats] for p in PROFILES}
+    values = {p: [r[p].metrics.get(metric) for r in repeats] for p in PROFILES}
     ratios = [ratio(b, t) for t, b in zip(values["tuned"], values["beam"])]
     out[metric] = {**values, "ratios": ratios, "median_ratio": median_or_none(ratios),
                    **{f"median_{p}": median_or_none(values[p]) for p in PROFILES}}
@@ -85,7 +89,7 @@ def main(argv: list[str] | None = None) -> int:
   parser.add_argument("--repeats", type=positive_int, default=3)
   parser.add_argument("--in-image", action="store_true",
                       help="both profiles with their SDK workers in the pushed worker image")
-  parser.add_argument("--results-dir", type=pathlib.Path, default=results_store.DEFAULT_DIR)
+  parser.add_argument("--results-dir", type=pathlib.Path, default=store.DEFAULT_DIR)
   args = parser.parse_args(argv)
   repeats = []
   for i in range(args.repeats):
@@ -100,15 +104,15 @@ def main(argv: list[str] | None = None) -> int:
   table = format_table(args.benchmark, figures, args.repeats)
   print("\n" + table)
   out = (args.results_dir / "compare-profiles"
-         / f"{args.benchmark}-{run_record.utc_now().replace(':', '')}.json")
+         / f"{args.benchmark}-{build.utc_now().replace(':', '')}.json")
   out.parent.mkdir(parents=True, exist_ok=True)
   out.write_text(json.dumps({
       "benchmark": args.benchmark, "items": args.items, "repeats": args.repeats,
       "order": "each repeat runs tuned, then beam", "figures": figures,
-      "runs": [{p: {"run_id": r[p]["run_id"], "timestamp": r[p]["timestamp"],
-                    **{k: r[p]["metadata"].get(k) for k in SETTINGS},
-                    "metrics": r[p]["metrics"]} for p in PROFILES} for r in repeats],
-      "versions": run_record.versions(), "hostname": repeats[0]["tuned"]["metadata"]["hostname"],
+      "runs": [{p: {"run_id": r[p].run_id, "timestamp": r[p].timestamp,
+                    **{k: r[p].plan.get(k) for k in SETTINGS},
+                    "metrics": r[p].metrics} for p in PROFILES} for r in repeats],
+      "versions": facts.versions(), "hostname": repeats[0]["tuned"].metadata["hostname"],
   }, indent=2, default=str) + "\n")
   print(f"figures: {out}")
   return 0

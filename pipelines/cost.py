@@ -74,7 +74,7 @@ def worker_hour_price(machine_type: str, disk_gb: float, accelerator: str | None
   return hourly
 
 
-def cost_benchmark_metrics(metrics: dict[str, Any], metadata: dict[str, Any],
+def cost_benchmark_metrics(metrics: dict[str, Any], plan: dict[str, Any],
                            prices: dict[str, Any]) -> tuple[dict[str, Any], str]:
   """The four figures Beam's DataflowCostBenchmark publishes beside RunInference's metrics
   (apache_beam/testing/load_tests/dataflow_cost_benchmark.py), as record metrics, and a note
@@ -91,7 +91,7 @@ def cost_benchmark_metrics(metrics: dict[str, Any], metadata: dict[str, Any],
                            plus GPU hours (Beam's benchmarks pass no GPU and leave them out);
                            locally, one worker of the benchmark's machine type for
                            job_runtime_s: what this run's work costs on one Dataflow worker."""
-  dataflow = metadata.get("runner") == "DataflowRunner"
+  dataflow = plan.get("runner") == "DataflowRunner"
   runtime = metrics.get("job_window_s") if dataflow else metrics.get("wall_time_s")
   n, input_bytes = metrics.get("num_inferences") or 0, metrics.get(
       "sum_inference_request_batch_byte_size")
@@ -102,22 +102,24 @@ def cost_benchmark_metrics(metrics: dict[str, Any], metadata: dict[str, Any],
   if dataflow:
     out["estimated_cost_usd"] = metrics.get("cost_usd")
     return out, "Dataflow's metered usage over the job window"
-  machine = metadata.get("dataflow_machine_type")
+  shape = plan.get("dataflow") or {}  # the benchmark's Dataflow worker
+  machine = shape.get("machine_type")
   hourly = None if not machine else worker_hour_price(
-      machine, metadata.get("dataflow_disk_size_gb") or 0, metadata.get("dataflow_accelerator"),
-      metadata.get("dataflow_accelerator_count"), prices)
+      machine, shape.get("disk_size_gb") or 0, shape.get("accelerator"),
+      shape.get("accelerator_count"), prices)
   if runtime and hourly is not None:
     out["estimated_cost_usd"] = hourly * runtime / 3600
   return out, (f"local run priced as one {machine} worker for its launch-to-finish time"
                if hourly is not None else f"no price for machine type {machine}")
 
 
-def estimate(record: dict[str, Any], prices: dict[str, Any]) -> dict[str, Any]:
-  """{'applicable': False, 'why': ...} for local runs; else the run's and per-1k cost."""
-  meta = record["metadata"]
-  if meta.get("runner") != "DataflowRunner":
+def estimate(record, prices: dict[str, Any]) -> dict[str, Any]:
+  """{'applicable': False, 'why': ...} for local runs; else the run's (a Record's) and per-1k
+  cost."""
+  meta = record.plan
+  if record.local:
     return {"applicable": False, "why": "local run: no cloud bill"}
-  metrics = record["metrics"]
+  metrics = record.metrics
   n = metrics["num_inferences"]
   currency = prices.get("currency", "USD")
   usage = {k: metrics.get(k) for k in USAGE_FIELDS}
@@ -134,7 +136,7 @@ def estimate(record: dict[str, Any], prices: dict[str, Any]) -> dict[str, Any]:
   if per_worker_hour is None:
     return {"applicable": False, "why": f"no price for accelerator {accelerator}"}
   hours = metrics.get("launch_to_finish_s") or metrics["wall_time_s"]
-  worker_hours = meta.get("num_workers", 1) * hours / 3600
+  worker_hours = (meta.get("workers") or 1) * hours / 3600
   total = worker_hours * per_worker_hour
   return {"applicable": True, "currency": currency, "basis": "worker shape x launch-to-finish",
           "worker_hours": worker_hours, "per_worker_hour": per_worker_hour,

@@ -18,10 +18,9 @@ import time
 
 import torch
 
-from pipelines import matrix, perf, profiles
+from pipelines import child, matrix, perf, profiles
 from pipelines.layout import Layout
 from pipelines.plan import Overrides
-from pipelines.run import run_checked
 from pipelines.worker import gpu_telemetry
 from pipelines.worker.handler import cuda_usable
 
@@ -46,19 +45,18 @@ def nvml_under_load(seconds: float = 3.0) -> dict:
 PARALLEL_DECODE_LAYOUTS = ("1x2", "2x1")
 
 
-def no_telemetry():
-  return None
-
-
-def launched(o: Overrides, **telemetry) -> dict:
-  """One pipeline run's record. A run that did not succeed, or too short for a steady state,
-  ends the check with one line naming it and its record (no figure is computed from None)."""
-  record = run_checked(o, **telemetry)
-  what = f"error: gpu-check: {o.benchmark} run {record['run_id']}"
-  if record["status"] != "succeeded":
-    why = (record.get("error") or "no error recorded").strip().splitlines()[0]
-    raise SystemExit(f"{what} {record['status']}: {why}")
-  if record["metrics"].get("steady_throughput_per_s") is None:
+def launched(o: Overrides):
+  """One pipeline run's record, in a fresh process (child.py). A run that did not succeed, or
+  too short for a steady state, ends the check with one line naming it and its record (no
+  figure is computed from None)."""
+  try:
+    record = child.run(o)
+  except child.NotStarted as e:
+    raise SystemExit(f"error: gpu-check: {o.benchmark} did not start: {e}") from None
+  what = f"error: gpu-check: {o.benchmark} run {record.run_id}"
+  if not record.succeeded:
+    raise SystemExit(f"{what} {record.status}: {record.error or 'no error recorded'}")
+  if record.metrics.get("steady_throughput_per_s") is None:
     raise SystemExit(f"{what}: too few batches per process for a steady state")
   return record
 
@@ -79,10 +77,10 @@ def in_image(name: str, items: int, results: pathlib.Path) -> dict:
     record = launched(Overrides(name, items=items, in_image=True, results_dir=results))
   except SystemExit as e:
     return {"ran": False, "why": f"the in-image run failed (exit {e.code}): see its line above"}
-  meta = record["metadata"]
-  return {"ran": True, "image": meta["image"], "device_used": meta["device_used"],
-          "versions": meta["versions"], "steady_items_per_s":
-          record["metrics"]["steady_throughput_per_s"], "container": meta["container"]}
+  return {"ran": True, "image": record.plan["image"], "device_used": record.device_used,
+          "versions": record.metadata["versions"], "steady_items_per_s":
+          record.metrics["steady_throughput_per_s"],
+          "container_memory": record.metadata.get("container_memory")}
 
 
 def main() -> int:
@@ -96,20 +94,20 @@ def main() -> int:
                           length_aware=profiles.get(profiles.DEFAULT).length_aware(bench))
   results = pathlib.Path("results/gpu-check")
   record = launched(Overrides(bench.name, items=items, results_dir=results))
-  quiet = launched(Overrides(bench.name, items=items, results_dir=results / "no-telemetry"),
-                   telemetry_reader=no_telemetry)
-  beam = record["metrics"]["steady_throughput_per_s"]
-  beam_quiet = quiet["metrics"]["steady_throughput_per_s"]
+  quiet = launched(Overrides(bench.name, items=items, results_dir=results / "no-telemetry",
+                             gpu_sample_s=0))
+  beam = record.metrics["steady_throughput_per_s"]
+  beam_quiet = quiet.metrics["steady_throughput_per_s"]
   # Decode in parallel with inference: two SDK processes share the GPU, so one decodes on its
   # vCPU while the other's batch runs (a T4 worker has 2 vCPUs; one process decodes serially).
   layouts = {}
   for layout in PARALLEL_DECODE_LAYOUTS:
     run = launched(Overrides(bench.name, items=items, layout=Layout.parse(layout),
                              results_dir=results / "layouts"))
-    layouts[layout] = {"steady_items_per_s": run["metrics"]["steady_throughput_per_s"],
-                       "gpu_utilization_mean_pct": run["gpu"].get("utilization_mean_pct"),
-                       "processes_loaded_model": run["metadata"]["processes_loaded_model"],
-                       "device_used": run["metadata"]["device_used"]}
+    layouts[layout] = {"steady_items_per_s": run.metrics["steady_throughput_per_s"],
+                       "gpu_utilization_mean_pct": run.gpu.get("utilization_mean_pct"),
+                       "processes_loaded_model": run.metadata["processes_loaded_model"],
+                       "device_used": run.device_used}
   suite = {}
   for name, other in matrix.load().items():
     if other.needs_gpu and name != bench.name:
@@ -119,15 +117,15 @@ def main() -> int:
         continue
       run = launched(Overrides(name, items=min(other.local_items, 16),
                                results_dir=results / "suite"))
-      suite[name] = {"device_used": run["metadata"]["device_used"], "gpu": run["gpu"],
-                     "steady_items_per_s": run["metrics"]["steady_throughput_per_s"],
+      suite[name] = {"device_used": run.device_used, "gpu": run.gpu,
+                     "steady_items_per_s": run.metrics["steady_throughput_per_s"],
                      "mean_batch_latency_ms": (
-                         run["metrics"]["mean_inference_batch_latency_micro_secs"] or 0) / 1000}
+                         run.metrics["mean_inference_batch_latency_micro_secs"] or 0) / 1000}
   summary = {
       "device": torch.cuda.get_device_name(0),
       "nvml_under_load": nvml_under_load(),
-      "resnet152_gpu": {"device_used": record["metadata"]["device_used"],
-                        "gpu": record["gpu"], "items": items,
+      "resnet152_gpu": {"device_used": record.device_used,
+                        "gpu": record.gpu, "items": items,
                         "batch_size": bench.local_batch_size},
       "plain_cuda_items_per_s": plain, "beam_items_per_s": beam, "efficiency": beam / plain,
       "beam_items_per_s_without_telemetry": beam_quiet,
@@ -140,8 +138,8 @@ def main() -> int:
   print(text)
   if os.environ.get("OUT"):
     pathlib.Path(os.environ["OUT"], "gpu_check.json").write_text(text)
-  ok = (summary["nvml_under_load"]["ok"] and record["metadata"]["device_used"] == "GPU"
-        and record["gpu"]["telemetry"] == "available"
+  ok = (summary["nvml_under_load"]["ok"] and record.device_used == "GPU"
+        and record.gpu["telemetry"] == "available"
         and all(r["device_used"] == "GPU" for r in suite.values() if "skipped" not in r))
   return 0 if ok else 1
 

@@ -15,6 +15,7 @@ for an interrupt or a dead worker, whose echoes they are.
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import pathlib
@@ -38,6 +39,38 @@ class Cancelled(RuntimeError):
 
 class WorkerDied(RuntimeError):
   """An SDK worker process died while the run needed it."""
+
+
+class WorkerStalled(RuntimeError):
+  """An SDK worker process made no progress for a bound (stopped, hung): the run failed
+  rather than wait forever (progress.StallWatch decides)."""
+
+
+class Stopped(BaseException):
+  """SIGINT or SIGTERM during a step stopped by raising (`stoppable`): not an Exception, so
+  nothing on the way catches it as a failure."""
+
+  def __init__(self, signal_name: str):
+    super().__init__(signal_name)
+    self.signal_name = signal_name
+
+
+@contextlib.contextmanager
+def stoppable():
+  """For the block's length, SIGINT and SIGTERM raise Stopped in the main thread (SIGTERM
+  would otherwise end the process on the spot, before anything is written)."""
+  if threading.current_thread() is not threading.main_thread():
+    yield
+    return
+
+  def stop(signum, frame):
+    raise Stopped(signal.Signals(signum).name)
+  previous = {s: signal.signal(s, stop) for s in (signal.SIGINT, signal.SIGTERM)}
+  try:
+    yield
+  finally:
+    for signum, handler in previous.items():
+      signal.signal(signum, handler)
 
 
 class _Stop(BaseException):
@@ -76,12 +109,17 @@ def _cmdline(pid: int) -> str:
     return ""
 
 
+def state(pid: int) -> str | None:
+  """The process's state letter (R, S, D, T stopped, t traced, Z), None once it is gone."""
+  try:
+    return pathlib.Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+  except (OSError, IndexError):
+    return None
+
+
 def alive(pid: int) -> bool:
   """Running (a zombie has finished: only its parent's wait is left)."""
-  try:
-    return pathlib.Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
-  except (OSError, IndexError):
-    return False
+  return state(pid) not in (None, "Z")
 
 
 def sdk_workers(root: int | None = None) -> list[int]:
@@ -125,13 +163,28 @@ class _HeldErrors(logging.Filter):
     return True
 
 
+_watching: "LocalWatch | None" = None  # the local run under way in this process
+
+
+def stall(reason: str) -> bool:
+  """From any thread: fails the local run being watched with WorkerStalled(reason), its worker
+  processes stopped. False where no run is watched (nothing is done)."""
+  watch = _watching
+  if watch is None or watch.signal_name or watch.stall_reason:
+    return False
+  watch.stall_reason = reason
+  os.kill(os.getpid(), signal.SIGUSR1)  # handled in the main thread by the watch
+  return True
+
+
 class LocalWatch:
   """Around a local p.run(): turns SIGINT/SIGTERM into a stop (workers stopped, then _Stop in
-  the main thread), collects the exit codes Beam's worker threads report, and holds Beam's
-  error output until the outcome is known."""
+  the main thread), and a stall (SIGUSR1 from `stall`) into a failure; collects the exit codes
+  Beam's worker threads report, and holds Beam's error output until the outcome is known."""
 
   def __init__(self):
     self.signal_name: str | None = None
+    self.stall_reason: str | None = None
     self.worker_exits: list[int] = []
     self.explained = False  # the outcome is a Cancelled or WorkerDied: Beam's echoes dropped
     self._previous: dict[int, object] = {}
@@ -141,9 +194,11 @@ class LocalWatch:
     self._handlers: list[logging.Handler] = []
 
   def __enter__(self) -> "LocalWatch":
+    global _watching
     if threading.current_thread() is threading.main_thread():
       self._previous = {s: signal.signal(s, self._on_signal)
-                        for s in (signal.SIGINT, signal.SIGTERM)}
+                        for s in (signal.SIGINT, signal.SIGTERM, signal.SIGUSR1)}
+      _watching = self
     self._previous_hook = threading.excepthook
     threading.excepthook = self._on_thread_error
     self._handlers = list(logging.getLogger().handlers)
@@ -152,6 +207,8 @@ class LocalWatch:
     return self
 
   def __exit__(self, *exc) -> None:
+    global _watching
+    _watching = None if _watching is self else _watching
     threading.excepthook = self._previous_hook
     for signum, handler in self._previous.items():
       signal.signal(signum, handler)
@@ -164,6 +221,11 @@ class LocalWatch:
         self._previous_hook(args)
 
   def _on_signal(self, signum, frame) -> None:
+    if signum == signal.SIGUSR1:
+      if not self.stall_reason or self.signal_name:
+        return  # not ours to act on, or already stopping
+      stop_workers(sdk_workers())
+      raise _Stop("stalled")
     if self.signal_name:
       return  # already stopping
     self.signal_name = signal.Signals(signum).name
@@ -180,10 +242,12 @@ class LocalWatch:
   def outcome(self, error: BaseException | None) -> BaseException | None:
     """What the launcher should see for a run that ended with `error` (None: it finished)."""
     result = self._outcome(error)
-    self.explained = isinstance(result, (Cancelled, WorkerDied))
+    self.explained = isinstance(result, (Cancelled, WorkerDied, WorkerStalled))
     return result
 
   def _outcome(self, error: BaseException | None) -> BaseException | None:
+    if self.stall_reason:
+      return WorkerStalled(self.stall_reason)
     if self.signal_name:
       return Cancelled(self.signal_name, "the run and its SDK worker processes were stopped")
     if error is None:

@@ -24,10 +24,11 @@ import time
 
 import torch
 
-from pipelines import cli_types, isolated, matrix, profiles, progress, run_record
+from pipelines import child, cli_types, matrix, profiles, progress
 from pipelines.cli_types import positive_int
 from pipelines.layout import Layout
 from pipelines.plan import Overrides
+from pipelines.record import build, facts
 from pipelines.sweep_results import median_or_none
 from pipelines.worker import image_classification, language_modeling
 from pipelines.worker.handler import cuda_usable
@@ -111,23 +112,25 @@ def measure_repeat(bench: matrix.Benchmark, items: int, layouts: list[Layout],
   runs = {}
   for layout in layouts:
     try:  # a fresh process, so its whole-process figure is what a user (or a worker) pays
-      record = isolated.run(Overrides(bench.name, items=items, layout=layout,
+      record = child.run(Overrides(bench.name, items=items, layout=layout,
                                       profile=profile.name, results_dir=results_dir,
                                       data_dir=data_dir, models_dir=models_dir))
-    except isolated.NotStarted as e:
+    except child.NotStarted as e:
       raise SystemExit(f"{bench.name} {layout}: {e}") from None
-    if record["status"] != "succeeded":
-      raise SystemExit(f"{bench.name}: pipeline run failed: {record['error']}")
-    beam = record["metrics"]["steady_throughput_per_s"]
+    except child.Interrupted as e:
+      raise SystemExit(e.exit_code) from None
+    if not record.succeeded:
+      raise SystemExit(f"{bench.name}: pipeline run failed: {record.error}")
+    beam = record.metrics["steady_throughput_per_s"]
     if beam is None:
       raise SystemExit(f"{bench.name} {layout}: too few batches per process for a steady state; "
                        "raise N")
     runs[str(layout)] = {"beam_items_per_s": beam, "efficiency": beam / plain,
-                         "worker_share_s": record["metrics"].get("worker_share_s"),
-                         "device_used": record["metadata"]["device_used"],
-                         "gpu_utilization_mean_pct": record["gpu"].get("utilization_mean_pct"),
-                         "length_aware_batching": record["metadata"]["length_aware_batching"],
-                         "run_id": record["run_id"]}
+                         "worker_share_s": record.metrics.get("worker_share_s"),
+                         "device_used": record.device_used,
+                         "gpu_utilization_mean_pct": record.gpu.get("utilization_mean_pct"),
+                         "sentence_batching": record.plan["sentence_batching"],
+                         "run_id": record.run_id}
   return {"plain_items_per_s": plain, "layouts": runs}
 
 
@@ -224,9 +227,9 @@ def main(argv: list[str] | None = None) -> int:
   for r in ratios:
     print(f"{r['benchmark']:<15} {r['chosen']} / {r['other']}: {r['median']:.2f} "
           f"({r['min']:.2f}-{r['max']:.2f})")
-  out = args.results_dir / f"perf-{run_record.utc_now().replace(':', '')}.json"
+  out = args.results_dir / f"perf-{build.utc_now().replace(':', '')}.json"
   out.parent.mkdir(parents=True, exist_ok=True)
-  out.write_text(json.dumps({"versions": run_record.versions(), "rows": rows,
+  out.write_text(json.dumps({"versions": facts.versions(), "rows": rows,
                                 "layout_ratios": ratios}, indent=2))
   print(f"figures: {out} (median of {args.repeats} pairs per benchmark)")
   return 0

@@ -28,12 +28,18 @@ import sys
 import tempfile
 import threading
 import time
-from typing import Callable, Optional, TextIO
+from typing import Any, Callable, Optional, TextIO
 
+from pipelines import interrupts
 from pipelines.worker.progress_reporter import ENV_VAR, TALLIES, reporter  # noqa: F401
 
 POLL_S = 0.5
 PLAIN_EVERY_S = 30.0
+# A local run whose workers report nothing for this long fails, naming them, rather than wait
+# forever (model loads and CPU compiles take minutes, never this long without a batch).
+STALL_VAR, DEFAULT_STALL_S = "BENCH_STALL_S", 600.0
+STOPPED_S = 10.0  # an SDK worker process stopped (SIGSTOP, a debugger) this long is stalled
+STALL_CHECK_S = 2.0
 
 
 def read_tallies(folder: str | os.PathLike) -> dict[str, dict[str, int]]:
@@ -53,6 +59,8 @@ def read_tallies(folder: str | os.PathLike) -> dict[str, dict[str, int]]:
       continue  # replaced between listing and reading: the next poll gets it
     tally = value if isinstance(value, dict) else {"items": value}
     tallies[entry.name] = {name: int(tally.get(name) or 0) for name in TALLIES}
+    if isinstance(tally.get("loaded"), dict):
+      tallies[entry.name]["loaded"] = tally["loaded"]
   return tallies
 
 
@@ -61,9 +69,17 @@ def read_counts(folder: str | os.PathLike) -> dict[str, int]:
   return {name: tally["items"] for name, tally in read_tallies(folder).items()}
 
 
-def sum_tallies(folder: str | os.PathLike) -> dict[str, int]:
+def sum_tallies(folder: str | os.PathLike) -> dict[str, Any]:
+  """The processes' tallies summed, and what they loaded (one value, or `mixed:a,b`)."""
   tallies = read_tallies(folder).values()
-  return {name: sum(t[name] for t in tallies) for name in TALLIES}
+  out: dict[str, Any] = {name: sum(t[name] for t in tallies) for name in TALLIES}
+  said: dict[str, set[str]] = {}
+  for tally in tallies:
+    for fact, value in (tally.get("loaded") or {}).items():
+      said.setdefault(fact, set()).add(str(value))
+  out["loaded"] = {fact: values.pop() if len(values) == 1 else "mixed:" + ",".join(
+      sorted(values)) for fact, values in said.items()}
+  return out
 
 
 class ProgressDisplay:
@@ -73,7 +89,7 @@ class ProgressDisplay:
   def __init__(self, total: int, description: str = "", unit: str = "item", *,
                stream: TextIO | None = None, interactive: bool | None = None,
                folder: str | os.PathLike | None = None, poll_s: float = POLL_S,
-               plain_every_s: float = PLAIN_EVERY_S):
+               plain_every_s: float = PLAIN_EVERY_S, stall_s: float | None = None):
     self.total = total
     self.description = description
     self.unit = unit
@@ -84,13 +100,15 @@ class ProgressDisplay:
     self.poll_s = poll_s
     self.plain_every_s = plain_every_s
     self.done = 0
-    self.totals: dict[str, int] | None = None  # the workers' final tallies, once stopped
+    self._progress = 0  # items, batches and dead letters: any change is progress
+    self.totals: dict[str, Any] | None = None  # the workers' final tallies, once stopped
     self._bar = None
     self._stop = threading.Event()
     self._thread: Optional[threading.Thread] = None
     self._previous_env: Optional[str] = None
     self._started = 0.0
     self._last_plain = 0.0
+    self._stalls = StallWatch(stall_s) if stall_s else None
 
   def start(self) -> "ProgressDisplay":
     if self._thread is not None:
@@ -117,9 +135,14 @@ class ProgressDisplay:
       if not self.interactive and time.monotonic() - self._last_plain >= self.plain_every_s:
         self._last_plain = time.monotonic()
         print(self.plain_line(), file=self.stream, flush=True)
+      if self._stalls and (reason := self._stalls.check(self._progress)):
+        interrupts.stall(reason)  # the run fails with this reason, its workers stopped
+        self._stalls = None
 
   def _refresh(self) -> None:
-    done = sum(read_counts(self.folder).values())
+    tallies = read_tallies(self.folder).values()
+    self._progress = sum(t["items"] + t["batches"] + t["dead_lettered"] for t in tallies)
+    done = sum(t["items"] for t in tallies)
     if self._bar is not None and done != self._bar.n:
       self._bar.update(done - self._bar.n)
     self.done = done
@@ -127,7 +150,7 @@ class ProgressDisplay:
   def plain_line(self) -> str:
     elapsed = time.monotonic() - self._started
     rate = self.done / elapsed if elapsed > 0 else 0.0
-    left = (f", ETA {_duration((self.total - self.done) / rate)}"
+    left = (f", ETA {duration((self.total - self.done) / rate)}"
             if rate > 0 and self.total > self.done else "")
     pct = f" ({100 * self.done / self.total:.0f}%)" if self.total else ""
     return (f"{self.description + ': ' if self.description else ''}{self.done}/{self.total} "
@@ -170,9 +193,59 @@ class _NoDisplay:
 
 
 def for_launch(local: bool, total: int, description: str) -> ProgressDisplay | _NoDisplay:
-  """What the launcher wraps around a run: the live display for local runs, nothing on
-  Dataflow (see JobStatus)."""
-  return ProgressDisplay(total, description) if local and total else _NoDisplay()
+  """What the launcher wraps around a run: the live display for local runs, watching for a
+  stall, nothing on Dataflow (see JobStatus)."""
+  if not (local and total):
+    return _NoDisplay()
+  return ProgressDisplay(total, description, stall_s=stall_s())
+
+
+def stall_s(env=os.environ) -> float:
+  """BENCH_STALL_S, seconds without progress before a local run fails (default 600)."""
+  text = env.get(STALL_VAR, "").strip()
+  try:
+    value = float(text) if text else DEFAULT_STALL_S
+  except ValueError:
+    value = -1.0
+  if not 1 <= value < float("inf"):
+    print(f"warning: {STALL_VAR}={text!r} is not a number of seconds from 1: using "
+          f"{DEFAULT_STALL_S:.0f}", file=sys.stderr)
+    return DEFAULT_STALL_S
+  return value
+
+
+class StallWatch:
+  """Says why a local run is stalled, or None: an SDK worker process stopped (state T) for
+  STOPPED_S, or no progress from any for `stall_s`."""
+
+  def __init__(self, stall_s: float, clock: Callable[[], float] = time.monotonic):
+    self.stall_s = stall_s
+    self.clock = clock
+    self._last_progress: tuple[int, float] | None = None
+    self._stopped_since: dict[int, float] = {}
+    self._checked = 0.0
+
+  def check(self, progress: int) -> str | None:
+    now = self.clock()
+    if self._last_progress is None or self._last_progress[0] != progress:
+      self._last_progress = (progress, now)
+    if now - self._checked < STALL_CHECK_S:
+      return None
+    self._checked = now
+    workers = {pid: interrupts.state(pid) for pid in interrupts.sdk_workers()}
+    for pid, state in workers.items():
+      if state in ("T", "t"):
+        since = self._stopped_since.setdefault(pid, now)
+        if now - since >= STOPPED_S:
+          return (f"SDK worker process {pid} is stopped (state {state}): no progress for "
+                  f"{now - self._last_progress[1]:.0f} s")
+      else:
+        self._stopped_since.pop(pid, None)
+    if now - self._last_progress[1] >= self.stall_s:
+      named = ", ".join(f"{pid} (state {state})" for pid, state in sorted(workers.items()))
+      return (f"no SDK worker process made progress for {self.stall_s:.0f} s ({STALL_VAR})"
+              + (f": processes {named}" if named else ""))
+    return None
 
 
 def step(index: int, count: int, name: str) -> str:
@@ -180,47 +253,7 @@ def step(index: int, count: int, name: str) -> str:
   return f"[{index}/{count}] {name}"
 
 
-# --- Dataflow --------------------------------------------------------------------------------
-
-class JobStatus:
-  """While a Dataflow job runs (dataflow.watch feeds it every poll): the console URL first,
-  then a line with the job's state and elapsed time at every change of state and at least
-  every `interval_s`, and the final state with the URL again."""
-
-  def __init__(self, console_url: str, *, interval_s: float = 30.0,
-               stream: TextIO | None = None, clock: Callable[[], float] = time.monotonic):
-    self.console_url = console_url
-    self.interval_s = interval_s
-    self.stream = stream or sys.stderr
-    self.clock = clock
-    self.started = clock()
-    self._shown: tuple[str, float] | None = None  # (what, when) of the last line
-    self._print(f"Dataflow job: {console_url}")
-
-  def update(self, state: object, note: str = "") -> None:
-    """A poll's answer: a state (Beam's PipelineState or 'JOB_STATE_RUNNING'), with a note
-    such as why the status was unavailable."""
-    shown = _state_name(state) + (f" ({note})" if note else "")
-    now = self.clock()
-    if self._shown and self._shown[0] == shown and now - self._shown[1] < self.interval_s:
-      return
-    self._shown = (shown, now)
-    self._print(f"Dataflow job {shown}, {_duration(now - self.started)} elapsed")
-
-  def finish(self, state: object) -> None:
-    self._print(f"Dataflow job {_state_name(state)} after "
-                f"{_duration(self.clock() - self.started)}: {self.console_url}")
-
-  def _print(self, line: str) -> None:
-    print(line, file=self.stream, flush=True)
-
-
-def _state_name(state: object) -> str:
-  name = str(getattr(state, "name", state) or "UNKNOWN")
-  return name.removeprefix("PipelineState.").removeprefix("JOB_STATE_")
-
-
-def _duration(seconds: float) -> str:
+def duration(seconds: float) -> str:
   seconds = int(round(seconds))
   hours, rest = divmod(seconds, 3600)
   minutes, secs = divmod(rest, 60)

@@ -1,15 +1,16 @@
 """Where a benchmark runs: one small object per runner behind one interface. A runner takes
 a resolved RunPlan (plan.py) and never changes it; what it learns while running (the local run
-folder, the Dataflow job's id and figures) lives in its Launch.
+folder, the Dataflow job's id and figures, the container's memory) lives in its Launch, and
+its `facts` reach the record's metadata.
 
   prepare(plan) -> Launch                the run's folder and private input copy (local), Beam
-                                         flags, pipeline values, the engine, runner metadata
+                                         flags, pipeline values, the engine
   execute(pipeline, launch) -> raw metrics runs the job and waits for it (Ctrl-C/SIGTERM stop it:
                                          interrupts.Cancelled or dataflow.JobCancelled)
   discard(launch)                        removes what prepare created (a run that never ran, or
                                          an interrupted one)
 
-The launcher (run.py) composes them: prepare, build the pipeline, execute, record, publish.
+launch.py composes them into one call: plan in, outcome out.
 """
 from __future__ import annotations
 
@@ -34,7 +35,7 @@ class Launch:
   """A runner's working state for one run (the plan itself stays frozen)."""
   values: dict[str, str]  # pipeline options: input, output, model paths
   beam_args: list[str]
-  metadata: dict[str, Any]  # what the record's metadata gets from the runner
+  facts: dict[str, Any]  # what the runner learns (engine, job id, container memory): metadata
   engine: Any = None  # a Beam runner object, or None to let Beam pick from --runner
   run_dir: pathlib.Path | None = None  # local runs: created by prepare, removed by discard
   cloud: dict[str, str] = dataclasses.field(default_factory=dict)  # Dataflow settings
@@ -56,9 +57,9 @@ class LocalRun:
     input_path.write_bytes(b"\n".join(plan.input_lines) + b"\n")
     values = {"input": str(input_path.resolve()), "output": str((run_dir / "output").resolve()),
               **dict(plan.model_files)}
-    metadata = {"engine": "FnApiRunner", "items_requested": plan.items, "machine_type": "local",
-                "num_workers": 1, "accelerator": None}
-    return Launch(values=values, beam_args=plan.layout.local_beam_args(), metadata=metadata,
+    # the copy the workers read (the plan's input is the list as given)
+    return Launch(values=values, beam_args=plan.layout.local_beam_args(),
+                  facts={"engine": "FnApiRunner", "input_copy": values["input"]},
                   engine=local_engine(), run_dir=run_dir)
 
   def execute(self, p: beam.Pipeline, launch: Launch) -> dict[str, Any]:
@@ -108,42 +109,39 @@ class InImageRun(LocalRun):
     launch.container = worker_container.WorkerContainer(
         plan.image, f"bench-{plan.run_id}", limits, port, mounts, env={},
         gpu=plan.bench.device == "GPU")
-    launch.metadata.update({
-        "engine": "FnApiRunner (EXTERNAL: the image's worker pool)", "in_image": True,
-        "image": plan.image, "image_versions": dict(plan.image_versions),
-        "machine_type": machine.name, "container": limits.as_dict()})
+    launch.facts["engine"] = "FnApiRunner (EXTERNAL: the image's worker pool)"
     return launch
 
   def execute(self, p: beam.Pipeline, launch: Launch) -> dict[str, Any]:
     """Starts the image's worker pool under the machine type's limits, runs the pipeline on it,
     reads the container's peak memory, and removes the container whatever happened. An SDK
     process ended by the OOM killer fails the run with worker_container.OutOfMemory."""
-    box = launch.container
+    container = launch.container
     progress = os.environ.get(PROGRESS_DIR_VAR)
     if progress:  # the workers' tallies for the live display and an interrupted run's record
-      box.mounts.append((pathlib.Path(progress).resolve(), "rw"))
-      box.env[PROGRESS_DIR_VAR] = str(pathlib.Path(progress).resolve())
+      container.mounts.append((pathlib.Path(progress).resolve(), "rw"))
+      container.env[PROGRESS_DIR_VAR] = str(pathlib.Path(progress).resolve())
     lines = worker_container.WorkerLogLines()
     handlers = logging.getLogger().handlers
     for handler in handlers:
       handler.addFilter(lines)
     try:
-      box.start()
+      container.start()
       try:
         raw = self._run_watched(p)
       except Exception as e:
-        memory = box.memory()
-        launch.metadata["container"].update(memory)
+        memory = launch.facts["container_memory"] = container.memory()
         if memory.get("oom_kills"):
           raise worker_container.OutOfMemory(
-              f"the OOM killer ended an SDK worker process in the {box.limits.machine_type} "
-              f"container ({box.limits.memory_mib} MiB, peak {memory.get('peak_memory_mib')} "
-              f"MiB): the layout's model copies do not fit; use fewer processes") from None
+              f"the OOM killer ended an SDK worker process in the "
+              f"{container.limits.machine_type} container ({container.limits.memory_mib} MiB, "
+              f"peak {memory.get('peak_memory_mib')} MiB): the layout's model copies do not "
+              "fit; use fewer processes") from None
         raise e
-      launch.metadata["container"].update(box.memory())
+      launch.facts["container_memory"] = container.memory()
       return raw
     finally:
-      box.stop()
+      container.stop()
       for handler in handlers:
         handler.removeFilter(lines)
 
@@ -162,14 +160,9 @@ class DataflowRun:
                                      plan.profile.harness_threads)
     if plan.dry_run:
       beam_args.append("--dry_run=True")
-    metadata = {"engine": "Dataflow", "items_requested": plan.items, "job_name": job_name,
-                "machine_type": bench.dataflow.machine_type,
-                "num_workers": bench.dataflow.num_workers,
-                "accelerator": bench.dataflow.accelerator,
-                "accelerator_count": bench.dataflow.accelerator_count,
-                "disk_size_gb": bench.dataflow.disk_size_gb, "region": cloud["REGION"],
-                "image": plan.image, "image_digest": dataflow.image_digest(bench, cloud)}
-    return Launch(values=values, beam_args=beam_args, metadata=metadata, cloud=cloud,
+    facts = {"engine": "Dataflow", "job_name": job_name,
+             "image_digest": dataflow.image_digest(bench, cloud)}
+    return Launch(values=values, beam_args=beam_args, facts=facts, cloud=cloud,
                   stream_input=plan.input if plan.streaming else None)
 
   def execute(self, p: beam.Pipeline, launch: Launch) -> dict[str, Any]:
@@ -182,9 +175,9 @@ class DataflowRun:
       timeout_s = feed.stream_timeout_s()  # a bad value stops the run before anything is sent
       lines = feed.read_lines(launch.stream_input, p.options)
       fed = feed.feed(launch.cloud["PUBSUB_SUBSCRIPTION"], lines)
-      launch.metadata["items_requested"] = fed["published"]
-    result = dataflow.submit(p, launch.cloud, launch.metadata["job_name"])
-    launch.metadata.update(dataflow.launched_metadata(result, launch.cloud))
+      launch.facts["items_published"] = fed["published"]
+    result = dataflow.submit(p, launch.cloud, launch.facts["job_name"])
+    launch.facts.update(dataflow.launched_metadata(result, launch.cloud))
     if fed:
       drain_when = feed.DrainWhenDone(fed["published"], timeout_s)
     job = dataflow.watch(result, launch.cloud, drain_when)

@@ -5,7 +5,7 @@ for BERT, padded or length-aware batching; x CPU optimizations, each with its ag
 against none), run locally.
 
 Each point's plan is resolved (and checked) before the first point runs; each point then runs in
-its own process (isolated.py), so points do not share a warmed-up process. Each point is
+its own process (child.py), so points do not share a warmed-up process. Each point is
 measured in steady state, from the workers' own batch timestamps (see
 pipelines/worker/process_stats.py): per SDK process, the items of its batches
 after the first over the time from its first batch's end to its last batch's end, summed over
@@ -23,11 +23,12 @@ import json
 import pathlib
 import sys
 import time
-from typing import Any
 
-from pipelines import cli_types, isolated, matrix, plan, results_store, run, run_record
+from pipelines import child, cli_types, matrix, plan, run
 from pipelines.cli_types import positive_int
 from pipelines.layout import Layout, LayoutError
+from pipelines.record import build, facts, store
+from pipelines.record.schema import Record
 from pipelines.sweep_results import cell, summarize, table
 from pipelines.worker import optimizations
 
@@ -47,12 +48,12 @@ def _list(parse):
   return parse_list
 
 
-def run_point(o: plan.Overrides) -> dict[str, Any]:
-  """One point, in a fresh process (isolated.py); its record (status failed with the error if it
+def run_point(o: plan.Overrides) -> Record:
+  """One point, in a fresh process (child.py); its record (status failed with the error if it
   failed)."""
   try:
-    return isolated.run(o)
-  except isolated.NotStarted as e:
+    return child.run(o)
+  except child.NotStarted as e:
     raise SystemExit(f"sweep point {o.layout} {o.batching or ''} batch {o.batch_size} did not "
                      f"start:\n{e}") from None
 
@@ -76,7 +77,7 @@ def main(argv: list[str] | None = None) -> int:
                       help="items per point (default: the benchmark's local items); `share`: "
                            "one Dataflow worker's share of the dataset")
   parser.add_argument("--repeats", type=positive_int, default=1)
-  parser.add_argument("--results-dir", type=pathlib.Path, default=results_store.DEFAULT_DIR)
+  parser.add_argument("--results-dir", type=pathlib.Path, default=store.DEFAULT_DIR)
   parser.add_argument("--data-dir", type=pathlib.Path, default=pathlib.Path("data"))
   parser.add_argument("--models-dir", type=pathlib.Path, default=pathlib.Path("models"))
   args = parser.parse_args(argv)
@@ -96,14 +97,13 @@ def main(argv: list[str] | None = None) -> int:
     return 2
   items = bench.items_for(args.items)
   point_results = args.results_dir / "sweeps" / "runs"
-  if "length" in bench.task_spec.batchings:
-    known = bench.task_spec.batchings
-    batchings = args.batchings or list(known)
-    unknown = set(batchings) - set(known)
-    if unknown:
-      parser.error(f"unknown batching {', '.join(sorted(unknown))}: use {','.join(known)}")
-  else:
-    batchings = [None]  # images: every batch is the same size, nothing to pad
+  known = bench.task_spec.batchings
+  unknown = set(args.batchings or ()) - set(known)
+  if unknown:
+    parser.error(f"{bench.name} batches its items {' or '.join(known)}, not "
+                 f"{', '.join(sorted(unknown))}")
+  # images: every batch is the same size, nothing to pad
+  batchings = args.batchings or (list(known) if len(known) > 1 else [None])
   unknown = set(args.optimizations or ()) - set(optimizations.NAMES)
   if unknown:
     parser.error(f"unknown optimization {', '.join(sorted(unknown))}: use "
@@ -126,29 +126,51 @@ def main(argv: list[str] | None = None) -> int:
            "default_layout": str(bench.layout), "default_batch_size": bench.local_batch_size,
            "default_batching": bench.batching if "length" in bench.task_spec.batchings else None,
            "optimizations": args.optimizations, "in_image": args.in_image,
-           "started": run_record.utc_now(), "versions": run_record.versions(),
-           **run_record.git_state(), "points": []}
-  start = time.monotonic()
-  total = len(grid) * args.repeats
-  for i, o in enumerate(grid):
-    records = []
-    for r in range(args.repeats):
-      step = i * args.repeats + r + 1
-      eta = (time.monotonic() - start) / (step - 1) * (total - step + 1) if step > 1 else None
-      print(f"[{step}/{total}] {bench.name} layout {o.layout} {o.batching or ''} batch "
-            f"{o.batch_size} {o.optimization or ''}"
-            + (f" (about {eta / 60:.0f} min left)" if eta else ""), flush=True)
-      records.append(run_point(o))
-    point = {"layout": str(o.layout), "batching": o.batching, "batch_size": o.batch_size,
-             "optimization": o.optimization, **summarize(records)}
-    sweep["points"].append(point)
-    print(f"    {cell(point)} items/s (p99 batch ms)", flush=True)
+           "started": build.utc_now(), "versions": facts.versions(),
+           **facts.git_state(), "points": []}
+  interrupted = run_grid(grid, args.repeats, bench.name, sweep)
   out = args.results_dir / "sweeps" / f"{bench.name}-{sweep['started'].replace(':', '')}.json"
   out.parent.mkdir(parents=True, exist_ok=True)
   out.write_text(json.dumps(sweep, indent=2) + "\n")
   print("\n" + table(sweep))
   print(f"sweep: {out}")
+  if interrupted:
+    print(f"sweep {bench.name}: interrupted by {interrupted.signal_name}; the points that "
+          "finished are kept above", file=sys.stderr)
+    return interrupted.exit_code
   return 0 if all(p["status"] == "succeeded" for p in sweep["points"]) else 1
+
+
+def run_grid(grid: list[plan.Overrides], repeats: int, name: str,
+             sweep: dict) -> child.Interrupted | None:
+  """Runs every point `repeats` times into sweep["points"]; stops at Ctrl-C or SIGTERM, keeping
+  the points that finished (and the interrupted one, as cancelled, when it recorded itself)."""
+  start = time.monotonic()
+  total = len(grid) * repeats
+  for i, o in enumerate(grid):
+    records = []
+    for r in range(repeats):
+      step = i * repeats + r + 1
+      eta = (time.monotonic() - start) / (step - 1) * (total - step + 1) if step > 1 else None
+      print(f"[{step}/{total}] {name} layout {o.layout} {o.batching or ''} batch "
+            f"{o.batch_size} {o.optimization or ''}"
+            + (f" (about {eta / 60:.0f} min left)" if eta else ""), flush=True)
+      try:
+        records.append(run_point(o))
+      except child.Interrupted as e:
+        if e.record is not None:
+          records.append(e.record)
+        if records:
+          sweep["points"].append(_point(o, records))
+        return e
+    sweep["points"].append(_point(o, records))
+    print(f"    {cell(sweep['points'][-1])} items/s (p99 batch ms)", flush=True)
+  return None
+
+
+def _point(o: plan.Overrides, records: list[Record]) -> dict:
+  return {"layout": str(o.layout), "batching": o.batching, "batch_size": o.batch_size,
+          "optimization": o.optimization, **summarize(records)}
 
 
 if __name__ == "__main__":

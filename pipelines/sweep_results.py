@@ -3,6 +3,7 @@ point's figures, the table printed and the report's plot lines. Read by the swee
 report alike."""
 from __future__ import annotations
 
+import math
 import statistics
 from typing import Any
 
@@ -17,33 +18,34 @@ def summarize(records: list[dict[str, Any]]) -> dict[str, Any]:
   """A point's figures: medians over its repeats."""
   def median(get):
     return median_or_none([get(r) for r in records])
-  last = records[-1]["metadata"]
+  last = records[-1].metadata
   return {
-      "steady_items_per_s": median(lambda r: r["metrics"]["steady_throughput_per_s"]),
-      "p99_batch_ms": median(lambda r: r["metrics"]["batch_latency_p99_ms"]),
+      "steady_items_per_s": median(lambda r: r.metrics["steady_throughput_per_s"]),
+      "p99_batch_ms": median(lambda r: r.metrics["batch_latency_p99_ms"]),
       # the whole process for the point's items: launcher start to last batch (process_stats)
-      "worker_share_s": median(lambda r: r["metrics"].get("worker_share_s")),
-      "mean_batch_ms": median(lambda r: (r["metrics"]["mean_inference_batch_latency_micro_secs"]
+      "worker_share_s": median(lambda r: r.metrics.get("worker_share_s")),
+      "mean_batch_ms": median(lambda r: (r.metrics["mean_inference_batch_latency_micro_secs"]
                                          or 0) / 1000 or None),
       "peak_rss_mib_per_process": max((p.get("peak_rss_mib") or 0 for r in records
-                                       for p in r["metadata"]["worker_processes"]), default=None),
+                                       for p in r.metadata["worker_processes"]), default=None),
       "processes_loaded_model": last["processes_loaded_model"],
       "threads_seen": sorted({p.get("intra_op_threads") for r in records
-                              for p in r["metadata"]["worker_processes"]} - {None}),
+                              for p in r.metadata["worker_processes"]} - {None}),
       # the optimization's agreement with none (pipelines/agreement.py); None for none
-      "agreement": median(lambda r: r["metrics"].get("agreement")),
-      "max_logit_diff": max((r["metrics"].get("max_logit_diff") or 0 for r in records),
+      "agreement": median(lambda r: r.metrics.get("agreement")),
+      "max_logit_diff": max((r.metrics.get("max_logit_diff") or 0 for r in records),
                             default=None),
       "agreement_passed": _passed(records),
-      "optimize_s": median(lambda r: r["metrics"].get("optimize_s")),
-      "status": "succeeded" if all(r["status"] == "succeeded" for r in records) else "failed",
-      "run_ids": [r["run_id"] for r in records],
+      "optimize_s": median(lambda r: r.metrics.get("optimize_s")),
+      "status": ("succeeded" if all(r.succeeded for r in records) else
+                 "cancelled" if any(r.status == "cancelled" for r in records) else "failed"),
+      "run_ids": [r.run_id for r in records],
   }
 
 
 def _passed(records: list[dict[str, Any]]) -> bool | None:
   """Every repeat's agreement check passed (False if one failed; None: none could judge)."""
-  verdicts = [(r["metadata"].get("agreement_check") or {}).get("passed") for r in records]
+  verdicts = [(r.metadata.get("agreement_check") or {}).get("passed") for r in records]
   if False in verdicts:
     return False
   return True if verdicts and all(verdicts) else None
@@ -87,7 +89,7 @@ def lines_of(sweep: dict[str, Any]) -> list[str]:
 
 def cell(point: dict[str, Any]) -> str:
   if point["status"] != "succeeded":
-    return "failed"
+    return point["status"]
   share = point.get("worker_share_s")
   whole = "-" if share is None else f"{share:.1f} s"
   if point["steady_items_per_s"] is None:  # one batch per process: the whole time still counts
@@ -104,3 +106,36 @@ def share_note(sweep: dict[str, Any]) -> str:
   share = sweep.get("worker_share")
   return (f" (one Dataflow worker's share: {share['dataset_items']} / {share['num_workers']} "
           "workers)" if share else "")
+
+
+def problem(sweep: Any) -> str | None:
+  """Why a sweep file (hand-edited, or from elsewhere) cannot be shown, or None: what the
+  table and the report's plot read, of the types they need."""
+  def whole(v):
+    return isinstance(v, int) and not isinstance(v, bool) and v >= 1
+
+  def figure(v):
+    return v is None or (isinstance(v, (int, float)) and not isinstance(v, bool)
+                         and math.isfinite(v) and v >= 0)
+  if not isinstance(sweep, dict) or not isinstance(sweep.get("benchmark"), str):
+    return "not a sweep (no benchmark)"
+  if not isinstance(sweep.get("points"), list) or not all(
+      isinstance(p, dict) for p in sweep["points"]):
+    return "points is not a list of objects"
+  if not isinstance(sweep.get("batch_sizes"), list) or not all(
+      whole(b) for b in sweep["batch_sizes"]):
+    return "batch_sizes is not a list of whole numbers"
+  if not isinstance(sweep.get("default_layout"), str):
+    return "default_layout is not a text"
+  for i, p in enumerate(sweep["points"]):
+    if not isinstance(p.get("layout"), str) or not whole(p.get("batch_size")):
+      return f"points[{i}]: layout or batch_size of the wrong type"
+    if not all(isinstance(p.get(k), (str, type(None))) for k in ("batching", "optimization")):
+      return f"points[{i}]: batching or optimization is not a text"
+    if p.get("status") not in ("succeeded", "failed", "cancelled"):
+      return f"points[{i}]: status {p.get('status')!r} is not a run status"
+    bad = [k for k in ("steady_items_per_s", "p99_batch_ms", "worker_share_s",
+                       "peak_rss_mib_per_process", "agreement") if not figure(p.get(k))]
+    if bad:
+      return f"points[{i}]: {', '.join(bad)} not a finite number"
+  return None

@@ -13,7 +13,8 @@ import apache_beam as beam
 import pytest
 from apache_beam.options.pipeline_options import PipelineOptions
 
-from pipelines import data, run_record
+from pipelines import data
+from pipelines.record import build
 from pipelines.runners import local_engine
 from pipelines.worker import beam_metrics, models, pipeline, tokenizer_files
 from pipelines.worker.options import BenchmarkOptions
@@ -47,9 +48,10 @@ def data_dir(tmp_path_factory, models_dir) -> pathlib.Path:
 
 def run_pipeline(tmp_path: pathlib.Path, lines: list[str], *, task: str, architecture: str,
                  models_dir: pathlib.Path, batch_size: int, device: str = "CPU",
-                 beam_args: tuple[str, ...] = (), **telemetry) -> dict:
+                 beam_args: tuple[str, ...] = (), telemetry_reader=None) -> dict:
   """Runs the real pipeline on the FnApiRunner; returns outputs, dead letters and the record.
-  `beam_args` are Beam flags, e.g. --direct_num_workers=2 --direct_running_mode=multi_processing."""
+  `beam_args` are Beam and kit flags, e.g. --direct_num_workers=2
+  --direct_running_mode=multi_processing, --gpu_sample_s=0.01."""
   tmp_path.mkdir(parents=True, exist_ok=True)
   input_path = tmp_path / "input.txt"
   input_path.write_text("\n".join(lines) + "\n")
@@ -62,12 +64,12 @@ def run_pipeline(tmp_path: pathlib.Path, lines: list[str], *, task: str, archite
       vocab_path=str(models_dir / tokenizer_files.VOCAB_FILE),
       min_batch_size=batch_size, max_batch_size=batch_size)
   p = beam.Pipeline(runner=local_engine(), options=opts)
-  pipeline.build(p, opts.view_as(BenchmarkOptions), **telemetry)
+  pipeline.build(p, opts.view_as(BenchmarkOptions), telemetry_reader=telemetry_reader)
   result = p.run()
   result.wait_until_finish()
   raw = beam_metrics.query(result)
-  record = run_record.build(run_id="test", benchmark="test", started=run_record.utc_now(),
-                            wall_time_s=1.0, raw_metrics=raw, metadata={})
+  record = build.build({"run_id": "test", "benchmark": "test", "runner": "DirectRunner"},
+                       build.Outcome(started=build.utc_now(), wall_time_s=1.0, raw=raw))
   read = lambda pattern: [line for f in sorted(output.glob(pattern))  # noqa: E731
                           for line in f.read_text().splitlines()]
   return {"predictions": read("predictions*"), "dead_letters": read("dead_letter*"),

@@ -3,17 +3,28 @@ from __future__ import annotations
 
 import datetime
 
-from pipelines import results_store, run_record
+from pipelines.record import build, store
+from pipelines.record.schema import Record
 from pipelines.worker import latency_histogram
+
+
+def plan_record(*, benchmark="resnet101", runner="DirectRunner", machine_type="local",
+                profile=None, inference_step=None, **extra) -> dict:
+  """A plan as RunPlan.as_record writes it, with the keys readers use; profile /
+  inference_step left out when None, as in plans from before they existed (readers then
+  assume 'tuned' and 'RunInference')."""
+  return {"run_id": build.new_run_id(), "benchmark": benchmark, "runner": runner,
+          "machine_type": machine_type, "accelerator": None, "workers": 1, "overrides": {},
+          **({"profile": profile} if profile else {}),
+          **({"inference_step": inference_step} if inference_step else {}), **extra}
 
 
 def synthetic_record(*, benchmark="resnet101", latency_us=52_000.0, load_ms=1500.0,
                      batches=4, batch_size=16, wall_time_s=None, started=None,
                      runner="DirectRunner", machine_type="local", device="cpu",
                      weights="random", profile=None, inference_step=None,
-                     extra_metadata=None, latencies_us=None) -> dict:
-  """profile / inference_step: the record's metadata fields (left out when None, as in records
-  written before they existed: publishers then assume 'tuned' and 'RunInference').
+                     plan_extra=None, latencies_us=None) -> Record:
+  """plan_extra: more of the plan (layout, optimization, overrides, dataflow shape...).
   latencies_us: each batch's latency (default: `batches` of them within +-10% of latency_us)."""
   if latencies_us is not None:
     batches = len(latencies_us)
@@ -36,25 +47,22 @@ def synthetic_record(*, benchmark="resnet101", latency_us=52_000.0, load_ms=1500
           {"sum": load_ms, "count": 1, "min": load_ms, "max": load_ms}}}
   if wall_time_s is None:  # consistent with the latencies: load + inference + 50 ms overhead
     wall_time_s = load_ms / 1000 + sum(latencies) / 1e6 + 0.05
-  metadata = {"runner": runner, "machine_type": machine_type, "accelerator": None,
-              **({"profile": profile} if profile else {}),
-              **({"inference_step": inference_step} if inference_step else {}),
-              **(extra_metadata or {})}
-  return run_record.build(run_id=run_record.new_run_id(), benchmark=benchmark,
-                          started=started or run_record.utc_now(), wall_time_s=wall_time_s,
-                          raw_metrics=raw, metadata=metadata)
+  plan = plan_record(benchmark=benchmark, runner=runner, machine_type=machine_type,
+                     profile=profile, inference_step=inference_step, **(plan_extra or {}))
+  return build.build(plan, build.Outcome(started=started or build.utc_now(),
+                                         wall_time_s=wall_time_s, raw=raw))
 
 
-def make_record(results, latency_us=52_000.0, **kwargs) -> dict:
+def make_record(results, latency_us=52_000.0, **kwargs) -> Record:
   """A saved record of a 64-image resnet101 run."""
   record = synthetic_record(latency_us=latency_us, **kwargs)
-  results_store.save(record, results)
+  store.save(record, results)
   return record
 
 
 def history(results, latencies_us, *, start=datetime.datetime(2026, 11, 1, 2, 0,
                                                               tzinfo=datetime.timezone.utc),
-            **kwargs) -> list[dict]:
+            **kwargs) -> list[Record]:
   """One nightly run per value, saved in order."""
   out = []
   for day, latency in enumerate(latencies_us):

@@ -166,7 +166,7 @@ def images_and_a_missing_one(data_dir, count: int, name: str):
 
 
 def predictions(results, record) -> dict[str, dict]:
-  out = results / "runs" / record["run_id"] / "output"
+  out = results / "runs" / record.run_id / "output"
   return {row["input"]: row for f in sorted(out.glob("predictions*"))
           for row in map(json.loads, f.read_text().splitlines())}
 
@@ -176,17 +176,17 @@ def test_sentiment_end_to_end_and_the_same_with_beams_batching(kit, data_dir):  
   listing = data_dir.parent / "sentiment-input.txt"
   listing.write_text("\n".join(lines) + "\n")
   code, tuned = kit("small-sentiment", "--input", str(listing))
-  assert code == 0, tuned and tuned["error"]
+  assert code == 0, tuned and tuned.error
   assert_accounted(tuned, inputs=6, dead=1)
   assert [d["reason"] for d in dead_letters(kit.results, tuned)] == ["empty line: no sentence"]
-  meta = tuned["metadata"]
-  assert (meta["source"], meta["length_aware_batching"], tuned["plan"]["sentence_batching"]) == (
+  meta = tuned.metadata
+  assert (meta["source"], meta["length_aware_batching"], tuned.plan["sentence_batching"]) == (
       "bounded", True, "length")
   assert meta["dataflow_workers"] == "2..10"
   code, beam = kit("small-sentiment", "--input", str(listing), "--profile", "beam")
-  assert code == 0, beam and beam["error"]
-  assert beam["plan"]["sentence_batching"] == "max_length"
-  assert beam["metrics"]["padding_fraction"] > tuned["metrics"]["padding_fraction"]
+  assert code == 0, beam and beam.error
+  assert beam.plan["sentence_batching"] == "max_length"
+  assert beam.metrics["padding_fraction"] > tuned.metrics["padding_fraction"]
   ours, beams = predictions(kit.results, tuned), predictions(kit.results, beam)
   assert sorted(ours) == sorted(line.strip() for line in lines[:5])
   for sentence, row in ours.items():
@@ -194,7 +194,7 @@ def test_sentiment_end_to_end_and_the_same_with_beams_batching(kit, data_dir):  
     assert row["sentiment"] == beams[sentence]["sentiment"]
     assert row["confidence"] == pytest.approx(beams[sentence]["confidence"], abs=1e-4)
   # DataflowCostBenchmark's figures, priced as one worker of the benchmark's machine type
-  metrics = tuned["metrics"]
+  metrics = tuned.metrics
   assert metrics["job_runtime_s"] == metrics["wall_time_s"]
   assert metrics["avg_throughput_elements_per_s"] == pytest.approx(5 / metrics["wall_time_s"])
   assert metrics["avg_throughput_bytes_per_s"] > 0
@@ -205,13 +205,13 @@ def test_sentiment_end_to_end_and_the_same_with_beams_batching(kit, data_dir):  
 def test_rightfit_end_to_end_reads_the_streaming_items_bounded(kit, data_dir):  # noqa: F811
   listing, images = images_and_a_missing_one(data_dir, 4, "rightfit-input.txt")
   code, tuned = kit("small-rightfit", "--input", str(listing))
-  assert code == 0, tuned and tuned["error"]
+  assert code == 0, tuned and tuned.error
   assert_accounted(tuned, inputs=5, dead=1)
-  assert tuned["metadata"]["source"] == "bounded (streaming on Dataflow)"
-  assert tuned["metadata"]["dataflow_machine_type"] == "n1-standard-4"
+  assert tuned.plan["source"] == "bounded (streaming on Dataflow)"
+  assert tuned.plan["dataflow"]["machine_type"] == "n1-standard-4"
   code, beam = kit("small-rightfit", "--input", str(listing), "--profile", "beam")
-  assert code == 0, beam and beam["error"]
-  assert beam["metadata"]["layout"] == "4x4"  # Dataflow's default on n1-standard-4
+  assert code == 0, beam and beam.error
+  assert beam.plan["layout"] == "4x4"  # Dataflow's default on n1-standard-4
   ours, beams = predictions(kit.results, tuned), predictions(kit.results, beam)
   assert sorted(ours) == sorted(images)
   assert {k: v["class"] for k, v in ours.items()} == {k: v["class"] for k, v in beams.items()}
@@ -220,14 +220,14 @@ def test_rightfit_end_to_end_reads_the_streaming_items_bounded(kit, data_dir):  
 def test_object_detection_end_to_end_on_the_cpu(kit, data_dir):  # noqa: F811
   scenes = (data_dir / "scenes.txt").read_text().splitlines()[:2]
   code, record = kit("small-detection")
-  assert code == 0, record and record["error"]
+  assert code == 0, record and record.error
   assert_accounted(record, inputs=2, dead=0)
   rows = predictions(kit.results, record)
   assert sorted(rows) == sorted(scenes)
   for row in rows.values():
     assert row["num_detections"] == len(row["detections"]) <= 50
     assert all(d["score"] >= 0.5 and len(d["box"]) == 4 for d in row["detections"])
-  assert record["metadata"]["device_used"] == "CPU"
+  assert record.metadata["device_used"] == "CPU"
 
 
 @pytest.mark.parametrize("name", ["faster-rcnn-gpu", "gemma-vllm-gpu"])
@@ -249,12 +249,12 @@ def test_perf_refuses_a_task_its_plain_loop_does_not_run_yet(capsys):
 def test_captioning_end_to_end_and_the_same_with_beams_batching(kit, data_dir):  # noqa: F811
   listing, images = images_and_a_missing_one(data_dir, 3, "captioning-input.txt")
   code, tuned = kit("small-captioning", "--input", str(listing))
-  assert code == 0, tuned and tuned["error"]
+  assert code == 0, tuned and tuned.error
   assert_accounted(tuned, inputs=4, dead=1)
   assert [d["reason"] for d in dead_letters(kit.results, tuned)] == ["file not found"]
   code, beam = kit("small-captioning", "--input", str(listing), "--profile", "beam")
-  assert code == 0, beam and beam["error"]
-  assert beam["metadata"]["inference_step"] == "RunInferenceBLIP"
+  assert code == 0, beam and beam.error
+  assert beam.plan["inference_step"] == "RunInferenceBLIP"
   ours, beams = predictions(kit.results, tuned), predictions(kit.results, beam)
   assert sorted(ours) == sorted(images)
   for path, row in ours.items():

@@ -5,15 +5,17 @@ from __future__ import annotations
 
 import pytest
 
-from pipelines import capacity, results_store, run_record
+from pipelines import capacity
 from pipelines.projection_check import straight_line
+from pipelines.record import build, store
+from pipelines.record.schema import Record
 
 T0 = 1_800_000_000_000  # the launcher's start, epoch ms
 BATCH = 10
 
 
 def planted(layout: str, startup_s: float, rate: float, items: int = 200, in_image=True,
-            profile: str = "tuned", benchmark: str = "bert-base") -> dict:
+            profile: str = "tuned", benchmark: str = "bert-base") -> Record:
   """A bert-base (or `benchmark`) record of one SDK process whose timeline gives worker_share_s
   = startup_s + items / rate and a steady rate of `rate` items/s."""
   last = T0 + (startup_s + items / rate) * 1000
@@ -30,13 +32,12 @@ def planted(layout: str, startup_s: float, rate: float, items: int = 200, in_ima
   counters = {("BeamML_PyTorch", "num_inferences"): items,
               ("BenchmarkKit", process + "items_after_first_batch"): items - BATCH,
               ("BenchmarkKit", process + "model_loads"): 1}
-  return run_record.build(
-      run_id=run_record.new_run_id(), benchmark=benchmark, started=run_record.utc_now(),
-      wall_time_s=startup_s + items / rate, raw_metrics={"counters": counters,
-                                                         "distributions": dist},
-      metadata={"runner": "DirectRunner", "layout": layout, "in_image": in_image,
-                "profile": profile},
-      share_clock=(T0, "launcher process start"))
+  plan = {"run_id": build.new_run_id(), "benchmark": benchmark, "runner": "DirectRunner",
+          "layout": layout, "in_image": in_image, "profile": profile, "overrides": {}}
+  return build.build(plan, build.Outcome(
+      started=build.utc_now(), wall_time_s=startup_s + items / rate,
+      raw={"counters": counters, "distributions": dist},
+      share_clock=(T0, "launcher process start")))
 
 
 NO_STARTUP_CONSTANTS = {"WORKER_BOOT_S": 0.0, "IMAGE_GB": 0.0, "IMAGE_PULL_GBPS": 1.0}
@@ -46,7 +47,7 @@ NO_STARTUP_CONSTANTS = {"WORKER_BOOT_S": 0.0, "IMAGE_GB": 0.0, "IMAGE_PULL_GBPS"
 def measured_here(tmp_path):
   results = tmp_path / "results"
   for record in (planted("1x2", 10, 8), planted("2x1", 40, 10), planted("2x1", 40, 10)):
-    results_store.save(record, results)
+    store.save(record, results)
   return results
 
 
@@ -83,8 +84,8 @@ def test_the_plan_picks_the_cheapest_configuration_that_meets_the_deadline(measu
 
 def test_beams_configuration_is_marked_when_its_layout_was_measured(tmp_path):
   results = tmp_path / "results"
-  results_store.save(planted("2x2", 30, 9, profile="beam"), results)  # Beam's own settings
-  results_store.save(planted("2x2", 20, 12), results)  # the same layout, tuned: not Beam's
+  store.save(planted("2x2", 30, 9, profile="beam"), results)  # Beam's own settings
+  store.save(planted("2x2", 20, 12), results)  # the same layout, tuned: not Beam's
   result = capacity.plan("bert-base", 50_000, None, None, results, NO_STARTUP_CONSTANTS)
   (beam,) = [r for r in result["rows"] if r["beam"]]
   assert (beam["machine_type"], beam["workers"], beam["layout"], beam["profile"]) == (
@@ -96,7 +97,7 @@ def test_beams_configuration_is_marked_when_its_layout_was_measured(tmp_path):
 def test_an_autoscaling_beam_configuration_is_shown_as_where_its_job_starts(tmp_path):
   """distilbert-sentiment autoscales from 20 to 250 workers: the projection at 20 is its start."""
   results = tmp_path / "results"
-  results_store.save(planted("2x2", 30, 9, profile="beam", benchmark="distilbert-sentiment"),
+  store.save(planted("2x2", 30, 9, profile="beam", benchmark="distilbert-sentiment"),
                      results)
   result = capacity.plan("distilbert-sentiment", 50_000, None, None, results,
                          NO_STARTUP_CONSTANTS)
@@ -108,7 +109,7 @@ def test_an_autoscaling_beam_configuration_is_shown_as_where_its_job_starts(tmp_
 
 def planted_results(tmp_path):
   results = tmp_path / "fixed"
-  results_store.save(planted("2x2", 30, 9, profile="beam"), results)
+  store.save(planted("2x2", 30, 9, profile="beam"), results)
   return results
 
 
@@ -118,10 +119,29 @@ def test_no_measurement_is_one_line(tmp_path, capsys):
   assert "no local run of bert-base with a worker share" in line and "N=share" in line
 
 
-def test_a_bad_constant_is_refused(monkeypatch):
-  monkeypatch.setenv("IMAGE_PULL_GBPS", "0")
-  with pytest.raises(capacity.PlanInputMissing, match="IMAGE_PULL_GBPS must be positive"):
+@pytest.mark.parametrize("name, value", [("IMAGE_PULL_GBPS", "0"), ("IMAGE_GB", "nan"),
+                                         ("IMAGE_GB", "inf"), ("WORKER_BOOT_S", "-1"),
+                                         ("IMAGE_GB", "abc")])
+def test_a_bad_constant_is_refused(monkeypatch, name, value):
+  monkeypatch.setenv(name, value)
+  with pytest.raises(capacity.PlanInputMissing, match=f"{name} must be a .*number"):
     capacity.constants()
+
+
+def test_a_nan_constant_never_reaches_a_plan_or_the_report(tmp_path, measured_here, capsys,
+                                                            monkeypatch):
+  from pipelines.report import __main__ as report
+  monkeypatch.setenv("IMAGE_GB", "nan")
+  assert capacity.main(["bert-base", "--results-dir", str(measured_here)]) == 2
+  assert "IMAGE_GB must be a finite number" in capsys.readouterr().err
+  assert not (measured_here / "plans").exists()
+  # a plan file holding NaN (hand-edited, or from an older kit) is skipped by the report
+  (measured_here / "plans").mkdir()
+  (measured_here / "plans" / "bert-base.json").write_text(
+      '{"benchmark": "bert-base", "rows": [{"job_s": NaN, "cost_usd": 1.0}], "constants": {}}')
+  assert report.main(["--results-dir", str(measured_here)]) == 0
+  assert "not a readable plan (a job time, cost or constant is not a finite number)" in (
+      capsys.readouterr().err)
 
 
 def test_the_check_line_goes_through_both_points():
@@ -142,9 +162,9 @@ def test_the_report_draws_the_plans_frontier(measured_here):
 
 def test_a_dataflow_record_is_shown_beside_its_projection_and_refits_the_boot(measured_here):
   job = planted("2x1", 40, 10)  # a Dataflow run of 50,000 items on 250 n1-standard-2 workers
-  job["metadata"].update(runner="DataflowRunner", machine_type="n1-standard-2", num_workers=250)
-  job["metrics"].update(num_inferences=50_000, job_window_s=400.0, cost_usd=4.2)
-  results_store.save(job, measured_here)
+  job.plan.update(runner="DataflowRunner", machine_type="n1-standard-2", workers=250)
+  job.metrics.update(num_inferences=50_000, job_window_s=400.0, cost_usd=4.2)
+  store.save(job, measured_here)
   result = capacity.plan("bert-base", 50_000, None, None, measured_here, NO_STARTUP_CONSTANTS)
   # 400 s of window less the boot-free projection (40 s + 200 / 10 items/s) is the boot
   assert result["boot_fitted_from_dataflow"]

@@ -75,7 +75,7 @@ def test_each_image_gets_five_ranked_candidates_and_bad_files_are_dead_lettered(
   assert reasons[str(missing)] == "file not found"
   assert reasons[str(strip)].startswith("aspect ratio too extreme: 1x4000 resizes to 32x128000")
   assert reasons[str(huge)].startswith("image too large: 1100x1000")
-  metrics = out["record"]["metrics"]
+  metrics = out["record"].metrics
   assert metrics["dead_lettered"] == 6
   assert metrics["num_inferences"] == 2
 

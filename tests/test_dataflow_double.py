@@ -19,8 +19,10 @@ import time
 import pytest
 import requests
 
-from pipelines import dataflow, plan, run
+from pipelines import dataflow, preflight, run
 from pipelines.matrix import REPO_ROOT
+from pipelines.record import store
+from pipelines.record.schema import Record
 from pipelines.worker import worker_facts
 from tests.dataflow_double import (
   dataflow_double,
@@ -100,8 +102,8 @@ def launch_args(double, results: pathlib.Path, bench: str = "small-resnet") -> l
           f"--dataflow_endpoint={double.url}", "--no_auth"]
 
 
-def records(results: pathlib.Path) -> list[dict]:
-  return [json.loads(p.read_text()) for p in sorted((results / "records").glob("*.json"))]
+def records(results: pathlib.Path) -> list[Record]:
+  return store.load_all(results)
 
 
 def test_a_finished_job_gives_the_seed_metrics_and_job_based_figures(cloud, double, gcs,
@@ -109,17 +111,17 @@ def test_a_finished_job_gives_the_seed_metrics_and_job_based_figures(cloud, doub
   double.window_s = 250.0
   assert run.main(launch_args(double, tmp_path / "results")) == 0
   (record,) = records(tmp_path / "results")
-  m, meta = record["metrics"], record["metadata"]
-  assert record["status"] == "succeeded"
+  m, meta = record.metrics, record.metadata
+  assert record.status == "succeeded"
   (job_id,) = double.jobs
   assert meta["job_id"] == job_id and job_id in meta["console_url"]
   # The image went out by digest, the job was staged to the storage double.
   pool = double.jobs[job_id]["environment"]["workerPools"][0]
   assert pool["sdkHarnessContainerImages"][0]["containerImage"] == f"{IMAGE}@{DIGEST}"
-  assert meta["image"] == f"{IMAGE}@{DIGEST}" and meta["image_digest"] == DIGEST
+  assert record.plan["image"] == f"{IMAGE}@{DIGEST}" and meta["image_digest"] == DIGEST
   staged = requests.get(f"{gcs}/storage/v1/b/bkt-x/o", timeout=10).json()["items"]
   staged_for_job = [o["name"] for o in staged
-                    if f"beam-bench-small-resnet-{record['run_id']}" in o["name"]]
+                    if f"beam-bench-small-resnet-{record.run_id}" in o["name"]]
   assert any(name.endswith("/pipeline.pb") for name in staged_for_job), staged_for_job
   # The seed's metrics, from the job's metrics.
   assert m["num_inferences"] == 1000
@@ -132,7 +134,7 @@ def test_a_finished_job_gives_the_seed_metrics_and_job_based_figures(cloud, doub
   assert meta["torch_threads"] == 2 and meta["hostname"] == "2 workers"
   assert len(meta["worker_hostnames"]) == 2
   assert meta["worker_facts"]["torch"] == {"2.14.1+cpu": 4}
-  assert meta["items_requested"] == 1000  # the matrix dataset's size
+  assert record.plan["items"] == 1000  # the matrix dataset's size
   # Throughput over the job's own window (worker messages), not launch to finish.
   assert m["job_window_s"] == 250.0 and meta["job_window_source"] == "worker messages"
   assert m["throughput_per_s"] == pytest.approx(1000 / 250)
@@ -157,10 +159,10 @@ def test_a_failed_job_gives_a_failed_record_with_the_job_id(cloud, double, tmp_p
   assert run.main(launch_args(double, tmp_path / "results")) == 1
   (record,) = records(tmp_path / "results")
   (job_id,) = double.jobs
-  assert record["status"] == "failed"
-  assert record["metadata"]["job_id"] == job_id
-  assert job_id in record["error"] and "JOB_STATE_FAILED" in record["error"]
-  assert "RuntimeError: worker died" in record["error"]
+  assert record.status == "failed"
+  assert record.metadata["job_id"] == job_id
+  assert job_id in record.error and "JOB_STATE_FAILED" in record.error
+  assert "RuntimeError: worker died" in record.error
   assert double.cancel_requests == []
 
 
@@ -188,10 +190,10 @@ def test_an_unreachable_api_gives_a_failed_record_after_bounded_retries(cloud, d
   breaker.join()
   (record,) = records(tmp_path / "results")
   (job_id,) = double.jobs
-  assert record["status"] == "failed"
-  assert record["metadata"]["job_id"] == job_id
-  assert record["error"].startswith("JobUnreachable: the Dataflow API did not answer 3 polls")
-  assert record["metadata"]["console_url"] in record["error"]
+  assert record.status == "failed"
+  assert record.metadata["job_id"] == job_id
+  assert record.error.startswith("JobUnreachable: the Dataflow API did not answer 3 polls")
+  assert record.metadata["console_url"] in record.error
 
 
 def test_a_tag_that_was_never_pushed_is_refused_before_submission(cloud, double, tmp_path,
@@ -251,9 +253,9 @@ def test_an_interrupt_cancels_the_job_and_records_it(cloud, double, tmp_path, si
   assert f"cancelled Dataflow job {job_id} ({url})" in out
   assert f"Dataflow job: {url}" in out and "Dataflow job RUNNING, " in out  # the status line
   (record,) = records(results)
-  assert record["status"] == "cancelled" and record["metrics"]["partial"] is True
-  assert record["metadata"]["job_id"] == job_id
-  assert signal.Signals(signum).name in record["error"]
+  assert record.status == "cancelled" and record.metrics["partial"] is True
+  assert record.metadata["job_id"] == job_id
+  assert signal.Signals(signum).name in record.error
 
 
 def test_ctrl_c_stops_bench_all_after_cancelling_the_running_job(cloud, double, tmp_path):
@@ -273,7 +275,7 @@ def test_ctrl_c_stops_bench_all_after_cancelling_the_running_job(cloud, double, 
   (job_id,) = double.jobs  # the second benchmark (small-bert) never launched
   assert double.cancel_requests == [job_id]
   assert "no further benchmark started" in out
-  assert [r["status"] for r in records(results)] == ["cancelled"]
+  assert [r.status for r in records(results)] == ["cancelled"]
 
 
 @pytest.fixture(params=["nothing listens", "never answers"])
@@ -305,9 +307,9 @@ def test_unreachable_storage_fails_the_launch_in_bounded_time(cloud, double, tmp
   assert "to gs://bkt-x/tmp and submitting it: 0m02s elapsed" in out  # progress while waiting
   assert "Traceback" not in out, out
   (record,) = records(results)
-  assert record["status"] == "failed"
-  assert record["error"].startswith("SubmitTimeout: staging job beam-bench-small-resnet-")
-  assert "did not finish in 6 s (DATAFLOW_SUBMIT_TIMEOUT_S)" in record["error"]
+  assert record.status == "failed"
+  assert record.error.startswith("SubmitTimeout: staging job beam-bench-small-resnet-")
+  assert "did not finish in 6 s (DATAFLOW_SUBMIT_TIMEOUT_S)" in record.error
   assert double.jobs == {}
 
 
@@ -326,8 +328,8 @@ def test_an_interrupt_while_staging_writes_a_record(cloud, double, tmp_path, unr
   assert process.returncode == 130, out
   assert "Traceback" not in out, out
   (record,) = records(results)
-  assert record["status"] == "cancelled" and record["metrics"]["partial"] is True
-  assert record["error"].startswith("interrupted by SIGINT while staging job beam-bench-")
+  assert record.status == "cancelled" and record.metrics["partial"] is True
+  assert record.error.startswith("interrupted by SIGINT while staging job beam-bench-")
   assert double.jobs == {}
 
 
@@ -336,9 +338,9 @@ def test_items_requested_on_dataflow(tmp_path):
   bench = matrix.load(REPO_ROOT / "tests" / "small-matrix.toml")["small-resnet"]
   listing = tmp_path / "mine.txt"
   listing.write_bytes(b"gs://b/1.jpg\ngs://b/2.jpg\r\ngs://b/3.jpg\n")
-  assert plan.items_requested(bench, None) == bench.dataset_items
-  assert plan.items_requested(bench, str(listing)) == 3  # a local list: its lines
-  assert plan.items_requested(bench, "gs://bkt-x/mine.txt") is None  # not read: unknown
+  assert preflight.items_requested(bench, None) == bench.dataset_items
+  assert preflight.items_requested(bench, str(listing)) == 3  # a local list: its lines
+  assert preflight.items_requested(bench, "gs://bkt-x/mine.txt") is None  # not read: unknown
 
 
 def test_worker_facts_survive_the_metric_name_encoding():

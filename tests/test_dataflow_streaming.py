@@ -105,9 +105,9 @@ def test_the_launcher_feeds_the_subscription_and_drains_the_job_once_every_item_
   # Exactly the input's items wait in the subscription: the stale messages were cleared.
   assert sorted(pull_all(subscription)) == sorted(LINES)
   (record,) = records(tmp_path / "results")
-  assert record["status"] == "succeeded", record["error"]
-  meta = record["metadata"]
-  assert meta["job_state"] == "JOB_STATE_DRAINED" and meta["items_requested"] == 6
+  assert record.status == "succeeded", record.error
+  meta = record.metadata
+  assert meta["job_state"] == "JOB_STATE_DRAINED" and meta["items_published"] == 6
   assert meta["stream"]["topic"] == topic and meta["stream"]["published"] == 6
   assert meta["stream"]["items_accounted"] == 6 and meta["stream"]["shortfall"] is None
   assert meta["stream"]["drained_because"] == "all 6 published items done"
@@ -125,10 +125,10 @@ def test_a_job_that_never_catches_up_is_drained_at_the_timeout_and_the_record_sa
   (job_id,) = double.jobs
   assert double.drain_requests == [job_id]
   (record,) = records(tmp_path / "results")
-  assert record["status"] == "failed"
-  assert "ended with 2 of 6 published items done" in record["error"]
-  assert "DATAFLOW_STREAM_TIMEOUT_S (1 s) passed" in record["error"]
-  assert record["metrics"]["num_inferences"] == 2  # what it did is kept, marked failed
+  assert record.status == "failed"
+  assert "ended with 2 of 6 published items done" in record.error
+  assert "DATAFLOW_STREAM_TIMEOUT_S (1 s) passed" in record.error
+  assert record.metrics["num_inferences"] == 2  # what it did is kept, marked failed
 
 
 def test_a_subscription_that_does_not_exist_fails_before_anything_is_submitted(
@@ -140,9 +140,9 @@ def test_a_subscription_that_does_not_exist_fails_before_anything_is_submitted(
 
   assert double.jobs == {}
   (record,) = records(tmp_path / "results")
-  assert record["status"] == "failed"
-  assert missing in record["error"] and "nothing was submitted" in record["error"]
-  assert json.dumps(record)  # a plain record, publishable as any failed run
+  assert record.status == "failed"
+  assert missing in record.error and "nothing was submitted" in record.error
+  assert json.dumps(record.to_dict())  # a plain record, publishable as any failed run
 
 
 def test_ctrl_c_while_feeding_stops_before_anything_is_submitted(subscription):
@@ -168,4 +168,4 @@ def test_a_bad_stream_timeout_fails_before_anything_is_published_or_submitted(
 
   assert double.jobs == {} and pull_all(subscription) == []
   (record,) = records(tmp_path / "results")
-  assert "DATAFLOW_STREAM_TIMEOUT_S must be a number of seconds above 0" in record["error"]
+  assert "DATAFLOW_STREAM_TIMEOUT_S must be a number of seconds above 0" in record.error

@@ -15,8 +15,10 @@ import subprocess
 import pytest
 from PIL import Image
 
-from pipelines import data, results_store, run, run_record
+from pipelines import data, run
 from pipelines.matrix import REPO_ROOT
+from pipelines.record import build as record_build
+from pipelines.record import schema, store
 
 SMALL_MATRIX = REPO_ROOT / "tests" / "small-matrix.toml"
 
@@ -31,32 +33,32 @@ def kit(tmp_path, models_dir, data_dir, monkeypatch):
 
   def bench(name: str, *args: str, results_dir: pathlib.Path = results):
     def records() -> list[dict]:
-      return results_store.load_all(results_dir) if results_dir.exists() else []
-    before = {r["run_id"] for r in records()}
+      return store.load_all(results_dir) if results_dir.exists() else []
+    before = {r.run_id for r in records()}
     code = run.main([name, "--models-dir", str(models_dir), "--data-dir", str(data_dir),
                      "--results-dir", str(results_dir), *args])
     # This run's record: two runs within one second sort by their random run ids.
-    new = [r for r in records() if r["run_id"] not in before]
+    new = [r for r in records() if r.run_id not in before]
     return code, (new[-1] if new else None)
   bench.results = results
   return bench
 
 
 def assert_accounted(record: dict, inputs: int, dead: int) -> None:
-  metrics = record["metrics"]
+  metrics = record.metrics
   assert metrics["dead_lettered"] == dead
   assert metrics["num_inferences"] == inputs - dead
-  assert record["metadata"]["items_requested"] == inputs
+  assert record.plan["items"] == inputs
 
 
 def dead_letters(results: pathlib.Path, record: dict) -> list[dict]:
-  out = results / "runs" / record["run_id"] / "output"
+  out = results / "runs" / record.run_id / "output"
   return [json.loads(line) for f in sorted(out.glob("dead_letter*"))
           for line in f.read_text().splitlines()]
 
 
 def predictions(results: pathlib.Path, record: dict) -> list[dict]:
-  out = results / "runs" / record["run_id"] / "output"
+  out = results / "runs" / record.run_id / "output"
   return [json.loads(line) for f in sorted(out.glob("predictions*"))
           for line in f.read_text().splitlines()]
 
@@ -68,7 +70,7 @@ def test_a_non_utf8_line_is_dead_lettered_and_the_rest_run(kit, tmp_path, data_d
   source = tmp_path / "sentences.txt"
   source.write_bytes(b"\n".join(good[:2] + [b"Caf\xe9 au lait is hot."] + good[2:]) + b"\n")
   code, record = kit("small-bert", "--input", str(source))
-  assert code == 0 and record["status"] == "succeeded"
+  assert code == 0 and record.status == "succeeded"
   assert_accounted(record, inputs=6, dead=1)
   (dead,) = dead_letters(kit.results, record)
   assert dead["stage"] == "read"
@@ -129,14 +131,14 @@ def remount_read_only(folder: pathlib.Path) -> None:
 def test_a_store_that_breaks_during_the_run_loses_nothing(kit, tmp_path, monkeypatch, capsys,
                                                           breakage):
   records = kit.results / "records"
-  build = run_record.build
+  build = record_build.build
 
-  def build_then_break(**kwargs):  # the store breaks while the pipeline runs
-    record = build(**kwargs)
+  def build_then_break(*args):  # the store breaks while the pipeline runs
+    record = build(*args)
     breakage(records)
     return record
 
-  monkeypatch.setattr(run_record, "build", build_then_break)
+  monkeypatch.setattr(record_build, "build", build_then_break)
   monkeypatch.setattr("tempfile.tempdir", str(tmp_path / "fallback"))
   (tmp_path / "fallback").mkdir()
   with tmpfs(records, "256k"):
@@ -146,22 +148,22 @@ def test_a_store_that_breaks_during_the_run_loses_nothing(kit, tmp_path, monkeyp
   err = capsys.readouterr().err.strip().splitlines()
   assert err[-1].startswith("error: small-resnet: could not write the run record to")
   assert leftovers == []  # no partial record, no .tmp
-  (saved,) = results_store.load_all(tmp_path / "fallback" / "beam-bench-results")
+  (saved,) = store.load_all(tmp_path / "fallback" / "beam-bench-results")
   assert str(tmp_path / "fallback") in err[-1]
-  assert saved["status"] == "succeeded"
+  assert saved.status == "succeeded"
   assert_accounted(saved, inputs=6, dead=0)
 
 
 def test_the_record_goes_to_stderr_when_no_folder_takes_it(kit, tmp_path, monkeypatch, capsys):
   records = kit.results / "records"
-  build = run_record.build
+  build = record_build.build
 
-  def build_then_fill(**kwargs):
-    record = build(**kwargs)
+  def build_then_fill(*args):
+    record = build(*args)
     fill(records)
     return record
 
-  monkeypatch.setattr(run_record, "build", build_then_fill)
+  monkeypatch.setattr(record_build, "build", build_then_fill)
   with tmpfs(records, "256k"), tmpfs(tmp_path / "fallback", "64k") as fallback:
     fill(fallback)
     monkeypatch.setattr("tempfile.tempdir", str(fallback))
@@ -170,7 +172,7 @@ def test_the_record_goes_to_stderr_when_no_folder_takes_it(kit, tmp_path, monkey
   err = capsys.readouterr().err
   assert "the record's full JSON is printed above" in err.strip().splitlines()[-1]
   start = err.index('{\n  "benchmark"')
-  record = json.loads(err[start:err.index("\n}\n", start) + 2])
+  record = schema.from_dict(json.loads(err[start:err.index("\n}\n", start) + 2]))
   assert_accounted(record, inputs=6, dead=0)
 
 
@@ -259,8 +261,9 @@ def test_a_running_benchmark_reads_its_own_copy(kit, tmp_path, data_dir):
   source.write_text((data_dir / "images.txt").read_text())
   code, record = kit("small-resnet", "--input", str(source), "--items", "4")
   source.write_text("")  # rewritten after launch: the run kept its copy
-  copy = pathlib.Path(record["metadata"]["input"])
-  assert copy.parent == kit.results / "runs" / record["run_id"]
+  assert record.plan["input"] == str(source)
+  copy = pathlib.Path(record.metadata["input_copy"])
+  assert copy.parent == kit.results / "runs" / record.run_id
   assert len(copy.read_text().splitlines()) == 4
 
 

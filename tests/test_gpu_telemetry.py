@@ -24,23 +24,23 @@ def test_samples_reach_the_run_record_through_beam_metrics(tmp_path, models_dir,
   paths = (data_dir / "images.txt").read_text().split()[:8]
   out = run_pipeline(tmp_path, paths, task="image_classification", architecture="resnet18",
                      models_dir=models_dir, batch_size=1, telemetry_reader=fake_reader,
-                     telemetry_interval_s=0.01)
-  gpu = out["record"]["gpu"]
+                     beam_args=("--gpu_sample_s=0.01",))
+  gpu = out["record"].gpu
   assert gpu["telemetry"] == "available"
   assert gpu["samples"] > 0
   assert 40 <= gpu["utilization_mean_pct"] <= 59
   assert 40 <= gpu["utilization_max_pct"] <= 59
   assert gpu["memory_max_mib"] >= 1000
   assert gpu["power_mean_w"] == 70
-  assert out["record"]["metrics"]["gpu_utilization_mean_pct"] == gpu["utilization_mean_pct"]
+  assert out["record"].metrics["gpu_utilization_mean_pct"] == gpu["utilization_mean_pct"]
 
 
 def test_no_nvml_means_unavailable_and_no_sampler(tmp_path, models_dir, data_dir):
   paths = (data_dir / "images.txt").read_text().split()[:2]
   out = run_pipeline(tmp_path, paths, task="image_classification", architecture="resnet18",
                      models_dir=models_dir, batch_size=2, telemetry_reader=lambda: None)
-  assert out["record"]["gpu"] == {"telemetry": "unavailable"}
-  assert out["record"]["status"] == "succeeded"
+  assert out["record"].gpu == {"telemetry": "unavailable"}
+  assert out["record"].status == "succeeded"
 
 
 def test_nvml_reader_matches_the_machine():

@@ -18,8 +18,9 @@ import urllib.request
 
 import pytest
 
-from pipelines import data, dataflow, matrix, results_store, run
+from pipelines import data, dataflow, matrix, run
 from pipelines.matrix import REPO_ROOT
+from pipelines.record import store
 from tests.dataflow_double import dataflow_double, fake_gcs
 from tests.test_dataflow_double import JOB_METRICS, SETTINGS, launch_args
 
@@ -242,29 +243,29 @@ def containers_named(prefix: str) -> list[str]:
 
 def test_a_benchmark_runs_inside_the_image_as_one_n1_standard_2_worker(pushed, in_image_env):
   assert launch(in_image_env, "--in-image") == 0
-  (record,) = results_store.load_all(in_image_env["results"])
-  meta = record["metadata"]
-  assert record["status"] == "succeeded" and record["metrics"]["num_inferences"] == 6
-  assert meta["in_image"] is True and record["plan"]["in_image"] is True
-  assert meta["image"] == pushed["pinned"]  # the digest the registry serves
+  (record,) = store.load_all(in_image_env["results"])
+  meta, asked = record.metadata, record.plan
+  assert record.status == "succeeded" and record.metrics["num_inferences"] == 6
+  assert asked["in_image"] is True
+  assert asked["image"] == pushed["pinned"]  # the digest the registry serves
   # the workers are the container's processes: its hostname, its versions, the image's models
-  assert meta["worker_hostnames"] == [f"bench-{record['run_id']}"] != [meta["launcher_hostname"]]
+  assert meta["worker_hostnames"] == [f"bench-{record.run_id}"] != [meta["launcher_hostname"]]
   assert meta["versions_source"] == "workers"
   for key in ("torch", "apache-beam", "python"):
-    assert meta["versions"][key] == meta["image_versions"][key]
-  assert meta["model_state_dict_path"] == "/opt/models/resnet101.pth"
+    assert meta["versions"][key] == asked["image_versions"][key]
+  assert asked["model_files"]["model_state_dict_path"] == "/opt/models/resnet101.pth"
   layout = matrix.get("resnet101").layout
   assert meta["processes_loaded_model"] == layout.processes
   # under n1-standard-2's limits, with its peak memory read from the container's cgroup
-  box = meta["container"]
-  assert (box["machine_type"], box["cpus"], box["memory_limit_mib"]) == ("n1-standard-2", 2, 7680)
-  assert 100 < box["peak_memory_mib"] < box["memory_limit_mib"] and box["oom_kills"] == 0
-  assert meta["harness_threads"] == 1
+  limits, used = asked["container"], meta["container_memory"]
+  assert limits == {"machine_type": "n1-standard-2", "cpus": 2, "memory_limit_mib": 7680}
+  assert 100 < used["peak_memory_mib"] < limits["memory_limit_mib"] and used["oom_kills"] == 0
+  assert asked["harness_threads"] == 1
   # the worker share counts the container's start and the SDK process's own (#18)
-  m = record["metrics"]
+  m = record.metrics
   assert m["worker_share_launch_s"] > 0 and m["worker_share_process_start_s"] > 0
   assert m["worker_share_s"] > m["worker_share_launch_s"] + m["worker_share_model_load_s"]
-  assert containers_named(f"bench-{record['run_id']}") == []  # removed after the run
+  assert containers_named(f"bench-{record.run_id}") == []  # removed after the run
 
 
 def test_the_image_and_the_host_predict_the_same_on_the_same_inputs(pushed, in_image_env,
@@ -278,15 +279,15 @@ def test_the_image_and_the_host_predict_the_same_on_the_same_inputs(pushed, in_i
   assert copied.returncode == 0, copied.stderr
   assert launch(in_image_env, "--in-image") == 0
   assert launch(in_image_env, "--models-dir", str(models)) == 0
-  in_box, on_host = sorted(results_store.load_all(in_image_env["results"]),
-                           key=lambda r: r["metadata"].get("in_image", False), reverse=True)
-  assert in_box["metadata"]["in_image"] and not on_host["metadata"].get("in_image")
+  in_box, on_host = sorted(store.load_all(in_image_env["results"]),
+                           key=lambda r: r.plan.get("in_image", False), reverse=True)
+  assert in_box.plan["in_image"] and not on_host.plan.get("in_image")
   assert predictions(in_image_env["results"], in_box) == predictions(
       in_image_env["results"], on_host)
 
 
 def predictions(results: pathlib.Path, record: dict) -> list[str]:
-  folder = results / "runs" / record["run_id"] / "output"
+  folder = results / "runs" / record.run_id / "output"
   lines = sorted(line for f in folder.glob("predictions-*") for line in f.read_text().splitlines())
   assert len(lines) == 6
   return lines
@@ -344,12 +345,12 @@ def test_a_worker_the_oom_killer_ends_fails_the_run_with_the_reason(pushed, in_i
   (tmp_path / "matrix.toml").write_text(text)
   monkeypatch.setenv("BENCHMARK_MATRIX", str(tmp_path / "matrix.toml"))
   assert launch(in_image_env, "--in-image", "--layout", "1x2") == 1
-  (record,) = results_store.load_all(in_image_env["results"])
-  assert record["status"] == "failed"
-  assert record["error"].startswith("OutOfMemory: the OOM killer ended an SDK worker process "
+  (record,) = store.load_all(in_image_env["results"])
+  assert record.status == "failed"
+  assert record.error.startswith("OutOfMemory: the OOM killer ended an SDK worker process "
                                     "in the n1-standard-2 container (768 MiB")
-  assert record["metadata"]["container"]["oom_kills"] >= 1
-  assert containers_named(f"bench-{record['run_id']}") == []
+  assert record.metadata["container_memory"]["oom_kills"] >= 1
+  assert containers_named(f"bench-{record.run_id}") == []
 
 
 def test_the_gpu_image_builds_with_cuda_torch_and_its_model():
@@ -378,11 +379,11 @@ def test_a_folder_with_a_colon_is_refused_before_launch(pushed, in_image_env, tm
 
 def test_an_optimization_runs_where_the_image_loads_the_model(pushed, in_image_env):
   assert launch(in_image_env, "--in-image", "--optimize", "channels_last") == 0
-  (record,) = results_store.load_all(in_image_env["results"])
-  assert record["status"] == "succeeded"
-  assert record["metadata"]["optimization"] == "channels_last"  # the container's workers said so
-  assert record["metadata"]["worker_hostnames"] == [f"bench-{record['run_id']}"]
-  assert record["metrics"]["optimize_s"] is not None
+  (record,) = store.load_all(in_image_env["results"])
+  assert record.status == "succeeded"
+  assert record.metadata["optimization_ran"] == "channels_last"  # the container's workers said so
+  assert record.metadata["worker_hostnames"] == [f"bench-{record.run_id}"]
+  assert record.metrics["optimize_s"] is not None
 
 
 def test_an_optimization_the_image_cannot_run_is_refused_before_launch(pushed, in_image_env,

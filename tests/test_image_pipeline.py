@@ -16,7 +16,7 @@ def test_predictions_match_plain_pytorch_and_metrics_add_up(tmp_path, models_dir
   paths = _images(data_dir)[:7]
   out = run_pipeline(tmp_path, paths, task="image_classification", architecture="resnet18",
                      models_dir=models_dir, batch_size=3)
-  metrics = out["record"]["metrics"]
+  metrics = out["record"].metrics
 
   model = load_model(models_dir / "resnet18.pth", "resnet18")
   with torch.no_grad():
@@ -32,12 +32,12 @@ def test_predictions_match_plain_pytorch_and_metrics_add_up(tmp_path, models_dir
   assert metrics["mean_inference_request_batch_size"] <= 3
   assert metrics["mean_load_model_latency_milli_secs"] > 0
   assert metrics["mean_inference_batch_latency_micro_secs"] > 0
-  assert out["record"]["metadata"]["device_used"] == "CPU"
-  assert out["record"]["metadata"]["weights"] == "random"
-  assert sum(out["record"]["latency_histogram"].values()) == metrics["num_batches"]
+  assert out["record"].metadata["device_used"] == "CPU"
+  assert out["record"].metadata["weights"] == "random"
+  assert sum(out["record"].latency_histogram.values()) == metrics["num_batches"]
   # Versions, threads and host come from the worker (here the same process as the launcher).
   import socket
-  meta = out["record"]["metadata"]
+  meta = out["record"].metadata
   assert meta["versions"]["torch"] == torch.__version__
   assert meta["versions"]["cuda"] == (torch.version.cuda or "none")
   assert meta["torch_threads"] == torch.get_num_threads()
@@ -54,7 +54,7 @@ def test_bad_images_are_dead_lettered_and_the_rest_complete(tmp_path, models_dir
                       str(not_an_image)] + good[2:]
   out = run_pipeline(tmp_path, lines, task="image_classification", architecture="resnet18",
                      models_dir=models_dir, batch_size=2)
-  metrics = out["record"]["metrics"]
+  metrics = out["record"].metrics
   dead = [json.loads(line) for line in out["dead_letters"]]
 
   assert len(out["predictions"]) == len(good)
@@ -107,6 +107,6 @@ def test_a_run_where_every_input_is_bad_is_a_failed_run(tmp_path, models_dir):
   out = run_pipeline(tmp_path, ["", str(tmp_path / "missing.jpg")], task="image_classification",
                      architecture="resnet18", models_dir=models_dir, batch_size=2)
   record = out["record"]
-  assert record["status"] == "failed"
-  assert record["error"] == "no inferences ran (2 inputs dead-lettered)"
+  assert record.status == "failed"
+  assert record.error == "no inferences ran (2 inputs dead-lettered)"
   assert len(out["dead_letters"]) == 2

@@ -15,8 +15,8 @@ import pytest
 import torch
 from PIL import Image
 
-from pipelines import results_store
 from pipelines.matrix import REPO_ROOT
+from pipelines.record import store
 from pipelines.worker import image_classification, synthetic_images
 from tests import test_faults
 from tests.test_faults import SMALL_MATRIX, assert_accounted, dead_letters, predictions
@@ -65,7 +65,7 @@ def test_special_files_and_absurd_images_are_dead_lettered_unread(tmp_path, mode
                                str(tmp_path), good[1]]) + "\n")
   result = launch_capped(tmp_path, models_dir, data_dir, "small-resnet", "--input", str(source))
   assert result.returncode == 0, result.stderr[-3000:]
-  (record,) = results_store.load_all(tmp_path / "results")
+  (record,) = store.load_all(tmp_path / "results")
   assert_accounted(record, inputs=7, dead=5)
   reasons = {d["input"]: d["reason"] for d in dead_letters(tmp_path / "results", record)}
   assert reasons == {
@@ -171,5 +171,5 @@ def test_bert_workers_leave_nothing_in_the_temporary_folder(kit, tmp_path, monke
   monkeypatch.setattr("tempfile.tempdir", str(fresh))  # this process (gettempdir caches)
   code, record = kit("small-bert", "--layout", "2x1")
   assert code == 0
-  assert record["metadata"]["processes"] == 2
+  assert record.plan["processes"] == 2
   assert sorted(p.name for p in fresh.iterdir()) == []

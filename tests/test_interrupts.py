@@ -12,8 +12,9 @@ import time
 
 import pytest
 
-from pipelines import interrupts, progress, results_store
+from pipelines import interrupts, progress
 from pipelines.matrix import REPO_ROOT
+from pipelines.record import store
 
 ITEMS = 60  # batches of 1: the run is still going when the first batch has ended
 
@@ -71,7 +72,7 @@ class Launch:
     return self.err.read()
 
   def record(self) -> dict:
-    (record,) = results_store.load_all(self.results)
+    (record,) = store.load_all(self.results)
     return record
 
   def survivors(self) -> list[int]:
@@ -110,16 +111,16 @@ def test_an_interrupted_local_run_is_recorded_as_cancelled(launch, layout, signu
   code = run.finish()
   assert code == 128 + signum, run.output()
   record = run.record()
-  m = record["metrics"]
-  assert record["status"] == "cancelled"
-  assert record["error"].startswith(f"interrupted by {signal.Signals(signum).name}")
-  assert record["metadata"]["interrupted_by"] == signal.Signals(signum).name
+  m = record.metrics
+  assert record.status == "cancelled"
+  assert record.error.startswith(f"interrupted by {signal.Signals(signum).name}")
+  assert record.metadata["interrupted_by"] == signal.Signals(signum).name
   assert m["partial"] is True
   assert 1 <= m["num_inferences"] < ITEMS
   assert m["num_inferences"] + m["dead_lettered"] <= ITEMS
   assert m["num_batches"] == m["num_inferences"]  # batches of 1
-  assert record["metadata"]["items_requested"] == ITEMS
-  assert not (run.results / "runs" / record["run_id"]).exists()  # no half-written outputs
+  assert record.plan["items"] == ITEMS
+  assert not (run.results / "runs" / record.run_id).exists()  # no half-written outputs
   assert run.survivors() == []
   err = run.stderr()
   assert f"small-resnet: interrupted by {signal.Signals(signum).name}" in err
@@ -141,11 +142,79 @@ def test_a_worker_process_killed_with_sigkill_is_named(launch):
   code = run.finish()
   assert code == 1, run.output()
   record = run.record()
-  assert record["status"] == "failed"
-  assert record["error"].startswith("WorkerDied: an SDK worker process died (killed by SIGKILL)")
+  assert record.status == "failed"
+  assert record.error.startswith("WorkerDied: an SDK worker process died (killed by SIGKILL)")
   # What finished before the worker died is kept, marked partial.
-  assert record["metrics"]["partial"] is True and record["metrics"]["num_inferences"] >= 1
+  assert record.metrics["partial"] is True and record.metrics["num_inferences"] >= 1
   err = run.stderr()
   assert "an SDK worker process died (killed by SIGKILL)" in err
   assert "Traceback" not in err, err[-5000:]
   assert run.survivors() == []
+
+
+def test_a_stopped_worker_process_fails_the_run_naming_it(launch):
+  """SIGSTOP to one SDK worker process: the run does not wait forever; it fails with a record
+  naming the stopped process, and no worker is left behind."""
+  run = launch("2x1")
+  run.wait_for_first_batch()
+  (victim, *_) = [pid for pid in run.workers
+                  if "sh -c" not in interrupts._cmdline(pid)
+                  and interrupts._cmdline(pid).startswith(sys.executable)] or [None]
+  assert victim, run.workers
+  os.kill(victim, signal.SIGSTOP)
+  code = run.finish(timeout_s=progress.STOPPED_S + 60)
+  assert code == 1, run.output()
+  record = run.record()
+  assert record.status == "failed"
+  assert record.error.startswith(f"WorkerStalled: SDK worker process {victim} is stopped "
+                                 "(state T)"), record.error
+  assert record.metrics["partial"] is True
+  assert run.survivors() == []
+  assert "Traceback" not in run.stderr(), run.stderr()[-5000:]
+
+
+SLOW_CHECK = """
+import sys, time
+from pipelines import agreement, run
+real = agreement.check
+def slow(plan, *args, **kwargs):
+  time.sleep(120)  # the check of a big model under compile takes minutes
+  return real(plan, *args, **kwargs)
+agreement.check = slow
+sys.exit(run.main(sys.argv[1:]))
+"""
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_a_run_stopped_during_its_agreement_check_keeps_its_record(tmp_path, models_dir,
+                                                                  data_dir, signum):
+  """The measurement is done when the post-run check starts: its record is already saved, and
+  an interrupted check is said in it."""
+  results = tmp_path / "results"
+  env = {k: v for k, v in os.environ.items() if k not in ("INFLUXDB_URL", "BIGQUERY_DATASET")}
+  env["BENCHMARK_MATRIX"] = str(REPO_ROOT / "tests" / "small-matrix.toml")
+  process = subprocess.Popen(
+      [sys.executable, "-c", SLOW_CHECK, "small-resnet", "--optimize", "channels_last",
+       "--models-dir", str(models_dir), "--data-dir", str(data_dir),
+       "--results-dir", str(results), "--layout", "1x2"],
+      cwd=REPO_ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+      start_new_session=True)
+  try:
+    deadline = time.monotonic() + 180
+    while not list((results / "records").glob("*.json")) and time.monotonic() < deadline:
+      assert process.poll() is None, process.communicate()
+      time.sleep(0.1)
+    os.killpg(process.pid, signum)  # the check is sleeping: the measured run is over
+    out, err = process.communicate(timeout=60)
+  finally:
+    if process.poll() is None:
+      os.killpg(process.pid, signal.SIGKILL)
+  assert process.returncode == 128 + signum, err[-3000:]
+  (record,) = store.load_all(results)
+  assert record.status == "succeeded" and record.metrics["num_inferences"] == 6
+  assert record.metadata["post_run_interrupted_by"] == signal.Signals(signum).name
+  assert record.metrics["agreement"] is None
+  assert record.metric_notes["agreement"].startswith(
+      f"agreement check interrupted by {signal.Signals(signum).name}")
+  assert "Traceback" not in err, err[-3000:]
+  assert not [p for p in (results / "records").iterdir() if p.suffix != ".json"]

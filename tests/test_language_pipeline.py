@@ -22,11 +22,11 @@ def test_padded_batches_predict_what_batch_size_one_predicts(tmp_path, models_di
   assert sorted(batched["predictions"]) == sorted(single["predictions"])
   assert len(batched["predictions"]) == len(sentences)
   assert all("[MASK]" in json.loads(line)["input"] for line in batched["predictions"])
-  metrics = batched["record"]["metrics"]
+  metrics = batched["record"].metrics
   assert metrics["num_inferences"] == len(sentences)
   assert metrics["sum_inference_request_batch_size"] == metrics["num_inferences"]
   assert metrics["mean_inference_request_batch_size"] > 1
-  assert single["record"]["metrics"]["mean_inference_request_batch_size"] == 1
+  assert single["record"].metrics["mean_inference_request_batch_size"] == 1
   assert metrics["mean_load_model_latency_milli_secs"] > 0
 
 
@@ -44,7 +44,7 @@ def test_unusable_lines_are_dead_lettered_with_a_reason(tmp_path, models_dir, da
       # 599 words, [MASK], '.', [CLS], [SEP]; dead-letter inputs are kept to 1000 chars.
       too_long[:1000]: "603 tokens exceed BERT's 512",
   }
-  metrics = out["record"]["metrics"]
+  metrics = out["record"].metrics
   assert len(out["predictions"]) == len(good)
   assert metrics["dead_lettered"] == 4
   assert metrics["num_inferences"] == len(lines) - metrics["dead_lettered"]
@@ -72,5 +72,5 @@ def test_length_aware_batches_predict_what_padded_batches_predict(tmp_path, mode
   assert len(padded["predictions"]) == len(sentences)
   assert sorted(by_length["predictions"]) == sorted(padded["predictions"])
   # Same sentences, same batch size, far less padding.
-  assert by_length["record"]["metrics"]["padding_fraction"] < (
-      padded["record"]["metrics"]["padding_fraction"] / 2)
+  assert by_length["record"].metrics["padding_fraction"] < (
+      padded["record"].metrics["padding_fraction"] / 2)

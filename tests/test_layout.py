@@ -8,6 +8,7 @@ import pytest
 
 from pipelines import matrix, run
 from pipelines.layout import Layout, LayoutError
+from pipelines.record import store
 from tests.test_dataflow import SETTINGS
 from tests.test_faults import SMALL_MATRIX
 
@@ -22,16 +23,16 @@ def small(monkeypatch, tmp_path, models_dir, data_dir):
 
 
 def only_record(tmp_path):
-  (path,) = (tmp_path / "results" / "records").glob("*.json")
-  return json.loads(path.read_text())
+  (record,) = store.load_all(tmp_path / "results")
+  return record
 
 
 @pytest.mark.parametrize("layout,processes,threads", [("2x1", 2, 1), ("1x2", 1, 2)])
 def test_the_layout_reaches_every_worker_process(small, tmp_path, layout, processes, threads):
   assert run.main(["small-resnet", "--layout", layout, "--items", "8", *small]) == 0
   record = only_record(tmp_path)
-  meta = record["metadata"]
-  assert (meta["layout"], meta["processes"], meta["threads"]) == (layout, processes, threads)
+  meta, asked = record.metadata, record.plan
+  assert (asked["layout"], asked["processes"], asked["threads"]) == (layout, processes, threads)
   assert meta["processes_loaded_model"] == processes
   workers = meta["worker_processes"]
   assert len({w["process"] for w in workers}) == processes
@@ -39,7 +40,7 @@ def test_the_layout_reaches_every_worker_process(small, tmp_path, layout, proces
   assert {w["inter_op_threads"] for w in workers} == {1}
   assert all(w["peak_rss_mib"] > 100 for w in workers)
   assert sum(w["items_after_first_batch"] for w in workers if "items_after_first_batch" in w) \
-      <= record["metrics"]["num_inferences"] == 8
+      <= record.metrics["num_inferences"] == 8
 
 
 def test_the_local_run_and_the_dry_run_show_the_same_layout(small, tmp_path, monkeypatch):
@@ -103,9 +104,9 @@ def test_layout_syntax(text):
 
 
 def test_the_report_never_compares_runs_of_different_layouts():
-  from pipelines.report import history
+  from pipelines.record import comparable
   from tests.records import synthetic_record
-  runs = [synthetic_record(extra_metadata={"layout": layout}) for layout in ("1x2", "2x1", "1x2")]
-  groups = history.groups(runs)
+  runs = [synthetic_record(plan_extra={"layout": layout}) for layout in ("1x2", "2x1", "1x2")]
+  groups = comparable.groups(runs)
   assert sorted((k.layout, len(v)) for k, v in groups.items()) == [("1x2", 2), ("2x1", 1)]
   assert all(f"layout {k.layout}" in k.label() for k in groups)

@@ -66,8 +66,8 @@ def test_batched_predictions_equal_single_ones_and_bad_inputs_are_dead_lettered(
   rows = {row["input"]: row for row in map(json.loads, batched["predictions"])}
   assert rows == {row["input"]: row for row in map(json.loads, single["predictions"])}
   assert set(rows) == set(good)
-  assert batched["record"]["metrics"]["num_batches"] == 2  # 3 images, at most 2 a batch
-  assert single["record"]["metrics"]["num_batches"] == 3
+  assert batched["record"].metrics["num_batches"] == 2  # 3 images, at most 2 a batch
+  assert single["record"].metrics["num_batches"] == 3
   for row in rows.values():
     assert row["num_detections"] == len(row["detections"]) <= object_detection.MAX_DETECTIONS
     assert all(d["score"] >= object_detection.SCORE_THRESHOLD for d in row["detections"])
@@ -91,7 +91,7 @@ def test_batched_predictions_equal_single_ones_and_bad_inputs_are_dead_lettered(
   assert reasons[str(not_an_image)][1].startswith("not an image file")
   assert reasons[str(too_many_bytes)][1].startswith("file too large")
   assert reasons[str(too_many_pixels)][1].startswith("image too large")
-  assert batched["record"]["metrics"]["dead_lettered"] == len(bad)
+  assert batched["record"].metrics["dead_lettered"] == len(bad)
 
 
 def test_letterbox_scales_the_longer_side_to_800_and_centres_it_on_black():

@@ -32,8 +32,8 @@ def runs(tmp_path_factory, models_dir, data_dir):
       if (bench, optimization) not in done:
         code = run.main([bench, "--optimize", optimization, "--models-dir", str(models_dir),
                          "--data-dir", str(data_dir), "--results-dir", str(results)])
-        (record,) = [r for r in _records(results) if r["benchmark"] == bench
-                     and r["plan"]["optimization"] == optimization]
+        (record,) = [r for r in _records(results) if r.benchmark == bench
+                     and r.plan["optimization"] == optimization]
         done[bench, optimization] = (code, record, sorted(
             (p["input"], p.get("class", p.get("token"))) for p in predictions(results, record)))
       return done[bench, optimization]
@@ -41,15 +41,15 @@ def runs(tmp_path_factory, models_dir, data_dir):
 
 
 def _records(results):
-  from pipelines import results_store
-  return results_store.load_all(results)
+  from pipelines.record import store
+  return store.load_all(results)
 
 
 @pytest.mark.parametrize("bench,optimization", CASES, ids=[f"{b}-{o}" for b, o in CASES])
 def test_each_optimization_runs_where_the_workers_load_the_model(runs, bench, optimization):
   code, record, predicted = runs(bench, optimization)
-  assert code == 0 and record["status"] == "succeeded", record["error"]
-  m, meta = record["metrics"], record["metadata"]
+  assert code == 0 and record.status == "succeeded", record.error
+  m, meta = record.metrics, record.metadata
   assert meta["optimization"] == optimization  # what the workers applied, from their counters
   assert m["num_inferences"] == len(predicted) == 6
   assert m["optimize_s"] is not None and m["worker_share_optimize_s"] is not None
@@ -67,12 +67,12 @@ def test_each_optimization_runs_where_the_workers_load_the_model(runs, bench, op
     assert predicted == reference  # the same prediction for every item
   else:  # lossy, random weights: measured, not judged, and the record says why
     assert check["kind"] == "lossy" and check["passed"] is None
-    assert "random weights" in record["metric_notes"]["agreement"]
+    assert "random weights" in record.metric_notes["agreement"]
 
 
 def test_bf16_says_whether_this_cpu_runs_it_natively(runs):
   _, record, _ = runs("small-bert", "bf16")
-  meta = record["metadata"]
+  meta = record.metadata
   flags = optimizations.cpu_flags()
   assert meta["cpu_flags"] == (",".join(flags) or "none")
   assert meta["bf16"] == optimizations.bf16_support(flags)
@@ -160,15 +160,15 @@ def test_an_optimize_experiment_never_joins_its_profile_series(runs):
   """OPTIMIZE= other than the profile's choice publishes to its own series and charts in its
   own report group; the profile's own choice stays in the profile's series."""
   from pipelines.publish.metrics_rows import series_name
-  from pipelines.report import history
+  from pipelines.record import comparable
   _, optimized, _ = runs("small-bert", "int8")
   _, plain, _ = runs("small-bert", "none")
-  assert optimized["plan"]["optimization_override"] is True
-  assert plain["plan"]["optimization_override"] is False
-  assert series_name("small_bert", optimized) == "small_bert_tuned_int8"
-  assert series_name("small_bert", plain) == "small_bert_tuned"
-  assert history.key(optimized) != history.key(plain)
-  assert history.key(optimized).optimization == "int8"
+  assert optimized.plan["overrides"] == {"optimization": "int8"}
+  assert plain.plan["overrides"] == {}
+  assert series_name(optimized, "influx_measurement") == "small_bert_tuned_int8_local"
+  assert series_name(plain, "influx_measurement") == "small_bert_tuned_local"
+  assert comparable.key(optimized) != comparable.key(plain)
+  assert comparable.key(optimized).optimization == "int8"
 
 
 def test_sweep_takes_optimizations_as_a_dimension(tmp_path, monkeypatch, capsys, models_dir,

@@ -81,13 +81,15 @@ def test_each_images_model_stage_copies_every_module_the_model_writer_imports(tm
 LAYERS = [
     # config, and the record's plain data
     {"pipelines.cli_types", "pipelines.layout", "pipelines.matrix", "pipelines.profiles",
-     "pipelines.record_schema", "pipelines.results_store", "pipelines.cost",
-     "pipelines.sweep_results"},
-    {"pipelines.run_record", "pipelines.summary", "pipelines.data"},
-    # the engine: runners and what they need while a run is under way
-    {"pipelines.progress", "pipelines.interrupts", "pipelines.dataflow", "pipelines.plan",
-     "pipelines.agreement",
-     "pipelines.runners", "pipelines.worker_container"},
+     "pipelines.cost", "pipelines.sweep_results", "pipelines.text_lines",
+     "pipelines.record.schema", "pipelines.record.upgrade", "pipelines.record.comparable",
+     "pipelines.record.store", "pipelines.record.ledger", "pipelines.record.facts",
+     "pipelines.record"},
+    {"pipelines.record.build", "pipelines.summary", "pipelines.data"},
+    # the engine: the plan, the runners and what they need while a run is under way
+    {"pipelines.progress", "pipelines.interrupts", "pipelines.dataflow", "pipelines.preflight",
+     "pipelines.plan", "pipelines.agreement", "pipelines.runners", "pipelines.worker_container",
+     "pipelines.launch"},
     # readers of records
     {"pipelines.publish", "pipelines.report", "pipelines.capacity"},
     # the launcher (runs one plan, then the post-run publish step)
@@ -95,7 +97,7 @@ LAYERS = [
     # commands built on the launcher
     {"pipelines.sweep", "pipelines.perf", "pipelines.compare_profiles", "pipelines.gpu_check",
      "pipelines.projection_check", "pipelines.bench_all", "pipelines.doctor",
-     "pipelines.isolated"},
+     "pipelines.child"},
 ]
 
 

@@ -6,10 +6,11 @@ import json
 
 import pytest
 
-from pipelines import compare_profiles, perf, profiles, run, runners
+from pipelines import compare_profiles, launch, perf, profiles, run, runners
 from pipelines.matrix import REPO_ROOT
 from pipelines.publish import metrics_rows
-from pipelines.report import compare, history
+from pipelines.record import comparable
+from pipelines.report import compare
 from pipelines.worker import beam_metrics
 from pipelines.worker.models import build_architecture
 from tests.records import make_record, synthetic_record
@@ -42,13 +43,13 @@ def raw_metrics(monkeypatch):
 
 def test_beam_profile_run_reports_beams_metrics_under_beams_step(kit, raw_metrics):  # noqa: F811
   code, record = kit("small-resnet", "--profile", "beam")
-  assert code == 0 and record["status"] == "succeeded"
-  meta = record["metadata"]
-  assert meta["profile"] == "beam" and meta["inference_step"] == "PyTorchRunInference"
+  assert code == 0 and record.status == "succeeded"
+  meta, asked = record.metadata, record.plan
+  assert asked["profile"] == "beam" and asked["inference_step"] == "PyTorchRunInference"
   # Dataflow's default on n1-standard-2: one SDK process per vCPU, torch pool of all vCPUs.
-  assert meta["layout"] == "2x2" and meta["processes_loaded_model"] == 2
-  assert meta["batching"] == {"min_batch_size": 10, "max_batch_size": 100}
-  assert meta["batch_size"] is None
+  assert asked["layout"] == "2x2" and meta["processes_loaded_model"] == 2
+  assert asked["batching"] == {"min_batch_size": 10, "max_batch_size": 100}
+  assert asked["batch_size"] is None
   (raw,) = raw_metrics
   for name in BEAM_METRICS:
     steps = raw["steps"][(beam_metrics.BEAM_NAMESPACE, name)]
@@ -58,32 +59,34 @@ def test_beam_profile_run_reports_beams_metrics_under_beams_step(kit, raw_metric
   published = metrics_rows.published_metrics(record)
   assert ("BeamML_PyTorch_pytorchruninference/beamml_runinference_"
           "mean_inference_batch_latency_micro_secs") in published
-  assert metrics_rows.series_name("small_resnet", record) == "small_resnet"
+  # Beam's own series on Dataflow; a local run keeps out of it
+  assert metrics_rows.series_name(record, "influx_measurement") == "small_resnet_local"
+  assert comparable.key(record).series("small_resnet").startswith("small_resnet")
   # The true size of the weights, beside Beam's process-memory delta.
-  assert record["metrics"]["model_param_and_buffer_bytes"] == true_size("resnet18")
+  assert record.metrics["model_param_and_buffer_bytes"] == true_size("resnet18")
 
 
 def test_tuned_profile_keeps_the_kits_step_and_fixed_batch(kit, raw_metrics):  # noqa: F811
   code, record = kit("small-resnet")
   assert code == 0
-  meta = record["metadata"]
-  assert meta["profile"] == "tuned" and meta["inference_step"] == "RunInference"
-  assert meta["layout"] == "1x2" and meta["batch_size"] == 2
-  assert meta["batching"] == {"min_batch_size": 2, "max_batch_size": 2}
+  asked = record.plan
+  assert asked["profile"] == "tuned" and asked["inference_step"] == "RunInference"
+  assert asked["layout"] == "1x2" and asked["batch_size"] == 2
+  assert asked["batching"] == {"min_batch_size": 2, "max_batch_size": 2}
   (raw,) = raw_metrics
   steps = raw["steps"][(beam_metrics.BEAM_NAMESPACE, "inference_batch_latency_micro_secs")]
   assert all(s.startswith("RunInference/BeamML_RunInference") for s in steps)
-  assert metrics_rows.series_name("small_resnet", record) == "small_resnet_tuned"
+  assert metrics_rows.series_name(record, "influx_measurement") == "small_resnet_tuned_local"
 
 
 def test_beam_profile_runs_bert_at_batch_size_one(kit):  # noqa: F811
   # One process keeps the test short; batching is what is checked here.
   code, record = kit("small-bert", "--profile", "beam", "--layout", "1x2")
-  assert code == 0 and record["status"] == "succeeded"
-  metrics = record["metrics"]
+  assert code == 0 and record.status == "succeeded"
+  metrics = record.metrics
   assert metrics["mean_inference_request_batch_size"] == 1
   assert metrics["num_batches"] == metrics["num_inferences"] == 6
-  assert record["metadata"]["batching"] == {"max_batch_size": 1}
+  assert record.plan["batching"] == {"max_batch_size": 1}
   # BERT ties its decoder to the word embeddings: counted once, as the model holds it once.
   assert metrics["model_param_and_buffer_bytes"] == true_size("bert-tiny-uncased")
 
@@ -100,12 +103,12 @@ def length_matrix(folder) -> str:
 def built_labels(monkeypatch):
   """The transform labels of each pipeline the launcher built, in order."""
   seen = []
-  real = run.pipeline.build
+  real = launch.pipeline.build
 
   def spy(p, opts, **telemetry):
     real(p, opts, **telemetry)
     seen.append(set(p.applied_labels))
-  monkeypatch.setattr(run.pipeline, "build", spy)
+  monkeypatch.setattr(launch.pipeline, "build", spy)
   return seen
 
 
@@ -113,15 +116,15 @@ def test_beam_profile_decides_berts_batching_over_the_matrix(kit, tmp_path, monk
                                                               built_labels):
   monkeypatch.setenv("BENCHMARK_MATRIX", length_matrix(tmp_path))
   code, record = kit("small-bert", "--profile", "beam", "--layout", "1x2")
-  assert code == 0 and record["metadata"]["profile"] == "beam"
-  assert record["metadata"]["length_aware_batching"] is False  # Beam's: in the order they come
+  assert code == 0 and record.plan["profile"] == "beam"
+  assert record.plan["sentence_batching"] == "padded"  # Beam's: in the order they come
   assert "SortByLength" not in built_labels[-1]
   code, record = kit("small-bert")  # tuned: the matrix's length-aware batching
-  assert code == 0 and record["metadata"]["length_aware_batching"] is True
+  assert code == 0 and record.plan["sentence_batching"] == "length"
   assert "SortByLength" in built_labels[-1]
   # An explicit --batching wins in any profile, as --batch-size does, and the record says so.
   code, record = kit("small-bert", "--profile", "beam", "--layout", "1x2", "--batching", "length")
-  assert code == 0 and record["metadata"]["length_aware_batching"] is True
+  assert code == 0 and record.plan["sentence_batching"] == "length"
   assert "SortByLength" in built_labels[-1]
 
 
@@ -143,7 +146,7 @@ def test_perf_runs_both_sides_with_its_profiles_layout_and_batching(kit, tmp_pat
   for row in rows:
     assert row["profile"] == "beam" and row["batching"] == {"max_batch_size": 1}
     assert row["batch_size"] == row["plain_batch_size"] == 1  # the plain loop's batch too
-    assert row["length_aware_batching"] is False  # nor does the plain loop sort
+    assert row["sentence_batching"] == "padded"  # nor does the plain loop sort
 
 
 def test_unknown_profile_is_a_clear_error(kit, capsys):  # noqa: F811
@@ -217,10 +220,10 @@ def test_report_groups_keep_profiles_apart(tmp_path):
   old = synthetic_record()  # a record from before profiles: it ran the tuned settings
   tuned = synthetic_record(profile="tuned")
   beam = synthetic_record(profile="beam", inference_step="PyTorchRunInference")
-  groups = history.groups([old, tuned, beam])
+  groups = comparable.groups([old, tuned, beam])
   assert sorted(k.profile for k in groups) == ["beam", "tuned"]
-  by_profile = {k.profile: {r["run_id"] for r in runs} for k, runs in groups.items()}
-  assert by_profile == {"tuned": {old["run_id"], tuned["run_id"]}, "beam": {beam["run_id"]}}
+  by_profile = {k.profile: {r.run_id for r in runs} for k, runs in groups.items()}
+  assert by_profile == {"tuned": {old.run_id, tuned.run_id}, "beam": {beam.run_id}}
   assert all(f"profile {k.profile}" in k.label() for k in groups)
   assert len({k.slug() for k in groups}) == 2
 
@@ -228,7 +231,7 @@ def test_report_groups_keep_profiles_apart(tmp_path):
 def test_compare_refuses_runs_of_different_profiles(tmp_path, capsys):
   tuned = make_record(tmp_path, profile="tuned")
   beam = make_record(tmp_path, profile="beam", inference_step="PyTorchRunInference")
-  args = ["--results-dir", str(tmp_path), tuned["run_id"], beam["run_id"]]
+  args = ["--results-dir", str(tmp_path), tuned.run_id, beam.run_id]
   assert compare.main(args) == 2
   assert "profile tuned" in capsys.readouterr().err
   assert compare.main([*args, "--cross-profile"]) == 0
@@ -241,7 +244,7 @@ def test_default_compare_pairs_runs_of_the_latest_runs_profile(tmp_path, capsys)
   second = make_record(tmp_path, profile="beam", started="2026-11-03T00:00:00+00:00")
   assert compare.main(["--results-dir", str(tmp_path)]) == 0
   out = capsys.readouterr().out
-  assert first["run_id"] in out and second["run_id"] in out and "profile beam" in out
+  assert first.run_id in out and second.run_id in out and "profile beam" in out
 
 
 # --- compare-profiles --------------------------------------------------------------------------

@@ -12,6 +12,7 @@ import textwrap
 import time
 
 from pipelines import matrix, progress
+from pipelines.dataflow import status as dataflow_status
 from pipelines.matrix import REPO_ROOT
 from tests.conftest import run_pipeline
 
@@ -35,7 +36,7 @@ def test_counts_from_two_sdk_processes_add_up_to_num_inferences(tmp_path, monkey
                      beam_args=TWO_PROCESSES)
   counts = progress.read_counts(folder)
   pids = reporting_pids(folder)
-  assert sum(counts.values()) == out["record"]["metrics"]["num_inferences"] == len(paths)
+  assert sum(counts.values()) == out["record"].metrics["num_inferences"] == len(paths)
   assert len(pids) == 2, counts  # both SDK worker processes reported...
   assert os.getpid() not in pids  # ...and neither is this process
   assert not list(folder.glob("*.tmp"))
@@ -105,7 +106,9 @@ def test_bench_all_numbers_its_steps(tmp_path):
   script = textwrap.dedent("""
       import sys
       from pipelines import bench_all
-      bench_all.run_child = lambda args: 2  # no real runs
+      def refused(o, quiet=False):  # no real runs
+          raise bench_all.child.NotStarted("stubbed")
+      bench_all.child.run = refused
       bench_all.report.main = lambda argv: 0
       sys.exit(bench_all.main(["--results-dir", sys.argv[1]]))
   """)
@@ -125,7 +128,7 @@ def test_dataflow_status_prints_state_and_elapsed_at_a_steady_interval():
   now = [0.0]
   url = "https://console.cloud.google.com/dataflow/jobs/us-central1/2026-1?project=p"
   stream = io.StringIO()
-  status = progress.JobStatus(url, interval_s=30, stream=stream, clock=lambda: now[0])
+  status = dataflow_status.JobStatus(url, interval_s=30, stream=stream, clock=lambda: now[0])
   for t, state, note in ((0, "JOB_STATE_PENDING", ""), (10, "JOB_STATE_RUNNING", ""),
                          (20, "JOB_STATE_RUNNING", ""), (40, "JOB_STATE_RUNNING", ""),
                          (50, "JOB_STATE_RUNNING", "status unavailable: ConnectionError"),
@@ -148,6 +151,6 @@ def test_dataflow_status_prints_state_and_elapsed_at_a_steady_interval():
 def test_dataflow_status_takes_beam_pipeline_states():
   from apache_beam.runners.runner import PipelineState
   stream = io.StringIO()
-  status = progress.JobStatus("u", stream=stream, clock=lambda: 0.0)
+  status = dataflow_status.JobStatus("u", stream=stream, clock=lambda: 0.0)
   status.finish(PipelineState.FAILED)
   assert stream.getvalue().splitlines()[-1] == "Dataflow job FAILED after 0m00s: u"

@@ -8,17 +8,18 @@ import time
 import pytest
 import requests
 
-from pipelines import results_store
 from pipelines.matrix import REPO_ROOT
 from pipelines.publish import metrics_rows, publisher
+from pipelines.record import ledger, store
 from pipelines.run import publish_after_run
 from tests import servers
 from tests.records import make_record
 
 MEASUREMENT = "torch_inference_imagenet_resnet101"
 TABLE = "torch_inference_imagenet_results_resnet101"
-TUNED_MEASUREMENT = MEASUREMENT + "_tuned"  # records without a profile are tuned runs
-TUNED_TABLE = TABLE + "_tuned"
+# records without a profile are tuned runs; a local run's series ends _local
+TUNED_MEASUREMENT = MEASUREMENT + "_tuned_local"
+TUNED_TABLE = TABLE + "_tuned_local"
 SECRET = "s3cr3t-Pa55"
 KIT_STEP = "BeamML_PyTorch_runinference/beamml_runinference_"  # label "RunInference"
 BEAM_STEP = "BeamML_PyTorch_pytorchruninference/beamml_runinference_"  # "PyTorchRunInference"
@@ -47,7 +48,12 @@ BEAM_DASHBOARD_QUERIES = {
 
 
 def reload(record, results):
-  return results_store.find(record["run_id"], results)
+  return store.find(record.run_id, results)
+
+
+def published(record, results) -> dict:
+  """The run's ledger: what was sent where."""
+  return ledger.entries(results, record)
 
 
 @pytest.fixture
@@ -105,7 +111,7 @@ def test_influxdb_v1_write_then_read_back_without_duplicates(tmp_path, results, 
     influx_v1_env(no_targets, url)
     record = make_record(results)
     assert publisher.main(["--results-dir", str(results)]) == 0
-    assert publisher.main(["--results-dir", str(results), "--run", record["run_id"]]) == 0
+    assert publisher.main(["--results-dir", str(results), "--run", record.run_id]) == 0
     points = influx_v1_points(url)
     assert influx_v1_points(url, MEASUREMENT) == []  # a tuned run stays out of Beam's series
   published = metrics_rows.published_metrics(record)
@@ -113,14 +119,14 @@ def test_influxdb_v1_write_then_read_back_without_duplicates(tmp_path, results, 
   by_metric = {p["metric"]: p for p in points}
   assert set(by_metric) == set(published)
   assert {tuple(sorted(p)) for p in points} == {("metric", "test_id", "time", "value")}
-  assert {p["test_id"] for p in points} == {record["run_id"]}
+  assert {p["test_id"] for p in points} == {record.run_id}
   assert by_metric[KIT_STEP + "mean_inference_batch_latency_micro_secs"]["value"] == 52_000.0
   assert by_metric[KIT_STEP + "mean_load_model_latency_milli_secs"]["value"] == 1500.0
   assert by_metric[KIT_STEP + "mean_inference_request_batch_size"]["value"] == 16.0
   assert by_metric[KIT_STEP + "num_inferences"]["value"] == 64.0
   assert by_metric["BenchmarkKit/throughput_per_s"]["value"] == pytest.approx(
-      record["metrics"]["throughput_per_s"])
-  assert reload(record, results)["publish"]["influxdb"]["status"] == "ok"
+      record.metrics["throughput_per_s"])
+  assert published(record, results)["influxdb"]["status"] == "ok"
 
 
 def test_beams_dashboard_queries_read_beam_profile_runs(tmp_path, results, no_targets):
@@ -129,16 +135,18 @@ def test_beams_dashboard_queries_read_beam_profile_runs(tmp_path, results, no_ta
   same_second = "2026-11-20T02:00:00+00:00"
   batches = 100  # enough for a p99 (the kit's p99 panel)
   beam_runs = [make_record(results, latency_us=us, load_ms=ms, started=same_second,
-                           profile="beam", inference_step="PyTorchRunInference", batches=batches)
+                           profile="beam", inference_step="PyTorchRunInference", batches=batches,
+                           runner="DataflowRunner")
                for us, ms in ((40_000.0, 1000.0), (60_000.0, 2000.0))]
   bert = make_record(results, benchmark="bert-base", latency_us=90_000.0, started=same_second,
-                     profile="beam", inference_step="PyTorchRunInference", batches=batches)
+                     profile="beam", inference_step="PyTorchRunInference", batches=batches,
+                     runner="DataflowRunner")
   tuned = make_record(results, latency_us=10_000.0, started=same_second, batches=batches)
   with servers.influxdb_v1(tmp_path) as url:
     create_db(url)
     influx_v1_env(no_targets, url)
     assert publisher.main(["--results-dir", str(results)]) == 0
-    assert publisher.main(["--results-dir", str(results), "--run", beam_runs[0]["run_id"]]) == 0
+    assert publisher.main(["--results-dir", str(results), "--run", beam_runs[0].run_id]) == 0
     answers = {name: influx_query(url, dashboard(q, tuned))
                for name, q in BEAM_DASHBOARD_QUERIES.items()}
     latency_points = influx_query(
@@ -163,9 +171,9 @@ def test_beams_dashboard_queries_read_beam_profile_runs(tmp_path, results, no_ta
   assert answers["batch_size_resnet101"][0]["mean"] == 16.0
   assert answers["batch_latency_bert_base"][0]["mean"] == pytest.approx(90_000.0)
   assert sorted((p["test_id"], p["value"]) for p in latency_points) == sorted(
-      (r["run_id"], r["metrics"]["mean_inference_batch_latency_micro_secs"]) for r in beam_runs)
+      (r.run_id, r.metrics["mean_inference_batch_latency_micro_secs"]) for r in beam_runs)
   assert [p["mean"] for p in tuned_answer] == [pytest.approx(10_000.0)]
-  assert bert["run_id"] not in {p["test_id"] for p in latency_points}
+  assert bert.run_id not in {p["test_id"] for p in latency_points}
   # The kit's own dashboard charts both series, except GPU utilization (no GPU in these runs).
   for (title, measurement, _), answer in kit_answers.items():
     expected = [] if title.startswith("GPU") else [1]
@@ -192,12 +200,12 @@ def test_influxdb_v2_protocol_write_then_read_back(tmp_path, results, no_targets
     record, other = (make_record(results, latency_us=us, started=started)
                      for us in (52_000.0, 70_000.0))
     assert publisher.main(["--results-dir", str(results)]) == 0
-    assert publisher.main(["--results-dir", str(results), "--run", record["run_id"]]) == 0
+    assert publisher.main(["--results-dir", str(results), "--run", record.run_id]) == 0
     exported = vm_export(url, TUNED_MEASUREMENT,
                          KIT_STEP + "mean_inference_batch_latency_micro_secs")
   by_run = {line["metric"]["test_id"]: line for line in exported}
-  assert set(by_run) == {record["run_id"], other["run_id"]}  # same second, two series
-  line = by_run[record["run_id"]]
+  assert set(by_run) == {record.run_id, other.run_id}  # same second, two series
+  line = by_run[record.run_id]
   assert line["values"] == [52_000.0]  # one sample: the resend did not duplicate it
   assert line["timestamps"] == [int(run_record_ts(record)) * 1000]  # precision: seconds
   assert set(line["metric"]) == {"__name__", "metric", "test_id"}
@@ -223,7 +231,7 @@ def test_influxdb_v2_credentials_in_url_are_sent_as_basic_auth_and_never_shown(
   saved = json.dumps(reload(record, results))
   for text in (out.out, out.err, saved):
     assert password not in text and quoted not in text and "kit:" not in text
-  assert reload(record, results)["publish"]["influxdb"]["target"] == (
+  assert published(record, results)["influxdb"]["target"] == (
       f"InfluxDB v2 at {url} (beam)")
 
 
@@ -242,13 +250,15 @@ def test_influxdb_v1_credentials_in_url_are_redacted_everywhere(tmp_path, result
                         timeout=5).status_code == 401
   assert len(stored) == len(metrics_rows.published_metrics(record))
   # A failure (server gone) is reported with the same redaction.
-  assert publisher.main(["--results-dir", str(results), "--run", record["run_id"]]) == 1
+  assert publisher.main(["--results-dir", str(results), "--run", record.run_id]) == 1
   out = capsys.readouterr()
   assert "InfluxDB v1 at http://127.0.0.1" in out.out and "InfluxDB v1" in out.err
   saved = reload(record, results)
-  for text in (out.out, out.err, json.dumps(saved)):
+  for text in (out.out, out.err, json.dumps(saved.to_dict()),
+               json.dumps(published(saved, results))):
     assert SECRET not in text and "kit:" not in text
-  assert [a["status"] for a in saved["publish"]["influxdb"]["attempts"]] == ["ok", "failed"]
+  attempts = published(saved, results)["influxdb"]["attempts"]
+  assert [a["status"] for a in attempts] == ["ok", "failed"]
 
 
 def run_record_ts(record):
@@ -287,9 +297,9 @@ def test_bigquery_create_insert_query_back_without_duplicates(bigquery_url, resu
   bigquery_env(no_targets, bigquery_url)
   record = make_record(results)
   assert publisher.main(["--results-dir", str(results)]) == 0
-  first = bigquery_rows(bigquery_url, record["run_id"])
-  assert publisher.main(["--results-dir", str(results), "--run", record["run_id"]]) == 0
-  second = bigquery_rows(bigquery_url, record["run_id"])
+  first = bigquery_rows(bigquery_url, record.run_id)
+  assert publisher.main(["--results-dir", str(results), "--run", record.run_id]) == 0
+  second = bigquery_rows(bigquery_url, record.run_id)
   assert first == second  # the resend inserted nothing
   # job_id is NULL outside Dataflow, as in Beam's rows
   assert first[KIT_STEP + "mean_inference_batch_latency_micro_secs"] == (52_000.0, None)
@@ -326,7 +336,7 @@ def test_bigquery_rows_in_beams_schema_read_by_beams_analyzer_query(bigquery_url
   bigquery_env(no_targets, bigquery_url, dataset="beam_run_inference")
   same_second = "2026-11-20T02:00:00+00:00"
   beam_runs = [make_record(results, latency_us=us, started=started, profile="beam",
-                           inference_step="PyTorchRunInference")
+                           inference_step="PyTorchRunInference", runner="DataflowRunner")
                for us, started in ((40_000.0, same_second), (60_000.0, same_second),
                                    (45_000.0, "2026-11-21T02:00:00+00:00"))]
   tuned = make_record(results, latency_us=10_000.0, started=same_second)
@@ -343,7 +353,7 @@ def test_bigquery_rows_in_beams_schema_read_by_beams_analyzer_query(bigquery_url
   assert "CONTAINS_SUBSTR((metric), 'mean_inference_batch_latency_micro_secs')" in query
   rows = [dict(row) for row in client.query(query).result()]
   assert sorted((r["test_id"], r["value"]) for r in rows) == sorted(
-      (r["run_id"], r["metrics"]["mean_inference_batch_latency_micro_secs"]) for r in beam_runs)
+      (r.run_id, r.metrics["mean_inference_batch_latency_micro_secs"]) for r in beam_runs)
   assert {r["metric"] for r in rows} == {BEAM_STEP + "mean_inference_batch_latency_micro_secs"}
   assert rows[0]["timestamp"].isoformat() == "2026-11-21T02:00:00+00:00"  # newest first
   assert set(rows[0]) == {"test_id", "timestamp", "metric", "value", "job_id"}
@@ -351,7 +361,7 @@ def test_bigquery_rows_in_beams_schema_read_by_beams_analyzer_query(bigquery_url
   tuned_rows = [dict(row) for row in client.query(beams_fetch_query(
       "test", "beam_run_inference", TUNED_TABLE, "mean_inference_batch_latency_micro_secs"))]
   assert [(r["test_id"], r["value"], r["metric"]) for r in tuned_rows] == [
-      (tuned["run_id"], 10_000.0, KIT_STEP + "mean_inference_batch_latency_micro_secs")]
+      (tuned.run_id, 10_000.0, KIT_STEP + "mean_inference_batch_latency_micro_secs")]
 
 
 def test_bigquery_missing_dataset_is_an_error_unless_asked(bigquery_url, results, no_targets):
@@ -359,15 +369,15 @@ def test_bigquery_missing_dataset_is_an_error_unless_asked(bigquery_url, results
   bigquery_env(no_targets, bigquery_url, dataset="beam_perf_typo", create_dataset=False)
   record = make_record(results)
   assert publisher.main(["--results-dir", str(results)]) == 1
-  outcome = reload(record, results)["publish"]["bigquery"]
-  assert outcome["status"] == "failed"
-  assert "dataset test.beam_perf_typo does not exist" in outcome["error"]
-  assert "BIGQUERY_CREATE_DATASET=1" in outcome["error"]
+  outcome = published(record, results)["bigquery"]
+  assert outcome.status == "failed"
+  assert "dataset test.beam_perf_typo does not exist" in outcome.error
+  assert "BIGQUERY_CREATE_DATASET=1" in outcome.error
   with pytest.raises(NotFound):  # nothing was created
     bq_client(bigquery_url).get_dataset("test.beam_perf_typo")
   bigquery_env(no_targets, bigquery_url, dataset="beam_perf_typo", create_dataset=True)
   assert publisher.main(["--results-dir", str(results)]) == 0
-  assert bigquery_rows(bigquery_url, record["run_id"], "beam_perf_typo")["__count__"] == len(
+  assert bigquery_rows(bigquery_url, record.run_id, "beam_perf_typo")["__count__"] == len(
       metrics_rows.published_metrics(record))
 
 
@@ -385,10 +395,10 @@ def test_bigquery_insert_failure_is_reported_not_swallowed(bigquery_url, results
   bigquery_env(no_targets, bigquery_url, dataset="broken")
   record = make_record(results)
   assert publisher.main(["--results-dir", str(results)]) == 1
-  outcome = reload(record, results)["publish"]["bigquery"]
-  assert outcome["status"] == "failed"
-  assert "BigQuery test.broken" in outcome["error"]
-  assert reload(record, results)["metrics"] == record["metrics"]
+  outcome = published(record, results)["bigquery"]
+  assert outcome.status == "failed"
+  assert "BigQuery test.broken" in outcome.error
+  assert reload(record, results).metrics == record.metrics
 
 
 def test_bigquery_row_level_insert_errors_are_reported(bigquery_url, results, no_targets):
@@ -399,9 +409,9 @@ def test_bigquery_row_level_insert_errors_are_reported(bigquery_url, results, no
     bigquery_env(no_targets, url, dataset="rows")
     record = make_record(results)
     assert publisher.main(["--results-dir", str(results)]) == 1
-  outcome = reload(record, results)["publish"]["bigquery"]
-  assert outcome["status"] == "failed"
-  assert "rows rejected" in outcome["error"] and "no such field: job_id" in outcome["error"]
+  outcome = published(record, results)["bigquery"]
+  assert outcome.status == "failed"
+  assert "rows rejected" in outcome.error and "no such field: job_id" in outcome.error
 
 
 # --- faults: the record survives, the command fails clearly, a later publish succeeds ----------
@@ -411,19 +421,19 @@ def test_influx_fault_then_later_publish_succeeds(fault, tmp_path, results, no_t
   no_targets.setenv("INFLUXDB_USER", "kit")
   no_targets.setenv("INFLUXDB_PASSWORD", SECRET)
   record = make_record(results)
-  before = json.dumps(record["metrics"], sort_keys=True)
+  before = json.dumps(record.metrics, sort_keys=True)
   started = time.monotonic()
   with fault_url(fault) as url:
     influx_v1_env(no_targets, url)
     assert publisher.main(["--results-dir", str(results)]) == 1
   assert time.monotonic() - started < 30  # a hanging server is cut off by the timeout
   err = capsys.readouterr().err
-  assert f"resnet101 run {record['run_id']}" in err and "InfluxDB v1" in err
+  assert f"resnet101 run {record.run_id}" in err and "InfluxDB v1" in err
   assert SECRET not in err
   failed = reload(record, results)
-  assert json.dumps(failed["metrics"], sort_keys=True) == before  # the local record is intact
-  assert failed["publish"]["influxdb"]["status"] == "failed"
-  assert SECRET not in json.dumps(failed)
+  assert json.dumps(failed.metrics, sort_keys=True) == before  # the local record is intact
+  assert published(failed, results)["influxdb"]["status"] == "failed"
+  assert SECRET not in json.dumps(failed.to_dict()) + json.dumps(published(failed, results))
 
   with servers.influxdb_v1(tmp_path) as url:
     requests.post(f"{url}/query", params={"q": "CREATE DATABASE beam_test_metrics"}, timeout=5)
@@ -431,7 +441,7 @@ def test_influx_fault_then_later_publish_succeeds(fault, tmp_path, results, no_t
     assert publisher.main(["--results-dir", str(results)]) == 0
     assert publisher.main(["--results-dir", str(results)]) == 0  # nothing left: no resend
     assert len(influx_v1_points(url)) == len(metrics_rows.published_metrics(record))
-  assert reload(record, results)["publish"]["influxdb"]["status"] == "ok"
+  assert published(record, results)["influxdb"]["status"] == "ok"
 
 
 @pytest.mark.parametrize("fault", ["down", "http_500", "hangs"])
@@ -442,10 +452,10 @@ def test_bigquery_fault_then_later_publish_succeeds(fault, bigquery_url, results
     started = time.monotonic()
     assert publisher.main(["--results-dir", str(results)]) == 1
     assert time.monotonic() - started < 60
-  assert reload(record, results)["publish"]["bigquery"]["status"] == "failed"
+  assert published(record, results)["bigquery"]["status"] == "failed"
   bigquery_env(no_targets, bigquery_url)
   assert publisher.main(["--results-dir", str(results)]) == 0
-  rows = bigquery_rows(bigquery_url, record["run_id"])
+  rows = bigquery_rows(bigquery_url, record.run_id)
   assert rows["__count__"] == len(metrics_rows.published_metrics(record))
 
 
@@ -454,8 +464,8 @@ def test_post_run_publish_failure_keeps_the_run(results, no_targets, capsys):
   record = make_record(results)
   publish_after_run(record, results)  # must not raise
   saved = reload(record, results)
-  assert saved["status"] == "succeeded"
-  assert saved["publish"]["influxdb"]["status"] == "failed"
+  assert saved.status == "succeeded"
+  assert published(saved, results)["influxdb"]["status"] == "failed"
   assert "make publish" in capsys.readouterr().err
 
 
@@ -481,17 +491,17 @@ def test_forced_resend_failure_keeps_the_earlier_success(tmp_path, results, no_t
     influx_v1_env(no_targets, url)
     assert publisher.main(["--results-dir", str(results)]) == 0
   # Same target, server now down: `make publish RUN=<id>` fails and says so...
-  assert publisher.main(["--results-dir", str(results), "--run", record["run_id"]]) == 1
+  assert publisher.main(["--results-dir", str(results), "--run", record.run_id]) == 1
   assert "stays published" in capsys.readouterr().err
-  entry = reload(record, results)["publish"]["influxdb"]
+  entry = published(record, results)["influxdb"]
   # ...but the run stays published (sends are idempotent: the points are still there).
   assert (entry["status"], entry["last_attempt"]) == ("ok", "failed")
   assert "ConnectionError" in entry["error"]
   assert [a["status"] for a in entry["attempts"]] == ["ok", "failed"]
   assert {a["target"] for a in entry["attempts"]} == {f"InfluxDB v1 at {url} (beam_test_metrics)"}
-  assert publisher.is_published(reload(record, results), "influxdb")
+  assert ledger.is_published(results, record, "influxdb")
   assert publisher.main(["--results-dir", str(results)]) == 0  # nothing to resend
-  assert len(reload(record, results)["publish"]["influxdb"]["attempts"]) == 2
+  assert len(published(record, results)["influxdb"]["attempts"]) == 2
   # A different server never got the run: `make publish` sends it there.
   (tmp_path / "b").mkdir()
   with servers.influxdb_v1(tmp_path / "b") as other:
@@ -499,7 +509,7 @@ def test_forced_resend_failure_keeps_the_earlier_success(tmp_path, results, no_t
     influx_v1_env(no_targets, other)
     assert publisher.main(["--results-dir", str(results)]) == 0
     assert len(influx_v1_points(other)) == len(metrics_rows.published_metrics(record))
-  entry = reload(record, results)["publish"]["influxdb"]
+  entry = published(record, results)["influxdb"]
   assert [a["status"] for a in entry["attempts"]] == ["ok", "failed", "ok"]
   assert (entry["status"], entry["last_attempt"], entry["error"]) == ("ok", "ok", None)
 
@@ -509,16 +519,17 @@ def test_records_from_before_the_history_keep_their_outcome_without_credentials(
   url = servers.closed_port_url()
   host = url.removeprefix("http://")
   record = make_record(results)
-  record["publish"] = {"influxdb": {  # as written before: one outcome, credentials in the URL
+  old = {**record.to_dict(), "schema_version": 1, "publish": {"influxdb": {
+      # as version 1 records kept it: inside the record, one outcome, credentials in the URL
       "status": "ok", "target": f"InfluxDB v1 at http://kit:{SECRET}@{host} (beam_test_metrics)",
-      "at": "2026-11-01T00:00:00+00:00"}}
-  results_store.save(record, results)
+      "at": "2026-11-01T00:00:00+00:00"}}}
+  store.path_for(record, results).write_text(json.dumps(old))
   influx_v1_env(no_targets, f"http://kit:{SECRET}@{host}")
   assert publisher.main(["--results-dir", str(results)]) == 0  # already published there
-  assert publisher.main(["--results-dir", str(results), "--run", record["run_id"]]) == 1
+  assert publisher.main(["--results-dir", str(results), "--run", record.run_id]) == 1
   saved = reload(record, results)
-  assert SECRET not in json.dumps(saved)
-  entry = saved["publish"]["influxdb"]
+  entry = published(saved, results)["influxdb"]
+  assert SECRET not in json.dumps(entry)
   assert [(a["status"], a["at"]) for a in entry["attempts"]][0] == (
       "ok", "2026-11-01T00:00:00+00:00")
   assert (entry["status"], entry["last_attempt"]) == ("ok", "failed")
@@ -526,14 +537,15 @@ def test_records_from_before_the_history_keep_their_outcome_without_credentials(
 
 def test_beams_newer_benchmarks_publish_under_beams_names_with_the_cost_figures(
     tmp_path, bigquery_url, results, no_targets):
-  """distilbert-sentiment with the beam profile: Beam's measurement and table, RunInference's
-  metrics under its 'RunInference' label, and DataflowCostBenchmark's four figures under their
-  bare labels, in the real InfluxDB and the BigQuery emulator alike."""
+  """distilbert-sentiment with the beam profile, run locally: Beam's measurement and table with
+  `_local` (a laptop never lands in Beam's series), RunInference's metrics under its
+  'RunInference' label, and DataflowCostBenchmark's four figures under their bare labels (the
+  run priced as one Dataflow worker), in the real InfluxDB and the BigQuery emulator alike."""
   record = make_record(results, benchmark="distilbert-sentiment", profile="beam",
                        inference_step="RunInference",
-                       extra_metadata={"dataflow_machine_type": "n1-standard-2",
-                                       "dataflow_disk_size_gb": 50})
-  metrics = record["metrics"]
+                       plan_extra={"dataflow": {"machine_type": "n1-standard-2",
+                                                "disk_size_gb": 50}})
+  metrics = record.metrics
   expected = {"EstimatedCost": metrics["estimated_cost_usd"],
               "JobRuntimeSeconds": metrics["job_runtime_s"],
               "AvgThroughputElements": metrics["avg_throughput_elements_per_s"],
@@ -546,10 +558,10 @@ def test_beams_newer_benchmarks_publish_under_beams_names_with_the_cost_figures(
     influx_v1_env(no_targets, url)
     assert publisher.main(["--results-dir", str(results)]) == 0
     points = influx_query(url, 'SELECT "value", "metric" FROM '
-                               '"torch_sentiment_distilbert_base_uncased"')
+                               '"torch_sentiment_distilbert_base_uncased_local"')
   influx = {p["metric"]: p["value"] for p in points}
-  rows = bigquery_rows(bigquery_url, record["run_id"], dataset="beam_run_inference",
-                       table="torch_sentiment_distilbert_base_uncased_batch")
+  rows = bigquery_rows(bigquery_url, record.run_id, dataset="beam_run_inference",
+                       table="torch_sentiment_distilbert_base_uncased_batch_local")
   for name, value in expected.items():
     assert influx[name] == pytest.approx(value), name
     assert rows[name][0] == pytest.approx(value), name

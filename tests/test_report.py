@@ -32,7 +32,7 @@ def test_planted_step_is_flagged_as_a_recent_regression(tmp_path):
   flagged = [r for r in group["regressions"]
              if r["metric"] == "mean_inference_batch_latency_micro_secs"]
   assert len(flagged) == 1
-  assert flagged[0]["index"] == 12 and flagged[0]["run_id"] == runs[12]["run_id"]
+  assert flagged[0]["index"] == 12 and flagged[0]["run_id"] == runs[12].run_id
   assert 0.15 < flagged[0]["relative_change"] < 0.25 and flagged[0]["recent"]
   # Throughput fell with the same step: flagged too, the other way round.
   assert any(r["metric"] == "throughput_per_s_excl_model_load" and r["relative_change"] < 0
@@ -64,7 +64,7 @@ def test_only_like_is_compared_with_like(tmp_path):
   # Local runs and (slower) Dataflow runs alternate: two flat groups, no step anywhere.
   make_history(tmp_path, noisy(50_000, 10, 9))
   make_history(tmp_path, noisy(80_000, 10, 10), runner="DataflowRunner",
-               machine_type="n1-standard-2", extra_metadata={"num_workers": 75})
+               machine_type="n1-standard-2", plan_extra={"workers": 75})
   make_history(tmp_path, noisy(50_000, 10, 11), weights="pretrained")
   analysis = page.analyze(page_records(tmp_path))
   keys = [g["group"] for g in analysis["groups"]]
@@ -75,8 +75,8 @@ def test_only_like_is_compared_with_like(tmp_path):
 
 
 def page_records(folder):
-  from pipelines import results_store
-  return results_store.load_all(folder)
+  from pipelines.record import store
+  return store.load_all(folder)
 
 
 # --- cost ----------------------------------------------------------------------------------
@@ -91,8 +91,8 @@ PRICES = {"currency": "USD",
 def dataflow_record(accelerator=None):
   return synthetic_record(wall_time_s=1800, batches=50, batch_size=1000,
                           runner="DataflowRunner", machine_type="n1-standard-2",
-                          extra_metadata={"num_workers": 75, "disk_size_gb": 50,
-                                          "accelerator": accelerator, "accelerator_count": 1})
+                          plan_extra={"workers": 75, "disk_size_gb": 50,
+                                      "accelerator": accelerator, "accelerator_count": 1})
 
 
 def test_cost_of_a_dataflow_run():
@@ -130,19 +130,19 @@ def test_compare_latest_with_previous_flags_a_step_beyond_noise(tmp_path, capsys
   runs = make_history(tmp_path, noisy(50_000, 10, 12) + [65_000])
   assert compare.main(["--results-dir", str(tmp_path)]) == 0
   out = capsys.readouterr().out
-  assert f"A: {runs[-2]['run_id']}" in out and f"B: {runs[-1]['run_id']}" in out
+  assert f"A: {runs[-2].run_id}" in out and f"B: {runs[-1].run_id}" in out
   row = next(line for line in out.splitlines()
              if line.startswith("mean_inference_batch_latency_micro_secs"))
   assert row.endswith("beyond noise")
-  change = (65_000 * 1.0 - runs[-2]["metrics"]["mean_inference_batch_latency_micro_secs"]) / (
-      runs[-2]["metrics"]["mean_inference_batch_latency_micro_secs"])
+  change = (65_000 * 1.0 - runs[-2].metrics["mean_inference_batch_latency_micro_secs"]) / (
+      runs[-2].metrics["mean_inference_batch_latency_micro_secs"])
   assert f"{change:+.1%}" in row
 
 
 def test_compare_two_named_runs_within_noise(tmp_path, capsys):
   runs = make_history(tmp_path, noisy(50_000, 10, 13, rel_noise=0.03))
   a, b = runs[3], runs[4]
-  assert compare.main([a["run_id"], b["run_id"], "--results-dir", str(tmp_path)]) == 0
+  assert compare.main([a.run_id, b.run_id, "--results-dir", str(tmp_path)]) == 0
   rows = compare.compare(a, b, page_records(tmp_path))
   latency = next(r for r in rows if r["metric"] == "mean_inference_batch_latency_micro_secs")
   assert latency["verdict"] == "within noise"
@@ -214,9 +214,9 @@ def test_headless_chromium_renders_the_plots(report_with_step, tmp_path):
 def test_bench_all_failure_runs_are_listed_not_charted(tmp_path):
   make_history(tmp_path, [50_000, 51_000])
   failed = synthetic_record()
-  failed["status"], failed["error"] = "failed", "RuntimeError: boom"
-  from pipelines import results_store
-  results_store.save(failed, tmp_path)
+  failed.status, failed.error = "failed", "RuntimeError: boom"
+  from pipelines.record import store
+  store.save(failed, tmp_path)
   analysis = page.analyze(page_records(tmp_path))
   assert len(analysis["groups"][0]["runs"]) == 2
   assert "1 failed run(s) not charted" in page.render(page_records(tmp_path), analysis, PRICES,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import html.parser
 import json
 
-from pipelines import results_store
+from pipelines.record import store
 from pipelines.report import __main__ as report_cli
 from tests.records import history, synthetic_record
 
@@ -51,19 +51,20 @@ def hostile_sweep(results) -> None:
 
 
 def hostile_record(results, status: str) -> None:
+  # (its benchmark and run id must be plain names: the store refuses others, see
+  # test_records_damaged.py)
   record = synthetic_record(runner="DirectRunner" + PAYLOAD, machine_type="local" + PAYLOAD,
                             weights="random" + PAYLOAD, profile="tuned" + PAYLOAD)
-  record["benchmark"] += PAYLOAD
-  record["run_id"] += PAYLOAD
-  record["status"], record["error"] = status, PAYLOAD
-  meta = record["metadata"]
-  meta.update(git_sha="$\\frac{$" + PAYLOAD, hostname=PAYLOAD, image=PAYLOAD, batch_size=PAYLOAD,
-              layout="1x2" + PAYLOAD, device_used="cpu" + PAYLOAD)
+  record.status, record.error = status, PAYLOAD
+  record.plan.update(image=PAYLOAD, batch_size=PAYLOAD, layout="1x2" + PAYLOAD,
+                     overrides={"layout": PAYLOAD})
+  meta = record.metadata
+  meta.update(git_sha="$\\frac{$" + PAYLOAD, hostname=PAYLOAD, device_used="cpu" + PAYLOAD)
   meta["versions"] = {"apache-beam": PAYLOAD, "torch": 2.14}  # not a string: shown as text
-  record["gpu"] = {"telemetry": "available", "samples": PAYLOAD}
+  record.gpu = {"telemetry": "available", "samples": PAYLOAD}
   path = results / "records" / f"2026{status}_planted.json"  # a name the store never writes
   path.parent.mkdir(parents=True, exist_ok=True)
-  path.write_text(json.dumps(record))
+  path.write_text(json.dumps(record.to_dict()))
 
 
 def test_planted_markup_in_sweeps_and_records_stays_text(tmp_path):
@@ -83,4 +84,4 @@ def test_planted_markup_in_sweeps_and_records_stays_text(tmp_path):
   assert found.attributes <= own.attributes | {"class"}
   # Shown, as text: the sweep's and the records' values are on the page, escaped.
   assert page.count("&lt;script&gt;alert(1)&lt;/script&gt;") >= 10
-  assert "Worker layout sweeps" in page and len(results_store.load_all(hostile)) == 5
+  assert "Worker layout sweeps" in page and len(store.load_all(hostile)) == 5

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import json
 
-from pipelines import data, results_store, sweep
+from pipelines import data, sweep
+from pipelines.record import store
 from pipelines.report import __main__ as report
 from pipelines.worker import tokenizer_files
 from tests.test_faults import SMALL_MATRIX
@@ -27,15 +28,15 @@ def test_sweep_runs_the_grid_and_stores_it(tmp_path, monkeypatch, capsys, models
   saved = json.loads(stored.read_text())
   assert [(p["layout"], p["batch_size"]) for p in saved["points"]] == [
       ("1x2", 2), ("1x2", 4), ("2x1", 2), ("2x1", 4)]
-  records = {r["run_id"]: r for r in results_store.load_all(results / "sweeps" / "runs")}
+  records = {r.run_id: r for r in store.load_all(results / "sweeps" / "runs")}
   assert not (results / "records").exists()  # points stay out of the benchmark history
   for point in saved["points"]:
     (run_id,) = point["run_ids"]
     record = records[run_id]
-    assert record["metadata"]["layout"] == point["layout"]
-    assert record["metadata"]["batch_size"] == point["batch_size"]
+    assert record.plan["layout"] == point["layout"]
+    assert record.plan["batch_size"] == point["batch_size"]
     assert point["processes_loaded_model"] == int(point["layout"][0])
-    assert point["steady_items_per_s"] == record["metrics"]["steady_throughput_per_s"] > 0
+    assert point["steady_items_per_s"] == record.metrics["steady_throughput_per_s"] > 0
   assert "1x2 padded *" in out  # the matrix default marked in the table
   assert report.main(["--results-dir", str(results)]) == 0
   page = (results / "report.html").read_text()

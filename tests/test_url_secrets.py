@@ -53,7 +53,8 @@ def report_output(results, capsys) -> str:
 def everywhere(out, record, results, capsys, doctor: str) -> dict[str, str]:
   """Every place a secret could reach: the run's output, its record, the report, doctor."""
   return {"stdout": out.out, "stderr": out.err,
-          "record": json.dumps(pub.reload(record, results)),
+          "record": json.dumps(pub.reload(record, results).to_dict()),
+          "ledger": json.dumps(pub.published(record, results)),
           "report": report_output(results, capsys), "doctor": doctor}
 
 
@@ -78,7 +79,7 @@ def test_influxdb_v1_password_with_reserved_characters_is_sent_and_never_shown(
                               auth=("kit", password))
     doctor = doctor_output()
   assert len(stored) == len(metrics_rows.published_metrics(record))  # the password worked
-  assert publisher.main(["--results-dir", str(results), "--run", record["run_id"]]) == 1
+  assert publisher.main(["--results-dir", str(results), "--run", record.run_id]) == 1
   out = capsys.readouterr()
   assert f"InfluxDB v1 at {url} (beam_test_metrics)" in out.out
   assert "ConnectionError" in out.err  # the server is gone: the error path is redacted too
@@ -100,7 +101,7 @@ def test_influxdb_v2_password_with_reserved_characters_is_sent_and_never_shown(
     doctor = doctor_output()
   assert [line["values"] for line in exported] == [[64.0]]
   # The server is gone: influxdb-client's own error message goes through the redaction.
-  assert publisher.main(["--results-dir", str(results), "--run", record["run_id"]]) == 1
+  assert publisher.main(["--results-dir", str(results), "--run", record.run_id]) == 1
   out = capsys.readouterr()
   assert "InfluxDB v2 at http://127.0.0.1" in out.err
   assert_never_shown(password, everywhere(out, record, results, capsys, doctor))
@@ -122,7 +123,7 @@ def test_url_without_a_scheme_is_refused_in_one_line_that_hides_the_password(
   refusal = f"INFLUXDB_URL must start with http:// or https:// (got '***@{host}')"
   assert out.err.splitlines() == [f"error: {refusal}", f"warning: not published: {refusal}"]
   assert f"InfluxDB misconfigured: {refusal}" in doctor
-  assert not pub.reload(record, results).get("publish")  # no attempt was made
+  assert not pub.published(record, results)  # no attempt was made
   assert_never_shown(password, everywhere(out, record, results, capsys, doctor))
 
 
@@ -130,13 +131,14 @@ def test_records_written_before_keep_no_password_cut_at_a_reserved_character(res
   url = servers.closed_port_url()
   host = url.removeprefix("http://")
   record = make_record(results)
-  record["publish"] = {"influxdb": {  # as an earlier version stored it
+  old = {**record.to_dict(), "schema_version": 1, "publish": {"influxdb": {
+      # as an earlier version stored it: inside the record, the password in the URL
       "status": "failed", "target": f"InfluxDB v1 at http://kit:k9Q/zR7w@{host} (db)",
       "error": f"InfluxDB v1 at kit:k9Q#zR7w@{host} (db): ConnectionError",
-      "at": "2026-11-01T00:00:00+00:00"}}
-  from pipelines import results_store
-  results_store.save(record, results)
+      "at": "2026-11-01T00:00:00+00:00"}}}
+  from pipelines.record import store
+  store.path_for(record, results).write_text(json.dumps(old))
   pub.influx_v1_env(env, url)
   assert publisher.main(["--results-dir", str(results)]) == 1  # down: the attempt is recorded
-  saved = json.dumps(pub.reload(record, results))
+  saved = json.dumps(pub.published(record, results))
   assert "k9Q" not in saved and "zR7w" not in saved

@@ -6,7 +6,7 @@ import re
 
 import pytest
 
-from pipelines import isolated, matrix, run
+from pipelines import child, matrix, run
 from pipelines.layout import Layout
 from pipelines.plan import Overrides
 from pipelines.worker import process_stats
@@ -29,20 +29,20 @@ def test_n_share_runs_one_workers_items_and_times_them_whole(shares_of_five, mod
                                                              data_dir, tmp_path, monkeypatch):
   monkeypatch.setenv("BENCHMARK_MATRIX", str(shares_of_five))
   assert matrix.get("small-bert").share_items == 5
-  # in a fresh process (isolated.py), as a user's `make bench-... N=share` runs
-  record = isolated.run(Overrides("small-bert", items="share", layout=Layout.parse("1x2"),
+  # in a fresh process (child.py), as a user's `make bench-... N=share` runs
+  record = child.run(Overrides("small-bert", items="share", layout=Layout.parse("1x2"),
                                   models_dir=models_dir, data_dir=data_dir,
                                   results_dir=tmp_path / "results"))
-  assert record["status"] == "succeeded"
-  assert record["metrics"]["num_inferences"] == 5
-  assert record["plan"]["worker_share"] == {"items": 5, "dataset_items": 20, "num_workers": 4}
-  m = record["metrics"]
+  assert record.status == "succeeded"
+  assert record.metrics["num_inferences"] == 5
+  assert record.plan["worker_share"] == {"items": 5, "dataset_items": 20, "num_workers": 4}
+  m = record.metrics
   parts = {part: m[f"worker_share_{part}"] for part in process_stats.SHARE_PARTS}
   assert all(v is not None and v >= 0 for v in parts.values()), parts
   assert sum(parts.values()) == pytest.approx(m["worker_share_s"], abs=0.02)
   # the launcher process's own start: its interpreter and imports are inside the figure, so
   # the share exceeds the run's launch-to-finish wall time
-  assert record["metadata"]["worker_share_from"] == "launcher process start"
+  assert record.metadata["worker_share_from"] == "launcher process start"
   assert m["worker_share_s"] > m["wall_time_s"] > m["worker_share_model_load_s"] > 0
   # a 1-process layout runs in the launcher: no SDK process to start
   assert m["worker_share_launch_s"] == 0
@@ -52,8 +52,8 @@ def test_a_later_run_in_the_same_process_counts_from_its_own_start(kit):  # noqa
   kit("small-bert", "--items", "3")
   code, record = kit("small-bert", "--items", "3")
   assert code == 0
-  assert record["metadata"]["worker_share_from"] == "run start (not the first run in its process)"
-  m = record["metrics"]
+  assert record.metadata["worker_share_from"] == "run start (not the first run in its process)"
+  m = record.metrics
   assert 0 < m["worker_share_s"] < 60
 
 

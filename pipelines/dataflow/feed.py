@@ -21,6 +21,7 @@ import time
 from typing import Any, Mapping
 
 from pipelines.dataflow.watch import JobCancelled, stop_requests
+from pipelines.text_lines import split_lines
 from pipelines.worker import beam_metrics
 
 PUBLISH_NOTE_EVERY = 10_000  # a progress line every this many messages
@@ -47,7 +48,6 @@ def read_lines(source: str, options) -> list[bytes]:
   """The input list's non-empty lines (gs:// or a local path), split as Beam's text reader
   splits them. GCS is read as Beam stages a job: with the pipeline's credentials, or
   anonymously under --no_auth."""
-  from pipelines.plan import split_lines
   try:
     if source.startswith("gs://"):
       from apache_beam.io.gcp import gcsio

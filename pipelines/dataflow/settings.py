@@ -11,8 +11,9 @@ import pathlib
 import re
 from typing import Mapping
 
-from pipelines import matrix, run_record
+from pipelines import matrix
 from pipelines.matrix import IMAGE_NAMES, REPO_ROOT
+from pipelines.record import facts
 
 REQUIRED = ("PROJECT", "REGION", "TEMP_LOCATION", "REGISTRY")
 MODELS_IN_IMAGE = "/opt/models"
@@ -50,7 +51,7 @@ def settings(env: Mapping[str, str] = os.environ) -> dict[str, str]:
 
 def default_image_tag() -> str:
   """The tag `make image-*` gives: the first 12 characters of the git sha."""
-  sha = run_record.git_state()["git_sha"]
+  sha = facts.git_state()["git_sha"]
   if sha == "unknown":
     raise SettingsMissing("IMAGE_TAG is not set and there is no git sha to default to")
   return sha[:12]

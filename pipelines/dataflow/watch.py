@@ -11,8 +11,8 @@ import threading
 import time
 from typing import Any, Callable, Mapping
 
-from pipelines import progress
 from pipelines.dataflow.settings import CONSOLE_URL
+from pipelines.dataflow.status import JobStatus
 
 
 def launched_metadata(result, s: Mapping[str, str]) -> dict[str, Any]:
@@ -149,60 +149,6 @@ class _StopRequest:
       raise Interrupted(self.signal_name)
 
 
-# --- submitting: staging to TEMP_LOCATION, then jobs.create ----------------------------------
-# Beam's staging retries an unreachable storage endpoint for minutes without a word, and a
-# Ctrl-C there ends in a traceback. p.run() therefore runs on a thread: the launcher says what
-# it waits for, gives up after DATAFLOW_SUBMIT_TIMEOUT_S, and turns a signal into JobCancelled.
-
-SUBMIT_NOTE_EVERY_S = 10  # or DATAFLOW_STATUS_S when that is shorter
-
-
-class SubmitTimeout(JobError):
-  """Staging or job creation did not finish in time; nothing is watched."""
-
-
-def submit_timeout_s(env: Mapping[str, str] = os.environ) -> float:
-  return float(env.get("DATAFLOW_SUBMIT_TIMEOUT_S") or 300)
-
-
-def submit(p, s: Mapping[str, str], job_name: str):
-  """p.run() for a Dataflow pipeline, bounded, with a line every SUBMIT_NOTE_EVERY_S."""
-  done = threading.Event()
-  outcome: dict[str, Any] = {}
-
-  def run() -> None:
-    try:
-      outcome["result"] = p.run()
-    except BaseException as e:  # noqa: BLE001 - handed to the launcher's thread
-      outcome["error"] = e
-    finally:
-      done.set()
-
-  limit, start = submit_timeout_s(), time.monotonic()
-  where = f"staging job {job_name} to {s['TEMP_LOCATION']} and submitting it"
-  with stop_requests() as stop:
-    threading.Thread(target=run, name="dataflow-submit", daemon=True).start()
-    while not done.is_set():
-      elapsed = time.monotonic() - start
-      if elapsed >= limit:
-        raise SubmitTimeout(
-            f"{where} did not finish in {limit:.0f} s (DATAFLOW_SUBMIT_TIMEOUT_S): is the "
-            f"storage endpoint reachable? Nothing was watched; if job {job_name} appears in "
-            "the console, cancel it there")
-      try:
-        stop.wait(min(SUBMIT_NOTE_EVERY_S, status_interval_s(), limit - elapsed))
-      except Interrupted:
-        raise JobCancelled(f"interrupted by {stop.signal_name} while {where}: no job was "
-                           f"watched; if job {job_name} appears in the console, cancel it "
-                           "there", stop.signal_name) from None
-      if not done.is_set():
-        print(f"{where}: {progress._duration(time.monotonic() - start)} elapsed",
-              file=sys.stderr, flush=True)
-  if "error" in outcome:
-    raise outcome["error"]
-  return outcome["result"]
-
-
 def watch(result, s: Mapping[str, str], drain_when: Callable[[Any], str | None] | None = None):
   """Waits for the launched job to end; returns its final Job once DONE, or DRAINED for a
   streaming job: given `drain_when`, it is asked at each poll while the job runs, and the job
@@ -218,7 +164,7 @@ def watch(result, s: Mapping[str, str], drain_when: Callable[[Any], str | None] 
   with stop_requests() as stop:  # a second Ctrl-C while cancelling is not a traceback
     try:
       return _wait(result, s, poll_s, retries, url, stop,
-                   progress.JobStatus(url, interval_s=status_interval_s()), drain_when)
+                   JobStatus(url, interval_s=status_interval_s()), drain_when)
     except (KeyboardInterrupt, Interrupted) as e:
       what = "SIGINT" if isinstance(e, KeyboardInterrupt) else str(e)
       why = cancel(result, s)
@@ -253,7 +199,7 @@ def stop_requests():
 
 
 def _wait(result, s: Mapping[str, str], poll_s: float, retries: int, url: str,
-          stop: _StopRequest, status: progress.JobStatus,
+          stop: _StopRequest, status: JobStatus,
           drain_when: Callable[[Any], str | None] | None = None):
   failures, state, unreachable = 0, "JOB_STATE_UNKNOWN", api_errors()
   drained = False

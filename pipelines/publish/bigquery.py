@@ -18,6 +18,7 @@ from typing import Any
 
 from pipelines.publish import PublishError, metrics_rows
 from pipelines.publish.settings import BigQuerySettings, redact
+from pipelines.record.schema import Record
 
 SCHEMA = (("test_id", "STRING", "REQUIRED"), ("timestamp", "TIMESTAMP", "REQUIRED"),
           ("metric", "STRING", "REQUIRED"), ("value", "FLOAT", "REQUIRED"),
@@ -34,10 +35,10 @@ def client(settings: BigQuerySettings):
   return bigquery.Client(project=settings.project)
 
 
-def rows(record: dict[str, Any]) -> list[dict[str, Any]]:
+def rows(record: Record) -> list[dict[str, Any]]:
   ts = metrics_rows.timestamp(record).isoformat()
-  job_id = record["metadata"].get("job_id") or None
-  return [{"test_id": record["run_id"], "timestamp": ts, "metric": name, "value": value,
+  job_id = record.metadata.get("job_id") or None
+  return [{"test_id": record.run_id, "timestamp": ts, "metric": name, "value": value,
            "job_id": job_id}
           for name, value in sorted(metrics_rows.published_metrics(record).items())]
 
@@ -86,12 +87,12 @@ def existing_metrics(bq, table, run_id: str, settings: BigQuerySettings) -> set[
   return {row["metric"] for row in rows}
 
 
-def publish(record: dict[str, Any], table_name: str, settings: BigQuerySettings) -> int:
+def publish(record: Record, table_name: str, settings: BigQuerySettings) -> int:
   """Returns how many rows were inserted (0 when the run was already there)."""
   try:
     bq = client(settings)
     table = ensure_table(bq, settings, table_name)
-    present = existing_metrics(bq, table, record["run_id"], settings)
+    present = existing_metrics(bq, table, record.run_id, settings)
     missing = [r for r in rows(record) if r["metric"] not in present]
     if not missing:
       return 0

@@ -18,27 +18,27 @@ v1: plain `POST /write?db=` for older 1.x servers (Beam's community InfluxDB is 
 from __future__ import annotations
 
 import base64
-from typing import Any
 
 import requests
 from influxdb_client import Point, WritePrecision
 
 from pipelines.publish import PublishError, metrics_rows
 from pipelines.publish.settings import InfluxSettings, redact
+from pipelines.record.schema import Record
 
 
-def points(record: dict[str, Any], measurement: str) -> list[Point]:
+def points(record: Record, measurement: str) -> list[Point]:
   seconds = metrics_rows.epoch_seconds(record)
-  return [Point(measurement).tag("metric", name).tag("test_id", record["run_id"])
+  return [Point(measurement).tag("metric", name).tag("test_id", record.run_id)
           .field("value", float(value)).time(seconds, WritePrecision.S)
           for name, value in sorted(metrics_rows.published_metrics(record).items())]
 
 
-def line_protocol(record: dict[str, Any], measurement: str) -> str:
+def line_protocol(record: Record, measurement: str) -> str:
   return "\n".join(p.to_line_protocol() for p in points(record, measurement))
 
 
-def publish(record: dict[str, Any], measurement: str, settings: InfluxSettings) -> None:
+def publish(record: Record, measurement: str, settings: InfluxSettings) -> None:
   try:
     lines = line_protocol(record, measurement)
     if settings.api == "v1":

@@ -12,7 +12,7 @@ Metric names (`published_metrics`):
   `<RunInference label>/BeamML_RunInference`, and parse_step lower-cases the step and turns
   spaces into underscores. With Beam's own benchmark label `PyTorchRunInference`:
     BeamML_PyTorch_pytorchruninference/beamml_runinference_mean_inference_batch_latency_micro_secs
-  The label is the record's `metadata.inference_step` (default `RunInference`, so a tuned run's
+  The label is the record's `plan.inference_step` (default `RunInference`, so a tuned run's
   names start `BeamML_PyTorch_runinference/beamml_runinference_`).
   Published from the record: mean/min/max_inference_batch_latency_micro_secs,
   mean/sum/count_inference_request_batch_size, mean/count_load_model_latency_milli_secs,
@@ -27,26 +27,21 @@ Metric names (`published_metrics`):
   `BenchmarkKit/gpu_utilization_max_pct`. No kit name contains a Beam metric name, so Beam's
   analyzer (which selects rows with CONTAINS_SUBSTR(metric, '<beam name>')) never picks one up.
 
-Series names (`series_name`): only records with `metadata.profile == "beam"` (Beam's own
-benchmark settings) publish under the matrix's influx_measurement / bigquery_table, the names
-Beam's dashboards and analyzer read. Every other profile, `tuned` by default, publishes to the
-same name with the suffix `_<profile>` (`torch_inference_imagenet_resnet101_tuned`), so a tuned
-run can never land in Beam's series by accident; a run whose OPTIMIZE= is not its profile's own
-choice adds `_<optimization>` (`..._resnet101_tuned_int8`), so an experiment never moves the
-profile's series.
+Series names: record/comparable.py's one key decides them (Comparable.series): Beam's own
+measurement / table only for a `beam` profile run on Dataflow; `_<profile>` for every other
+profile, the experiment's settings (`_int8`, `_b32`, ...) for a run that asked beyond its
+profile, and `_local` for a local run, so neither an experiment nor a laptop ever moves the
+series Beam's dashboards read.
 """
 from __future__ import annotations
 
 import datetime
-import re
-from typing import Any
 
 from pipelines.publish import PublishError
+from pipelines.record import comparable
+from pipelines.record.schema import Record
 
 BEAM_NAMESPACE = "BeamML_PyTorch"
-BEAM_PROFILE = "beam"
-DEFAULT_PROFILE = "tuned"
-DEFAULT_INFERENCE_STEP = "RunInference"
 KIT_PREFIX = "BenchmarkKit/"
 
 # record metric -> the name Beam gives it after the step prefix (aggregation type first for a
@@ -75,14 +70,6 @@ COST_BENCHMARK_NAMES = {
 }
 
 
-def profile(record: dict[str, Any]) -> str:
-  return record["metadata"].get("profile") or DEFAULT_PROFILE
-
-
-def inference_step(record: dict[str, Any]) -> str:
-  return record["metadata"].get("inference_step") or DEFAULT_INFERENCE_STEP
-
-
 def parse_step(step_name: str) -> str:
   """Beam's load_test_metrics_utils.parse_step: lower case, spaces to '_', a leading 'step'
   and surrounding ':' / '_' removed."""
@@ -97,24 +84,24 @@ def beam_prefix(step_label: str) -> str:
   return f"{BEAM_NAMESPACE}_{parse_step(f'{step_label}/BeamML_RunInference')}_"
 
 
-def numeric_metrics(record: dict[str, Any]) -> dict[str, float]:
+def numeric_metrics(record: Record) -> dict[str, float]:
   """Every numeric metric of the record under the record's own names (None and non-numbers
   left out)."""
   out = {}
-  for name, value in record["metrics"].items():
+  for name, value in record.metrics.items():
     if isinstance(value, (int, float)) and not isinstance(value, bool):
       out[name] = float(value)
-  gpu = record.get("gpu", {})
+  gpu = record.gpu
   for name in ("utilization_max_pct", "memory_max_mib", "power_mean_w", "samples"):
     if isinstance(gpu.get(name), (int, float)):
       out[f"gpu_{name}"] = float(gpu[name])
   return out
 
 
-def published_metrics(record: dict[str, Any]) -> dict[str, float]:
+def published_metrics(record: Record) -> dict[str, float]:
   """{metric name as published: value}: Beam's names for Beam's metrics, `BenchmarkKit/...`
   for the kit's own. The one mapping every publisher uses."""
-  prefix = beam_prefix(inference_step(record))
+  prefix = beam_prefix(record.inference_step)
 
   def published(name: str) -> str:
     if name in BEAM_NAMES:
@@ -123,22 +110,27 @@ def published_metrics(record: dict[str, Any]) -> dict[str, float]:
   return {published(name): value for name, value in numeric_metrics(record).items()}
 
 
-def series_name(base: str, record: dict[str, Any]) -> str:
-  """The measurement / table a record goes to: Beam's own name only for profile 'beam'."""
-  name = profile(record)
-  if name == BEAM_PROFILE:
-    return base
-  if not re.fullmatch(r"[a-z0-9_]+", name):
-    raise PublishError(f"profile '{name}' is not a valid series suffix (use [a-z0-9_])")
-  if (record.get("plan") or {}).get("optimization_override"):
-    return f"{base}_{name}_{record['plan']['optimization']}"
-  return f"{base}_{name}"
+def series_name(record: Record, which: str) -> str:
+  """The measurement (`influx_measurement`) or table (`bigquery_table`) the record goes to: the
+  name its plan recorded (older records: the matrix's), as its comparable group names it."""
+  base = (record.plan.get("series") or {}).get(which)
+  if not base:
+    from pipelines import matrix  # records from before the plan carried the series names
+    benchmarks = matrix.load()
+    if record.benchmark not in benchmarks:
+      raise PublishError(f"benchmark '{record.benchmark}' is not in the matrix "
+                         f"({matrix.matrix_path().name}) and its record names no series")
+    base = getattr(benchmarks[record.benchmark], which)
+  try:
+    return comparable.key(record).series(base)
+  except comparable.SeriesNameError as e:
+    raise PublishError(str(e)) from None
 
 
-def timestamp(record: dict[str, Any]) -> datetime.datetime:
-  return datetime.datetime.fromisoformat(record["timestamp"])
+def timestamp(record: Record) -> datetime.datetime:
+  return datetime.datetime.fromisoformat(record.timestamp)
 
 
-def epoch_seconds(record: dict[str, Any]) -> int:
+def epoch_seconds(record: Record) -> int:
   """The run's start in whole seconds: Beam writes InfluxDB points with precision 's'."""
   return int(timestamp(record).timestamp())

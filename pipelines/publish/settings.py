@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import dataclasses
+import math
 import os
 import re
 import urllib.parse
@@ -100,6 +101,24 @@ def redact_url(url: str) -> str:
   return head + "***@" + host if user or password else url
 
 
+MAX_TIMEOUT_S = 600.0
+
+
+def timeout_s(env: Mapping[str, str], default: float) -> float:
+  """PUBLISH_TIMEOUT_S: seconds a publish may wait on a server, above 0 and at most 600."""
+  text = env.get("PUBLISH_TIMEOUT_S", "").strip()
+  if not text:
+    return default
+  try:
+    value = float(text)
+  except ValueError:
+    value = math.nan
+  if not 0 < value <= MAX_TIMEOUT_S:  # NaN fails this too
+    raise SettingsError(f"PUBLISH_TIMEOUT_S must be a number of seconds above 0 and at most "
+                        f"{MAX_TIMEOUT_S:g}, not {text!r}")
+  return value
+
+
 def influx(env: Mapping[str, str] = os.environ) -> Optional[InfluxSettings]:
   written = env.get("INFLUXDB_URL", "").strip()
   if not written:
@@ -118,7 +137,7 @@ def influx(env: Mapping[str, str] = os.environ) -> Optional[InfluxSettings]:
       url=url.rstrip("/"), api=api, org=env.get("INFLUXDB_ORG", ""),
       bucket=env.get("INFLUXDB_BUCKET", ""), token=env.get("INFLUXDB_TOKEN", ""),
       db=env.get("INFLUXDB_DB", ""), user=user, password=password,
-      timeout_s=float(env.get("PUBLISH_TIMEOUT_S", "10")),
+      timeout_s=timeout_s(env, 10.0),
       written=tuple(written_secrets(written)))
   if api == "v2" and not s.bucket:
     raise SettingsError("INFLUXDB_URL is set with INFLUXDB_API=v2 but INFLUXDB_BUCKET is not")
@@ -138,7 +157,7 @@ def bigquery(env: Mapping[str, str] = os.environ) -> Optional[BigQuerySettings]:
     raise SettingsError("BIGQUERY_DATASET is set but neither BIGQUERY_PROJECT nor PROJECT is")
   return BigQuerySettings(project=project, dataset=dataset,
                           emulator_url=env.get("BIGQUERY_EMULATOR_URL", "").strip(),
-                          timeout_s=float(env.get("PUBLISH_TIMEOUT_S", "30")),
+                          timeout_s=timeout_s(env, 30.0),
                           create_dataset=env.get("BIGQUERY_CREATE_DATASET", "").strip() == "1")
 
 

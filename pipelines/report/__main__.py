@@ -8,18 +8,19 @@ import json
 import pathlib
 import sys
 
-from pipelines import cost, results_store, run_record
+from pipelines import cost
+from pipelines.record import build, store
 from pipelines.report import page
 
 
 def main(argv=None) -> int:
   parser = argparse.ArgumentParser(description=__doc__)
-  parser.add_argument("--results-dir", type=pathlib.Path, default=results_store.DEFAULT_DIR)
+  parser.add_argument("--results-dir", type=pathlib.Path, default=store.DEFAULT_DIR)
   parser.add_argument("--fail-on-regression", action="store_true")
   args = parser.parse_args(argv)
-  records = results_store.load_all(args.results_dir)
-  sweeps = results_store.latest_sweeps(args.results_dir)
-  plans = results_store.plans(args.results_dir)
+  records = store.load_all(args.results_dir)
+  sweeps = store.latest_sweeps(args.results_dir)
+  plans = store.plans(args.results_dir)
   if not records and not sweeps and not plans:
     print(f"error: {args.results_dir} holds no run records (none readable in "
           f"{args.results_dir / 'records'}) and no sweeps: no report written", file=sys.stderr)
@@ -27,7 +28,7 @@ def main(argv=None) -> int:
   analysis = page.analyze(records)
   out = args.results_dir / "report.html"
   out.parent.mkdir(parents=True, exist_ok=True)
-  out.write_text(page.render(records, analysis, cost.load_prices(), run_record.utc_now(),
+  out.write_text(page.render(records, analysis, cost.load_prices(), build.utc_now(),
                              sweeps, plans))
   summary = page.summary_json(analysis)
   (args.results_dir / "regressions.json").write_text(json.dumps(summary, indent=2) + "\n")

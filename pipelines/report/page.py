@@ -8,6 +8,8 @@ import html
 from typing import Any
 
 from pipelines import cost
+from pipelines.record import comparable
+from pipelines.record.schema import Record
 from pipelines.report import history, plots, regressions
 
 TABLE_METRICS = ["mean_inference_request_batch_size", "mean_inference_batch_latency_micro_secs",
@@ -26,14 +28,14 @@ img{max-width:100%}
 """
 
 
-def analyze(records: list[dict[str, Any]]) -> dict[str, Any]:
+def analyze(records: list[Record]) -> dict[str, Any]:
   """The machine-readable summary: change points and regressions per comparable group."""
   groups = []
-  for key, runs in history.groups(records).items():
+  for key, runs in comparable.groups(records).items():
     change_points = {m: regressions.detect(history.series(runs, m), direction)
                      for m, direction in history.HEADLINE.items()}
-    flagged = [{"metric": m, "run_id": runs[cp.index]["run_id"],
-                "timestamp": runs[cp.index]["timestamp"], **cp.as_dict()}
+    flagged = [{"metric": m, "run_id": runs[cp.index].run_id,
+                "timestamp": runs[cp.index].timestamp, **cp.as_dict()}
                for m, cps in change_points.items() for cp in cps if cp.regression]
     groups.append({"group": key, "runs": runs, "change_points": change_points,
                    "regressions": flagged})
@@ -45,8 +47,8 @@ def summary_json(analysis: dict[str, Any]) -> dict[str, Any]:
   return {
       "recent_regressions": analysis["recent_regressions"],
       "groups": [{
-          "group": g["group"].__dict__, "runs": len(g["runs"]),
-          "latest_run_id": g["runs"][-1]["run_id"],
+          "group": {**g["group"].__dict__, "experiment": dict(g["group"].experiment)},
+          "runs": len(g["runs"]), "latest_run_id": g["runs"][-1].run_id,
           "change_points": {m: [cp.as_dict() for cp in cps]
                             for m, cps in g["change_points"].items()},
           "regressions": g["regressions"],
@@ -75,10 +77,10 @@ def _fmt(value: Any, note: str | None = None) -> str:
 def _group_section(g: dict[str, Any], prices: dict[str, Any]) -> str:
   runs, key = g["runs"], g["group"]
   latest = runs[-1]
-  meta = latest["metadata"]
-  notes = latest.get("metric_notes", {})
+  meta = latest.metadata
+  notes = latest.metric_notes
   rows = "".join(f"<tr><td>{html.escape(history.LABELS.get(m, m))}</td>"
-                 f"<td>{_fmt(latest['metrics'].get(m), notes.get(m))}</td></tr>"
+                 f"<td>{_fmt(latest.metrics.get(m), notes.get(m))}</td></tr>"
                  for m in TABLE_METRICS)
   estimate = cost.estimate(latest, prices)
   if estimate["applicable"]:
@@ -89,7 +91,7 @@ def _group_section(g: dict[str, Any], prices: dict[str, Any]) -> str:
   else:
     why = html.escape(estimate["why"])
     cost_row = f"<tr><td>cost</td><td class=muted>not applicable: {why}</td></tr>"
-  gpu = latest.get("gpu", {})
+  gpu = latest.gpu
   gpu_note = ("GPU telemetry: " + ("available, " + str(gpu.get("samples")) + " samples"
                                    if gpu.get("telemetry") == "available" else "unavailable"))
   if g["regressions"]:
@@ -103,14 +105,15 @@ def _group_section(g: dict[str, Any], prices: dict[str, Any]) -> str:
     verdict = "<p class=ok>No regression flagged.</p>"
   headline = list(history.HEADLINE)
   versions = meta.get("versions", {})
-  image = f", image {html.escape(str(meta['image']))}" if meta.get("image") else ""
+  image = (f", image {html.escape(str(latest.plan['image']))}" if latest.plan.get("image")
+           else "")
   return f"""
 <section id="{html.escape(key.slug())}">
 <h2>{html.escape(key.label())}</h2>
-<p class=muted>{len(runs)} run(s). Latest: {_text(latest['run_id'])} at
-{_text(latest['timestamp'])}, git {_text(str(meta.get('git_sha', '?'))[:10])},
+<p class=muted>{len(runs)} run(s). Latest: {_text(latest.run_id)} at
+{_text(latest.timestamp)}, git {_text(str(meta.get('git_sha', '?'))[:10])},
 Beam {_text(versions.get('apache-beam', '?'))},
-torch {_text(versions.get('torch', '?'))}, batch size {_fmt(meta.get('batch_size'))}{image}.
+torch {_text(versions.get('torch', '?'))}, batch size {_fmt(latest.plan.get('batch_size'))}{image}.
 {html.escape(gpu_note)}.</p>
 {verdict}
 <table><tr><th>latest run</th><th>value</th></tr>{rows}{cost_row}</table>
@@ -153,16 +156,16 @@ def _plan_section(plans: dict[str, dict[str, Any]]) -> str:
           "measured one are projections (hollow).</p>" + "".join(parts) + "</section>")
 
 
-def render(records: list[dict[str, Any]], analysis: dict[str, Any], prices: dict[str, Any],
+def render(records: list[Record], analysis: dict[str, Any], prices: dict[str, Any],
            generated_at: str, sweeps: dict[str, dict[str, Any]] | None = None,
            plans: dict[str, dict[str, Any]] | None = None) -> str:
   groups = analysis["groups"]
   index = "".join(
       f'<li><a href="#{html.escape(g["group"].slug())}">{html.escape(g["group"].label())}</a>'
       f'{" <span class=bad>regression</span>" if g["regressions"] else ""}</li>' for g in groups)
-  failed = [r for r in records if r["status"] != "succeeded"]
+  failed = [r for r in records if not r.succeeded]
   failed_note = (f"<p class=bad>{len(failed)} failed run(s) not charted: "
-                 + ", ".join(html.escape(f"{r['benchmark']} {r['run_id']}") for r in failed[-5:])
+                 + ", ".join(html.escape(f"{r.benchmark} {r.run_id}") for r in failed[-5:])
                  + "</p>") if failed else ""
   body = "".join(_group_section(g, prices) for g in groups) or "<p>No successful runs yet.</p>"
   extra = _sweep_section(sweeps or {}) + _plan_section(plans or {})
@@ -172,7 +175,7 @@ def render(records: list[dict[str, Any]], analysis: dict[str, Any], prices: dict
 <body><h1>Beam RunInference PyTorch benchmarks</h1>
 <p class=muted>Generated {html.escape(generated_at)} from {len(records)} run record(s).
 Runs are compared only within a group (benchmark, runner, device, machine type, weights,
-profile, worker layout).
+profile, worker layout, optimization, experiment).
 Change points: PELT over each headline metric, at least 3 runs per segment, changes under 5%
 ignored; red dashed lines are regressions.</p>
 {failed_note}<ul>{index}</ul>{body}{extra}</body></html>

@@ -9,6 +9,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
+from pipelines.record.schema import Record  # noqa: E402
 from pipelines.report import history  # noqa: E402
 from pipelines.report.regressions import ChangePoint  # noqa: E402
 
@@ -24,8 +25,8 @@ def _png(fig) -> bytes:
   return buffer.getvalue()
 
 
-def _run_labels(runs: Sequence[dict[str, Any]]) -> list[str]:
-  return [f"{r['timestamp'][5:16].replace('T', ' ')}\n{r['metadata'].get('git_sha', '?')[:7]}"
+def _run_labels(runs: Sequence[Record]) -> list[str]:
+  return [f"{r.timestamp[5:16].replace('T', ' ')}\n{str(r.metadata.get('git_sha', '?'))[:7]}"
           for r in runs]
 
 
@@ -37,7 +38,7 @@ def _ticks(ax, runs, max_labels: int) -> None:
 
 
 @matplotlib.rc_context(_PLAIN_TEXT)
-def history_grid(runs: list[dict[str, Any]], metrics: list[str],
+def history_grid(runs: list[Record], metrics: list[str],
                  change_points: dict[str, list[ChangePoint]]) -> bytes:
   """One small history chart per metric; change points drawn red (regression) or grey."""
   cols = 2
@@ -64,11 +65,11 @@ def history_grid(runs: list[dict[str, Any]], metrics: list[str],
 
 
 @matplotlib.rc_context(_PLAIN_TEXT)
-def latency_spread(runs: list[dict[str, Any]]) -> bytes:
+def latency_spread(runs: list[Record]) -> bytes:
   """Per run: min-max range of batch latency, with p50, p90 and p99 marked."""
   fig, ax = plt.subplots(figsize=(11, 3.2))
   for i, run in enumerate(runs):
-    m = run["metrics"]
+    m = run.metrics
     low, high = m.get("min_inference_batch_latency_micro_secs"), m.get(
         "max_inference_batch_latency_micro_secs")
     if low is not None and high is not None:

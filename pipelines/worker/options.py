@@ -1,7 +1,7 @@
 """Pipeline options: the same flags on the DirectRunner and on Dataflow."""
 from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
 
-from pipelines.worker import optimizations, tasks
+from pipelines.worker import gpu_telemetry, optimizations, tasks
 from pipelines.worker.arg_types import positive_int
 from pipelines.worker.tasks import DEVICES, TASKS
 
@@ -51,6 +51,9 @@ class BenchmarkOptions(PipelineOptions):
                         help="images with more pixels, as stored or as resized for the model, "
                              "are dead-lettered before decoding (a 169-megapixel PNG takes "
                              "600 MB to decode)")
+    parser.add_argument("--gpu_sample_s", type=float, default=gpu_telemetry.SAMPLE_INTERVAL_S,
+                        help="seconds between GPU telemetry samples (NVML) in the process that "
+                             "holds the model; 0: no telemetry")
     parser.add_argument("--max_image_bytes", type=positive_int, default=DEFAULT_MAX_IMAGE_BYTES,
                         help="image files larger than this are dead-lettered; no read goes past "
                              "it")

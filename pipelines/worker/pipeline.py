@@ -8,6 +8,7 @@ run reads the same items from the text file (the record's `source` says which).
 from __future__ import annotations
 
 import functools
+from typing import Any, Callable
 
 import apache_beam as beam
 from apache_beam import coders
@@ -15,7 +16,7 @@ from apache_beam.ml.inference.base import KeyedModelHandler, RunInference
 from apache_beam.options.pipeline_options import StandardOptions
 from apache_beam.transforms import trigger, window
 
-from pipelines.worker import dead_letter, tasks
+from pipelines.worker import dead_letter, gpu_telemetry, tasks
 from pipelines.worker.handler import BenchmarkModelHandler
 from pipelines.worker.options import BenchmarkOptions, validate
 
@@ -45,10 +46,13 @@ def batching(opts: BenchmarkOptions) -> dict[str, int]:
                             ("max_batch_size", opts.max_batch_size)) if v is not None}
 
 
-def build(p: beam.Pipeline, opts: BenchmarkOptions, **telemetry) -> None:
-  """Adds the benchmark to `p`. `telemetry` (telemetry_reader, telemetry_interval_s) is the
-  seam tests use to inject a GPU sampling function; by default NVML is used where present."""
+def build(p: beam.Pipeline, opts: BenchmarkOptions,
+          telemetry_reader: Callable[[], Any] | None = None) -> None:
+  """Adds the benchmark to `p`. GPU telemetry is NVML's where present, every
+  --gpu_sample_s seconds (0: off); `telemetry_reader` is the seam tests use to inject a GPU
+  sampling function instead."""
   validate(opts)
+  reader = telemetry_reader or (gpu_telemetry.nvml_reader if opts.gpu_sample_s else _no_gpu)
   decoded = read_items(p, opts) | "DecodeLines" >> beam.ParDo(
       dead_letter.DecodeUtf8()).with_outputs(dead_letter.TAG, main="lines")
   # Reshuffle spreads the (cheap) lines across workers and SDK processes before the expensive
@@ -65,7 +69,8 @@ def build(p: beam.Pipeline, opts: BenchmarkOptions, **telemetry) -> None:
       threads=opts.torch_threads, interop_threads=opts.torch_interop_threads,
       optimization=opts.optimization,
       optimize=functools.partial(task.optimize, batch_size=opts.max_batch_size or 1),
-      **telemetry))
+      telemetry_reader=reader,
+      telemetry_interval_s=opts.gpu_sample_s or gpu_telemetry.SAMPLE_INTERVAL_S))
   predictions, failed = examples | opts.inference_step >> RunInference(
       handler).with_exception_handling()
 
@@ -84,3 +89,8 @@ def build(p: beam.Pipeline, opts: BenchmarkOptions, **telemetry) -> None:
        | "WriteDeadLetters" >> beam.io.WriteToText(f"{opts.output}/dead_letter",
                                                    file_name_suffix=".jsonl",
                                                    triggering_frequency=written_every))
+
+
+def _no_gpu() -> None:
+  """The telemetry reader of a run that asked for none (--gpu_sample_s=0)."""
+  return None

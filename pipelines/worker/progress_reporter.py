@@ -1,7 +1,8 @@
 """Worker side of the live progress (the launcher's side is pipelines/progress.py): each SDK
-process keeps its cumulative tally (items, batches, dead letters) in one small file of the
-folder the launcher names in BENCH_PROGRESS_DIR; an interrupted run's record is built from those
-tallies. Where the variable is unset (Dataflow workers) reporting does nothing."""
+process keeps its cumulative tally (items, batches, dead letters, and what it loaded: the
+device and the weights) in one small file of the folder the launcher names in
+BENCH_PROGRESS_DIR; an interrupted run's record is built from those tallies. Where the variable
+is unset (Dataflow workers) reporting does nothing."""
 from __future__ import annotations
 
 import json
@@ -21,6 +22,7 @@ class ProgressReporter:
     self.folder = pathlib.Path(folder)
     self.path = self.folder / f"{os.getpid()}-{uuid.uuid4().hex[:12]}"
     self.tally = dict.fromkeys(TALLIES, 0)
+    self.loaded_facts: dict[str, str] = {}
     self._lock = threading.Lock()
 
   @property
@@ -34,13 +36,20 @@ class ProgressReporter:
   def add_dead(self, n: int = 1) -> None:
     self._update(dead_lettered=n)
 
+  def loaded(self, **facts: str) -> None:
+    """What this process loaded (device_used, weights): said by a record whose run stopped
+    before Beam's metrics came."""
+    with self._lock:
+      self.loaded_facts.update(facts)
+    self._update()
+
   def _update(self, **increments: int) -> None:
     with self._lock:  # SDK worker threads of one process share this reporter
       for name, n in increments.items():
         self.tally[name] += n
       tmp = self.path.with_name(self.path.name + ".tmp")
       try:
-        tmp.write_text(json.dumps(self.tally))
+        tmp.write_text(json.dumps({**self.tally, "loaded": self.loaded_facts}))
         os.replace(tmp, self.path)  # readers see the old or the new tally, never half of one
       except OSError:  # the launcher removed the folder (run over) or it is not writable
         pass
@@ -53,6 +62,9 @@ class _NoReporter:
     pass
 
   def add_dead(self, n: int = 1) -> None:
+    pass
+
+  def loaded(self, **facts: str) -> None:
     pass
 
 

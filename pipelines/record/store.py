@@ -1,16 +1,22 @@
 """The local results store: one JSON file per run under results/records/ (the source of truth;
-publishing only ever copies from it)."""
+publishing only ever reads it), the sweeps and the plans beside it. Records are read through
+the one loader (upgrade.py, then schema.problem): a reader never meets a record it would crash
+on or misread."""
 from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
 import pathlib
+import re
 import sys
 import tempfile
 from typing import Any, Iterator
 
-from pipelines import record_schema
+from pipelines import sweep_results
+from pipelines.record import schema, upgrade
+from pipelines.record.schema import Record
 
 DEFAULT_DIR = pathlib.Path("results")
 
@@ -19,24 +25,30 @@ def _records_dir(root: pathlib.Path) -> pathlib.Path:
   return root / "records"
 
 
-def path_for(record: dict[str, Any], root: pathlib.Path = DEFAULT_DIR) -> pathlib.Path:
-  stamp = record["timestamp"].replace(":", "").replace("-", "")[:15]
-  return _records_dir(root) / f"{stamp}_{record['benchmark']}_{record['run_id']}.json"
+def path_for(record: Record, root: pathlib.Path = DEFAULT_DIR) -> pathlib.Path:
+  """records/<start time>_<benchmark>_<run id>.json; names that are not one plain path
+  component are refused (a record read from elsewhere can hold anything)."""
+  for name, value, pattern in (("run_id", record.run_id, schema.RUN_ID),
+                               ("benchmark", record.benchmark, schema.BENCHMARK)):
+    if not pattern.fullmatch(value):
+      raise ValueError(f"{name} {schema.shown(value[:80])} cannot name a record file")
+  stamp = re.sub(r"[^0-9T]", "", record.timestamp)[:15]
+  return _records_dir(root) / f"{stamp}_{record.benchmark}_{record.run_id}.json"
 
 
 class NotWritable(OSError):
   """The results store cannot take a record."""
 
 
-def save(record: dict[str, Any], root: pathlib.Path = DEFAULT_DIR) -> pathlib.Path:
+def save(record: Record, root: pathlib.Path = DEFAULT_DIR) -> pathlib.Path:
   """Writes atomically (a crash or a full disk never leaves half a record, nor a temp file)
   and returns the path."""
   path = path_for(record, root)
-  _write_atomically(path, json.dumps(record, indent=2, sort_keys=True) + "\n")
+  write_atomically(path, json.dumps(record.to_dict(), indent=2, sort_keys=True) + "\n")
   return path
 
 
-def _write_atomically(path: pathlib.Path, text: str) -> None:
+def write_atomically(path: pathlib.Path, text: str) -> None:
   path.parent.mkdir(parents=True, exist_ok=True)
   tmp = path.with_suffix(path.suffix + ".tmp")
   try:
@@ -74,7 +86,7 @@ class Saved:
   message: str = ""
 
 
-def save_or_fallback(record: dict[str, Any], root: pathlib.Path = DEFAULT_DIR) -> Saved:
+def save_or_fallback(record: Record, root: pathlib.Path = DEFAULT_DIR) -> Saved:
   """Saves the record; when the store fails (read-only, disk full) the record goes to the temp
   folder instead, and as the last resort its full JSON goes to stderr. A finished run's
   numbers are never lost."""
@@ -88,21 +100,21 @@ def save_or_fallback(record: dict[str, Any], root: pathlib.Path = DEFAULT_DIR) -
     return Saved(path, ok=False, message=f"{problem}; saved it to {path} instead "
                  f"(copy it to {_records_dir(root)}/ to keep it)")
   except OSError:
-    print(json.dumps(record, indent=2, sort_keys=True), file=sys.stderr)
+    print(json.dumps(record.to_dict(), indent=2, sort_keys=True), file=sys.stderr)
     return Saved(None, ok=False, message=f"{problem}, nor to {fallback_root}; "
                  "the record's full JSON is printed above")
 
 
-def load_all(root: pathlib.Path = DEFAULT_DIR) -> list[dict[str, Any]]:
+def load_all(root: pathlib.Path = DEFAULT_DIR) -> list[Record]:
   """Every readable record, oldest first; each other file gets one line on stderr."""
   return sorted((r for _, r in _iter(root) if r is not None),
-                key=lambda r: (r["timestamp"], r["run_id"]))
+                key=lambda r: (r.timestamp, r.run_id))
 
 
 _warned: set[tuple[pathlib.Path, str]] = set()
 
 
-def _read(path: pathlib.Path) -> tuple[dict[str, Any] | None, str | None]:
+def _read(path: pathlib.Path) -> tuple[Record | None, str | None]:
   """(record, None), or (None, why it is skipped)."""
   if path.name.startswith("."):
     return None, "a hidden file, not a run record"
@@ -113,14 +125,14 @@ def _read(path: pathlib.Path) -> tuple[dict[str, Any] | None, str | None]:
   if not text.strip():
     return None, "empty file"
   try:
-    record = json.loads(text)
-  except json.JSONDecodeError as e:
+    data = upgrade.upgrade(json.loads(text))
+  except (json.JSONDecodeError, RecursionError) as e:
     return None, f"not valid JSON, truncated or damaged ({e})"
-  problem = record_schema.problem(record)
-  return (None, problem) if problem else (record, None)
+  problem = schema.problem(data)
+  return (None, problem) if problem else (schema.from_dict(data), None)
 
 
-def _iter(root: pathlib.Path) -> Iterator[tuple[pathlib.Path, dict[str, Any] | None]]:
+def _iter(root: pathlib.Path) -> Iterator[tuple[pathlib.Path, Record | None]]:
   """(path, record) per record file; record None for one that was skipped."""
   folder = _records_dir(root)
   if not folder.is_dir():
@@ -129,7 +141,7 @@ def _iter(root: pathlib.Path) -> Iterator[tuple[pathlib.Path, dict[str, Any] | N
     record, why = _read(path)
     if why and (path, why) not in _warned:
       _warned.add((path, why))  # once per process, however often the store is read
-      print(f"{path}: {why}; skipped", file=sys.stderr)
+      print(f"{schema.shown(path)}: {why}; skipped", file=sys.stderr)
     yield path, record
 
 
@@ -138,49 +150,59 @@ class UnknownRun(KeyError):
     return str(self.args[0])
 
 
-def find(run_id: str, root: pathlib.Path = DEFAULT_DIR) -> dict[str, Any]:
+def find(run_id: str, root: pathlib.Path = DEFAULT_DIR) -> Record:
   found = list(_iter(root))
-  matches = [r for _, r in found if r is not None and r["run_id"].startswith(run_id)]
+  matches = [r for _, r in found if r is not None and r.run_id.startswith(run_id)]
   if len(matches) == 1:
     return matches[0]
   if matches:
-    raise UnknownRun(f"run id '{run_id}' matches {len(matches)} records in "
+    raise UnknownRun(f"run id '{schema.shown(run_id)}' matches {len(matches)} records in "
                      f"{_records_dir(root)}: give more of it")
   skipped = [path for path, r in found if r is None and run_id in path.name]
-  raise UnknownRun(f"no run {run_id} in {_records_dir(root)}"
+  raise UnknownRun(f"no run {schema.shown(run_id)} in {_records_dir(root)}"
                    + (f" ({skipped[0].name} was skipped, see above)" if skipped else ""))
 
 
 def latest_sweeps(root: pathlib.Path = DEFAULT_DIR) -> dict[str, dict[str, Any]]:
   """The newest sweep of each benchmark (`make sweep` writes results/sweeps/<bench>-<time>.json);
-  a file that is not a sweep gets one line on stderr and is skipped."""
+  a file that is not a sweep, or holds what the report cannot show, gets one line on stderr
+  and is skipped."""
   found: dict[str, dict[str, Any]] = {}
-  for path in sorted((root / "sweeps").glob("*.json")):
-    try:
-      sweep = json.loads(path.read_text())
-      benchmark = sweep["benchmark"]
-      if not isinstance(benchmark, str) or not isinstance(sweep["points"], list):
-        raise TypeError("wrong types")
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError) as e:
-      print(f"{path}: not a readable sweep ({type(e).__name__}: {e}); skipped", file=sys.stderr)
-      continue
-    found[benchmark] = sweep  # names sort by time within a benchmark
+  for _, sweep in _json_files(root / "sweeps", "sweep", sweep_results.problem):
+    found[sweep["benchmark"]] = sweep  # names sort by time within a benchmark
   return found
 
 
 def plans(root: pathlib.Path = DEFAULT_DIR) -> dict[str, dict[str, Any]]:
   """The newest `make plan` of each benchmark (results/plans/<bench>.json); a file that is not a
   plan gets one line on stderr and is skipped."""
-  found: dict[str, dict[str, Any]] = {}
-  for path in sorted((root / "plans").glob("*.json")):
-    if path.name.endswith("-check.json"):
-      continue  # make plan-check's result
+  return {plan["benchmark"]: plan for path, plan in _json_files(root / "plans", "plan",
+                                                                 _plan_problem)
+          if not path.name.endswith("-check.json")}  # make plan-check's result
+
+
+def _plan_problem(plan: Any) -> str | None:
+  if not isinstance(plan, dict) or not isinstance(plan.get("benchmark"), str):
+    return "not a plan (no benchmark)"
+  rows = plan.get("rows")
+  if not isinstance(rows, list) or not all(isinstance(r, dict) for r in rows):
+    return "rows is not a list of objects"
+  numbers = [r.get(k) for r in rows for k in ("job_s", "cost_usd")]
+  numbers += list((plan.get("constants") or {}).values())
+  if not all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+             and v >= 0 for v in numbers):
+    return "a job time, cost or constant is not a finite number"
+  return None
+
+
+def _json_files(folder: pathlib.Path, what: str, problem) -> Iterator[tuple[pathlib.Path, Any]]:
+  for path in sorted(folder.glob("*.json")):
     try:
-      plan = json.loads(path.read_text())
-      if not isinstance(plan["benchmark"], str) or not isinstance(plan["rows"], list):
-        raise TypeError("wrong types")
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError) as e:
-      print(f"{path}: not a readable plan ({type(e).__name__}: {e}); skipped", file=sys.stderr)
+      data = json.loads(path.read_text())
+      why = problem(data)
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as e:
+      why = f"{type(e).__name__}: {e}"
+    if why:
+      print(f"{schema.shown(path)}: not a readable {what} ({why}); skipped", file=sys.stderr)
       continue
-    found[plan["benchmark"]] = plan
-  return found
+    yield path, data
