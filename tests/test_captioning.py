@@ -13,7 +13,7 @@ from PIL import Image
 
 from pipelines import data
 from pipelines.matrix import REPO_ROOT
-from pipelines.worker import captioning, models, optimizations, tokenizer_files
+from pipelines.worker import architectures, captioning, models, optimizations, tokenizer_files
 from pipelines.worker.options import BenchmarkOptions
 from tests.conftest import run_pipeline
 
@@ -151,7 +151,7 @@ def test_pretrained_weights_are_the_two_hub_models_in_one_state_dict(tmp_path, c
   """The download path (never run against the hub here), from a pre-filled cache, offline."""
   from transformers import BlipForConditionalGeneration, CLIPModel
   hf_home = tmp_path / "hf"
-  blip_config, clip_config = models.blip_clip_configs(ARCHITECTURE)
+  blip_config, clip_config = architectures.blip_clip_configs(ARCHITECTURE)
   torch.manual_seed(5)
   blip, clip = BlipForConditionalGeneration(blip_config), CLIPModel(clip_config)
   blip.save_pretrained(_snapshot(hf_home, "kit-test/blip-tiny"))
@@ -172,7 +172,7 @@ def test_pretrained_weights_are_the_two_hub_models_in_one_state_dict(tmp_path, c
   assert (meta.weights, meta.source) == ("pretrained",
                                          "huggingface:kit-test/blip-tiny+kit-test/clip-tiny")
   baked = torch.load(out / f"{ARCHITECTURE}.pth")
-  expected = models.BlipClip(blip, clip).state_dict()
+  expected = architectures.BlipClip(blip, clip).state_dict()
   assert baked.keys() == expected.keys()
   assert all(torch.equal(baked[k], v) for k, v in expected.items())
   assert {p.name for p in out.iterdir()} >= {

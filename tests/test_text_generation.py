@@ -92,7 +92,7 @@ def test_model_handler_is_beams_vllm_handler_on_the_directory(monkeypatch):
 
 
 def test_gemma_2b_it_config_is_the_published_one():
-  config = models.gemma_config_json("gemma-2b-it")
+  config = model_directory.gemma_config_json("gemma-2b-it")
   assert {k: config[k] for k in ("hidden_size", "num_hidden_layers", "num_attention_heads",
                                  "num_key_value_heads", "head_dim", "intermediate_size",
                                  "vocab_size", "max_position_embeddings", "rms_norm_eps",

@@ -3,7 +3,7 @@ captions by beam search -> CLIP scores each against the image -> the best one.
 
 How it differs from Beam's example:
   * one RunInference step, not two: the kit runs one model per benchmark, so the model is
-    models.BlipClip (BLIP and CLIP in one module, one state dict) and one inference function
+    architectures.BlipClip (BLIP and CLIP in one module, one state dict) and one inference function
     generates with BLIP, then ranks with CLIP, per batch. CLIP therefore ranks the batch BLIP
     captioned (the run's batch size) instead of Beam's separate clip_batch_size=8 batches;
   * images are decoded and preprocessed for both models in the parse step (BLIP's processor:
@@ -31,7 +31,7 @@ from apache_beam.io.filesystems import FileSystems
 from apache_beam.ml.inference.base import PredictionResult
 from apache_beam.ml.inference.pytorch_inference import PytorchModelHandlerKeyedTensor
 
-from pipelines.worker import image_classification, models, optimizations, tokenizer_files
+from pipelines.worker import architectures, image_classification, optimizations, tokenizer_files
 
 TASK = "image_captioning"
 NUM_CAPTIONS = 5
@@ -49,7 +49,7 @@ def image_processors(architecture: str):
   """(BLIP's, CLIP's) image processor, with the published preprocessor_config values and the
   architecture's image sizes (the tiny test variant has small images)."""
   from transformers import BlipImageProcessor, CLIPImageProcessor
-  blip, clip = models.blip_clip_configs(architecture)
+  blip, clip = architectures.blip_clip_configs(architecture)
   blip_size, clip_size = blip.vision_config.image_size, clip.vision_config.image_size
   return (BlipImageProcessor(size={"height": blip_size, "width": blip_size}, resample=BICUBIC,
                              image_mean=CLIP_MEAN, image_std=CLIP_STD, do_convert_rgb=True),
@@ -162,7 +162,7 @@ def model_handler(state_dict_path: str, architecture: str, device: str,
                   batching: dict[str, Any], opts=None) -> PytorchModelHandlerKeyedTensor:
   return PytorchModelHandlerKeyedTensor(
       state_dict_path=state_dict_path,
-      model_class=models.build_architecture,
+      model_class=architectures.build_architecture,
       model_params={"architecture": architecture},
       device=device,
       inference_fn=functools.partial(caption_and_rank,

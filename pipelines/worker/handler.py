@@ -33,7 +33,7 @@ from pipelines.worker import (
   worker_facts,
 )
 from pipelines.worker.beam_metrics import KIT_NAMESPACE
-from pipelines.worker.models import read_meta
+from pipelines.worker.model_files import read_meta
 from pipelines.worker.progress_reporter import reporter as progress_reporter
 from pipelines.worker.threads import apply_threads
 

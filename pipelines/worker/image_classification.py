@@ -15,7 +15,7 @@ from apache_beam.ml.inference.pytorch_inference import PytorchModelHandlerTensor
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from pipelines.worker import dead_letter, optimized_model, synthetic_images
-from pipelines.worker.models import build_architecture
+from pipelines.worker.architectures import build_architecture
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)

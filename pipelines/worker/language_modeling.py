@@ -24,8 +24,8 @@ from apache_beam.utils.windowed_value import WindowedValue
 from torch.nn.utils.rnn import pad_sequence
 
 from pipelines.worker import dead_letter, optimized_model
+from pipelines.worker.architectures import build_architecture
 from pipelines.worker.beam_metrics import KIT_NAMESPACE
-from pipelines.worker.models import build_architecture
 
 # Ids in the bert-uncased vocab (checked against the tokenizer when it loads).
 PAD_ID = 0

@@ -21,8 +21,8 @@ from apache_beam.ml.inference.pytorch_inference import PytorchModelHandlerTensor
 from PIL import Image
 
 from pipelines.worker import dead_letter, optimizations
+from pipelines.worker.architectures import build_architecture
 from pipelines.worker.image_classification import DecodeImage, decode, read_bytes
-from pipelines.worker.models import build_architecture
 
 IMAGE_SIZE = 800  # Beam's --image_size: every image is letterboxed onto an 800x800 canvas
 SCORE_THRESHOLD = 0.5  # Beam's --score_threshold

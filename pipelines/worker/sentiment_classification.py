@@ -20,6 +20,7 @@ from apache_beam.ml.inference.base import PredictionResult
 from apache_beam.ml.inference.pytorch_inference import PytorchModelHandlerKeyedTensor
 
 from pipelines.worker import dead_letter, optimized_model
+from pipelines.worker.architectures import SENTIMENT_LABELS, build_architecture
 from pipelines.worker.beam_metrics import KIT_NAMESPACE
 from pipelines.worker.language_modeling import (
   PAD_ID,
@@ -28,7 +29,6 @@ from pipelines.worker.language_modeling import (
   sorted_by_length,
   token_examples,
 )
-from pipelines.worker.models import SENTIMENT_LABELS, build_architecture
 
 MAX_TOKENS = 128  # Beam's tokenizer call: max_length=128
 PADDINGS = ("longest", "max_length")
