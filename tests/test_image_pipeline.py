@@ -3,8 +3,9 @@ import json
 
 import torch
 
-from pipelines.worker import image_classification
+from pipelines.worker import images
 from pipelines.worker.models import load_model
+from pipelines.worker.tasks import image_classification
 from tests.conftest import run_pipeline
 
 
@@ -21,7 +22,7 @@ def test_predictions_match_plain_pytorch_and_metrics_add_up(tmp_path, models_dir
   model = load_model(models_dir / "resnet18.pth", "resnet18")
   with torch.no_grad():
     logits = model(torch.stack([image_classification.preprocess(
-        image_classification.read_bytes(p)) for p in paths]))
+        images.read_bytes(p)) for p in paths]))
   expected = {(p, image_classification.top1(row)) for p, row in zip(paths, logits)}
   predictions = [json.loads(line) for line in out["predictions"]]
   assert {(row["input"], row["class"]) for row in predictions} == expected
@@ -89,7 +90,7 @@ def test_a_batch_that_fails_inference_is_dead_lettered_per_input(models_dir):
 
   path = str(models_dir / "resnet18.pth")
   handler = KeyedModelHandler(BenchmarkModelHandler(
-      image_classification.model_handler(path, "resnet18", "CPU",
+      image_classification.TASK.model_handler(path, "resnet18", "CPU",
                                          {"min_batch_size": 2, "max_batch_size": 2}),
       device="CPU", state_dict_path=path, telemetry_reader=lambda: None))
   with beam.Pipeline(runner=local_engine()) as p:

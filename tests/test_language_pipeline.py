@@ -3,7 +3,7 @@ import json
 
 import pytest
 
-from pipelines.worker import language_modeling
+from pipelines.worker.tasks import language_modeling
 from tests.conftest import run_pipeline
 
 
