@@ -111,3 +111,17 @@ def test_a_run_where_every_input_is_bad_is_a_failed_run(tmp_path, models_dir):
   assert record["status"] == "failed"
   assert record["error"] == "no inferences ran (2 inputs dead-lettered)"
   assert len(out["dead_letters"]) == 2
+
+
+def test_a_jpeg_cut_inside_its_header_is_reported_truncated_not_unidentified(data_dir):
+  """Image.open reads the header only; a JPEG cut before its scan data fails every format
+  plugin alike, which Pillow reports as 'cannot identify image file'."""
+  import pytest
+  jpeg = open(_images(data_dir)[0], "rb").read()
+  for cut in (4, 100, 300):
+    with pytest.raises(images.BadImage, match=r"^corrupt or truncated JPEG image: its header"):
+      images.decode(jpeg[:cut], None, short_side=None)
+  with pytest.raises(images.BadImage, match=r"^corrupt or truncated JPEG image: image file is "):
+    images.decode(jpeg[:len(jpeg) // 2], None, short_side=None)  # cut in the scan data
+  with pytest.raises(images.BadImage, match=r"^not an image file \(11 bytes"):
+    images.decode(b"hello world", None, short_side=None)

@@ -19,6 +19,10 @@ SIXTEEN_BIT_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I")
 _NOT_REGULAR = {stat.S_IFDIR: "directory", stat.S_IFIFO: "fifo",
                 stat.S_IFCHR: "character device", stat.S_IFBLK: "block device",
                 stat.S_IFSOCK: "socket"}
+# The signatures of the formats the image tasks read: a file that starts with one but that
+# Pillow cannot open is that format, cut short or damaged, not "not an image".
+_SIGNATURES = ((b"\xff\xd8\xff", "JPEG"), (b"\x89PNG\r\n\x1a\n", "PNG"), (b"GIF87a", "GIF"),
+               (b"GIF89a", "GIF"), (b"BM", "BMP"), (b"II*\x00", "TIFF"), (b"MM\x00*", "TIFF"))
 
 
 class BadImage(ValueError):
@@ -70,6 +74,19 @@ def _to_rgb(image: Image.Image) -> Image.Image:
   return image.convert("RGB")
 
 
+def _unopenable(data: bytes) -> BadImage:
+  """Why Pillow could not open the bytes. Image.open reads the header only, and a header cut
+  short (a JPEG truncated before its scan data: its tables are the first few hundred bytes) or
+  damaged fails every format plugin alike (IndexError, struct.error, 'Truncated File Read'),
+  which Pillow reports as 'cannot identify': the file's signature tells those apart from
+  files that are no image at all."""
+  claimed = next((name for signature, name in _SIGNATURES if data.startswith(signature)), None)
+  if claimed:
+    return BadImage(f"corrupt or truncated {claimed} image: its header is cut short or damaged "
+                    f"({len(data)} bytes)")
+  return BadImage(f"not an image file ({len(data)} bytes Pillow cannot identify)")
+
+
 def decode(data: bytes, max_pixels: int | None, short_side: int | None,
            crop: int | None = None) -> Image.Image:
   """JPEG/PNG bytes -> 8-bit RGB image, refused (BadImage) before the full decode when it has
@@ -81,7 +98,7 @@ def decode(data: bytes, max_pixels: int | None, short_side: int | None,
   except Image.DecompressionBombError as e:
     raise BadImage(f"image too large: {e}") from None
   except (UnidentifiedImageError, OSError):
-    raise BadImage(f"not an image file ({len(data)} bytes Pillow cannot identify)") from None
+    raise _unopenable(data) from None
   width, height = image.size
   if max_pixels and width * height > max_pixels:
     raise BadImage(f"image too large: {width}x{height} is {width * height / 1e6:.0f} megapixels,"

@@ -1,5 +1,5 @@
-"""What the sentence tasks share: the bert uncased tokenizer, BERT's special tokens, padding a
-batch, and length-aware batching's sort."""
+"""What the sentence tasks share: the bert uncased tokenizer, the checks a line passes before it
+is tokenized, padding a batch, and length-aware batching's sort."""
 from __future__ import annotations
 
 import functools
@@ -25,6 +25,10 @@ MASK_ID = 103
 LENGTH_SORT_BATCHES = 8
 # The tokenizer matches these anywhere in a text, case-sensitively ("a[SEP]b" holds one).
 SPECIAL_TOKENS = ("[CLS]", "[SEP]", "[PAD]", "[UNK]", "[MASK]")
+# A WordPiece token holds at most 100 characters of a word (BertTokenizer makes a longer word one
+# [UNK]) and the space after it: a line with more than this many characters per token the model
+# takes cannot fit, and is refused before the tokenizer spends time on all of it (a 1 MB line).
+CHARS_PER_TOKEN_BOUND = 200
 
 
 class UnusableSentence(ValueError):
@@ -47,6 +51,14 @@ def load_tokenizer(vocab_path: str):
     raise ValueError(f"{vocab_path} is not the bert uncased vocab "
                      f"([MASK]={tokenizer.mask_token_id}, [PAD]={tokenizer.pad_token_id})")
   return tokenizer
+
+
+def check_length(sentence: str, max_tokens: int) -> None:
+  """Refuses a line far longer than max_tokens tokens can hold, before tokenizing it."""
+  limit = max_tokens * CHARS_PER_TOKEN_BOUND
+  if len(sentence) > limit:
+    raise UnusableSentence(f"{len(sentence)} characters: over {limit}, far more than "
+                           f"{max_tokens} tokens can hold (refused before tokenizing)")
 
 
 def special_tokens_in(sentence: str) -> dict[str, int]:

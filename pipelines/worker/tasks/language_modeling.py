@@ -84,7 +84,9 @@ def predict_masked_tokens(batch: Sequence[dict[str, torch.Tensor]], model: torch
 
 
 def masked_example(tokenizer, sentence: str) -> tuple[str, dict[str, torch.Tensor]]:
-  """(masked sentence, its tensors); UnusableSentence for a sentence the task cannot use."""
+  """(masked sentence, its tensors); UnusableSentence for a sentence the task cannot use
+  (refused before tokenizing where it is far too long)."""
+  sentences.check_length(sentence, MAX_TOKENS)
   masked = mask_last_word(sentence)
   return masked, tokenize(tokenizer, masked)
 

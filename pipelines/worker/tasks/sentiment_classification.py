@@ -6,7 +6,10 @@ them and runs DistilBertForSequenceClassification. Here the same tokens are padd
 way (`--sentence_padding=max_length`, what the beam profile runs) or to the longest sentence of
 the batch (`longest`, the tuned default): the attention mask makes the logits of a sentence the
 same either way, up to float rounding; only the padding work differs. Sentences past 128 tokens
-are cut at 128 as Beam cuts them, and counted (`sentences_truncated`).
+are cut at 128 as Beam cuts them, and counted (the record's `sentences_truncated`). Where Beam
+classifies any line, a line holding BERT's special tokens ([CLS], [MASK], ...) is dead-lettered
+(the tokenizer would read them as control tokens, not text), and so is one far longer than 128
+tokens can hold, before it is tokenized.
 """
 from __future__ import annotations
 
@@ -26,7 +29,6 @@ from pipelines.worker.sentences import PAD_ID, UnusableSentence, load_tokenizer,
 from pipelines.worker.tasks.base import Task
 
 MAX_TOKENS = 128  # Beam's tokenizer call: max_length=128
-PADDINGS = ("longest", "max_length")
 
 
 def tokenize(tokenizer, sentence: str) -> tuple[dict[str, torch.Tensor], bool]:
@@ -78,8 +80,17 @@ def make_inference_fn(padding: str):
   return classify
 
 
+def usable(sentence: str) -> str:
+  """The sentence, or UnusableSentence: BERT's special tokens in it would be read as control
+  tokens, and a line far longer than MAX_TOKENS tokens is refused before tokenizing (a shorter
+  one past MAX_TOKENS is cut, as Beam cuts it)."""
+  sentences.check_length(sentence, MAX_TOKENS)
+  sentences.refuse_special_tokens(list(sentences.special_tokens_in(sentence)))
+  return sentence
+
+
 class Tokenize(beam.DoFn):
-  """sentence -> (sentence, tensors); empty lines go to the dead-letter output."""
+  """sentence -> (sentence, tensors); empty and unusable lines go to the dead-letter output."""
 
   def __init__(self, vocab_path: str):
     self._vocab_path = vocab_path
@@ -93,7 +104,11 @@ class Tokenize(beam.DoFn):
     if not sentence:
       yield dead_letter.tagged(line, "tokenize", "empty line: no sentence")
       return
-    tensors, truncated = tokenize(self._tokenizer, sentence)
+    try:
+      tensors, truncated = tokenize(self._tokenizer, usable(sentence))
+    except UnusableSentence as e:
+      yield dead_letter.tagged(sentence, "tokenize", str(e))
+      return
     if truncated:
       self._truncated.inc()
     yield sentence, tensors
@@ -147,7 +162,7 @@ class SentimentClassification(Task):
     sentence = line.decode("utf-8").strip()
     if not sentence:
       raise UnusableSentence("empty line: no sentence")
-    tensors = tokenize(load_tokenizer(opts.vocab_path), sentence)[0]
+    tensors = tokenize(load_tokenizer(opts.vocab_path), usable(sentence))[0]
     if getattr(opts, "sentence_padding", None) != "max_length":
       return tensors
     input_ids, attention_mask = pad_batch([tensors], "max_length")
