@@ -48,7 +48,7 @@ def check(plan, items: int = CHECK_ITEMS) -> dict[str, Any] | None:
   from pipelines.worker.options import BenchmarkOptions
   files = dict(plan.check_model_files)
   opts = PipelineOptions(list(plan.beam_args), **files).view_as(BenchmarkOptions)
-  steps = plan.task.steps()
+  steps = plan.task  # the task object: its steps are its methods
   examples = []
   for line in plan.input_lines:
     try:
@@ -63,8 +63,8 @@ def check(plan, items: int = CHECK_ITEMS) -> dict[str, Any] | None:
   batch = plan.max_batch_size or 8
   optimized = steps.optimize(copy.deepcopy(reference), name, batch)
   chunks = [examples[i:i + batch] for i in range(0, len(examples), batch)]
-  want = torch.cat([steps.prediction_logits(reference, c) for c in chunks])
-  got = torch.cat([steps.prediction_logits(optimized, c) for c in chunks])
+  want = torch.cat([steps.prediction_logits(reference, c, "cpu") for c in chunks])
+  got = torch.cat([steps.prediction_logits(optimized, c, "cpu") for c in chunks])
   meta = read_meta(files["model_state_dict_path"])
   weights = meta.weights if meta else "unknown"
   figures = compare(want, got, exact=name in optimizations.EXACT,

@@ -30,62 +30,59 @@ from pipelines.layout import Layout
 from pipelines.plan import Overrides
 from pipelines.record import build, facts
 from pipelines.sweep_results import median_or_none
-from pipelines.worker import image_classification, language_modeling
+from pipelines.worker import models
 from pipelines.worker.handler import cuda_usable
-from pipelines.worker.models import load_model
 from pipelines.worker.tokenizer_files import VOCAB_FILE
 
 
-def _chunks(items: list, size: int):
-  for i in range(0, len(items), size):
-    yield items[i:i + size]
+def plain_loop_refusal(bench: matrix.Benchmark) -> str | None:
+  """Why the benchmark has no plain loop (its task's model is not a torch module), or None."""
+  reason = bench.task_spec.no_local_model
+  return f"{bench.name}: no plain loop: {reason}" if reason else None
 
 
-def _sorted_by_length(lines: list[str], tokenizer, batch_size: int) -> list[str]:
-  """The order length-aware batching gives (language_modeling.SortByLength): shortest first
-  within each window of LENGTH_SORT_BATCHES batches."""
-  from pipelines.worker.language_modeling import LENGTH_SORT_BATCHES
-  window = LENGTH_SORT_BATCHES * batch_size
-  length = lambda s: len(tokenizer(language_modeling.mask_last_word(s))["input_ids"])  # noqa: E731
-  return [s for i in range(0, len(lines), window) for s in sorted(lines[i:i + window], key=length)]
+def plain_options(bench: matrix.Benchmark, models_dir: pathlib.Path, profile: profiles.Profile):
+  """The pipeline options the task's steps read to make an example as the run makes it (the
+  model's files, the image limits' defaults, the sentence padding the profile runs)."""
+  from apache_beam.options.pipeline_options import PipelineOptions
 
-
-PLAIN_LOOP_TASKS = ("image_classification", "language_modeling")
+  from pipelines.worker.options import BenchmarkOptions
+  padding = "max_length" if profile.sentence_batching_for(bench) == "max_length" else "longest"
+  return PipelineOptions(
+      [], task=bench.task, model_architecture=bench.model,
+      model_state_dict_path=str(models.model_path(bench.model, models_dir)),
+      vocab_path=str(models_dir / VOCAB_FILE), sentence_padding=padding).view_as(BenchmarkOptions)
 
 
 def plain_loop(bench: matrix.Benchmark, lines: list[str], batch_size: int,
-               models_dir: pathlib.Path, *, length_aware: bool,
-               optimization: str = "none") -> float:
-  """Steady-state items/s of the same work without Beam, on all cores, with the pipeline's CPU
-  optimization: the items after the first batch over the time from the first batch's end to
-  the last's."""
+               models_dir: pathlib.Path, *, length_aware: bool, optimization: str = "none",
+               profile: profiles.Profile | None = None) -> float:
+  """Steady-state items/s of the same work without Beam, on all cores (the bench's GPU for a
+  GPU benchmark), with the pipeline's CPU optimization, through the task's own steps: each
+  line made into its example (lines the pipeline dead-letters left out), batched in the
+  pipeline's order, run to its logits. The items after the first batch over the time from the
+  first batch's end to the last's. `profile` (default: the default profile) says how sentences
+  are padded."""
+  task = bench.task_spec
+  if plain_loop_refusal(bench):
+    raise SystemExit(plain_loop_refusal(bench))
   torch.set_num_threads(os.cpu_count() or 1)  # a 1xT pipeline run may have narrowed the pool
   device = torch.device("cuda" if bench.needs_gpu else "cpu")
-  model = load_model(models_dir / f"{bench.model}.pth", bench.model).to(device)
+  opts = plain_options(bench, models_dir, profile or profiles.get(profiles.DEFAULT))
+  model = models.load_model(opts.model_state_dict_path, bench.model).to(device)
   if optimization != "none":
-    model = bench.task_spec.steps().optimize(model, optimization, batch_size)
-  tokenizer = (language_modeling.load_tokenizer(str(models_dir / VOCAB_FILE))
-               if bench.task_spec.needs_vocab else None)
-  if tokenizer is not None and length_aware:
-    lines = _sorted_by_length(lines, tokenizer, batch_size)  # the pipeline's batching too
-  chunks = list(_chunks(lines, batch_size))
-  if len(chunks) < 2:
-    raise SystemExit(f"{bench.name}: perf needs at least two batches ({batch_size} items each)")
-  first_end = None
-  for chunk in chunks:
-    if tokenizer is None:
-      tensors = [image_classification.preprocess(image_classification.read_bytes(p))
-                 for p in chunk]
-      with torch.no_grad():
-        logits = model(torch.stack(tensors).to(device))
-      [image_classification.top1(row) for row in logits]  # .item() waits for the GPU
-    else:
-      examples = [language_modeling.tokenize(tokenizer, language_modeling.mask_last_word(s))
-                  for s in chunk]
-      results = language_modeling.predict_masked_tokens(examples, model, device)
-      [tokenizer.convert_ids_to_tokens(r.inference) for r in results]
-    first_end = first_end or time.perf_counter()
-  return (len(lines) - len(chunks[0])) / (time.perf_counter() - first_end)
+    model = task.optimize(model, optimization, batch_size)
+  items, first_items, first_end = 0, 0, None
+  for batch in task.plain_batches((line.encode("utf-8") for line in lines), opts, batch_size,
+                                  length_aware):
+    task.prediction_logits(model, batch, device).cpu()  # .cpu() waits for the GPU
+    items += len(batch)
+    if first_end is None:
+      first_items, first_end = len(batch), time.perf_counter()
+  if first_end is None or items == first_items:
+    raise SystemExit(f"{bench.name}: perf needs at least two batches of usable items "
+                     f"({batch_size} each)")
+  return (items - first_items) / (time.perf_counter() - first_end)
 
 
 def fixed_batch_size(batching: dict[str, int]) -> int | None:
@@ -108,7 +105,7 @@ def measure_repeat(bench: matrix.Benchmark, items: int, layouts: list[Layout],
   lines = (data_dir / bench.task_spec.input_file).read_text().splitlines()[:items]
   plain = plain_loop(bench, lines, plain_batch_size(bench, profile), models_dir,
                      length_aware=profile.length_aware(bench),
-                     optimization=profile.optimization_for(bench))
+                     optimization=profile.optimization_for(bench), profile=profile)
   runs = {}
   for layout in layouts:
     try:  # a fresh process, so its whole-process figure is what a user (or a worker) pays
@@ -184,18 +181,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.error(str(e))
   gpu_here = cuda_usable()
   wanted = args.benchmarks or list(matrix.load())
-  # The plain loop knows the first five's tasks; Beam's newer ones are not in it yet.
-  unsupported = [b.name for b in matrix.load().values()
-                 if b.name in args.benchmarks and b.task not in PLAIN_LOOP_TASKS]
-  if unsupported:
-    parser.error(f"{', '.join(unsupported)}: make perf's plain loop runs "
-                 f"{' and '.join(PLAIN_LOOP_TASKS)} only (use make compare-profiles or sweep)")
-  for name in (b.name for b in matrix.load().values()
-               if b.name in wanted and b.task not in PLAIN_LOOP_TASKS):
-    print(f"skipped {name}: the plain loop does not run its task yet", flush=True)
+  refused = [plain_loop_refusal(b) for b in matrix.load().values()
+             if b.name in args.benchmarks and plain_loop_refusal(b)]
+  if refused:
+    parser.error(refused[0])
   benches = [b for b in matrix.load().values()
-             if b.name in wanted and (gpu_here or not b.needs_gpu)
-             and b.task in PLAIN_LOOP_TASKS]
+             if b.name in wanted and (gpu_here or not b.needs_gpu)]
+  for bench in [b for b in benches if plain_loop_refusal(b)]:
+    print(f"skipped {plain_loop_refusal(bench)}", flush=True)
+    benches.remove(bench)
   rows, ratios = [], []
   for index, bench in enumerate(benches, 1):
     items = bench.items_for(args.items)

@@ -10,7 +10,7 @@ import shutil
 
 import pytest
 
-from pipelines import matrix, perf, profiles, run
+from pipelines import matrix, profiles, run
 from tests.test_dataflow import SETTINGS
 from tests.test_faults import assert_accounted, dead_letters, kit  # noqa: F401 - fixture
 
@@ -236,14 +236,6 @@ def test_a_gpu_benchmark_refuses_without_cuda_before_anything_starts(name, capsy
   assert code == 2
   assert "needs a CUDA GPU" in capsys.readouterr().err  # never CPU numbers under a GPU name
   assert not (tmp_path / "records").exists()
-
-
-def test_perf_refuses_a_task_its_plain_loop_does_not_run_yet(capsys):
-  with pytest.raises(SystemExit) as exit_:
-    perf.main(["distilbert-sentiment"])
-  assert exit_.value.code == 2
-  assert "plain loop runs image_classification and language_modeling only" in (
-      capsys.readouterr().err)
 
 
 def test_captioning_end_to_end_and_the_same_with_beams_batching(kit, data_dir):  # noqa: F811

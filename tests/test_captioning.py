@@ -13,8 +13,9 @@ from PIL import Image
 
 from pipelines import data
 from pipelines.matrix import REPO_ROOT
-from pipelines.worker import captioning, models, optimizations, tokenizer_files
+from pipelines.worker import architectures, models, optimizations, tokenizer_files
 from pipelines.worker.options import BenchmarkOptions
+from pipelines.worker.tasks import image_captioning as captioning
 from tests.conftest import run_pipeline
 
 ARCHITECTURE = "blip-clip-tiny"
@@ -88,9 +89,9 @@ def test_batch_size_does_not_change_predictions_and_matches_the_model_run_direct
   opts = PipelineOptions([], model_architecture=ARCHITECTURE,
                          model_state_dict_path=str(caption_models / f"{ARCHITECTURE}.pth"),
                          max_image_pixels=MAX_PIXELS).view_as(BenchmarkOptions)
-  examples = [captioning.example_from_line(path.encode(), opts) for path in images]
+  examples = [captioning.TASK.example_from_line(path.encode(), opts) for path in images]
   model = models.load_model(caption_models / f"{ARCHITECTURE}.pth", ARCHITECTURE)
-  direct = captioning.prediction_logits(model, examples)
+  direct = captioning.TASK.prediction_logits(model, examples, "cpu")
   assert direct.shape == (2, captioning.NUM_CAPTIONS)
   for i, path in enumerate(images):
     # Beam search picks the same captions whatever the batch; scores differ by float rounding
@@ -127,12 +128,12 @@ def test_the_clip_bpe_is_refused_when_its_source_is_not_clips(tmp_path, monkeypa
 
 def test_only_the_model_as_loaded_runs():
   model = torch.nn.Linear(1, 1)
-  assert captioning.optimize(model, optimizations.NONE, 4) is model
+  assert captioning.TASK.optimize(model, optimizations.NONE, 4) is model
   for name in optimizations.NAMES[1:]:
     reason = optimizations.unavailable(name, "image_captioning")
     assert reason and "beam-search" in reason
     with pytest.raises(optimizations.OptimizationUnavailable, match="image_captioning"):
-      captioning.optimize(model, name, 4)
+      captioning.TASK.optimize(model, name, 4)
   assert optimizations.unavailable("freeze", "language_modeling") is None
 
 
@@ -151,7 +152,7 @@ def test_pretrained_weights_are_the_two_hub_models_in_one_state_dict(tmp_path, c
   """The download path (never run against the hub here), from a pre-filled cache, offline."""
   from transformers import BlipForConditionalGeneration, CLIPModel
   hf_home = tmp_path / "hf"
-  blip_config, clip_config = models.blip_clip_configs(ARCHITECTURE)
+  blip_config, clip_config = architectures.blip_clip_configs(ARCHITECTURE)
   torch.manual_seed(5)
   blip, clip = BlipForConditionalGeneration(blip_config), CLIPModel(clip_config)
   blip.save_pretrained(_snapshot(hf_home, "kit-test/blip-tiny"))
@@ -172,7 +173,7 @@ def test_pretrained_weights_are_the_two_hub_models_in_one_state_dict(tmp_path, c
   assert (meta.weights, meta.source) == ("pretrained",
                                          "huggingface:kit-test/blip-tiny+kit-test/clip-tiny")
   baked = torch.load(out / f"{ARCHITECTURE}.pth")
-  expected = models.BlipClip(blip, clip).state_dict()
+  expected = architectures.BlipClip(blip, clip).state_dict()
   assert baked.keys() == expected.keys()
   assert all(torch.equal(baked[k], v) for k, v in expected.items())
   assert {p.name for p in out.iterdir()} >= {

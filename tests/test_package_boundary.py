@@ -11,11 +11,12 @@ import sys
 import pytest
 
 from pipelines.matrix import REPO_ROOT
+from pipelines.worker import tasks
 
 PIPELINES = REPO_ROOT / "pipelines"
 WORKER_ENTRY_POINTS = ("pipelines.worker.pipeline", "pipelines.worker.handler",
-                       "pipelines.worker.models", "pipelines.worker.image_classification",
-                       "pipelines.worker.language_modeling")
+                       "pipelines.worker.models",
+                       *(f"pipelines.worker.tasks.{name}" for name in tasks.names()))
 
 
 def imports_of(path: pathlib.Path) -> set[str]:

@@ -13,13 +13,16 @@ from apache_beam.ml.inference.base import PredictionResult
 from apache_beam.testing.test_pipeline import TestPipeline
 from apache_beam.testing.util import assert_that, equal_to
 
-from pipelines.worker import model_directory, models, optimizations, tasks, text_generation
+from pipelines.worker import model_directory, models, optimizations, tasks
+from pipelines.worker.tasks import text_generation
+
+TASK = text_generation.TASK
 
 
 def test_parse_keys_prompts_and_dead_letters_blank_lines():
   with TestPipeline() as p:
     lines = p | beam.Create(["Tell me a story.", "", "   ", "Why is the sky blue?"])
-    prompts, dead = text_generation.parse(lines, opts=None)
+    prompts, dead = TASK.parse(lines, opts=None)
     assert_that(prompts, equal_to([("Tell me a story.", "Tell me a story."),
                                    ("Why is the sky blue?", "Why is the sky blue?")]),
                 label="prompts")
@@ -49,22 +52,23 @@ def test_registered_and_only_none():
   task = tasks.get("text_generation")
   assert (task.input_file, task.needs_vocab, task.batchings) == ("sentences.txt", False,
                                                                   ("padded",))
-  assert task.steps() is text_generation
+  assert task is TASK and task.module == "pipelines.worker.tasks.text_generation"
   assert optimizations.unavailable("none", "text_generation") is None
   for name in optimizations.NAMES[1:]:
     assert "vLLM server" in optimizations.unavailable(name, "text_generation")
     with pytest.raises(optimizations.OptimizationUnavailable):
-      text_generation.optimize(object(), name, batch_size=4)
+      TASK.optimize(object(), name, batch_size=4)
   model = object()
-  assert text_generation.optimize(model, "none", batch_size=4) is model
+  assert TASK.optimize(model, "none", batch_size=4) is model
+  assert "vLLM server process" in TASK.no_local_model
   with pytest.raises(NotImplementedError, match="no agreement check"):
-    text_generation.example_from_line(b"x", None)
-  with pytest.raises(NotImplementedError, match="no agreement check"):
-    text_generation.prediction_logits(None, [])
+    TASK.example_from_line(b"x", None)
+  with pytest.raises(NotImplementedError, match="no plain PyTorch loop"):
+    TASK.prediction_logits(None, [], "cuda")
 
 
 def test_module_imports_without_vllm():
-  code = ("import sys, pipelines.worker.text_generation; "
+  code = ("import sys, pipelines.worker.tasks.text_generation; "
           "assert not {'vllm', 'openai', 'apache_beam.ml.inference.vllm_inference'} & "
           "set(sys.modules)")
   subprocess.run([sys.executable, "-c", code], check=True)
@@ -78,7 +82,7 @@ def test_model_handler_is_beams_vllm_handler_on_the_directory(monkeypatch):
   # Beam's module, imported against the stub, is dropped afterwards.
   monkeypatch.setitem(sys.modules, "apache_beam.ml.inference.vllm_inference", None)
   monkeypatch.delitem(sys.modules, "apache_beam.ml.inference.vllm_inference")
-  handler = text_generation.model_handler("/opt/models/gemma-2b-it", "gemma-2b-it", "GPU",
+  handler = TASK.model_handler("/opt/models/gemma-2b-it", "gemma-2b-it", "GPU",
                                           {"min_batch_size": 2, "max_batch_size": 32})
   from apache_beam.ml.inference.vllm_inference import VLLMCompletionsModelHandler
   assert isinstance(handler, VLLMCompletionsModelHandler)
@@ -86,13 +90,13 @@ def test_model_handler_is_beams_vllm_handler_on_the_directory(monkeypatch):
   assert handler._vllm_server_kwargs == {"served-model-name": "/opt/models/gemma-2b-it"}
   assert handler.batch_elements_kwargs()["max_batch_size"] == 32
   with pytest.raises(ValueError, match="CUDA GPU"):
-    text_generation.model_handler("/opt/models/gemma-2b-it", "gemma-2b-it", "CPU", {})
+    TASK.model_handler("/opt/models/gemma-2b-it", "gemma-2b-it", "CPU", {})
   with pytest.raises(ValueError, match="worker's own disk"):
-    text_generation.model_handler("gs://bucket/gemma", "gemma-2b-it", "GPU", {})
+    TASK.model_handler("gs://bucket/gemma", "gemma-2b-it", "GPU", {})
 
 
 def test_gemma_2b_it_config_is_the_published_one():
-  config = models.gemma_config_json("gemma-2b-it")
+  config = model_directory.gemma_config_json("gemma-2b-it")
   assert {k: config[k] for k in ("hidden_size", "num_hidden_layers", "num_attention_heads",
                                  "num_key_value_heads", "head_dim", "intermediate_size",
                                  "vocab_size", "max_position_embeddings", "rms_norm_eps",

@@ -85,6 +85,8 @@ def summarize(raw: dict[str, Any]) -> dict[str, Any]:
       # Language modeling: the share of token slots in batches that were padding.
       "padding_fraction": (kit_counter("padding_slots") / kit_counter("token_slots")
                            if kit_counter("token_slots") else None),
+      # Sentiment: sentences cut at 128 tokens, as Beam's example cuts them (0 for other tasks).
+      "sentences_truncated": kit_counter("sentences_truncated"),
   }
 
 

@@ -14,6 +14,7 @@ are) and adds what a trustworthy benchmark needs, all as Beam metrics in namespa
 from __future__ import annotations
 
 import collections
+import functools
 import logging
 import threading
 import time
@@ -33,7 +34,7 @@ from pipelines.worker import (
   worker_facts,
 )
 from pipelines.worker.beam_metrics import KIT_NAMESPACE
-from pipelines.worker.models import read_meta
+from pipelines.worker.model_files import read_meta
 from pipelines.worker.progress_reporter import reporter as progress_reporter
 from pipelines.worker.threads import apply_threads
 
@@ -157,39 +158,30 @@ class BenchmarkModelHandler(ModelHandler):
       if sample.power_w is not None:
         Metrics.distribution(KIT_NAMESPACE, "gpu_power_w").update(sample.power_w)
 
-  # Everything else is Beam's handler's business.
-  def get_num_bytes(self, batch):
-    return self._base.get_num_bytes(batch)
 
-  def get_metrics_namespace(self) -> str:
-    return self._base.get_metrics_namespace()
+# ModelHandler's methods that build a new handler around this one: inherited, never forwarded
+# (forwarding would wrap Beam's handler and leave this one out).
+NOT_FORWARDED = ("with_preprocess_fn", "with_postprocess_fn", "with_no_batching")
 
-  def get_resource_hints(self):
-    return self._base.get_resource_hints()
 
-  def batch_elements_kwargs(self):
-    return self._base.batch_elements_kwargs()
+def public_methods(cls: type) -> set[str]:
+  return {name for name in dir(cls) if not name.startswith("_") and callable(getattr(cls, name))}
 
-  def validate_inference_args(self, inference_args):
-    return self._base.validate_inference_args(inference_args)
 
-  def update_model_path(self, model_path=None):
-    return self._base.update_model_path(model_path=model_path)
+def _forwarder(name: str):
+  @functools.wraps(getattr(ModelHandler, name))
+  def forward(self, *args, **kwargs):
+    return getattr(self._base, name)(*args, **kwargs)
+  return forward
 
-  def get_preprocess_fns(self):
-    return self._base.get_preprocess_fns()
 
-  def get_postprocess_fns(self):
-    return self._base.get_postprocess_fns()
-
-  def should_skip_batching(self) -> bool:
-    return self._base.should_skip_batching()
-
-  def share_model_across_processes(self) -> bool:
-    return self._base.share_model_across_processes()
-
-  def model_copies(self) -> int:
-    return self._base.model_copies()
+# Everything else is Beam's handler's business: every ModelHandler method this class does not
+# define itself goes to the wrapped handler, so a method a Beam release adds is forwarded too,
+# not answered with ModelHandler's default (as override_metrics was when they were listed by hand).
+FORWARDED = tuple(sorted(public_methods(ModelHandler) - set(vars(BenchmarkModelHandler))
+                         - set(NOT_FORWARDED)))
+for _name in FORWARDED:
+  setattr(BenchmarkModelHandler, _name, _forwarder(_name))
 
 
 def _retire(token: str, sampler: gpu_telemetry.GpuSampler) -> None:

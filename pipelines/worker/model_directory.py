@@ -1,10 +1,9 @@
-"""The Gemma architectures as the Hugging Face model directory vLLM serves (config.json,
-model.safetensors, a tokenizer, generation_config.json), with the sidecar `<name>.meta.json`
-beside it: the hub's files with pretrained weights, else seeded random bfloat16 weights and a
-byte-level BPE trained here (Gemma's own tokenizer is gated on the hub)."""
+"""The Gemma architectures (their published config) as the Hugging Face model directory vLLM
+serves (config.json, model.safetensors, a tokenizer, generation_config.json), with the sidecar
+`<name>.meta.json` beside it: the hub's files with pretrained weights, else seeded random
+bfloat16 weights and a byte-level BPE trained here (Gemma's own tokenizer is gated on the hub)."""
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import json
 import os
@@ -13,15 +12,26 @@ import shutil
 
 import torch
 
-from pipelines.worker.models import (
-  RANDOM_SEED,
-  ModelMeta,
-  file_sha256,
-  gemma_config,
-  gemma_config_json,
-  meta_path,
-)
+from pipelines.worker.model_files import RANDOM_SEED, ModelMeta, file_sha256, write_meta
 
+# The values of google/gemma-2b-it's published config.json (hidden_act "gelu" is its legacy value
+# for the tanh approximation, which hidden_activation names); spelled out so it is written the
+# same whatever transformers writes, and read alike by vLLM's transformers and the kit's.
+_GEMMA_CONFIG = dict(
+    architectures=["GemmaForCausalLM"], model_type="gemma", attention_bias=False,
+    attention_dropout=0.0, bos_token_id=2, eos_token_id=1, pad_token_id=0, head_dim=256,
+    hidden_act="gelu", hidden_activation="gelu_pytorch_tanh", hidden_size=2048,
+    initializer_range=0.02, intermediate_size=16384, max_position_embeddings=8192,
+    num_attention_heads=8, num_hidden_layers=18, num_key_value_heads=1, rms_norm_eps=1e-06,
+    rope_scaling=None, rope_theta=10000.0, torch_dtype="bfloat16", use_cache=True,
+    vocab_size=256000)
+GEMMA_CONFIGS = {
+    "gemma-2b-it": _GEMMA_CONFIG,
+    # Tests only: the same architecture, small enough for a 2-core CI machine.
+    "gemma-tiny": {**_GEMMA_CONFIG, "hidden_size": 64, "intermediate_size": 128,
+                   "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 1,
+                   "head_dim": 16, "vocab_size": 512},
+}
 _GEMMA_HUB_IDS = {"gemma-2b-it": "google/gemma-2b-it", "gemma-tiny": "kit-test/gemma-tiny"}
 # What a pretrained Gemma directory takes from the hub (not the repo's 10 GB gemma-2b-it.gguf).
 _GEMMA_HUB_FILES = ["config.json", "generation_config.json", "*.safetensors",
@@ -31,6 +41,23 @@ _GEMMA_HUB_FILES = ["config.json", "generation_config.json", "*.safetensors",
 GEMMA_SPECIAL_TOKENS = ("<pad>", "<eos>", "<bos>", "<unk>")  # ids 0, 1, 2, 3
 GEMMA_TOKENIZER_MERGES = 8000  # the locally trained BPE's most tokens (then placeholders)
 GEMMA_WEIGHTS_FILE = "model.safetensors"
+
+
+def gemma_config_json(architecture: str) -> dict:
+  """The config.json of a Gemma architecture (the published values for gemma-2b-it)."""
+  return dict(GEMMA_CONFIGS[architecture])
+
+
+def gemma_config(architecture: str):
+  from transformers import GemmaConfig
+  values = {k: v for k, v in gemma_config_json(architecture).items()
+            if k not in ("architectures", "model_type", "torch_dtype", "hidden_activation")}
+  return GemmaConfig(**{**values, "hidden_act": "gelu_pytorch_tanh"})
+
+
+def build_gemma(architecture: str) -> torch.nn.Module:
+  from transformers import GemmaForCausalLM
+  return GemmaForCausalLM(gemma_config(architecture))
 
 
 def write_model_directory(architecture: str, out_dir: pathlib.Path, weights: str
@@ -53,8 +80,8 @@ def write_model_directory(architecture: str, out_dir: pathlib.Path, weights: str
     os.replace(tmp, path)
   finally:
     shutil.rmtree(tmp, ignore_errors=True)
-  meta = ModelMeta(architecture, weights, source, _sha256_directory(path), torch.__version__)
-  pathlib.Path(meta_path(str(path))).write_text(json.dumps(dataclasses.asdict(meta), indent=2))
+  write_meta(path, ModelMeta(architecture, weights, source, _sha256_directory(path),
+                             torch.__version__))
   return path
 
 
@@ -76,8 +103,7 @@ def _random_directory(architecture: str, folder: pathlib.Path) -> str:
   previous = torch.get_default_dtype()
   torch.set_default_dtype(torch.bfloat16)  # built in bfloat16: 5 GB for gemma-2b-it, not 10
   try:
-    from transformers import GemmaForCausalLM
-    model = GemmaForCausalLM(gemma_config(architecture))
+    model = build_gemma(architecture)
   finally:
     torch.set_default_dtype(previous)
   # The output projection is the embedding (tie_word_embeddings), as in the published files.

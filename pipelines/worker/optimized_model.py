@@ -3,6 +3,7 @@ loaded model: the result is a module Beam's handler calls as it called the model
 from __future__ import annotations
 
 import contextlib
+import warnings
 from typing import Any, Callable
 
 import torch
@@ -38,6 +39,17 @@ class Optimized(torch.nn.Module):
 Call = tuple[tuple, dict]  # (args, kwargs) of one model call
 
 
+@contextlib.contextmanager
+def _jit_deprecation_quiet():
+  """Silences torch 2.x's FutureWarnings that torch.jit.trace/freeze/optimize_for_inference are
+  deprecated (optimizations.py says why freeze still uses them), which every freeze run would
+  print; any other warning still shows."""
+  with warnings.catch_warnings():
+    warnings.filterwarnings("ignore", message=r"`torch\.jit\.\w+` is deprecated",
+                            category=FutureWarning)
+    yield
+
+
 def apply(model: torch.nn.Module, name: str, task: str, examples: list[Call],
           calibration: Callable[[], list[Call]] | None = None) -> torch.nn.Module:
   """The model optimized by `name`. `examples`: representative calls; freeze traces the first,
@@ -56,9 +68,10 @@ def apply(model: torch.nn.Module, name: str, task: str, examples: list[Call],
     if name == "channels_last":
       return Optimized(model.to(memory_format=torch.channels_last), channels_last=True)
     if name == "freeze":
-      traced = torch.jit.trace(model, args or None, example_kwarg_inputs=kwargs or None,
-                               strict=False, check_trace=False)
-      return Optimized(torch.jit.optimize_for_inference(torch.jit.freeze(traced.eval())))
+      with _jit_deprecation_quiet():
+        traced = torch.jit.trace(model, args or None, example_kwarg_inputs=kwargs or None,
+                                 strict=False, check_trace=False)
+        return Optimized(torch.jit.optimize_for_inference(torch.jit.freeze(traced.eval())))
     if name == "compile":
       import torch._inductor.config as inductor
       import torch.fx.experimental._config as fx_config

@@ -1,9 +1,10 @@
 """The benchmark pipeline: read -> parse (dead-letter bad input) -> RunInference -> write.
 
 One pipeline for every task and runner; only the parse step, the model handler and the output
-format differ by task (pipelines/worker/tasks.py). A streaming job (Dataflow, --streaming) reads
-its items from Pub/Sub, one per message, in Beam's streaming benchmarks' windows; every other
-run reads the same items from the text file (the record's `source` says which).
+format differ by task (the task objects, pipelines/worker/tasks/). A streaming job (Dataflow,
+--streaming) reads its items from Pub/Sub, one per message, in Beam's streaming benchmarks'
+windows; every other run reads the same items from the text file (the record's `source` says
+which).
 """
 from __future__ import annotations
 
@@ -59,7 +60,7 @@ def build(p: beam.Pipeline, opts: BenchmarkOptions,
   # decode/tokenize and inference: a small file is one read split, read by one process.
   lines = decoded.lines | "Distribute" >> beam.Reshuffle()
   undecodable = decoded[dead_letter.TAG]
-  task = tasks.get(opts.task).steps()
+  task = tasks.get(opts.task)
   examples, bad_input = task.parse(lines, opts)
   formatter = task.format_prediction(opts)
   base = task.model_handler(opts.model_state_dict_path, opts.model_architecture, opts.device,

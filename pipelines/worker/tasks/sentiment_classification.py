@@ -6,7 +6,10 @@ them and runs DistilBertForSequenceClassification. Here the same tokens are padd
 way (`--sentence_padding=max_length`, what the beam profile runs) or to the longest sentence of
 the batch (`longest`, the tuned default): the attention mask makes the logits of a sentence the
 same either way, up to float rounding; only the padding work differs. Sentences past 128 tokens
-are cut at 128 as Beam cuts them, and counted (`sentences_truncated`).
+are cut at 128 as Beam cuts them, and counted (the record's `sentences_truncated`). Where Beam
+classifies any line, a line holding BERT's special tokens ([CLS], [MASK], ...) is dead-lettered
+(the tokenizer would read them as control tokens, not text), and so is one far longer than 128
+tokens can hold, before it is tokenized.
 """
 from __future__ import annotations
 
@@ -19,19 +22,13 @@ from apache_beam.metrics import Metrics
 from apache_beam.ml.inference.base import PredictionResult
 from apache_beam.ml.inference.pytorch_inference import PytorchModelHandlerKeyedTensor
 
-from pipelines.worker import dead_letter, optimized_model
+from pipelines.worker import dead_letter, optimized_model, sentences
+from pipelines.worker.architectures import SENTIMENT_LABELS, build_architecture
 from pipelines.worker.beam_metrics import KIT_NAMESPACE
-from pipelines.worker.language_modeling import (
-  PAD_ID,
-  load_tokenizer,
-  pad,
-  sorted_by_length,
-  token_examples,
-)
-from pipelines.worker.models import SENTIMENT_LABELS, build_architecture
+from pipelines.worker.sentences import PAD_ID, UnusableSentence, load_tokenizer, pad
+from pipelines.worker.tasks.base import Task
 
 MAX_TOKENS = 128  # Beam's tokenizer call: max_length=128
-PADDINGS = ("longest", "max_length")
 
 
 def tokenize(tokenizer, sentence: str) -> tuple[dict[str, torch.Tensor], bool]:
@@ -83,8 +80,17 @@ def make_inference_fn(padding: str):
   return classify
 
 
+def usable(sentence: str) -> str:
+  """The sentence, or UnusableSentence: BERT's special tokens in it would be read as control
+  tokens, and a line far longer than MAX_TOKENS tokens is refused before tokenizing (a shorter
+  one past MAX_TOKENS is cut, as Beam cuts it)."""
+  sentences.check_length(sentence, MAX_TOKENS)
+  sentences.refuse_special_tokens(list(sentences.special_tokens_in(sentence)))
+  return sentence
+
+
 class Tokenize(beam.DoFn):
-  """sentence -> (sentence, tensors); empty lines go to the dead-letter output."""
+  """sentence -> (sentence, tensors); empty and unusable lines go to the dead-letter output."""
 
   def __init__(self, vocab_path: str):
     self._vocab_path = vocab_path
@@ -98,54 +104,14 @@ class Tokenize(beam.DoFn):
     if not sentence:
       yield dead_letter.tagged(line, "tokenize", "empty line: no sentence")
       return
-    tensors, truncated = tokenize(self._tokenizer, sentence)
+    try:
+      tensors, truncated = tokenize(self._tokenizer, usable(sentence))
+    except UnusableSentence as e:
+      yield dead_letter.tagged(sentence, "tokenize", str(e))
+      return
     if truncated:
       self._truncated.inc()
     yield sentence, tensors
-
-
-def parse(lines: beam.PCollection, opts):
-  """The task's parse step (pipelines/worker/tasks.py): sentences -> (sentence, token ids),
-  sorted by token length within windows when the run asks for length-aware batching."""
-  parsed = lines | "Tokenize" >> beam.ParDo(Tokenize(opts.vocab_path)).with_outputs(
-      dead_letter.TAG, main="sentences")
-  return sorted_by_length(parsed.sentences, opts), parsed[dead_letter.TAG]
-
-
-def format_prediction(opts) -> beam.DoFn:
-  return FormatPrediction()
-
-
-def model_handler(state_dict_path: str, architecture: str, device: str,
-                  batching: dict[str, Any], opts=None) -> PytorchModelHandlerKeyedTensor:
-  return PytorchModelHandlerKeyedTensor(
-      state_dict_path=state_dict_path,
-      model_class=build_architecture,
-      model_params={"architecture": architecture},
-      device=device,
-      inference_fn=make_inference_fn(getattr(opts, "sentence_padding", None) or "longest"),
-      **batching)
-
-
-def optimize(model: torch.nn.Module, name: str, batch_size: int) -> torch.nn.Module:
-  """As language_modeling.optimize: traced and compiled on made-up token ids, one batch without
-  padding and one with (transformers takes another path when no token is padding)."""
-  return optimized_model.apply(model, name, "sentiment_classification",
-                               token_examples(batch_size, masked=False))
-
-
-def example_from_line(line: bytes, opts) -> dict[str, torch.Tensor]:
-  """One input line as the model's input, as the pipeline makes it (agreement.py)."""
-  sentence = line.decode("utf-8").strip()
-  if not sentence:
-    raise ValueError("empty line: no sentence")
-  return tokenize(load_tokenizer(opts.vocab_path), sentence)[0]
-
-
-def prediction_logits(model: torch.nn.Module,
-                      examples: list[dict[str, torch.Tensor]]) -> torch.Tensor:
-  """[batch, 2]: the logits the predicted label is taken from (agreement.py)."""
-  return sentiment_logits(model, *pad(examples), "cpu").float()
 
 
 class FormatPrediction(beam.DoFn):
@@ -155,3 +121,60 @@ class FormatPrediction(beam.DoFn):
     # Beam's SentimentPostProcessor row: text, sentiment, confidence
     yield json.dumps({"input": sentence, "sentiment": SENTIMENT_LABELS[label],
                       "confidence": round(confidence, 6)})
+
+
+class SentimentClassification(Task):
+  input_file = "sentences.txt"
+  needs_vocab = True
+  # padded: to the batch's longest sentence; length: similar lengths batched together;
+  # max_length: every sentence to 128 tokens, as Beam's sentiment example pads them.
+  batchings = ("padded", "length", "max_length")
+
+  def parse(self, lines: beam.PCollection, opts):
+    """Sentences -> (sentence, token ids), sorted by token length within windows when the run
+    asks for length-aware batching."""
+    parsed = lines | "Tokenize" >> beam.ParDo(Tokenize(opts.vocab_path)).with_outputs(
+        dead_letter.TAG, main="sentences")
+    return sentences.sorted_by_length(parsed.sentences, opts), parsed[dead_letter.TAG]
+
+  def model_handler(self, state_dict_path: str, architecture: str, device: str,
+                    batching: dict[str, Any], opts=None) -> PytorchModelHandlerKeyedTensor:
+    return PytorchModelHandlerKeyedTensor(
+        state_dict_path=state_dict_path,
+        model_class=build_architecture,
+        model_params={"architecture": architecture},
+        device=device,
+        inference_fn=make_inference_fn(getattr(opts, "sentence_padding", None) or "longest"),
+        **batching)
+
+  def format_prediction(self, opts) -> beam.DoFn:
+    return FormatPrediction()
+
+  def optimize(self, model: torch.nn.Module, name: str, batch_size: int) -> torch.nn.Module:
+    """As language modeling's: traced and compiled on made-up token ids, one batch without
+    padding and one with (transformers takes another path when no token is padding)."""
+    return optimized_model.apply(model, name, self.name,
+                                 sentences.token_examples(batch_size, masked=False))
+
+  def example_from_line(self, line: bytes, opts) -> dict[str, torch.Tensor]:
+    """As Tokenize makes it; with --sentence_padding=max_length padded to MAX_TOKENS already,
+    as the pipeline's batches are."""
+    sentence = line.decode("utf-8").strip()
+    if not sentence:
+      raise UnusableSentence("empty line: no sentence")
+    tensors = tokenize(load_tokenizer(opts.vocab_path), usable(sentence))[0]
+    if getattr(opts, "sentence_padding", None) != "max_length":
+      return tensors
+    input_ids, attention_mask = pad_batch([tensors], "max_length")
+    return {"input_ids": input_ids[0], "attention_mask": attention_mask[0]}
+
+  def prediction_logits(self, model: torch.nn.Module, examples: list[dict[str, torch.Tensor]],
+                        device) -> torch.Tensor:
+    """[batch, 2]: the logits the predicted label is taken from."""
+    return sentiment_logits(model, *pad(examples), device).float()
+
+  def example_length(self, example: dict[str, torch.Tensor]) -> int:
+    return sentences.token_count(example)
+
+
+TASK = SentimentClassification()

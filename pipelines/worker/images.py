@@ -1,45 +1,28 @@
-"""Image classification: path -> decoded, resized, normalized tensor -> ResNet -> top-1 class."""
+"""Reading and decoding the image tasks' input files, the same way for every image task: a path
+-> its bytes (bounded, regular files only) -> 8-bit RGB, or a dead letter saying why not."""
 from __future__ import annotations
 
 import io
-import json
 import os
 import stat
 from typing import Any, Callable
 
 import apache_beam as beam
 import numpy as np
-import torch
 from apache_beam.io.filesystems import FileSystems
-from apache_beam.ml.inference.pytorch_inference import PytorchModelHandlerTensor
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from pipelines.worker import dead_letter, optimized_model, synthetic_images
-from pipelines.worker.models import build_architecture
+from pipelines.worker import dead_letter
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
-RESIZE, CROP = 256, 224  # the short side is resized to RESIZE, then the centre CROP is taken
 # Pillow modes holding 16-bit greys (PNG, TIFF): convert("RGB") clips them at 255.
 SIXTEEN_BIT_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I")
 _NOT_REGULAR = {stat.S_IFDIR: "directory", stat.S_IFIFO: "fifo",
                 stat.S_IFCHR: "character device", stat.S_IFBLK: "block device",
                 stat.S_IFSOCK: "socket"}
-
-_TRANSFORM = None
-
-
-def _transform():
-  global _TRANSFORM
-  if _TRANSFORM is None:
-    from torchvision import transforms
-    _TRANSFORM = transforms.Compose([
-        transforms.Resize(RESIZE),
-        transforms.CenterCrop(CROP),
-        transforms.ToTensor(),
-        transforms.Normalize(IMAGENET_MEAN, IMAGENET_STD),
-    ])
-  return _TRANSFORM
+# The signatures of the formats the image tasks read: a file that starts with one but that
+# Pillow cannot open is that format, cut short or damaged, not "not an image".
+_SIGNATURES = ((b"\xff\xd8\xff", "JPEG"), (b"\x89PNG\r\n\x1a\n", "PNG"), (b"GIF87a", "GIF"),
+               (b"GIF89a", "GIF"), (b"BM", "BMP"), (b"II*\x00", "TIFF"), (b"MM\x00*", "TIFF"))
 
 
 class BadImage(ValueError):
@@ -74,7 +57,7 @@ def _require_regular(mode: int) -> None:
     raise BadImage(f"not a regular file ({_NOT_REGULAR.get(stat.S_IFMT(mode), 'special file')})")
 
 
-def resized_size(width: int, height: int, short_side: int = RESIZE) -> tuple[int, int]:
+def resized_size(width: int, height: int, short_side: int) -> tuple[int, int]:
   """The size transforms.Resize(short_side) gives an image (torchvision's arithmetic)."""
   short, long = sorted((width, height))
   new_long = int(short_side * long / short)
@@ -91,23 +74,31 @@ def _to_rgb(image: Image.Image) -> Image.Image:
   return image.convert("RGB")
 
 
-def preprocess(data: bytes, max_pixels: int | None = None) -> torch.Tensor:
-  """JPEG/PNG bytes -> normalized 3x224x224 float tensor (shared with the plain loop).
-  Raises BadImage with a readable reason for anything that is not a usable image."""
-  return _transform()(decode(data, max_pixels))
+def _unopenable(data: bytes) -> BadImage:
+  """Why Pillow could not open the bytes. Image.open reads the header only, and a header cut
+  short (a JPEG truncated before its scan data: its tables are the first few hundred bytes) or
+  damaged fails every format plugin alike (IndexError, struct.error, 'Truncated File Read'),
+  which Pillow reports as 'cannot identify': the file's signature tells those apart from
+  files that are no image at all."""
+  claimed = next((name for signature, name in _SIGNATURES if data.startswith(signature)), None)
+  if claimed:
+    return BadImage(f"corrupt or truncated {claimed} image: its header is cut short or damaged "
+                    f"({len(data)} bytes)")
+  return BadImage(f"not an image file ({len(data)} bytes Pillow cannot identify)")
 
 
-def decode(data: bytes, max_pixels: int | None = None, short_side: int | None = RESIZE,
-           crop: int = CROP) -> Image.Image:
+def decode(data: bytes, max_pixels: int | None, short_side: int | None,
+           crop: int | None = None) -> Image.Image:
   """JPEG/PNG bytes -> 8-bit RGB image, refused (BadImage) before the full decode when it has
   more than max_pixels as stored or once its short side is resized to short_side (None: the
-  model only scales images down, as object detection's letterbox does)."""
+  model only scales images down, as object detection's letterbox does) before a crop x crop
+  centre crop."""
   try:
     image = Image.open(io.BytesIO(data))  # reads the header only
   except Image.DecompressionBombError as e:
     raise BadImage(f"image too large: {e}") from None
   except (UnidentifiedImageError, OSError):
-    raise BadImage(f"not an image file ({len(data)} bytes Pillow cannot identify)") from None
+    raise _unopenable(data) from None
   width, height = image.size
   if max_pixels and width * height > max_pixels:
     raise BadImage(f"image too large: {width}x{height} is {width * height / 1e6:.0f} megapixels,"
@@ -126,14 +117,14 @@ def decode(data: bytes, max_pixels: int | None = None, short_side: int | None = 
 
 class DecodeImage(beam.DoFn):
   """path -> (path, example); unreadable or corrupt images go to the dead-letter output.
-  The example is to_example(bytes, max_pixels): preprocess's tensor unless a task gives its own
-  (raising BadImage for what it cannot use)."""
+  The example is to_example(bytes, max_pixels), the task's (raising BadImage for what it cannot
+  use)."""
 
-  def __init__(self, max_pixels: int | None = None, max_bytes: int | None = None,
-               to_example: Callable[[bytes, int | None], Any] | None = None):
+  def __init__(self, to_example: Callable[[bytes, int | None], Any],
+               max_pixels: int | None = None, max_bytes: int | None = None):
+    self._to_example = to_example
     self._max_pixels = max_pixels
     self._max_bytes = max_bytes
-    self._to_example = to_example or preprocess
 
   def process(self, line: str):
     path = line.strip()
@@ -161,66 +152,17 @@ class DecodeImage(beam.DoFn):
                                      dead_letter.from_exception(path, "decode", e))
 
 
-def parse_lines(lines: beam.PCollection, max_pixels: int | None = None,
-                max_bytes: int | None = None, to_example=None):
-  """-> (PCollection of (path, example), PCollection of dead-letter records)."""
-  parsed = lines | "DecodeImages" >> beam.ParDo(
-      DecodeImage(max_pixels, max_bytes, to_example)).with_outputs(dead_letter.TAG, main="images")
+def parse_lines(lines: beam.PCollection, to_example: Callable[[bytes, int | None], Any], opts):
+  """Image paths -> (PCollection of (path, example), PCollection of dead-letter records), within
+  the run's --max_image_pixels and --max_image_bytes."""
+  parsed = lines | "DecodeImages" >> beam.ParDo(DecodeImage(
+      to_example, opts.max_image_pixels, opts.max_image_bytes)).with_outputs(
+          dead_letter.TAG, main="images")
   return parsed.images, parsed[dead_letter.TAG]
 
 
-def parse(lines: beam.PCollection, opts):
-  """The task's parse step (pipelines/worker/tasks.py): image paths -> (path, tensor)."""
-  return parse_lines(lines, opts.max_image_pixels, opts.max_image_bytes)
-
-
-def format_prediction(opts) -> beam.DoFn:
-  return FormatPrediction()
-
-
-def model_handler(state_dict_path: str, architecture: str, device: str,
-                  batching: dict[str, Any], opts=None) -> PytorchModelHandlerTensor:
-  return PytorchModelHandlerTensor(
-      state_dict_path=state_dict_path,
-      model_class=build_architecture,
-      model_params={"architecture": architecture},
-      device=device,
-      **batching)
-
-
-def optimize(model: torch.nn.Module, name: str, batch_size: int) -> torch.nn.Module:
-  """The task's optimization step (optimized_model.py): traced and compiled on batches of
-  zeros (a trace records operations, not values); int8 calibrated on synthetic images, never
-  on the items being measured (made only when int8 asks for them)."""
-  # A full batch and a small one: inductor's convolutions guard on the batch size (>= 16),
-  # and a bundle's last batch is smaller.
-  examples = [((torch.zeros(size, 3, CROP, CROP),), {}) for size in sorted({max(2, batch_size), 2})]
-
-  def calibration():
-    images = [preprocess(jpeg) for jpeg in synthetic_images.calibration_jpegs()]
-    return [((torch.stack(images[i:i + 8]),), {}) for i in range(0, len(images), 8)]
-  return optimized_model.apply(model, name, "image_classification", examples, calibration)
-
-
-def example_from_line(line: bytes, opts) -> torch.Tensor:
-  """One input line as the model's input, as the pipeline makes it (agreement.py); raises
-  for a line the pipeline would dead-letter."""
-  return preprocess(read_bytes(line.decode("utf-8").strip(), opts.max_image_bytes),
-                    opts.max_image_pixels)
-
-
-def prediction_logits(model: torch.nn.Module, examples: list[torch.Tensor]) -> torch.Tensor:
-  """[batch, classes]: the logits the top-1 prediction is taken from (agreement.py)."""
-  with torch.no_grad():
-    return model(torch.stack(examples)).float()
-
-
-def top1(logits: torch.Tensor) -> int:
-  return int(torch.argmax(logits).item())
-
-
-class FormatPrediction(beam.DoFn):
-  def process(self, keyed: tuple[str, Any]):
-    path, result = keyed
-    # JSON lines: unambiguous for paths holding commas, quotes or tabs.
-    yield json.dumps({"input": path, "class": top1(result.inference)})
+def example_from_line(line: bytes, to_example: Callable[[bytes, int | None], Any], opts) -> Any:
+  """One input line as the model's input, as DecodeImage makes it; raises for a line the
+  pipeline would dead-letter."""
+  data = read_bytes(line.decode("utf-8").strip(), opts.max_image_bytes)
+  return to_example(data, opts.max_image_pixels)

@@ -3,7 +3,7 @@ captions by beam search -> CLIP scores each against the image -> the best one.
 
 How it differs from Beam's example:
   * one RunInference step, not two: the kit runs one model per benchmark, so the model is
-    models.BlipClip (BLIP and CLIP in one module, one state dict) and one inference function
+    architectures.BlipClip (BLIP and CLIP in one module, one state dict) and one inference function
     generates with BLIP, then ranks with CLIP, per batch. CLIP therefore ranks the batch BLIP
     captioned (the run's batch size) instead of Beam's separate clip_batch_size=8 batches;
   * images are decoded and preprocessed for both models in the parse step (BLIP's processor:
@@ -31,9 +31,10 @@ from apache_beam.io.filesystems import FileSystems
 from apache_beam.ml.inference.base import PredictionResult
 from apache_beam.ml.inference.pytorch_inference import PytorchModelHandlerKeyedTensor
 
-from pipelines.worker import image_classification, models, optimizations, tokenizer_files
+from pipelines.worker import architectures, images, tokenizer_files
+from pipelines.worker.sentences import load_tokenizer
+from pipelines.worker.tasks.base import Task
 
-TASK = "image_captioning"
 NUM_CAPTIONS = 5
 MAX_NEW_TOKENS = 30
 NUM_BEAMS = 5
@@ -49,7 +50,7 @@ def image_processors(architecture: str):
   """(BLIP's, CLIP's) image processor, with the published preprocessor_config values and the
   architecture's image sizes (the tiny test variant has small images)."""
   from transformers import BlipImageProcessor, CLIPImageProcessor
-  blip, clip = models.blip_clip_configs(architecture)
+  blip, clip = architectures.blip_clip_configs(architecture)
   blip_size, clip_size = blip.vision_config.image_size, clip.vision_config.image_size
   return (BlipImageProcessor(size={"height": blip_size, "width": blip_size}, resample=BICUBIC,
                              image_mean=CLIP_MEAN, image_std=CLIP_STD, do_convert_rgb=True),
@@ -61,23 +62,15 @@ def image_processors(architecture: str):
 
 def to_example(data: bytes, max_pixels: Optional[int], architecture: str
                ) -> dict[str, torch.Tensor]:
-  """Image bytes -> both models' pixel tensors. Raises BadImage (image_classification's guards:
+  """Image bytes -> both models' pixel tensors. Raises images.BadImage (images.decode's guards:
   not an image, truncated, too many pixels as stored or as CLIP's resize would make them)."""
   blip_processor, clip_processor = image_processors(architecture)
   clip_size = clip_processor.crop_size["height"]
-  image = image_classification.decode(data, max_pixels, short_side=clip_size, crop=clip_size)
+  image = images.decode(data, max_pixels, short_side=clip_size, crop=clip_size)
   return {"blip_pixel_values": blip_processor(images=image, return_tensors="pt")[
               "pixel_values"][0],
           "clip_pixel_values": clip_processor(images=image, return_tensors="pt")[
               "pixel_values"][0]}
-
-
-def parse(lines: beam.PCollection, opts):
-  """The task's parse step (pipelines/worker/tasks.py): image paths -> (path, pixel tensors),
-  dead-lettering what image classification dead-letters."""
-  return image_classification.parse_lines(
-      lines, opts.max_image_pixels, opts.max_image_bytes,
-      to_example=functools.partial(to_example, architecture=opts.model_architecture))
 
 
 def tokenizer_folder(state_dict_path: str) -> str:
@@ -94,7 +87,6 @@ def _read(folder: str, name: str) -> bytes:
 def blip_tokenizer(folder: str):
   """BLIP's: the bert uncased WordPiece vocab with [DEC] (30522, the captions' first token) and
   [ENC] (30523) added as special tokens, so decoding skips them as BLIP's own tokenizer does."""
-  from pipelines.worker.language_modeling import load_tokenizer
   tokenizer = copy.deepcopy(load_tokenizer(FileSystems.join(folder, tokenizer_files.VOCAB_FILE)))
   tokenizer.add_special_tokens({"bos_token": "[DEC]", "additional_special_tokens": ["[ENC]"]})
   if tokenizer.convert_tokens_to_ids(["[DEC]", "[ENC]"]) != [30522, 30523]:
@@ -158,52 +150,10 @@ def caption_and_rank(batch: Sequence[dict[str, torch.Tensor]], model: torch.nn.M
           for example, captions, row in zip(batch, candidates, scores.cpu())]
 
 
-def model_handler(state_dict_path: str, architecture: str, device: str,
-                  batching: dict[str, Any], opts=None) -> PytorchModelHandlerKeyedTensor:
-  return PytorchModelHandlerKeyedTensor(
-      state_dict_path=state_dict_path,
-      model_class=models.build_architecture,
-      model_params={"architecture": architecture},
-      device=device,
-      inference_fn=functools.partial(caption_and_rank,
-                                     folder=tokenizer_folder(state_dict_path)),
-      **batching)
-
-
-def optimize(model: torch.nn.Module, name: str, batch_size: int) -> torch.nn.Module:
-  """Only none: optimizations.unavailable says why the others do not apply."""
-  reason = optimizations.unavailable(name, TASK)
-  if reason:
-    raise optimizations.OptimizationUnavailable(reason)
-  return model.eval()
-
-
-def example_from_line(line: bytes, opts) -> dict[str, Any]:
-  """One input line as the model's input, as the pipeline makes it, plus where its tokenizers
-  are (the check's model does not carry them) (agreement.py); raises for a line the pipeline
-  would dead-letter."""
-  data = image_classification.read_bytes(line.decode("utf-8").strip(), opts.max_image_bytes)
-  return {**to_example(data, opts.max_image_pixels, opts.model_architecture),
-          "tokenizers": tokenizer_folder(opts.model_state_dict_path)}
-
-
-def prediction_logits(model: torch.nn.Module, examples: list[dict[str, Any]]) -> torch.Tensor:
-  """[batch, NUM_CAPTIONS]: the CLIP scores the best caption is taken from (agreement.py)."""
-  folder = examples[0]["tokenizers"]
-  candidates = generate_candidates(
-      model.blip, torch.stack([e["blip_pixel_values"] for e in examples]), blip_tokenizer(folder))
-  return clip_scores(model.clip, torch.stack([e["clip_pixel_values"] for e in examples]),
-                     candidates, clip_tokenizer(folder)).float()
-
-
 def best(candidates: Sequence[str], scores: Sequence[float]) -> tuple[str, float]:
   """The highest-scoring caption (the first of equals, as Beam's max over indices)."""
   index = max(range(len(scores)), key=scores.__getitem__)
   return candidates[index], float(scores[index])
-
-
-def format_prediction(opts) -> beam.DoFn:
-  return FormatPrediction()
 
 
 class FormatPrediction(beam.DoFn):
@@ -213,3 +163,50 @@ class FormatPrediction(beam.DoFn):
     caption, score = best(candidates, scores)
     yield json.dumps({"input": path, "best_caption": caption, "best_score": score,
                       "candidates": candidates, "scores": scores})
+
+
+class ImageCaptioning(Task):
+  input_file = "images.txt"
+  needs_vocab = True
+  reads_files = True
+
+  def parse(self, lines: beam.PCollection, opts):
+    """Image paths -> (path, pixel tensors), dead-lettering what every image task
+    dead-letters."""
+    return images.parse_lines(
+        lines, functools.partial(to_example, architecture=opts.model_architecture), opts)
+
+  def model_handler(self, state_dict_path: str, architecture: str, device: str,
+                    batching: dict[str, Any], opts=None) -> PytorchModelHandlerKeyedTensor:
+    return PytorchModelHandlerKeyedTensor(
+        state_dict_path=state_dict_path,
+        model_class=architectures.build_architecture,
+        model_params={"architecture": architecture},
+        device=device,
+        inference_fn=functools.partial(caption_and_rank,
+                                       folder=tokenizer_folder(state_dict_path)),
+        **batching)
+
+  def format_prediction(self, opts) -> beam.DoFn:
+    return FormatPrediction()
+
+  # optimize: the base's, none only (optimizations.NONE_ONLY says why)
+
+  def example_from_line(self, line: bytes, opts) -> dict[str, Any]:
+    """As the pipeline makes it, plus where its tokenizers are (the launcher's model does not
+    carry them)."""
+    example = images.example_from_line(
+        line, functools.partial(to_example, architecture=opts.model_architecture), opts)
+    return {**example, "tokenizers": tokenizer_folder(opts.model_state_dict_path)}
+
+  def prediction_logits(self, model: torch.nn.Module, examples: list[dict[str, Any]],
+                        device) -> torch.Tensor:
+    """[batch, NUM_CAPTIONS]: the CLIP scores the best caption is taken from."""
+    folder = examples[0]["tokenizers"]
+    blip_pixels = torch.stack([e["blip_pixel_values"] for e in examples]).to(device)
+    clip_pixels = torch.stack([e["clip_pixel_values"] for e in examples]).to(device)
+    candidates = generate_candidates(model.blip, blip_pixels, blip_tokenizer(folder))
+    return clip_scores(model.clip, clip_pixels, candidates, clip_tokenizer(folder)).float()
+
+
+TASK = ImageCaptioning()

@@ -4,8 +4,8 @@ Reproduces Beam 2.77.0's apache_beam/examples/inference/pytorch_image_object_det
 (the `faster-rcnn-gpu` benchmark): its preprocessing (decode_to_tens), its inference function
 (_torchvision_detection_inference_fn) and its post-processing (PostProcessDoFn: score >= 0.5,
 at most 50 detections). Where it differs, on purpose: bad inputs are dead-lettered with a reason
-(Beam logs and drops them), and decoding is image_classification's (EXIF orientation applied,
-16-bit greys scaled, the pixel and byte limits), so both image tasks read a file the same way.
+(Beam logs and drops them), and decoding is images.py's (EXIF orientation applied,
+16-bit greys scaled, the pixel and byte limits), so every image task reads a file the same way.
 """
 from __future__ import annotations
 
@@ -20,9 +20,9 @@ from apache_beam.ml.inference.base import PredictionResult
 from apache_beam.ml.inference.pytorch_inference import PytorchModelHandlerTensor
 from PIL import Image
 
-from pipelines.worker import dead_letter, optimizations
-from pipelines.worker.image_classification import DecodeImage, decode, read_bytes
-from pipelines.worker.models import build_architecture
+from pipelines.worker import images
+from pipelines.worker.architectures import build_architecture
+from pipelines.worker.tasks.base import Task
 
 IMAGE_SIZE = 800  # Beam's --image_size: every image is letterboxed onto an 800x800 canvas
 SCORE_THRESHOLD = 0.5  # Beam's --score_threshold
@@ -43,20 +43,11 @@ def letterbox(image: Image.Image, size: int = IMAGE_SIZE) -> Image.Image:
 
 def preprocess(data: bytes, max_pixels: int | None = None) -> torch.Tensor:
   """JPEG/PNG bytes -> 3x800x800 float tensor in [0, 1] (no mean/std: torchvision's detection
-  models normalize inside). Raises BadImage with a readable reason for an unusable image
-  (image_classification.decode's checks: the letterbox only scales down, so no resized-size
-  limit)."""
-  image = decode(data, max_pixels, short_side=None)
+  models normalize inside). Raises images.BadImage with a readable reason for an unusable image
+  (images.decode's checks: the letterbox only scales down, so no resized-size limit)."""
+  image = images.decode(data, max_pixels, short_side=None)
   pixels = np.asarray(letterbox(image)).astype("float32") / 255.0
   return torch.from_numpy(np.ascontiguousarray(pixels.transpose(2, 0, 1)))
-
-
-def parse(lines: beam.PCollection, opts):
-  """The task's parse step (pipelines/worker/tasks.py): image paths -> (path, tensor)."""
-  parsed = lines | "DecodeImages" >> beam.ParDo(DecodeImage(
-      opts.max_image_pixels, opts.max_image_bytes, to_example=preprocess)).with_outputs(
-          dead_letter.TAG, main="images")
-  return parsed.images, parsed[dead_letter.TAG]
 
 
 def detection_inference_fn(batch: Sequence[torch.Tensor], model: torch.nn.Module,
@@ -68,17 +59,6 @@ def detection_inference_fn(batch: Sequence[torch.Tensor], model: torch.nn.Module
   with torch.no_grad():
     outputs = model([torch.as_tensor(t).to(device) for t in batch])
   return utils._convert_to_result(batch, outputs, model_id)
-
-
-def model_handler(state_dict_path: str, architecture: str, device: str,
-                  batching: dict[str, Any], opts=None) -> PytorchModelHandlerTensor:
-  return PytorchModelHandlerTensor(
-      state_dict_path=state_dict_path,
-      model_class=build_architecture,
-      model_params={"architecture": architecture},
-      device=device,
-      inference_fn=detection_inference_fn,
-      **batching)
 
 
 def detections(output: dict[str, Any], threshold: float = SCORE_THRESHOLD,
@@ -106,34 +86,45 @@ class FormatPrediction(beam.DoFn):
     yield json.dumps({"input": path, "detections": found, "num_detections": len(found)})
 
 
-def format_prediction(opts) -> beam.DoFn:
-  return FormatPrediction()
+class ObjectDetection(Task):
+  input_file = "scenes.txt"
+  reads_files = True
+
+  def parse(self, lines: beam.PCollection, opts):
+    """Image paths -> (path, tensor)."""
+    return images.parse_lines(lines, preprocess, opts)
+
+  def model_handler(self, state_dict_path: str, architecture: str, device: str,
+                    batching: dict[str, Any], opts=None) -> PytorchModelHandlerTensor:
+    return PytorchModelHandlerTensor(
+        state_dict_path=state_dict_path,
+        model_class=build_architecture,
+        model_params={"architecture": architecture},
+        device=device,
+        inference_fn=detection_inference_fn,
+        **batching)
+
+  def format_prediction(self, opts) -> beam.DoFn:
+    return FormatPrediction()
+
+  # optimize: the base's, none only (optimizations.NONE_ONLY says why)
+
+  def example_from_line(self, line: bytes, opts) -> torch.Tensor:
+    return images.example_from_line(line, preprocess, opts)
+
+  def prediction_logits(self, model: torch.nn.Module, examples: list[torch.Tensor],
+                        device) -> torch.Tensor:
+    """[batch, MAX_DETECTIONS]: each image's top detection scores, highest first, zero-padded.
+    A detector has no class logits: these scores are what its predictions are kept by, so
+    their largest difference is the agreement check's figure; argmax over them is always
+    column 0, so the check's 'agreement' says nothing for this task."""
+    with torch.no_grad():
+      outputs = model([example.to(device) for example in examples])
+    table = torch.zeros(len(outputs), MAX_DETECTIONS, device=device)
+    for row, output in zip(table, outputs):
+      scores = output["scores"].float().sort(descending=True).values[:MAX_DETECTIONS]
+      row[:len(scores)] = scores
+    return table
 
 
-def optimize(model: torch.nn.Module, name: str, batch_size: int) -> torch.nn.Module:
-  """Only `none`: optimizations.unavailable says why the others are not offered here."""
-  reason = optimizations.unavailable(name, "object_detection")
-  if reason:
-    raise optimizations.OptimizationUnavailable(reason)
-  return model
-
-
-def example_from_line(line: bytes, opts) -> torch.Tensor:
-  """One input line as the model's input, as the pipeline makes it (agreement.py); raises
-  for a line the pipeline would dead-letter."""
-  return preprocess(read_bytes(line.decode("utf-8").strip(), opts.max_image_bytes),
-                    opts.max_image_pixels)
-
-
-def prediction_logits(model: torch.nn.Module, examples: list[torch.Tensor]) -> torch.Tensor:
-  """[batch, MAX_DETECTIONS]: each image's top detection scores, highest first, zero-padded
-  (agreement.py). A detector has no class logits: these scores are what its predictions are
-  kept by, so their largest difference is the check's figure; argmax over them is always
-  column 0, so the check's 'agreement' says nothing for this task."""
-  with torch.no_grad():
-    outputs = model(list(examples))
-  table = torch.zeros(len(outputs), MAX_DETECTIONS)
-  for row, output in zip(table, outputs):
-    scores = output["scores"].float().sort(descending=True).values[:MAX_DETECTIONS]
-    row[:len(scores)] = scores
-  return table
+TASK = ObjectDetection()
