@@ -154,6 +154,19 @@ RUN_ARGS     = --runner $(call q,$(RUNNER)) --results-dir $(call q,$(RESULTS)) $
 ITEMS_ARG    = $(if $(N),--items $(call q,$(N)))
 REPEATS_ARG  = $(if $(REPEATS),--repeats $(call q,$(REPEATS)))
 
+# What `data` generates (pipelines/data.py): only the input lists of the benchmarks the goals run
+# (their tasks' input files), at the count each run takes: N, N=share (each benchmark's own
+# share) or its local default. `make data` itself: every list, at N or the largest local default.
+BENCH_GOALS  = $(patsubst bench-%,%,$(filter $(addprefix bench-,$(BENCHMARKS)),$(MAKECMDGOALS)))
+DATA_FOR     = $(sort $(BENCH_GOALS) \
+  $(if $(filter bench-all gpu-check,$(MAKECMDGOALS)),$(BENCHMARKS)) \
+  $(if $(filter perf,$(MAKECMDGOALS)),$(or $(PERF_BENCHMARKS),$(BENCHMARKS))) \
+  $(if $(filter sweep compare-profiles,$(MAKECMDGOALS)),$(BENCH)))
+DATA_PROFILES = $(if $(filter compare-profiles,$(MAKECMDGOALS)),$(PROFILES),$(PROFILE))
+DATA_ARGS    = $(if $(filter data,$(MAKECMDGOALS)),,\
+  $(foreach p,$(DATA_PROFILES),--profile $(call q,$(p))) \
+  $(foreach b,$(DATA_FOR),--benchmark $(call q,$(b))))
+
 .PHONY: help setup lock models data $(addprefix bench-,$(BENCHMARKS)) bench-all perf sweep compare-profiles plan plan-check gpu-check report compare publish \
         images image-cpu $(addprefix image-,$(IMAGES)) push base-image image-tools test-images test test-servers lint doctor clean needs-bench
 
@@ -196,11 +209,13 @@ lock: ## re-resolve requirements/base.in into the pinned worker.txt, base.txt an
 models: setup ## write model state dicts (WEIGHTS=random|pretrained) and the bert vocab
 	$(PY) -m pipelines.worker.models --weights $(call q,$(WEIGHTS)) --out models $(ALL_MODELS)
 
-data: models ## generate the local datasets (images, scenes with shapes for object detection, sentences)
-	$(PY) -m pipelines.data --out data $(ITEMS_ARG)
+data: models ## generate every local dataset (images, scenes for object detection, sentences); a benchmark target generates only its own
+	$(PY) -m pipelines.data --out data $(ITEMS_ARG) $(DATA_ARGS)
 
 # --- benchmarks -------------------------------------------------------------------------------
-$(addprefix bench-,$(BENCHMARKS)): bench-%: $(if $(filter DirectRunner,$(RUNNER)),data,setup)
+# A local run generates its own input list (see DATA_FOR), or none when it reads an INPUT= list.
+LOCAL_BENCH_NEEDS = $(if $(filter DirectRunner,$(RUNNER)),$(if $(INPUT),models,data),setup)
+$(addprefix bench-,$(BENCHMARKS)): bench-%: $(LOCAL_BENCH_NEEDS)
 	$(PY) -m pipelines.run $(call q,$*) $(RUN_ARGS)
 
 bench-all: $(if $(filter DirectRunner,$(RUNNER)),data,setup) ## every benchmark the hardware allows, the summary, the report
@@ -220,7 +235,9 @@ plan: $(if $(BENCH),setup,needs-bench) ## BENCH=<name> [ITEMS= DEADLINE=s BUDGET
 	  $(if $(BUDGET),--budget-usd $(call q,$(BUDGET)))
 
 plan-check: $(if $(BENCH),models,needs-bench) ## BENCH=<name> N=<n>: project 2N items from runs at N and 4N, run 2N, print the error
-	$(PY) -m pipelines.data --out data --items $(call q,$(shell echo $$((4 * $(or $(filter-out share,$(N)),1)))))
+	$(PY) -m pipelines.data --out data \
+	  --items $(call q,$(shell echo $$((4 * $(or $(filter-out share,$(N)),1))))) \
+	  --profile $(call q,$(PROFILE)) --benchmark $(call q,$(BENCH))
 	$(PY) -m pipelines.projection_check $(call q,$(BENCH)) --results-dir $(call q,$(RESULTS)) \
 	  --items $(call q,$(or $(N),$(error error: make plan-check needs N=<items>))) \
 	  $(if $(LAYOUT),--layout $(call q,$(LAYOUT))) $(if $(filter 1,$(IN_IMAGE)),--in-image)
