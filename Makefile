@@ -154,6 +154,11 @@ RUN_ARGS     = --runner $(call q,$(RUNNER)) --results-dir $(call q,$(RESULTS)) $
 ITEMS_ARG    = $(if $(N),--items $(call q,$(N)))
 REPEATS_ARG  = $(if $(REPEATS),--repeats $(call q,$(REPEATS)))
 
+# Make exits 2 whenever a recipe fails, whatever the program returned: infra/explain-exit.sh runs
+# the program and, when it fails, ends with one line naming its own exit code and what it means.
+# $(call explain[,WHAT EXIT 1 MEANS, without commas]) PROGRAM ARGS...
+explain = infra/explain-exit.sh $(if $(1),--code-1 $(call q,$(1)))
+
 # What `data` generates (pipelines/data.py): only the input lists of the benchmarks the goals run
 # (their tasks' input files), at the count each run takes: N, N=share (each benchmark's own
 # share) or its local default. `make data` itself: every list, at N or the largest local default.
@@ -210,47 +215,54 @@ models: setup ## write model state dicts (WEIGHTS=random|pretrained) and the ber
 	$(PY) -m pipelines.worker.models --weights $(call q,$(WEIGHTS)) --out models $(ALL_MODELS)
 
 data: models ## generate every local dataset (images, scenes for object detection, sentences); a benchmark target generates only its own
-	$(PY) -m pipelines.data --out data $(ITEMS_ARG) $(DATA_ARGS)
+	$(call explain) $(PY) -m pipelines.data --out data $(ITEMS_ARG) $(DATA_ARGS)
 
 # --- benchmarks -------------------------------------------------------------------------------
 # A local run generates its own input list (see DATA_FOR), or none when it reads an INPUT= list.
 LOCAL_BENCH_NEEDS = $(if $(filter DirectRunner,$(RUNNER)),$(if $(INPUT),models,data),setup)
 $(addprefix bench-,$(BENCHMARKS)): bench-%: $(LOCAL_BENCH_NEEDS)
-	$(PY) -m pipelines.run $(call q,$*) $(RUN_ARGS)
+	$(call explain,the run failed; its record is saved) $(PY) -m pipelines.run $(call q,$*) $(RUN_ARGS)
 
 bench-all: $(if $(filter DirectRunner,$(RUNNER)),data,setup) ## every benchmark the hardware allows, the summary, the report
-	$(PY) -m pipelines.bench_all $(RUN_ARGS)
+	$(call explain,a benchmark failed; every record is saved) $(PY) -m pipelines.bench_all $(RUN_ARGS)
 
 perf: data ## Beam pipeline vs plain PyTorch loop for every CPU benchmark: throughput and efficiency
-	$(PY) -m pipelines.perf --profile $(call q,$(PROFILE)) $(ITEMS_ARG) $(REPEATS_ARG) \
-	  $(if $(LAYOUTS),--layouts $(call q,$(LAYOUTS))) $(foreach b,$(PERF_BENCHMARKS),$(call q,$(b)))
+	$(call explain) $(PY) -m pipelines.perf --profile $(call q,$(PROFILE)) $(ITEMS_ARG) \
+	  $(REPEATS_ARG) $(if $(LAYOUTS),--layouts $(call q,$(LAYOUTS))) \
+	  $(foreach b,$(PERF_BENCHMARKS),$(call q,$(b)))
 
 compare-profiles: $(if $(BENCH),data,needs-bench) ## BENCH=<name>: tuned then beam profile back to back, REPEATS times; median beam/tuned ratios
-	$(PY) -m pipelines.compare_profiles $(call q,$(BENCH)) --results-dir $(call q,$(RESULTS)) \
-	  $(ITEMS_ARG) $(REPEATS_ARG) $(if $(filter 1,$(IN_IMAGE)),--in-image)
+	$(call explain) $(PY) -m pipelines.compare_profiles $(call q,$(BENCH)) \
+	  --results-dir $(call q,$(RESULTS)) $(ITEMS_ARG) $(REPEATS_ARG) \
+	  $(if $(filter 1,$(IN_IMAGE)),--in-image)
 
 plan: $(if $(BENCH),setup,needs-bench) ## BENCH=<name> [ITEMS= DEADLINE=s BUDGET=usd]: workers and machine type for a job, projected from local N=share runs
-	$(PY) -m pipelines.capacity $(call q,$(BENCH)) --results-dir $(call q,$(RESULTS)) \
+	$(call explain) $(PY) -m pipelines.capacity $(call q,$(BENCH)) \
+	  --results-dir $(call q,$(RESULTS)) \
 	  $(if $(ITEMS),--items $(call q,$(ITEMS))) $(if $(DEADLINE),--deadline-s $(call q,$(DEADLINE))) \
 	  $(if $(BUDGET),--budget-usd $(call q,$(BUDGET)))
 
 plan-check: $(if $(BENCH),models,needs-bench) ## BENCH=<name> N=<n>: project 2N items from runs at N and 4N, run 2N, print the error
-	$(PY) -m pipelines.data --out data \
+	$(call explain) $(PY) -m pipelines.data --out data \
 	  --items $(call q,$(shell echo $$((4 * $(or $(filter-out share,$(N)),1))))) \
 	  --profile $(call q,$(PROFILE)) --benchmark $(call q,$(BENCH))
-	$(PY) -m pipelines.projection_check $(call q,$(BENCH)) --results-dir $(call q,$(RESULTS)) \
+	$(call explain) $(PY) -m pipelines.projection_check $(call q,$(BENCH)) \
+	  --results-dir $(call q,$(RESULTS)) \
 	  --items $(call q,$(or $(N),$(error error: make plan-check needs N=<items>))) \
 	  $(if $(LAYOUT),--layout $(call q,$(LAYOUT))) $(if $(filter 1,$(IN_IMAGE)),--in-image)
 
 report: setup ## write results/report.html (plots, percentiles, cost, regressions) and regressions.json
-	$(PY) -m pipelines.report --results-dir $(call q,$(RESULTS)) $(if $(filter 1,$(FAIL_ON_REGRESSION)),--fail-on-regression)
+	$(call explain) $(PY) -m pipelines.report --results-dir $(call q,$(RESULTS)) \
+	  $(if $(filter 1,$(FAIL_ON_REGRESSION)),--fail-on-regression)
 
 compare: setup ## compare two runs (A=<run> B=<run>; default: latest vs previous of the same benchmark)
-	$(PY) -m pipelines.report.compare --results-dir $(call q,$(RESULTS)) $(if $(filter 1,$(CROSS_PROFILE)),--cross-profile) \
+	$(call explain) $(PY) -m pipelines.report.compare --results-dir $(call q,$(RESULTS)) \
+	  $(if $(filter 1,$(CROSS_PROFILE)),--cross-profile) \
 	  -- $(if $(A),$(call q,$(A))) $(if $(B),$(call q,$(B)))
 
 publish: setup ## send unpublished run records to InfluxDB/BigQuery (RUN=<id> resends one)
-	$(PY) -m pipelines.publish --results-dir $(call q,$(RESULTS)) $(if $(RUN),--run $(call q,$(RUN)))
+	$(call explain,a run was not delivered; the attempt is on its record) $(PY) -m pipelines.publish \
+	  --results-dir $(call q,$(RESULTS)) $(if $(RUN),--run $(call q,$(RUN)))
 
 # --- worker images and Dataflow ----------------------------------------------------------------
 images: $(addprefix image-,$(IMAGES)) ## build every worker image, one per benchmark family (image-<name>)
@@ -286,7 +298,8 @@ base-image: ## build the local stand-in for Beam's SDK base image from Debian (r
 	  infra/base-image.sh $(STANDIN_IMAGE) $(if $(filter 1,$(FORCE)),--force)
 
 sweep: $(if $(BENCH),data,needs-bench) ## one benchmark over batch sizes x worker layouts (BENCH=, BATCH_SIZES=, LAYOUTS=, OPTIMIZATIONS=, N=, REPEATS=)
-	$(PY) -m pipelines.sweep $(call q,$(BENCH)) --results-dir $(call q,$(RESULTS)) $(ITEMS_ARG) \
+	$(call explain,a point failed; its record is saved) $(PY) -m pipelines.sweep $(call q,$(BENCH)) \
+	  --results-dir $(call q,$(RESULTS)) $(ITEMS_ARG) \
 	  $(if $(BATCH_SIZES),--batch-sizes $(call q,$(BATCH_SIZES))) $(if $(LAYOUTS),--layouts $(call q,$(LAYOUTS))) \
 	  $(if $(BATCHINGS),--batchings $(call q,$(BATCHINGS))) $(REPEATS_ARG) \
 	  $(if $(OPTIMIZATIONS),--optimizations $(call q,$(OPTIMIZATIONS))) $(if $(filter 1,$(IN_IMAGE)),--in-image)
