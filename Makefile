@@ -130,11 +130,13 @@ $(call check,IMAGE_WEIGHTS,random|pretrained,random or pretrained)
 $(call check,FORCE,0|1,1 (on) or 0 (off))
 $(if $(HF_TOKEN_FILE),$(if $(shell test -f $(call q,$(HF_TOKEN_FILE)) || echo missing),\
   $(error error: HF_TOKEN_FILE $(call q,$(HF_TOKEN_FILE)) is not a file)))
-# Pretrained Gemma is gated on the hub: its image build needs the token, asked for before it starts.
-$(if $(and $(filter image-vllm-gpu images,$(MAKECMDGOALS)),$(filter pretrained,$(IMAGE_WEIGHTS)),\
-  $(if $(HF_TOKEN_FILE),,x)),$(error error: image-vllm-gpu with IMAGE_WEIGHTS=pretrained needs \
-  HF_TOKEN_FILE=<a file holding a Hugging Face token that accepted Gemma's terms>$(comma) or \
-  IMAGE_WEIGHTS=random))
+# Pretrained Gemma is gated on the hub: its image build needs the token. `make image-vllm-gpu`
+# without it is refused before it starts; `make images` builds the others and names it.
+HF_TOKEN_MISSING := $(and $(filter pretrained,$(IMAGE_WEIGHTS)),$(if $(HF_TOKEN_FILE),,yes))
+HF_TOKEN_NEED := HF_TOKEN_FILE=<a file holding a Hugging Face token that accepted Gemma's \
+  terms>$(comma) or IMAGE_WEIGHTS=random
+$(if $(and $(filter image-vllm-gpu,$(MAKECMDGOALS)),$(HF_TOKEN_MISSING)),\
+  $(error error: image-vllm-gpu with IMAGE_WEIGHTS=pretrained needs $(HF_TOKEN_NEED)))
 $(call check,ITEMS,$(COUNT_RE),a whole number from 1)
 $(foreach v,DEADLINE BUDGET,$(call check,$(v),[0-9]+(\.[0-9]+)?,a positive number))
 $(call check,BASE_IMAGE,[A-Za-z0-9][A-Za-z0-9._/:@-]*,an image reference)
@@ -265,7 +267,11 @@ publish: setup ## send unpublished run records to InfluxDB/BigQuery (RUN=<id> re
 	  --results-dir $(call q,$(RESULTS)) $(if $(RUN),--run $(call q,$(RUN)))
 
 # --- worker images and Dataflow ----------------------------------------------------------------
-images: $(addprefix image-,$(IMAGES)) ## build every worker image, one per benchmark family (image-<name>)
+# What `make images` leaves out, and so `make images push` too (a `make push` alone pushes all).
+IMAGES_LEFT_OUT = $(if $(HF_TOKEN_MISSING),$(filter vllm-gpu,$(IMAGES)))
+IMAGES_BUILT    = $(filter-out $(IMAGES_LEFT_OUT),$(IMAGES))
+images: $(addprefix image-,$(IMAGES_BUILT)) ## build every worker image it can, one per benchmark family (image-<name>)
+	$(if $(IMAGES_LEFT_OUT),@echo "images: left out vllm-gpu: pretrained Gemma needs $(HF_TOKEN_NEED)")
 
 image-cpu: image-cpu-resnet image-cpu-bert ## build both CPU images (ResNet and BERT families)
 
@@ -282,7 +288,8 @@ $(addprefix image-,$(IMAGES)): image-%: ## build one worker image (CPU, or CUDA 
 push: ## push every image to REGISTRY and record tag + digest (build/image-*.digest): launches use image@sha256
 	@test -n $(call q,$(REGISTRY)) || { echo "error: push needs REGISTRY (in .env or REGISTRY=...)" >&2; exit 2; }
 	mkdir -p build
-	for variant in $(foreach i,$(IMAGES),$(call q,$(i))); do \
+	for variant in $(foreach i,$(if $(filter images,$(MAKECMDGOALS)),$(IMAGES_BUILT),$(IMAGES)),\
+	  $(call q,$(i))); do \
 	  ref=$(call q,$(REGISTRY))/beam-bench-$$variant:$(call q,$(image_tag)); \
 	  if [ $(call q,$(BUILDER)) = docker ]; then \
 	    docker push "$$ref" && digest=$$(docker inspect --format '{{index .RepoDigests 0}}' "$$ref"); \

@@ -118,6 +118,29 @@ def test_the_vllm_image_gets_the_hub_token_as_a_build_secret_and_asks_for_it_up_
     assert refused.returncode == 2 and said in refused.stderr, refused.stderr
 
 
+def test_make_images_builds_every_image_it_can_and_names_the_one_left_out(tmp_path):
+  built = lambda out: [line.split("beam-bench-")[1].split(":")[0]  # noqa: E731
+                       for line in out.splitlines() if line.startswith("docker build ")]
+  out = make("images")
+  assert built(out) == ["cpu-bert", "cpu-captioning", "cpu-resnet", "gpu"]
+  assert out.splitlines()[-1] == (
+      "echo \"images: left out vllm-gpu: pretrained Gemma needs HF_TOKEN_FILE=<a file holding a "
+      "Hugging Face token that accepted Gemma's terms>, or IMAGE_WEIGHTS=random\"")
+  every = ["cpu-bert", "cpu-captioning", "cpu-resnet", "gpu", "vllm-gpu"]
+  random = make("images", "IMAGE_WEIGHTS=random")
+  assert built(random) == every and "left out" not in random
+  token = tmp_path / "token"
+  token.write_text("hf_x\n")
+  assert built(make("images", f"HF_TOKEN_FILE={token}")) == every
+  # `make images push` pushes what it built; `make push` alone, every image
+  assert "for variant in  cpu-bert  cpu-captioning  cpu-resnet  gpu; do" in make(
+      "images", "push", "REGISTRY=reg.example/p")
+  assert "gpu  vllm-gpu; do" in make("push", "REGISTRY=reg.example/p")
+  refused = subprocess.run(["make", "-n", "images", "image-vllm-gpu"], cwd=REPO_ROOT,
+                           capture_output=True, text=True, timeout=60)
+  assert refused.returncode == 2 and "needs HF_TOKEN_FILE=" in refused.stderr
+
+
 def data_line(*args: str) -> str:
   lines = make(*args).replace("\\\n", " ").splitlines()  # continued lines joined
   [line] = [line for line in lines if "-m pipelines.data " in line]
