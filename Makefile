@@ -320,30 +320,24 @@ gpu-check: data ## on a GPU machine: NVML reads, resnet152-gpu on CUDA, efficien
 # --- quality ----------------------------------------------------------------------------------
 # The image tests (make test-images) build, push and run multi-GB images (minutes, root): their
 # own target, which .ci/run runs after `make test`; the one file `make test` leaves out.
-test: $(VENV)/.test ## run the test suite (starts the servers it needs; a last line names any skip)
+# It installs the servers' Debian packages first where it can (root, or sudo without a password);
+# elsewhere their tests are skipped and the last line names them and `make test-servers`.
+test: $(VENV)/.test ## run the test suite (installs and starts the servers it needs; a last line names any skip)
+	infra/apt-install.sh --if-possible 'test servers' $(TEST_SERVER_PACKAGES)
 	$(PY) -m pytest -p no:cacheprovider tests --ignore=tests/test_image_build.py
 
 # The Debian packages the tests start: InfluxDB 1.x, VictoriaMetrics, headless Chromium (and its
 # fonts) for the report render check. The BigQuery emulator comes from requirements/test.txt.
+# infra/apt-install.sh installs those of them not installed yet (sudo where not root).
 TEST_SERVER_PACKAGES := influxdb victoria-metrics chromium fonts-liberation
-SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
-# $(call apt_install,WHAT,PACKAGES): installs those of the Debian packages not installed yet.
-define apt_install
-@missing=$$(for p in $(2); do \
-	  dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q 'ok installed' || echo $$p; done); \
-	if [ -z "$$missing" ]; then echo "$(1): all installed ($(2))"; exit 0; fi; \
-	echo "$(1): installing" $$missing; \
-	$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get update -q && \
-	$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $$missing
-endef
 test-servers: ## install the Debian packages the tests need (InfluxDB, VictoriaMetrics, Chromium, image tools)
-	$(call apt_install,test servers,$(TEST_SERVER_PACKAGES) $(IMAGE_TOOL_PACKAGES))
+	infra/apt-install.sh 'test servers' $(TEST_SERVER_PACKAGES) $(IMAGE_TOOL_PACKAGES)
 
 # The Debian packages that build, run and push worker images without a Docker daemon, and the
 # loopback registry make test-images pushes to.
 IMAGE_TOOL_PACKAGES := buildah podman skopeo runc debootstrap docker-registry
 image-tools: ## install the Debian packages for daemonless image builds (buildah, podman, registry)
-	$(call apt_install,image tools,$(IMAGE_TOOL_PACKAGES))
+	infra/apt-install.sh 'image tools' $(IMAGE_TOOL_PACKAGES)
 
 test-images: $(VENV)/.test ## build the CPU ResNet and GPU images from the stand-in base, push to a loopback registry, run a benchmark in the image (slow)
 	$(PY) -m pytest -p no:cacheprovider tests/test_image_build.py
