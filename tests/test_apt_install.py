@@ -104,6 +104,23 @@ def test_a_failed_install_is_a_skip_for_make_test_and_an_error_for_make_test_ser
   assert done.stderr == "error: test servers: could not install chromium (apt-get failed above)\n"
 
 
+def test_a_machine_without_apt_skips_for_make_test_and_is_an_error_for_make_test_servers(
+    machine, tmp_path):
+  for name in ("dpkg-query", "apt-get"):
+    (tmp_path / "bin" / name).unlink()
+  other_bin = tmp_path / "nothing"  # /usr/bin and /bin are on PATH: use a PATH without them
+  other_bin.mkdir()
+  env = {"PATH": f"{tmp_path / 'bin'}:{other_bin}"}
+  bash = subprocess.run(["which", "bash"], capture_output=True, text=True).stdout.strip()
+  args = [bash, str(SCRIPT)]
+  done = subprocess.run([*args, "--if-possible", "test servers", "chromium"], env=env,
+                        capture_output=True, text=True, timeout=30)
+  assert (done.returncode, done.stdout, done.stderr) == (0, "", "")
+  done = subprocess.run([*args, "test servers", "chromium"], env=env, capture_output=True,
+                        text=True, timeout=30)
+  assert done.returncode == 1 and "lacks: chromium" in done.stderr
+
+
 def make_n(*args: str) -> str:
   env = {k: v for k, v in os.environ.items() if not k.startswith("MAKE")}
   done = subprocess.run(["make", "-n", *args], cwd=REPO_ROOT, capture_output=True, text=True,
