@@ -130,11 +130,13 @@ $(call check,IMAGE_WEIGHTS,random|pretrained,random or pretrained)
 $(call check,FORCE,0|1,1 (on) or 0 (off))
 $(if $(HF_TOKEN_FILE),$(if $(shell test -f $(call q,$(HF_TOKEN_FILE)) || echo missing),\
   $(error error: HF_TOKEN_FILE $(call q,$(HF_TOKEN_FILE)) is not a file)))
-# Pretrained Gemma is gated on the hub: its image build needs the token, asked for before it starts.
-$(if $(and $(filter image-vllm-gpu images,$(MAKECMDGOALS)),$(filter pretrained,$(IMAGE_WEIGHTS)),\
-  $(if $(HF_TOKEN_FILE),,x)),$(error error: image-vllm-gpu with IMAGE_WEIGHTS=pretrained needs \
-  HF_TOKEN_FILE=<a file holding a Hugging Face token that accepted Gemma's terms>$(comma) or \
-  IMAGE_WEIGHTS=random))
+# Pretrained Gemma is gated on the hub: its image build needs the token. `make image-vllm-gpu`
+# without it is refused before it starts; `make images` builds the others and names it.
+HF_TOKEN_MISSING := $(and $(filter pretrained,$(IMAGE_WEIGHTS)),$(if $(HF_TOKEN_FILE),,yes))
+HF_TOKEN_NEED := HF_TOKEN_FILE=<a file holding a Hugging Face token that accepted Gemma's \
+  terms>$(comma) or IMAGE_WEIGHTS=random
+$(if $(and $(filter image-vllm-gpu,$(MAKECMDGOALS)),$(HF_TOKEN_MISSING)),\
+  $(error error: image-vllm-gpu with IMAGE_WEIGHTS=pretrained needs $(HF_TOKEN_NEED)))
 $(call check,ITEMS,$(COUNT_RE),a whole number from 1)
 $(foreach v,DEADLINE BUDGET,$(call check,$(v),[0-9]+(\.[0-9]+)?,a positive number))
 $(call check,BASE_IMAGE,[A-Za-z0-9][A-Za-z0-9._/:@-]*,an image reference)
@@ -153,6 +155,24 @@ RUN_ARGS     = --runner $(call q,$(RUNNER)) --results-dir $(call q,$(RESULTS)) $
                $(if $(filter 1,$(IN_IMAGE)),--in-image) $(if $(OPTIMIZE),--optimize $(call q,$(OPTIMIZE)))
 ITEMS_ARG    = $(if $(N),--items $(call q,$(N)))
 REPEATS_ARG  = $(if $(REPEATS),--repeats $(call q,$(REPEATS)))
+
+# Make exits 2 whenever a recipe fails, whatever the program returned: infra/explain-exit.sh runs
+# the program and, when it fails, ends with one line naming its own exit code and what it means.
+# $(call explain[,WHAT EXIT 1 MEANS, without commas]) PROGRAM ARGS...
+explain = infra/explain-exit.sh $(if $(1),--code-1 $(call q,$(1)))
+
+# What `data` generates (pipelines/data.py): only the input lists of the benchmarks the goals run
+# (their tasks' input files), at the count each run takes: N, N=share (each benchmark's own
+# share) or its local default. `make data` itself: every list, at N or the largest local default.
+BENCH_GOALS  = $(patsubst bench-%,%,$(filter $(addprefix bench-,$(BENCHMARKS)),$(MAKECMDGOALS)))
+DATA_FOR     = $(sort $(BENCH_GOALS) \
+  $(if $(filter bench-all gpu-check,$(MAKECMDGOALS)),$(BENCHMARKS)) \
+  $(if $(filter perf,$(MAKECMDGOALS)),$(or $(PERF_BENCHMARKS),$(BENCHMARKS))) \
+  $(if $(filter sweep compare-profiles,$(MAKECMDGOALS)),$(BENCH)))
+DATA_PROFILES = $(if $(filter compare-profiles,$(MAKECMDGOALS)),$(PROFILES),$(PROFILE))
+DATA_ARGS    = $(if $(filter data,$(MAKECMDGOALS)),,\
+  $(foreach p,$(DATA_PROFILES),--profile $(call q,$(p))) \
+  $(foreach b,$(DATA_FOR),--benchmark $(call q,$(b))))
 
 .PHONY: help setup lock models data $(addprefix bench-,$(BENCHMARKS)) bench-all perf sweep compare-profiles plan plan-check gpu-check report compare publish \
         images image-cpu $(addprefix image-,$(IMAGES)) push base-image image-tools test-images test test-servers lint doctor clean needs-bench
@@ -196,47 +216,62 @@ lock: ## re-resolve requirements/base.in into the pinned worker.txt, base.txt an
 models: setup ## write model state dicts (WEIGHTS=random|pretrained) and the bert vocab
 	$(PY) -m pipelines.worker.models --weights $(call q,$(WEIGHTS)) --out models $(ALL_MODELS)
 
-data: models ## generate the local datasets (images, scenes with shapes for object detection, sentences)
-	$(PY) -m pipelines.data --out data $(ITEMS_ARG)
+data: models ## generate every local dataset (images, scenes for object detection, sentences); a benchmark target generates only its own
+	$(call explain) $(PY) -m pipelines.data --out data $(ITEMS_ARG) $(DATA_ARGS)
 
 # --- benchmarks -------------------------------------------------------------------------------
-$(addprefix bench-,$(BENCHMARKS)): bench-%: $(if $(filter DirectRunner,$(RUNNER)),data,setup)
-	$(PY) -m pipelines.run $(call q,$*) $(RUN_ARGS)
+# A local run generates its own input list (see DATA_FOR), or none when it reads an INPUT= list.
+LOCAL_BENCH_NEEDS = $(if $(filter DirectRunner,$(RUNNER)),$(if $(INPUT),models,data),setup)
+$(addprefix bench-,$(BENCHMARKS)): bench-%: $(LOCAL_BENCH_NEEDS)
+	$(call explain,the run failed; its record is saved) $(PY) -m pipelines.run $(call q,$*) $(RUN_ARGS)
 
 bench-all: $(if $(filter DirectRunner,$(RUNNER)),data,setup) ## every benchmark the hardware allows, the summary, the report
-	$(PY) -m pipelines.bench_all $(RUN_ARGS)
+	$(call explain,a benchmark failed; every record is saved) $(PY) -m pipelines.bench_all $(RUN_ARGS)
 
 perf: data ## Beam pipeline vs plain PyTorch loop for every CPU benchmark: throughput and efficiency
-	$(PY) -m pipelines.perf --profile $(call q,$(PROFILE)) $(ITEMS_ARG) $(REPEATS_ARG) \
-	  $(if $(LAYOUTS),--layouts $(call q,$(LAYOUTS))) $(foreach b,$(PERF_BENCHMARKS),$(call q,$(b)))
+	$(call explain) $(PY) -m pipelines.perf --profile $(call q,$(PROFILE)) $(ITEMS_ARG) \
+	  $(REPEATS_ARG) $(if $(LAYOUTS),--layouts $(call q,$(LAYOUTS))) \
+	  $(foreach b,$(PERF_BENCHMARKS),$(call q,$(b)))
 
 compare-profiles: $(if $(BENCH),data,needs-bench) ## BENCH=<name>: tuned then beam profile back to back, REPEATS times; median beam/tuned ratios
-	$(PY) -m pipelines.compare_profiles $(call q,$(BENCH)) --results-dir $(call q,$(RESULTS)) \
-	  $(ITEMS_ARG) $(REPEATS_ARG) $(if $(filter 1,$(IN_IMAGE)),--in-image)
+	$(call explain) $(PY) -m pipelines.compare_profiles $(call q,$(BENCH)) \
+	  --results-dir $(call q,$(RESULTS)) $(ITEMS_ARG) $(REPEATS_ARG) \
+	  $(if $(filter 1,$(IN_IMAGE)),--in-image)
 
 plan: $(if $(BENCH),setup,needs-bench) ## BENCH=<name> [ITEMS= DEADLINE=s BUDGET=usd]: workers and machine type for a job, projected from local N=share runs
-	$(PY) -m pipelines.capacity $(call q,$(BENCH)) --results-dir $(call q,$(RESULTS)) \
+	$(call explain) $(PY) -m pipelines.capacity $(call q,$(BENCH)) \
+	  --results-dir $(call q,$(RESULTS)) \
 	  $(if $(ITEMS),--items $(call q,$(ITEMS))) $(if $(DEADLINE),--deadline-s $(call q,$(DEADLINE))) \
 	  $(if $(BUDGET),--budget-usd $(call q,$(BUDGET)))
 
 plan-check: $(if $(BENCH),models,needs-bench) ## BENCH=<name> N=<n>: project 2N items from runs at N and 4N, run 2N, print the error
-	$(PY) -m pipelines.data --out data --items $(call q,$(shell echo $$((4 * $(or $(filter-out share,$(N)),1)))))
-	$(PY) -m pipelines.projection_check $(call q,$(BENCH)) --results-dir $(call q,$(RESULTS)) \
+	$(call explain) $(PY) -m pipelines.data --out data \
+	  --items $(call q,$(shell echo $$((4 * $(or $(filter-out share,$(N)),1))))) \
+	  --profile $(call q,$(PROFILE)) --benchmark $(call q,$(BENCH))
+	$(call explain) $(PY) -m pipelines.projection_check $(call q,$(BENCH)) \
+	  --results-dir $(call q,$(RESULTS)) \
 	  --items $(call q,$(or $(N),$(error error: make plan-check needs N=<items>))) \
 	  $(if $(LAYOUT),--layout $(call q,$(LAYOUT))) $(if $(filter 1,$(IN_IMAGE)),--in-image)
 
 report: setup ## write results/report.html (plots, percentiles, cost, regressions) and regressions.json
-	$(PY) -m pipelines.report --results-dir $(call q,$(RESULTS)) $(if $(filter 1,$(FAIL_ON_REGRESSION)),--fail-on-regression)
+	$(call explain) $(PY) -m pipelines.report --results-dir $(call q,$(RESULTS)) \
+	  $(if $(filter 1,$(FAIL_ON_REGRESSION)),--fail-on-regression)
 
 compare: setup ## compare two runs (A=<run> B=<run>; default: latest vs previous of the same benchmark)
-	$(PY) -m pipelines.report.compare --results-dir $(call q,$(RESULTS)) $(if $(filter 1,$(CROSS_PROFILE)),--cross-profile) \
+	$(call explain) $(PY) -m pipelines.report.compare --results-dir $(call q,$(RESULTS)) \
+	  $(if $(filter 1,$(CROSS_PROFILE)),--cross-profile) \
 	  -- $(if $(A),$(call q,$(A))) $(if $(B),$(call q,$(B)))
 
 publish: setup ## send unpublished run records to InfluxDB/BigQuery (RUN=<id> resends one)
-	$(PY) -m pipelines.publish --results-dir $(call q,$(RESULTS)) $(if $(RUN),--run $(call q,$(RUN)))
+	$(call explain,a run was not delivered; the attempt is on its record) $(PY) -m pipelines.publish \
+	  --results-dir $(call q,$(RESULTS)) $(if $(RUN),--run $(call q,$(RUN)))
 
 # --- worker images and Dataflow ----------------------------------------------------------------
-images: $(addprefix image-,$(IMAGES)) ## build every worker image, one per benchmark family (image-<name>)
+# What `make images` leaves out, and so `make images push` too (a `make push` alone pushes all).
+IMAGES_LEFT_OUT = $(if $(HF_TOKEN_MISSING),$(filter vllm-gpu,$(IMAGES)))
+IMAGES_BUILT    = $(filter-out $(IMAGES_LEFT_OUT),$(IMAGES))
+images: $(addprefix image-,$(IMAGES_BUILT)) ## build every worker image it can, one per benchmark family (image-<name>)
+	$(if $(IMAGES_LEFT_OUT),@echo "images: left out vllm-gpu: pretrained Gemma needs $(HF_TOKEN_NEED)")
 
 image-cpu: image-cpu-resnet image-cpu-bert ## build both CPU images (ResNet and BERT families)
 
@@ -253,7 +288,8 @@ $(addprefix image-,$(IMAGES)): image-%: ## build one worker image (CPU, or CUDA 
 push: ## push every image to REGISTRY and record tag + digest (build/image-*.digest): launches use image@sha256
 	@test -n $(call q,$(REGISTRY)) || { echo "error: push needs REGISTRY (in .env or REGISTRY=...)" >&2; exit 2; }
 	mkdir -p build
-	for variant in $(foreach i,$(IMAGES),$(call q,$(i))); do \
+	for variant in $(foreach i,$(if $(filter images,$(MAKECMDGOALS)),$(IMAGES_BUILT),$(IMAGES)),\
+	  $(call q,$(i))); do \
 	  ref=$(call q,$(REGISTRY))/beam-bench-$$variant:$(call q,$(image_tag)); \
 	  if [ $(call q,$(BUILDER)) = docker ]; then \
 	    docker push "$$ref" && digest=$$(docker inspect --format '{{index .RepoDigests 0}}' "$$ref"); \
@@ -269,7 +305,8 @@ base-image: ## build the local stand-in for Beam's SDK base image from Debian (r
 	  infra/base-image.sh $(STANDIN_IMAGE) $(if $(filter 1,$(FORCE)),--force)
 
 sweep: $(if $(BENCH),data,needs-bench) ## one benchmark over batch sizes x worker layouts (BENCH=, BATCH_SIZES=, LAYOUTS=, OPTIMIZATIONS=, N=, REPEATS=)
-	$(PY) -m pipelines.sweep $(call q,$(BENCH)) --results-dir $(call q,$(RESULTS)) $(ITEMS_ARG) \
+	$(call explain,a point failed; its record is saved) $(PY) -m pipelines.sweep $(call q,$(BENCH)) \
+	  --results-dir $(call q,$(RESULTS)) $(ITEMS_ARG) \
 	  $(if $(BATCH_SIZES),--batch-sizes $(call q,$(BATCH_SIZES))) $(if $(LAYOUTS),--layouts $(call q,$(LAYOUTS))) \
 	  $(if $(BATCHINGS),--batchings $(call q,$(BATCHINGS))) $(REPEATS_ARG) \
 	  $(if $(OPTIMIZATIONS),--optimizations $(call q,$(OPTIMIZATIONS))) $(if $(filter 1,$(IN_IMAGE)),--in-image)
@@ -283,30 +320,24 @@ gpu-check: data ## on a GPU machine: NVML reads, resnet152-gpu on CUDA, efficien
 # --- quality ----------------------------------------------------------------------------------
 # The image tests (make test-images) build, push and run multi-GB images (minutes, root): their
 # own target, which .ci/run runs after `make test`; the one file `make test` leaves out.
-test: $(VENV)/.test ## run the test suite (starts the servers it needs; a last line names any skip)
+# It installs the servers' Debian packages first where it can (root, or sudo without a password);
+# elsewhere their tests are skipped and the last line names them and `make test-servers`.
+test: $(VENV)/.test ## run the test suite (installs and starts the servers it needs; a last line names any skip)
+	infra/apt-install.sh --if-possible 'test servers' $(TEST_SERVER_PACKAGES)
 	$(PY) -m pytest -p no:cacheprovider tests --ignore=tests/test_image_build.py
 
 # The Debian packages the tests start: InfluxDB 1.x, VictoriaMetrics, headless Chromium (and its
 # fonts) for the report render check. The BigQuery emulator comes from requirements/test.txt.
+# infra/apt-install.sh installs those of them not installed yet (sudo where not root).
 TEST_SERVER_PACKAGES := influxdb victoria-metrics chromium fonts-liberation
-SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
-# $(call apt_install,WHAT,PACKAGES): installs those of the Debian packages not installed yet.
-define apt_install
-@missing=$$(for p in $(2); do \
-	  dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q 'ok installed' || echo $$p; done); \
-	if [ -z "$$missing" ]; then echo "$(1): all installed ($(2))"; exit 0; fi; \
-	echo "$(1): installing" $$missing; \
-	$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get update -q && \
-	$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $$missing
-endef
 test-servers: ## install the Debian packages the tests need (InfluxDB, VictoriaMetrics, Chromium, image tools)
-	$(call apt_install,test servers,$(TEST_SERVER_PACKAGES) $(IMAGE_TOOL_PACKAGES))
+	infra/apt-install.sh 'test servers' $(TEST_SERVER_PACKAGES) $(IMAGE_TOOL_PACKAGES)
 
 # The Debian packages that build, run and push worker images without a Docker daemon, and the
 # loopback registry make test-images pushes to.
 IMAGE_TOOL_PACKAGES := buildah podman skopeo runc debootstrap docker-registry
 image-tools: ## install the Debian packages for daemonless image builds (buildah, podman, registry)
-	$(call apt_install,image tools,$(IMAGE_TOOL_PACKAGES))
+	infra/apt-install.sh 'image tools' $(IMAGE_TOOL_PACKAGES)
 
 test-images: $(VENV)/.test ## build the CPU ResNet and GPU images from the stand-in base, push to a loopback registry, run a benchmark in the image (slow)
 	$(PY) -m pytest -p no:cacheprovider tests/test_image_build.py

@@ -4,10 +4,12 @@ InfluxDB v2 write protocol), the BigQuery emulator (PyPI bqemulator), and Google
 emulator for the streaming launches. Plus two misbehaving
 servers for fault tests: one that answers HTTP 500, one that accepts and never answers.
 
-A missing binary skips the tests that need it locally, but fails them under CI (CI=true), where
-.ci/run installs every server (`make test-servers`). Every test that needs an installed program
-goes through `require_binary`, so the rule holds everywhere and the end-of-run summary
-(tests/skip_summary.py) can name the one command that installs what is missing.
+`make test` installs their Debian packages first where it can (root, or sudo without a
+password: infra/apt-install.sh). A missing binary skips the tests that need it locally, but fails
+them under CI (CI=true), where .ci/run installs every server (`make test-servers`). Every test
+that needs an installed program goes through `require_binary`, so the rule holds everywhere and
+the end-of-run summary (tests/skip_summary.py) can name the one command that installs what is
+missing.
 """
 from __future__ import annotations
 

@@ -172,3 +172,55 @@ def test_a_setting_the_launch_would_refuse_is_named_as_a_refusal(tmp_path):
                              "TEMP_LOCATION must be gs://BUCKET[/PATH]"), lines[0]
   assert "settings complete" in doctor.dataflow_section(
       {**env, "TEMP_LOCATION": "gs://bkt-x/tmp"}, tmp_path)[0]
+
+
+def bigquery_line(env: dict[str, str], **kwargs) -> str:
+  [line] = [line for line in doctor.publishing_section(env, **kwargs) if "BigQuery" in line]
+  return line
+
+
+def test_a_missing_bigquery_dataset_is_named_with_the_fix(tmp_path):
+  """Against the real emulator: a missing dataset is said to be missing (not 'reachable (HTTP
+  404)'), with the two ways to fix it; an existing one is said to exist."""
+  with servers.bigquery_emulator(tmp_path) as url:
+    env = {"BIGQUERY_DATASET": "beam_run_inference", "BIGQUERY_PROJECT": "test",
+           "BIGQUERY_EMULATOR_URL": url}
+    missing = bigquery_line(env)
+    creates = bigquery_line({**env, "BIGQUERY_CREATE_DATASET": "1"})
+    from pipelines.publish import bigquery, settings
+    client = bigquery.client(settings.bigquery(env))
+    client.create_dataset("test.beam_run_inference")
+    exists = bigquery_line(env)
+    elsewhere = bigquery_line({**env, "BIGQUERY_EMULATOR_URL": url + "/not-the-api"})
+  assert missing == (
+      f"            BigQuery test.beam_run_inference at {url}: reachable, but dataset "
+      "test.beam_run_inference does not exist: create it, or set BIGQUERY_CREATE_DATASET=1 "
+      "and `make publish` creates it")
+  assert creates.endswith("reachable; dataset test.beam_run_inference does not exist yet: "
+                          "`make publish` creates it (BIGQUERY_CREATE_DATASET=1)")
+  assert f"at {url}: dataset test.beam_run_inference exists (" in exists
+  assert "reachable (HTTP 404, " in elsewhere and "not BigQuery's API" in elsewhere
+
+
+def test_real_bigquery_is_not_called(tmp_path):
+  """Without an emulator the target is Google's API: the doctor is offline and says so."""
+  asked = []
+
+  def probe(urls):
+    asked.extend(urls.values())
+    return doctor.probe_all(urls)
+
+  env = {"BIGQUERY_DATASET": "beam_run_inference", "PROJECT": "proj-123456"}
+  assert bigquery_line(env, probe_urls=probe) == (
+      "            BigQuery proj-123456.beam_run_inference at https://bigquery.googleapis.com: "
+      "not checked: doctor is offline; `make publish` will tell")
+  assert asked == []
+  text = doctor.screen(checkout(tmp_path), env={**env, "INFLUXDB_URL": servers.closed_port_url(),
+                                                "INFLUXDB_BUCKET": "b", "INFLUXDB_TOKEN": TOKEN})
+  assert "googleapis.com: not checked: doctor is offline" in text
+
+
+def test_the_doctor_is_split_by_job():
+  folder = REPO_ROOT / "pipelines" / "doctor"
+  sizes = {p.name: len(p.read_text().splitlines()) for p in folder.glob("*.py")}
+  assert max(sizes.values()) < 300, sizes

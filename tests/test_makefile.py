@@ -116,3 +116,59 @@ def test_the_vllm_image_gets_the_hub_token_as_a_build_secret_and_asks_for_it_up_
     refused = subprocess.run(["make", "-n", *args], cwd=REPO_ROOT, capture_output=True,
                              text=True, timeout=60)
     assert refused.returncode == 2 and said in refused.stderr, refused.stderr
+
+
+def test_make_images_builds_every_image_it_can_and_names_the_one_left_out(tmp_path):
+  built = lambda out: [line.split("beam-bench-")[1].split(":")[0]  # noqa: E731
+                       for line in out.splitlines() if line.startswith("docker build ")]
+  out = make("images")
+  assert built(out) == ["cpu-bert", "cpu-captioning", "cpu-resnet", "gpu"]
+  assert out.splitlines()[-1] == (
+      "echo \"images: left out vllm-gpu: pretrained Gemma needs HF_TOKEN_FILE=<a file holding a "
+      "Hugging Face token that accepted Gemma's terms>, or IMAGE_WEIGHTS=random\"")
+  every = ["cpu-bert", "cpu-captioning", "cpu-resnet", "gpu", "vllm-gpu"]
+  random = make("images", "IMAGE_WEIGHTS=random")
+  assert built(random) == every and "left out" not in random
+  token = tmp_path / "token"
+  token.write_text("hf_x\n")
+  assert built(make("images", f"HF_TOKEN_FILE={token}")) == every
+  # `make images push` pushes what it built; `make push` alone, every image
+  assert "for variant in  cpu-bert  cpu-captioning  cpu-resnet  gpu; do" in make(
+      "images", "push", "REGISTRY=reg.example/p")
+  assert "gpu  vllm-gpu; do" in make("push", "REGISTRY=reg.example/p")
+  refused = subprocess.run(["make", "-n", "images", "image-vllm-gpu"], cwd=REPO_ROOT,
+                           capture_output=True, text=True, timeout=60)
+  assert refused.returncode == 2 and "needs HF_TOKEN_FILE=" in refused.stderr
+
+
+def data_line(*args: str) -> str:
+  lines = make(*args).replace("\\\n", " ").splitlines()  # continued lines joined
+  [line] = [line for line in lines if "-m pipelines.data " in line]
+  return " ".join(line.split("-m pipelines.data ")[1].split())
+
+
+def test_a_benchmark_target_generates_only_its_own_list_at_its_count():
+  assert data_line("bench-resnet101", "N=100000") == (
+      "--out data --items 100000 --profile tuned --benchmark resnet101")
+  assert data_line("bench-bert-base", "N=share") == (
+      "--out data --items share --profile tuned --benchmark bert-base")
+  assert data_line("bench-bert-base", "bench-resnet101", "PROFILE=beam") == (
+      "--out data --profile beam --benchmark bert-base --benchmark resnet101")
+  assert data_line("sweep", "BENCH=bert-large") == (
+      "--out data --profile tuned --benchmark bert-large")
+  assert data_line("compare-profiles", "BENCH=resnet152", "N=share") == (
+      "--out data --items share --profile tuned --profile beam --benchmark resnet152")
+  assert data_line("perf", "PERF_BENCHMARKS=resnet101 bert-base") == (
+      "--out data --profile tuned --benchmark bert-base --benchmark resnet101")
+  assert data_line("plan-check", "BENCH=resnet101", "N=3") == (
+      "--out data --items 12 --profile tuned --benchmark resnet101")
+  every = " ".join(f"--benchmark {name}" for name in sorted(matrix.load()))
+  assert data_line("bench-all").endswith(f"--profile tuned {every}")
+  # `make data` alone, or beside a benchmark: every list (the launcher's hint `make data N=...`)
+  assert data_line("data", "N=7") == "--out data --items 7"
+  assert data_line("data", "bench-resnet101") == "--out data"
+
+
+def test_a_local_run_of_its_own_input_list_generates_no_data():
+  out = make("bench-resnet101", "INPUT=mine.txt")
+  assert "pipelines.data" not in out and "pipelines.worker.models" in out

