@@ -60,7 +60,7 @@ def model_files(root: pathlib.Path) -> dict[str, str | None]:
 
 def data_sizes(root: pathlib.Path) -> dict[str, int | None]:
   sizes: dict[str, int | None] = {}
-  for name in sorted({t.input_file for t in tasks.BY_NAME.values()}):
+  for name in sorted({tasks.get(t).input_file for t in tasks.names()}):
     path = root / "data" / name
     sizes[name] = sum(1 for line in path.open() if line.strip()) if path.exists() else None
   return sizes

@@ -34,8 +34,3 @@ def get(name: str) -> Task:
     raise TypeError(f"{__name__}.{name}.TASK is not the Task of its module: {task!r}")
   return task
 
-
-def __getattr__(attribute: str):
-  if attribute == "BY_NAME":  # {name: task}, every task module imported (names()/get() do not)
-    return {name: get(name) for name in names()}
-  raise AttributeError(f"module {__name__!r} has no attribute {attribute!r}")
