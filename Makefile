@@ -112,14 +112,17 @@ $(call check,BATCH_SIZES,$(COUNT_RE)($(comma)$(COUNT_RE))*,whole numbers from 1 
 $(call check,LAYOUT,$(LAYOUT_RE),a layout PxT such as 1x2)
 $(call check,LAYOUTS,$(LAYOUT_RE)($(comma)$(LAYOUT_RE))*,layouts PxT separated by commas)
 $(call check,RUNNER,DirectRunner|DataflowRunner,DirectRunner or DataflowRunner)
-PROFILES     = $(shell $(call q,$(PYTHON)) -m pipelines.matrix profiles)
+PROFILES     = $(shell $(call q,$(PYTHON)) -m pipelines.profiles names)
+vocab        = $(shell $(call q,$(PYTHON)) -m pipelines.worker.vocab $(1))
 $(if $(filter-out tuned,$(PROFILE)),$(call check,PROFILE,$(call names_re,$(PROFILES)),one of: $(PROFILES)))
 $(call check,WEIGHTS,random|pretrained,random or pretrained)
-$(call check,BATCHING,padded|length,padded or length)
-OPTIMIZATION_RE := none|channels_last|freeze|compile|bf16|int8
+# The names the launcher and the workers know (pipelines/worker/vocab.py).
+BATCHING_RE := $(call names_re,$(call vocab,batchings))
+OPTIMIZATION_RE := $(call names_re,$(call vocab,optimizations))
+$(call check,BATCHING,$(BATCHING_RE),one of: $(subst |, ,$(BATCHING_RE)))
 $(call check,OPTIMIZE,$(OPTIMIZATION_RE),one of: $(subst |, ,$(OPTIMIZATION_RE)))
 $(call check,OPTIMIZATIONS,($(OPTIMIZATION_RE))($(comma)($(OPTIMIZATION_RE)))*,optimizations ($(subst |, ,$(OPTIMIZATION_RE))) separated by commas)
-$(call check,BATCHINGS,(padded|length)($(comma)(padded|length))*,padded and/or length separated by commas)
+$(call check,BATCHINGS,($(BATCHING_RE))($(comma)($(BATCHING_RE)))*,$(subst |, and/or ,$(BATCHING_RE)) separated by commas)
 $(foreach v,DRY_RUN FAIL_ON_REGRESSION CROSS_PROFILE IN_IMAGE,$(call check,$(v),0|1,1 (on) or 0 (off)))
 $(call check,BENCH,$(call names_re,$(BENCHMARKS)),one of: $(BENCHMARKS))
 $(call check,PERF_BENCHMARKS,($(call names_re,$(BENCHMARKS)))( +($(call names_re,$(BENCHMARKS))))*,\

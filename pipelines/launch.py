@@ -65,7 +65,7 @@ def run(plan: RunPlan, share_clock: tuple[int, str]) -> Outcome | None:
     print(f"{plan.bench.name}: {e}", file=sys.stderr, flush=True)
   except (interrupts.WorkerDied, interrupts.WorkerStalled, dataflow.JobError) as e:  # one line
     logging.error("benchmark %s failed: %s", plan.bench.name, e)
-    outcome.error = error_line(e)
+    outcome.error = f"{type(e).__name__}: {e}"
   except Exception as e:  # noqa: BLE001 - a failed run still gets a record saying so
     logging.exception("benchmark %s failed", plan.bench.name)
     outcome.error = error_line(e)

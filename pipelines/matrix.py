@@ -10,8 +10,7 @@ from typing import Any
 from pipelines.cli_types import SHARE
 from pipelines.layout import Layout, LayoutError, check_memory
 from pipelines.worker import tasks
-from pipelines.worker.optimizations import NAMES as OPTIMIZATIONS
-from pipelines.worker.tasks import DEVICES, TASKS
+from pipelines.worker.vocab import DEVICES, OPTIMIZATIONS
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parent.parent
 MATRIX_PATH = REPO_ROOT / "infra" / "benchmarks.toml"
@@ -145,7 +144,7 @@ def load(path: pathlib.Path | None = None) -> dict[str, Benchmark]:
       raise MatrixError(f"{where}: unknown dataset '{dataset_name}'")
     dataset = datasets[dataset_name]
     task = _require(entry, "task", where)
-    if task not in TASKS or task not in dataset.get("tasks", [dataset.get("task")]):
+    if task not in tasks.names() or task not in dataset.get("tasks", [dataset.get("task")]):
       raise MatrixError(f"{where}: task '{task}' invalid or does not match its dataset")
     device = _require(entry, "device", where)
     if device not in DEVICES:
@@ -238,8 +237,5 @@ if __name__ == "__main__":
     print(" ".join(sorted({b.image for b in benchmarks.values()})))
   elif what == "models":
     print(" ".join(models(sys.argv[2] if len(sys.argv) > 2 else None)))
-  elif what == "profiles":
-    from pipelines import profiles
-    print(" ".join(profiles.load()))
   else:
-    raise SystemExit("usage: python -m pipelines.matrix names | images | models [IMAGE] | profiles")
+    raise SystemExit("usage: python -m pipelines.matrix names | images | models [IMAGE]")

@@ -20,15 +20,15 @@ from typing import Any
 
 from pipelines import matrix
 from pipelines.layout import Layout, LayoutError
-from pipelines.worker.optimizations import NAMES as OPTIMIZATIONS
-from pipelines.worker.optimizations import NONE
+from pipelines.worker import vocab
 from pipelines.worker.tasks import TASKS
+from pipelines.worker.vocab import OPTIMIZATIONS
 
-DEFAULT = "tuned"
+DEFAULT = vocab.DEFAULT_PROFILE
 VCPUS = "vcpus"  # layout: processes = threads = the machine type's vCPUs (Dataflow's default)
 _BATCH_KEYS = ("min_batch_size", "max_batch_size")
 SERVICE = "service"  # harness_threads: Dataflow's service chooses
-SENTENCE_BATCHINGS = ("padded", "length", "max_length")
+SENTENCE_BATCHINGS = vocab.SENTENCE_BATCHINGS
 BENCHMARK_KEYS = {"model_state_dict_path", "dataflow", "inference_step", "batching",
                   "sentence_batching"}
 
@@ -45,7 +45,7 @@ class ProfileError(matrix.MatrixError):
 @dataclasses.dataclass(frozen=True)
 class Profile:
   name: str
-  inference_step: str = "RunInference"
+  inference_step: str = vocab.DEFAULT_INFERENCE_STEP
   layout: str | None = None  # None: the matrix's; "vcpus"; or PxT
   batching: dict[str, dict[str, int]] = dataclasses.field(default_factory=dict)  # by task
   sentence_batching: str | None = None  # None: the matrix's; padded, length or max_length
@@ -140,7 +140,7 @@ def load(path=None) -> dict[str, Profile]:
     threads = entry.get("harness_threads", 1)
     if threads != SERVICE and (type(threads) is not int or threads < 1):
       raise ProfileError(f"{where}.harness_threads: a whole number from 1, or \"{SERVICE}\"")
-    if entry.get("optimization", NONE) not in OPTIMIZATIONS:
+    if entry.get("optimization", "none") not in OPTIMIZATIONS:
       raise ProfileError(f"{where}.optimization: one of {', '.join(OPTIMIZATIONS)}")
     if entry.get("sentence_batching", "padded") not in SENTENCE_BATCHINGS:
       raise ProfileError(f"{where}.sentence_batching: one of {', '.join(SENTENCE_BATCHINGS)}")
@@ -160,7 +160,8 @@ def load(path=None) -> dict[str, Profile]:
       if settings.get("sentence_batching", "padded") not in SENTENCE_BATCHINGS:
         raise ProfileError(f"{where}.benchmarks.{bench}.sentence_batching: one of "
                            f"{', '.join(SENTENCE_BATCHINGS)}")
-    out[name] = Profile(name=name, inference_step=entry.get("inference_step", "RunInference"),
+    step = entry.get("inference_step", vocab.DEFAULT_INFERENCE_STEP)
+    out[name] = Profile(name=name, inference_step=step,
                         layout=layout, batching=entry.get("batching", {}),
                         sentence_batching=entry.get("sentence_batching"),
                         benchmarks=entry.get("benchmarks", {}),
@@ -175,3 +176,14 @@ def get(name: str | None) -> Profile:
   if name not in profiles:
     raise ProfileError(f"unknown profile '{name}'; known: {', '.join(profiles)}")
   return profiles[name]
+
+
+if __name__ == "__main__":
+  # `python -m pipelines.profiles names` is how the Makefile lists the profiles.
+  import sys
+  if sys.argv[1:] != ["names"]:
+    raise SystemExit("usage: python -m pipelines.profiles names")
+  try:
+    print(" ".join(load()))
+  except matrix.MatrixError as e:
+    raise SystemExit(f"error: {matrix.matrix_path()}: {e}") from None

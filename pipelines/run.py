@@ -22,7 +22,7 @@ from pipelines.cli_types import positive_int
 from pipelines.layout import LayoutError
 from pipelines.record import build, ledger, store
 from pipelines.record.schema import Record
-from pipelines.worker import optimizations, options, process_stats
+from pipelines.worker import optimizations, options, process_stats, vocab
 
 # Beam flags the worker layout sets (layout.py); given by hand they would contradict the record.
 LAYOUT_FLAGS = ("--direct_num_workers", "--direct_running_mode")
@@ -49,7 +49,7 @@ def parser(description: str | None = __doc__) -> argparse.ArgumentParser:
   p.add_argument("--layout", type=cli_types.layout, default=None,
                  help="worker layout PxT: SDK processes x torch threads per process "
                       "(default: the matrix's for the machine type)")
-  p.add_argument("--batching", choices=("padded", "length"), default=None,
+  p.add_argument("--batching", choices=vocab.BATCHINGS, default=None,
                  help="the sentence tasks: pad each batch as it comes (padded) or batch "
                       "sentences of similar length (length); default: the profile's, else "
                       "the matrix's")

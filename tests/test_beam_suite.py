@@ -179,10 +179,9 @@ def test_sentiment_end_to_end_and_the_same_with_beams_batching(kit, data_dir):  
   assert code == 0, tuned and tuned.error
   assert_accounted(tuned, inputs=6, dead=1)
   assert [d["reason"] for d in dead_letters(kit.results, tuned)] == ["empty line: no sentence"]
-  meta = tuned.metadata
-  assert (meta["source"], meta["length_aware_batching"], tuned.plan["sentence_batching"]) == (
-      "bounded", True, "length")
-  assert meta["dataflow_workers"] == "2..10"
+  asked = tuned.plan
+  assert (asked["source"], asked["sentence_batching"]) == ("bounded", "length")
+  assert asked["dataflow"]["workers"] == "2..10"
   code, beam = kit("small-sentiment", "--input", str(listing), "--profile", "beam")
   assert code == 0, beam and beam.error
   assert beam.plan["sentence_batching"] == "max_length"

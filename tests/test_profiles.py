@@ -270,7 +270,7 @@ def test_profile_reaches_every_entry_point():
   assert "--profile beam" in make("bench-all", "PROFILE=beam")
   assert "pipelines.perf --profile beam" in make("perf", "PROFILE=beam")
   out = make("compare-profiles", "BENCH=resnet101", "N=128", "REPEATS=3")
-  assert "pipelines.compare_profiles resnet101 --results-dir results" in out
+  assert "pipelines.compare_profiles resnet101" in out and "--results-dir results" in out
   assert "--items 128" in out and "--repeats 3" in out
   assert "--cross-profile" in make("compare", "CROSS_PROFILE=1")
   assert "--cross-profile" not in make("compare")

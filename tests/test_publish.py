@@ -51,7 +51,7 @@ def reload(record, results):
   return store.find(record.run_id, results)
 
 
-def published(record, results) -> dict:
+def ledger_of(record, results) -> dict:
   """The run's ledger: what was sent where."""
   return ledger.entries(results, record)
 
@@ -126,7 +126,7 @@ def test_influxdb_v1_write_then_read_back_without_duplicates(tmp_path, results, 
   assert by_metric[KIT_STEP + "num_inferences"]["value"] == 64.0
   assert by_metric["BenchmarkKit/throughput_per_s"]["value"] == pytest.approx(
       record.metrics["throughput_per_s"])
-  assert published(record, results)["influxdb"]["status"] == "ok"
+  assert ledger_of(record, results)["influxdb"]["status"] == "ok"
 
 
 def test_beams_dashboard_queries_read_beam_profile_runs(tmp_path, results, no_targets):
@@ -209,7 +209,9 @@ def test_influxdb_v2_protocol_write_then_read_back(tmp_path, results, no_targets
   assert line["values"] == [52_000.0]  # one sample: the resend did not duplicate it
   assert line["timestamps"] == [int(run_record_ts(record)) * 1000]  # precision: seconds
   assert set(line["metric"]) == {"__name__", "metric", "test_id"}
-  assert SECRET not in json.dumps(reload(record, results))  # the token stays out of the record
+  # the token stays out of the record and its ledger
+  assert SECRET not in json.dumps(reload(record, results).to_dict())
+  assert SECRET not in json.dumps(ledger_of(record, results))
 
 
 def test_influxdb_v2_credentials_in_url_are_sent_as_basic_auth_and_never_shown(
@@ -228,10 +230,10 @@ def test_influxdb_v2_credentials_in_url_are_sent_as_basic_auth_and_never_shown(
                         timeout=5).status_code == 401  # the server does require the password
   assert [line["values"] for line in exported] == [[64.0]]
   out = capsys.readouterr()
-  saved = json.dumps(reload(record, results))
+  saved = json.dumps(reload(record, results).to_dict()) + json.dumps(ledger_of(record, results))
   for text in (out.out, out.err, saved):
     assert password not in text and quoted not in text and "kit:" not in text
-  assert published(record, results)["influxdb"]["target"] == (
+  assert ledger_of(record, results)["influxdb"]["target"] == (
       f"InfluxDB v2 at {url} (beam)")
 
 
@@ -255,9 +257,9 @@ def test_influxdb_v1_credentials_in_url_are_redacted_everywhere(tmp_path, result
   assert "InfluxDB v1 at http://127.0.0.1" in out.out and "InfluxDB v1" in out.err
   saved = reload(record, results)
   for text in (out.out, out.err, json.dumps(saved.to_dict()),
-               json.dumps(published(saved, results))):
+               json.dumps(ledger_of(saved, results))):
     assert SECRET not in text and "kit:" not in text
-  attempts = published(saved, results)["influxdb"]["attempts"]
+  attempts = ledger_of(saved, results)["influxdb"]["attempts"]
   assert [a["status"] for a in attempts] == ["ok", "failed"]
 
 
@@ -369,10 +371,10 @@ def test_bigquery_missing_dataset_is_an_error_unless_asked(bigquery_url, results
   bigquery_env(no_targets, bigquery_url, dataset="beam_perf_typo", create_dataset=False)
   record = make_record(results)
   assert publisher.main(["--results-dir", str(results)]) == 1
-  outcome = published(record, results)["bigquery"]
-  assert outcome.status == "failed"
-  assert "dataset test.beam_perf_typo does not exist" in outcome.error
-  assert "BIGQUERY_CREATE_DATASET=1" in outcome.error
+  outcome = ledger_of(record, results)["bigquery"]
+  assert outcome["status"] == "failed"
+  assert "dataset test.beam_perf_typo does not exist" in outcome["error"]
+  assert "BIGQUERY_CREATE_DATASET=1" in outcome["error"]
   with pytest.raises(NotFound):  # nothing was created
     bq_client(bigquery_url).get_dataset("test.beam_perf_typo")
   bigquery_env(no_targets, bigquery_url, dataset="beam_perf_typo", create_dataset=True)
@@ -395,9 +397,9 @@ def test_bigquery_insert_failure_is_reported_not_swallowed(bigquery_url, results
   bigquery_env(no_targets, bigquery_url, dataset="broken")
   record = make_record(results)
   assert publisher.main(["--results-dir", str(results)]) == 1
-  outcome = published(record, results)["bigquery"]
-  assert outcome.status == "failed"
-  assert "BigQuery test.broken" in outcome.error
+  outcome = ledger_of(record, results)["bigquery"]
+  assert outcome["status"] == "failed"
+  assert "BigQuery test.broken" in outcome["error"]
   assert reload(record, results).metrics == record.metrics
 
 
@@ -409,9 +411,9 @@ def test_bigquery_row_level_insert_errors_are_reported(bigquery_url, results, no
     bigquery_env(no_targets, url, dataset="rows")
     record = make_record(results)
     assert publisher.main(["--results-dir", str(results)]) == 1
-  outcome = published(record, results)["bigquery"]
-  assert outcome.status == "failed"
-  assert "rows rejected" in outcome.error and "no such field: job_id" in outcome.error
+  outcome = ledger_of(record, results)["bigquery"]
+  assert outcome["status"] == "failed"
+  assert "rows rejected" in outcome["error"] and "no such field: job_id" in outcome["error"]
 
 
 # --- faults: the record survives, the command fails clearly, a later publish succeeds ----------
@@ -432,8 +434,8 @@ def test_influx_fault_then_later_publish_succeeds(fault, tmp_path, results, no_t
   assert SECRET not in err
   failed = reload(record, results)
   assert json.dumps(failed.metrics, sort_keys=True) == before  # the local record is intact
-  assert published(failed, results)["influxdb"]["status"] == "failed"
-  assert SECRET not in json.dumps(failed.to_dict()) + json.dumps(published(failed, results))
+  assert ledger_of(failed, results)["influxdb"]["status"] == "failed"
+  assert SECRET not in json.dumps(failed.to_dict()) + json.dumps(ledger_of(failed, results))
 
   with servers.influxdb_v1(tmp_path) as url:
     requests.post(f"{url}/query", params={"q": "CREATE DATABASE beam_test_metrics"}, timeout=5)
@@ -441,7 +443,7 @@ def test_influx_fault_then_later_publish_succeeds(fault, tmp_path, results, no_t
     assert publisher.main(["--results-dir", str(results)]) == 0
     assert publisher.main(["--results-dir", str(results)]) == 0  # nothing left: no resend
     assert len(influx_v1_points(url)) == len(metrics_rows.published_metrics(record))
-  assert published(record, results)["influxdb"]["status"] == "ok"
+  assert ledger_of(record, results)["influxdb"]["status"] == "ok"
 
 
 @pytest.mark.parametrize("fault", ["down", "http_500", "hangs"])
@@ -452,7 +454,7 @@ def test_bigquery_fault_then_later_publish_succeeds(fault, bigquery_url, results
     started = time.monotonic()
     assert publisher.main(["--results-dir", str(results)]) == 1
     assert time.monotonic() - started < 60
-  assert published(record, results)["bigquery"]["status"] == "failed"
+  assert ledger_of(record, results)["bigquery"]["status"] == "failed"
   bigquery_env(no_targets, bigquery_url)
   assert publisher.main(["--results-dir", str(results)]) == 0
   rows = bigquery_rows(bigquery_url, record.run_id)
@@ -465,7 +467,7 @@ def test_post_run_publish_failure_keeps_the_run(results, no_targets, capsys):
   publish_after_run(record, results)  # must not raise
   saved = reload(record, results)
   assert saved.status == "succeeded"
-  assert published(saved, results)["influxdb"]["status"] == "failed"
+  assert ledger_of(saved, results)["influxdb"]["status"] == "failed"
   assert "make publish" in capsys.readouterr().err
 
 
@@ -493,7 +495,7 @@ def test_forced_resend_failure_keeps_the_earlier_success(tmp_path, results, no_t
   # Same target, server now down: `make publish RUN=<id>` fails and says so...
   assert publisher.main(["--results-dir", str(results), "--run", record.run_id]) == 1
   assert "stays published" in capsys.readouterr().err
-  entry = published(record, results)["influxdb"]
+  entry = ledger_of(record, results)["influxdb"]
   # ...but the run stays published (sends are idempotent: the points are still there).
   assert (entry["status"], entry["last_attempt"]) == ("ok", "failed")
   assert "ConnectionError" in entry["error"]
@@ -501,7 +503,7 @@ def test_forced_resend_failure_keeps_the_earlier_success(tmp_path, results, no_t
   assert {a["target"] for a in entry["attempts"]} == {f"InfluxDB v1 at {url} (beam_test_metrics)"}
   assert ledger.is_published(results, record, "influxdb")
   assert publisher.main(["--results-dir", str(results)]) == 0  # nothing to resend
-  assert len(published(record, results)["influxdb"]["attempts"]) == 2
+  assert len(ledger_of(record, results)["influxdb"]["attempts"]) == 2
   # A different server never got the run: `make publish` sends it there.
   (tmp_path / "b").mkdir()
   with servers.influxdb_v1(tmp_path / "b") as other:
@@ -509,7 +511,7 @@ def test_forced_resend_failure_keeps_the_earlier_success(tmp_path, results, no_t
     influx_v1_env(no_targets, other)
     assert publisher.main(["--results-dir", str(results)]) == 0
     assert len(influx_v1_points(other)) == len(metrics_rows.published_metrics(record))
-  entry = published(record, results)["influxdb"]
+  entry = ledger_of(record, results)["influxdb"]
   assert [a["status"] for a in entry["attempts"]] == ["ok", "failed", "ok"]
   assert (entry["status"], entry["last_attempt"], entry["error"]) == ("ok", "ok", None)
 
@@ -528,7 +530,7 @@ def test_records_from_before_the_history_keep_their_outcome_without_credentials(
   assert publisher.main(["--results-dir", str(results)]) == 0  # already published there
   assert publisher.main(["--results-dir", str(results), "--run", record.run_id]) == 1
   saved = reload(record, results)
-  entry = published(saved, results)["influxdb"]
+  entry = ledger_of(saved, results)["influxdb"]
   assert SECRET not in json.dumps(entry)
   assert [(a["status"], a["at"]) for a in entry["attempts"]][0] == (
       "ok", "2026-11-01T00:00:00+00:00")

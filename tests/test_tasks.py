@@ -66,11 +66,14 @@ def test_a_new_task_is_one_module_dropped_into_the_package(tmp_path, monkeypatch
 
 
 def test_names_and_the_matrix_import_no_torch_beam_or_pillow():
-  """`python -m pipelines.matrix names` is what the Makefile runs, with the system python."""
+  """`python -m pipelines.matrix names` (and the profiles' and the vocabulary's lists) is what
+  the Makefile runs, with the system python."""
   code = ("import runpy, sys\n"
-          "for what in ('names', 'images', 'models', 'profiles'):\n"
-          "  sys.argv = ['matrix', what]\n"
-          "  runpy.run_module('pipelines.matrix', run_name='__main__')\n"
+          "for module, what in (('matrix', 'names'), ('matrix', 'images'), ('matrix', 'models'),\n"
+          "                     ('profiles', 'names'), ('worker.vocab', 'optimizations'),\n"
+          "                     ('worker.vocab', 'batchings')):\n"
+          "  sys.argv = [module, what]\n"
+          "  runpy.run_module('pipelines.' + module, run_name='__main__')\n"
           "from pipelines.worker import tasks\n"
           "assert len(tasks.names()) == 6\n"
           "heavy = {'torch', 'apache_beam', 'PIL', 'numpy'} & set(sys.modules)\n"

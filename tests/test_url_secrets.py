@@ -54,7 +54,7 @@ def everywhere(out, record, results, capsys, doctor: str) -> dict[str, str]:
   """Every place a secret could reach: the run's output, its record, the report, doctor."""
   return {"stdout": out.out, "stderr": out.err,
           "record": json.dumps(pub.reload(record, results).to_dict()),
-          "ledger": json.dumps(pub.published(record, results)),
+          "ledger": json.dumps(pub.ledger_of(record, results)),
           "report": report_output(results, capsys), "doctor": doctor}
 
 
@@ -123,7 +123,7 @@ def test_url_without_a_scheme_is_refused_in_one_line_that_hides_the_password(
   refusal = f"INFLUXDB_URL must start with http:// or https:// (got '***@{host}')"
   assert out.err.splitlines() == [f"error: {refusal}", f"warning: not published: {refusal}"]
   assert f"InfluxDB misconfigured: {refusal}" in doctor
-  assert not pub.published(record, results)  # no attempt was made
+  assert not pub.ledger_of(record, results)  # no attempt was made
   assert_never_shown(password, everywhere(out, record, results, capsys, doctor))
 
 
@@ -140,5 +140,5 @@ def test_records_written_before_keep_no_password_cut_at_a_reserved_character(res
   store.path_for(record, results).write_text(json.dumps(old))
   pub.influx_v1_env(env, url)
   assert publisher.main(["--results-dir", str(results)]) == 1  # down: the attempt is recorded
-  saved = json.dumps(pub.published(record, results))
+  saved = json.dumps(pub.ledger_of(record, results))
   assert "k9Q" not in saved and "zR7w" not in saved

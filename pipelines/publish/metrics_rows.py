@@ -40,9 +40,9 @@ import datetime
 from pipelines.publish import PublishError
 from pipelines.record import comparable
 from pipelines.record.schema import Record
+from pipelines.worker.vocab import BEAM_NAMESPACE, KIT_NAMESPACE
 
-BEAM_NAMESPACE = "BeamML_PyTorch"
-KIT_PREFIX = "BenchmarkKit/"
+KIT_PREFIX = f"{KIT_NAMESPACE}/"
 
 # record metric -> the name Beam gives it after the step prefix (aggregation type first for a
 # distribution, as DistributionMetric composes it).

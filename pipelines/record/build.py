@@ -17,7 +17,7 @@ from typing import Any
 from pipelines import cost
 from pipelines.record import facts
 from pipelines.record.schema import ABSURD, Record
-from pipelines.worker import beam_metrics, latency_histogram, process_stats
+from pipelines.worker import beam_metrics, latency_histogram, process_stats, vocab
 
 PERCENTILES = (50, 90, 99)
 
@@ -130,7 +130,7 @@ def _optimization(metrics: dict[str, Any], processes: list[dict[str, Any]],
   optimize = [p["optimize_end_ms"] - p["model_load_end_ms"] for p in processes
               if "optimize_end_ms" in p and "model_load_end_ms" in p]
   metrics["optimize_s"] = max(optimize) / 1000 if optimize else None
-  ran = facts.single(counters, "optimization_ran_")
+  ran = facts.single(counters, vocab.OPTIMIZATION_RAN)
   if ran != "unknown":  # what the workers applied (the plan says what was asked)
     metadata["optimization_ran"] = ran
   applied = ran if ran != "unknown" else plan.get("optimization") or "none"

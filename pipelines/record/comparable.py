@@ -12,9 +12,9 @@ from __future__ import annotations
 import dataclasses
 import re
 
-from pipelines.record.schema import DEFAULT_PROFILE, Record
+from pipelines.record.schema import Record
+from pipelines.worker.vocab import BEAM_PROFILE, DEFAULT_PROFILE
 
-BEAM_PROFILE = "beam"  # publishes under Beam's own series names (on Dataflow)
 # How an override is written in a series name and a label.
 _SUFFIX = {"batch_size": "b{}", "items": "n{}"}
 _FLAG = {"optimization": "OPTIMIZE", "batch_size": "BATCH_SIZE", "items": "N",

@@ -9,7 +9,7 @@ import subprocess
 from typing import Any
 
 from pipelines.matrix import REPO_ROOT
-from pipelines.worker import worker_facts
+from pipelines.worker import vocab, worker_facts
 from pipelines.worker.optimizations import bf16_support
 
 VERSIONED_PACKAGES = ("apache-beam", "torch", "torchvision", "transformers", "numpy", "pillow")
@@ -45,11 +45,11 @@ def single(counters: dict[str, int], prefix: str) -> str:
 
 
 def device_used(counters: dict[str, int]) -> str:
-  return {"cuda": "GPU", "cpu": "CPU"}.get(d := single(counters, "model_loaded_on_"), d)
+  return {"cuda": "GPU", "cpu": "CPU"}.get(d := single(counters, vocab.LOADED_ON), d)
 
 
 def weights_used(counters: dict[str, int]) -> str:
-  return single(counters, "model_weights_")
+  return single(counters, vocab.WEIGHTS)
 
 
 def workers(counters: dict[str, int], processes: list[dict[str, Any]]) -> dict[str, Any]:

@@ -74,20 +74,26 @@ def _delivered(history: list[dict[str, Any]], target: str | None) -> bool:
 def record_attempt(root: pathlib.Path, record: Record, name: str,
                    attempt: dict[str, Any]) -> dict[str, Any]:
   """Adds one attempt ({status, target, at, error}) to the run's ledger; returns the target's
-  entry."""
+  entry (entries())."""
   ledger = _read(root, record.run_id)
   own = _attempts_in(ledger.get(name)) + [attempt]  # a v1 record's stay in the record
-  history = _attempts_in(record.legacy_publish.get(name)) + own
-  entry = {"status": "ok" if _delivered(history, attempt["target"]) else "failed",
-           "target": attempt["target"], "at": attempt["at"], "error": attempt["error"],
-           "last_attempt": attempt["status"], "attempts": own}
-  ledger[name] = entry
+  ledger[name] = _entry(own, own)
   write_atomically(path(root, record.run_id), json.dumps(ledger, indent=2, sort_keys=True) + "\n")
-  return entry
+  return entries(root, record)[name]
+
+
+def _entry(history: list[dict[str, Any]], kept: list[dict[str, Any]]) -> dict[str, Any]:
+  """A target's entry: delivered or not (any attempt to the latest one's server), the latest
+  attempt, and `kept`, the attempts listed."""
+  last = history[-1]
+  return {"status": "ok" if _delivered(history, last["target"]) else "failed",
+          "target": last["target"], "at": last["at"], "error": last["error"],
+          "last_attempt": last["status"], "attempts": kept}
 
 
 def entries(root: pathlib.Path, record: Record) -> dict[str, dict[str, Any]]:
-  """Each target's latest entry (the ledger's; a version 1 record's own where none)."""
-  out = {name: entry for name, entry in record.legacy_publish.items() if isinstance(entry, dict)}
-  out.update(_read(root, record.run_id))
-  return out
+  """Each target's entry over every attempt, oldest first (a version 1 record's own, then the
+  ledger's)."""
+  names = sorted({*record.legacy_publish, *_read(root, record.run_id)})
+  found = {name: attempts(root, record, name) for name in names}
+  return {name: _entry(history, history) for name, history in found.items() if history}

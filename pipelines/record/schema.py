@@ -20,9 +20,10 @@ import math
 import re
 from typing import Any
 
+from pipelines.worker.vocab import DEFAULT_INFERENCE_STEP, DEFAULT_PROFILE
+
 SCHEMA_VERSION = 2
 STATUSES = ("succeeded", "failed", "cancelled")
-DEFAULT_PROFILE = "tuned"
 # Read by index somewhere; build.py writes them all, for failed runs too.
 REQUIRED_METRICS = ("num_inferences", "dead_lettered", "mean_inference_request_batch_size",
                     "mean_inference_batch_latency_micro_secs",
@@ -100,7 +101,7 @@ class Record:
 
   @property
   def inference_step(self) -> str:
-    return str(self.plan.get("inference_step") or "RunInference")
+    return str(self.plan.get("inference_step") or DEFAULT_INFERENCE_STEP)
 
   @property
   def overrides(self) -> dict[str, Any]:
@@ -135,7 +136,7 @@ def problem(record: Any) -> str | None:
       return f"no {name}" if name not in record else f"{name} is not a text"
   for name, pattern in (("run_id", RUN_ID), ("benchmark", BENCHMARK)):
     if not pattern.fullmatch(record[name]):
-      return (f"{name} {shown(record[name][:80])} is not a name this kit writes (letters, "
+      return (f"{name} '{shown(record[name][:80])}' is not a name this kit writes (letters, "
               "digits, '-', '_' (and '.' in a benchmark), at most 64)")
   try:
     datetime.datetime.fromisoformat(record["timestamp"])

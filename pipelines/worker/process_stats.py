@@ -19,9 +19,10 @@ from typing import Any
 
 from apache_beam.metrics import Metrics
 
+from pipelines.worker import vocab
 from pipelines.worker.beam_metrics import KIT_NAMESPACE
 
-PREFIX = "process/"
+PREFIX = vocab.PROCESS
 
 
 def process_id() -> str:

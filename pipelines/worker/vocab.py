@@ -1,0 +1,43 @@
+"""The kit's vocabulary: every name the Makefile, the launcher and the workers must agree on,
+defined once. The Makefile reads its lists with `python3 -m pipelines.worker.vocab <list>` (no
+venv needed: this module imports nothing), as it reads the matrix.
+"""
+from __future__ import annotations
+
+import sys
+
+# Run profiles every matrix has (more are the matrix file's [profiles.*] tables).
+DEFAULT_PROFILE = "tuned"  # the kit's own settings
+BEAM_PROFILE = "beam"  # Beam's own benchmark settings, published under Beam's series names
+
+# Where a benchmark's model runs (the matrix's `device`).
+DEVICES = ("CPU", "GPU")
+
+# OPTIMIZE=: what the workers apply to the loaded model (optimizations.py says which runs where).
+OPTIMIZATIONS = ("none", "channels_last", "freeze", "compile", "bf16", "int8")
+
+# BATCHING=: how sentences are batched, as a user may ask; the profiles also know max_length
+# (every sentence padded to the tokenizer's maximum, as Beam's sentiment example pads).
+BATCHINGS = ("padded", "length")
+SENTENCE_BATCHINGS = (*BATCHINGS, "max_length")
+
+# Beam's metric namespace for RunInference, the kit's own, and the RunInference step label a
+# profile uses unless it names Beam's (Beam's metric names are composed from it).
+BEAM_NAMESPACE = "BeamML_PyTorch"
+KIT_NAMESPACE = "BenchmarkKit"
+DEFAULT_INFERENCE_STEP = "RunInference"
+
+# The prefixes of the kit's counters a worker reports and the record reads back: each names a
+# fact by its suffix (`model_loaded_on_cuda`: 1 per process that loaded its model there).
+LOADED_ON = "model_loaded_on_"
+WEIGHTS = "model_weights_"
+OPTIMIZATION_RAN = "optimization_ran_"
+PROCESS = "process/"  # per SDK process facts: process/<host>:<pid>/<fact> (process_stats.py)
+
+LISTS = {"optimizations": OPTIMIZATIONS, "batchings": BATCHINGS, "devices": DEVICES}
+
+if __name__ == "__main__":
+  what = sys.argv[1] if len(sys.argv) > 1 else ""
+  if what not in LISTS:
+    raise SystemExit(f"usage: python -m pipelines.worker.vocab {' | '.join(LISTS)}")
+  print(" ".join(LISTS[what]))
