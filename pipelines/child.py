@@ -50,10 +50,10 @@ class Interrupted(RuntimeError):
     return 128 + signal.Signals[self.signal_name]
 
 
-def to_json(o: Overrides) -> str:
-  fields = dataclasses.asdict(o)
+def to_json(asked: Overrides) -> str:
+  fields = dataclasses.asdict(asked)
   fields.update({k: str(fields[k]) for k in _PATHS},
-                layout=str(o.layout) if o.layout else None, beam_args=list(o.beam_args))
+                layout=str(asked.layout) if asked.layout else None, beam_args=list(asked.beam_args))
   return json.dumps(fields)
 
 
@@ -65,7 +65,7 @@ def from_json(text: str) -> Overrides:
   return Overrides(**fields)
 
 
-def run(o: Overrides, quiet: bool = True) -> Record | None:
+def run(asked: Overrides, quiet: bool = True) -> Record | None:
   """Runs `o` in a child process and returns its record, found by the run id given to it
   (None for a Dataflow dry run, which records nothing)."""
   run_id = build.new_run_id()
@@ -82,18 +82,18 @@ def run(o: Overrides, quiet: bool = True) -> Record | None:
   if threading.current_thread() is threading.main_thread():
     handlers = {s: signal.signal(s, forward) for s in (signal.SIGINT, signal.SIGTERM)}
   try:
-    out, err = child.communicate(to_json(o))
+    out, err = child.communicate(to_json(asked))
   finally:
     for signum, handler in handlers.items():
       signal.signal(signum, handler)
   try:
-    record = store.find(run_id, o.results_dir)
+    record = store.find(run_id, asked.results_dir)
   except store.UnknownRun:
     record = None
   name = stopped[0] if stopped else _signal_of(child.returncode)
   if name:
     raise Interrupted(name, record)
-  if record is None and child.returncode == 0 and o.dry_run:
+  if record is None and child.returncode == 0 and asked.dry_run:
     return None
   if record is None:
     lines = [line for line in (err or "").splitlines() if line.startswith("error:")]

@@ -45,15 +45,15 @@ def nvml_under_load(seconds: float = 3.0) -> dict:
 PARALLEL_DECODE_LAYOUTS = ("1x2", "2x1")
 
 
-def launched(o: Overrides):
+def launched(asked: Overrides):
   """One pipeline run's record, in a fresh process (child.py). A run that did not succeed, or
   too short for a steady state, ends the check with one line naming it and its record (no
   figure is computed from None)."""
   try:
-    record = child.run(o)
+    record = child.run(asked)
   except child.NotStarted as e:
-    raise SystemExit(f"error: gpu-check: {o.benchmark} did not start: {e}") from None
-  what = f"error: gpu-check: {o.benchmark} run {record.run_id}"
+    raise SystemExit(f"error: gpu-check: {asked.benchmark} did not start: {e}") from None
+  what = f"error: gpu-check: {asked.benchmark} run {record.run_id}"
   if not record.succeeded:
     raise SystemExit(f"{what} {record.status}: {record.error or 'no error recorded'}")
   if record.metrics.get("steady_throughput_per_s") is None:

@@ -39,7 +39,7 @@ def worker_options(plan: RunPlan, launch: runners.Launch) -> PipelineOptions:
       optimization=plan.optimization, gpu_sample_s=plan.gpu_sample_s, **launch.values)
 
 
-def run(plan: RunPlan, share_clock: tuple[int, str]) -> Outcome | None:
+def run(plan: RunPlan, share_start: tuple[int, str]) -> Outcome | None:
   """Runs the plan; None for a Dataflow dry run (nothing ran, nothing to record)."""
   runner = runners.for_runner(plan)
   launch = runner.prepare(plan)
@@ -54,7 +54,7 @@ def run(plan: RunPlan, share_clock: tuple[int, str]) -> Outcome | None:
     _dry_run(p, opts, plan.bench, plan.results_dir)
     return None
   logging.info("Running %s (run %s) on %s", plan.bench.name, plan.run_id, plan.runner)
-  outcome = Outcome(started=utc_now(), wall_time_s=0.0, share_clock=share_clock)
+  outcome = Outcome(started=utc_now(), wall_time_s=0.0, share_start=share_start)
   start = time.perf_counter()
   live = progress_for_launch(plan.local, plan.items or 0, plan.bench.name).start()
   try:

@@ -167,76 +167,81 @@ class RunPlan:
     }
 
 
-def resolve(o: Overrides, run_id: str | None = None) -> RunPlan:
+def resolve(asked: Overrides, run_id: str | None = None) -> RunPlan:
   """The one place a run's settings are decided and checked (see the module's docstring)."""
-  profile = profiles.get(o.profile)
-  bench = profile.apply(matrix.get(o.benchmark))
-  if o.runner not in RUNNERS:
-    raise PlanError(f"unknown runner '{o.runner}': use DirectRunner (local) or DataflowRunner")
-  if o.dry_run and o.runner != DATAFLOW:
-    raise PlanError("DRY_RUN builds a Dataflow job: use it with RUNNER=DataflowRunner")
-  if o.in_image and o.runner != LOCAL:
-    raise PlanError("IN_IMAGE=1 is for local runs: Dataflow always runs the worker image")
-  if o.batching and o.batching not in bench.task_spec.batchings:
-    raise PlanError(f"BATCHING={o.batching}: {bench.name}'s task {bench.task} batches its items "
-                    f"one way ({', '.join(bench.task_spec.batchings)})")
-  if o.gpu_sample_s is not None and not 0 <= o.gpu_sample_s <= 60:
-    raise PlanError(f"the GPU sampling interval must be 0 (off) to 60 s, not {o.gpu_sample_s}")
-  if not o.dry_run:
-    store.check_writable(o.results_dir)  # before any work, not after it
-  layout = o.layout or profile.layout_for(bench)
+  profile = profiles.get(asked.profile)
+  bench = profile.apply(matrix.get(asked.benchmark))
+  _refuse_what_cannot_run(asked, bench)
+  if not asked.dry_run:
+    store.check_writable(asked.results_dir)  # before any work, not after it
+  layout = asked.layout or profile.layout_for(bench)
   bench.check_memory(layout)  # copies that cannot fit never start
-  batching = profile.batching_for(bench, o.batch_size)
-  optimization = _optimization(bench, profile, o)
-  sentence_batching = profile.sentence_batching_for(bench, o.batching)
+  batching = profile.batching_for(bench, asked.batch_size)
+  optimization = _optimization(bench, profile, asked)
+  sentence_batching = profile.sentence_batching_for(bench, asked.batching)
+  sample_s = SAMPLE_INTERVAL_S if asked.gpu_sample_s is None else asked.gpu_sample_s
   common = dict(run_id=run_id or build.new_run_id(), bench=bench, profile=profile,
-                optimization=optimization, runner=o.runner, dry_run=o.dry_run, layout=layout,
-                min_batch_size=batching.get("min_batch_size"),
+                optimization=optimization, runner=asked.runner, dry_run=asked.dry_run,
+                layout=layout, min_batch_size=batching.get("min_batch_size"),
                 max_batch_size=batching.get("max_batch_size"),
-                sentence_batching=sentence_batching, results_dir=o.results_dir,
-                beam_args=tuple(o.beam_args),
-                gpu_sample_s=SAMPLE_INTERVAL_S if o.gpu_sample_s is None else o.gpu_sample_s)
-  if o.runner == LOCAL and o.in_image:
-    found = in_image(bench, o, optimization)
-  elif o.runner == LOCAL:
+                sentence_batching=sentence_batching, results_dir=asked.results_dir,
+                beam_args=tuple(asked.beam_args), gpu_sample_s=sample_s)
+  if asked.runner == LOCAL and asked.in_image:
+    found = in_image(bench, asked, optimization)
+  elif asked.runner == LOCAL:
     reason = optimizations.unavailable(optimization, bench.task)
     if reason:
       raise PlanError(f"OPTIMIZE={optimization}: {reason}")
-    found = local_input(bench, o)
+    found = local_input(bench, asked)
     found["check_model_files"] = found["model_files"]
   else:
-    found = dataflow_run(bench, profile, layout, o)
-  asked = _overrides(bench, profile, o, layout, batching, optimization, sentence_batching,
-                     found.get("items"))
-  return RunPlan(**common, **found, overrides=asked)
+    found = dataflow_run(bench, profile, layout, asked)
+  beyond = _overrides(bench, profile, asked, layout, batching, optimization, sentence_batching,
+                      found.get("items"))
+  return RunPlan(**common, **found, overrides=beyond)
 
 
-def _overrides(bench: matrix.Benchmark, profile: profiles.Profile, o: Overrides, layout: Layout,
-               batching: dict[str, int], optimization: str, sentence_batching: str,
-               items: int | None) -> tuple[tuple[str, Any], ...]:
+def _refuse_what_cannot_run(asked: Overrides, bench: matrix.Benchmark) -> None:
+  if asked.runner not in RUNNERS:
+    raise PlanError(f"unknown runner '{asked.runner}': use DirectRunner (local) or "
+                    "DataflowRunner")
+  if asked.dry_run and asked.runner != DATAFLOW:
+    raise PlanError("DRY_RUN builds a Dataflow job: use it with RUNNER=DataflowRunner")
+  if asked.in_image and asked.runner != LOCAL:
+    raise PlanError("IN_IMAGE=1 is for local runs: Dataflow always runs the worker image")
+  if asked.batching and asked.batching not in bench.task_spec.batchings:
+    raise PlanError(f"BATCHING={asked.batching}: {bench.name}'s task {bench.task} batches its "
+                    f"items one way ({', '.join(bench.task_spec.batchings)})")
+  if asked.gpu_sample_s is not None and not 0 <= asked.gpu_sample_s <= 60:
+    raise PlanError(f"the GPU sampling interval must be 0 (off) to 60 s, not "
+                    f"{asked.gpu_sample_s}")
+
+
+def _overrides(bench: matrix.Benchmark, profile: profiles.Profile, asked: Overrides,
+               layout: Layout, batching: dict[str, int], optimization: str,
+               sentence_batching: str, items: int | None) -> tuple[tuple[str, Any], ...]:
   """The settings this run asked that differ from what its profile would have chosen: an
   experiment, kept apart from the profile's series and groups (record/comparable.py)."""
-  asked = {"optimization": optimization != profile.optimization_for(bench) and optimization,
-           "batch_size": batching != profile.batching_for(bench) and o.batch_size,
-           "layout": layout != profile.layout_for(bench) and str(layout),
-           "batching": (sentence_batching != profile.sentence_batching_for(bench)
-                        and sentence_batching),
-           "input": bool(o.input) and "custom",
-           # local runs only: Dataflow runs the whole input
-           "items": (o.runner == LOCAL and o.items is not None and items != bench.local_items
-                     and o.items)}
-  return tuple((k, v) for k, v in asked.items() if v)
+  local_items = asked.runner == LOCAL and asked.items is not None and items != bench.local_items
+  differs = {"optimization": optimization != profile.optimization_for(bench) and optimization,
+             "batch_size": batching != profile.batching_for(bench) and asked.batch_size,
+             "layout": layout != profile.layout_for(bench) and str(layout),
+             "batching": (sentence_batching != profile.sentence_batching_for(bench)
+                          and sentence_batching),
+             "input": bool(asked.input) and "custom",
+             "items": local_items and asked.items}  # local runs only: Dataflow runs them all
+  return tuple((k, v) for k, v in differs.items() if v)
 
 
-def _optimization(bench: matrix.Benchmark, profile: profiles.Profile, o: Overrides) -> str:
+def _optimization(bench: matrix.Benchmark, profile: profiles.Profile, asked: Overrides) -> str:
   """The run's CPU optimization: OPTIMIZE=, else the profile's (beam: none), else the
   matrix's; refused where it cannot apply wherever the run goes (the machine's own abilities,
   a compiler for compile, are checked where the workers run)."""
-  if o.optimization and profile.optimization and o.optimization != profile.optimization:
+  if asked.optimization and profile.optimization and asked.optimization != profile.optimization:
     raise PlanError(f"PROFILE={profile.name} runs the model with optimization "
                     f"{profile.optimization}, as Beam's suite does: OPTIMIZE= is for the "
                     f"tuned profile")
-  name = o.optimization or profile.optimization_for(bench)
+  name = asked.optimization or profile.optimization_for(bench)
   if name != optimizations.NONE and bench.device == "GPU":
     raise PlanError(f"OPTIMIZE={name}: the kit's optimizations are CPU ones; {bench.name} runs "
                     "on a GPU")

@@ -25,26 +25,27 @@ class PlanError(RuntimeError):
   """Something is wrong before anything runs: one clear line, exit code 2."""
 
 
-def local_input(bench: matrix.Benchmark, o,
+def local_input(bench: matrix.Benchmark, asked,
                 model_files: dict[str, str] | None = None) -> dict[str, Any]:
   """A local run's input lines (read once, here) and model files."""
   check_device(bench)
-  default_source = not o.input
-  if o.input and "://" in o.input:  # pathlib would also mangle gs://b into gs:/b
-    raise PlanError(f"{o.input} is not a local file: a local run reads its input list from this "
-                    "machine (copy it here, or run on Dataflow: RUNNER=DataflowRunner)")
-  source = pathlib.Path(o.input) if o.input else o.data_dir / bench.task_spec.input_file
+  default_source = not asked.input
+  if asked.input and "://" in asked.input:  # pathlib would also mangle gs://b into gs:/b
+    raise PlanError(f"{asked.input} is not a local file: a local run reads its input list from "
+                    "this machine (copy it here, or run on Dataflow: RUNNER=DataflowRunner)")
+  source = (pathlib.Path(asked.input) if asked.input
+            else asked.data_dir / bench.task_spec.input_file)
   lines = read_input_lines(source, default_source)
-  items = len(lines) if o.input and not o.items else bench.items_for(o.items)
+  items = len(lines) if asked.input and not asked.items else bench.items_for(asked.items)
   if len(lines) < items:
     raise PlanError(f"{source} has {len(lines)} items, {items} requested"
-                    + (f": run `make data N={o.items}`" if default_source else ""))
+                    + (f": run `make data N={asked.items}`" if default_source else ""))
   return {"items": items, "input": str(source), "input_lines": tuple(lines[:items]),
-          "worker_share": bench.worker_share() if o.items == SHARE else None,
-          "model_files": tuple((model_files or local_model_files(bench, o.models_dir)).items())}
+          "worker_share": bench.worker_share() if asked.items == SHARE else None,
+          "model_files": tuple((model_files or local_model_files(bench, asked.models_dir)).items())}
 
 
-def in_image(bench: matrix.Benchmark, o, optimization: str) -> dict[str, Any]:
+def in_image(bench: matrix.Benchmark, asked, optimization: str) -> dict[str, Any]:
   """A local run whose workers are the benchmark's worker image, pushed (`make push`) and
   pinned by digest, checked before launch: its models and worker modules are there."""
   from pipelines import worker_container
@@ -64,14 +65,14 @@ def in_image(bench: matrix.Benchmark, o, optimization: str) -> dict[str, Any]:
                                           optimization=(optimization, bench.task))
   except worker_container.ContainerError as e:
     raise PlanError(str(e)) from None
-  local = local_input(bench, o, model_files=files)
+  local = local_input(bench, asked, model_files=files)
   root = input_files_root(local["input_lines"]) if bench.task_spec.reads_files else None
-  for mounted in (o.results_dir.resolve(), root):
+  for mounted in (asked.results_dir.resolve(), root):
     if mounted and ":" in str(mounted):  # `-v SRC:DST:MODE` would split the name
       raise PlanError(f"IN_IMAGE=1 mounts {mounted} into the container, and a ':' in its name "
                       "cannot be mounted: use a folder without one")
   try:  # the agreement check runs here, on this machine's copies of the baked models
-    check_files = tuple(local_model_files(bench, o.models_dir).items())
+    check_files = tuple(local_model_files(bench, asked.models_dir).items())
   except PlanError:
     check_files = None
   return {**local, "image": image, "in_image": True, "check_model_files": check_files,
@@ -101,23 +102,23 @@ def image_model_files(bench: matrix.Benchmark) -> dict[str, str]:
 
 
 def dataflow_run(bench: matrix.Benchmark, profile: profiles.Profile, layout: Layout,
-                 o) -> dict[str, Any]:
+                 asked) -> dict[str, Any]:
   cloud = dataflow.settings()
   if bench.streaming and not re.fullmatch(r"projects/[^/]+/subscriptions/[^/]+",
                                           cloud["PUBSUB_SUBSCRIPTION"]):
     raise PlanError(f"{bench.name} is a streaming job on Dataflow, reading its items from "
                     "Pub/Sub as Beam's does: set PUBSUB_SUBSCRIPTION=projects/P/subscriptions/S "
                     "(in .env): the launcher publishes the input's lines to its topic")
-  if o.items:
+  if asked.items:
     logging.warning("N/--items applies to local runs; Dataflow runs the whole input")
   layout.dataflow_experiments(bench.machine.vcpus)  # LayoutError for what Dataflow cannot run
   try:
-    image = dataflow.pinned_image(bench, cloud, o.dry_run)
+    image = dataflow.pinned_image(bench, cloud, asked.dry_run)
   except dataflow.ImageNotPushed as e:
     raise PlanError(str(e)) from None
   files = image_model_files(bench)
   files.update(profile.dataflow_values(bench))  # e.g. Beam's gs:// model path
-  return {"items": items_requested(bench, o.input), "input": o.input or bench.dataset_input,
+  return {"items": items_requested(bench, asked.input), "input": asked.input or bench.dataset_input,
           "model_files": tuple(files.items()), "cloud": tuple(cloud.items()), "image": image}
 
 

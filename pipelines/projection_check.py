@@ -25,16 +25,16 @@ def straight_line(n1: int, t1: float, n4: int, t4: float) -> tuple[float, float]
   return t1 - n1 * per_item, per_item
 
 
-def run_share(o: Overrides) -> Record:
+def run_share(asked: Overrides) -> Record:
   try:
-    record = child.run(o)
+    record = child.run(asked)
   except child.NotStarted as e:
-    raise SystemExit(f"error: plan-check {o.benchmark}: {e}") from None
+    raise SystemExit(f"error: plan-check {asked.benchmark}: {e}") from None
   except child.Interrupted as e:
     raise SystemExit(e.exit_code) from None
   seconds = record.metrics.get("worker_share_s")
   if not record.succeeded or seconds is None:
-    raise SystemExit(f"error: plan-check {o.benchmark}: run {record.run_id} "
+    raise SystemExit(f"error: plan-check {asked.benchmark}: run {record.run_id} "
                      f"{record.status} without a worker share: {record.error}")
   return record
 

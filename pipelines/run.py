@@ -96,9 +96,9 @@ class RecordNotSaved(RuntimeError):
   """The run finished but its record could not be written where it belongs."""
 
 
-def run_plan(plan: plan_lib.RunPlan, share_clock: tuple[int, str]) -> Record | None:
+def run_plan(plan: plan_lib.RunPlan, share_start: tuple[int, str]) -> Record | None:
   """Runs a resolved plan and returns its saved record (None for a Dataflow dry run)."""
-  outcome = launch.run(plan, share_clock)
+  outcome = launch.run(plan, share_start)
   if outcome is None:
     return None
   record = build.build(plan.as_record(), outcome)
@@ -177,7 +177,7 @@ def publish_after_run(record: Record, results_dir: pathlib.Path) -> None:
 _first_run_in_process = True
 
 
-def share_clock() -> tuple[int, str]:
+def worker_share_start() -> tuple[int, str]:
   """Where a worker share's time starts: the launcher process's own start for the first run
   in a process (what a user waits for: interpreter, imports, plan, pipeline, workers); a later
   run in the same process can only count from its own start."""
@@ -188,10 +188,10 @@ def share_clock() -> tuple[int, str]:
   return process_stats.now_ms(), "run start (not the first run in its process)"
 
 
-def run_overrides(o: plan_lib.Overrides, run_id: str | None = None) -> Record | None:
+def run_overrides(asked: plan_lib.Overrides, run_id: str | None = None) -> Record | None:
   """Resolves and runs, in this process (a child's main, the tests)."""
-  clock = share_clock()
-  return run_plan(plan_lib.resolve(o, run_id), clock)
+  start = worker_share_start()
+  return run_plan(plan_lib.resolve(asked, run_id), start)
 
 
 def quiet_logging() -> None:
@@ -215,19 +215,19 @@ def main(argv: list[str] | None = None) -> int:
   p = parser()
   p.add_argument("benchmark")
   args, beam_args = p.parse_known_args(argv)
-  o = overrides(args.benchmark, args, beam_flags(p, beam_args))
-  return run_and_exit_code(o)
+  asked = overrides(args.benchmark, args, beam_flags(p, beam_args))
+  return run_and_exit_code(asked)
 
 
-def run_and_exit_code(o: plan_lib.Overrides, run_id: str | None = None) -> int:
+def run_and_exit_code(asked: plan_lib.Overrides, run_id: str | None = None) -> int:
   """run_overrides with refusals and an unsaved record as their one line and exit code."""
   try:
-    return exit_code(run_overrides(o, run_id))
+    return exit_code(run_overrides(asked, run_id))
   except REFUSALS as e:
-    print(f"error: {o.benchmark}: {e}", file=sys.stderr)
+    print(f"error: {asked.benchmark}: {e}", file=sys.stderr)
     return 2
   except RecordNotSaved as e:
-    print(f"error: {o.benchmark}: {e}", file=sys.stderr)
+    print(f"error: {asked.benchmark}: {e}", file=sys.stderr)
     return 1
 
 

@@ -48,14 +48,14 @@ def _list(parse):
   return parse_list
 
 
-def run_point(o: plan.Overrides) -> Record:
+def run_point(asked: plan.Overrides) -> Record:
   """One point, in a fresh process (child.py); its record (status failed with the error if it
   failed)."""
   try:
-    return child.run(o)
+    return child.run(asked)
   except child.NotStarted as e:
-    raise SystemExit(f"sweep point {o.layout} {o.batching or ''} batch {o.batch_size} did not "
-                     f"start:\n{e}") from None
+    raise SystemExit(f"sweep point {asked.layout} {asked.batching or ''} batch "
+                     f"{asked.batch_size} did not start:\n{e}") from None
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -147,30 +147,30 @@ def run_grid(grid: list[plan.Overrides], repeats: int, name: str,
   the points that finished (and the interrupted one, as cancelled, when it recorded itself)."""
   start = time.monotonic()
   total = len(grid) * repeats
-  for i, o in enumerate(grid):
+  for i, asked in enumerate(grid):
     records = []
     for r in range(repeats):
       step = i * repeats + r + 1
       eta = (time.monotonic() - start) / (step - 1) * (total - step + 1) if step > 1 else None
-      print(f"[{step}/{total}] {name} layout {o.layout} {o.batching or ''} batch "
-            f"{o.batch_size} {o.optimization or ''}"
+      print(f"[{step}/{total}] {name} layout {asked.layout} {asked.batching or ''} batch "
+            f"{asked.batch_size} {asked.optimization or ''}"
             + (f" (about {eta / 60:.0f} min left)" if eta else ""), flush=True)
       try:
-        records.append(run_point(o))
+        records.append(run_point(asked))
       except child.Interrupted as e:
         if e.record is not None:
           records.append(e.record)
         if records:
-          sweep["points"].append(_point(o, records))
+          sweep["points"].append(_point(asked, records))
         return e
-    sweep["points"].append(_point(o, records))
+    sweep["points"].append(_point(asked, records))
     print(f"    {cell(sweep['points'][-1])} items/s (p99 batch ms)", flush=True)
   return None
 
 
-def _point(o: plan.Overrides, records: list[Record]) -> dict:
-  return {"layout": str(o.layout), "batching": o.batching, "batch_size": o.batch_size,
-          "optimization": o.optimization, **summarize(records)}
+def _point(asked: plan.Overrides, records: list[Record]) -> dict:
+  return {"layout": str(asked.layout), "batching": asked.batching, "batch_size": asked.batch_size,
+          "optimization": asked.optimization, **summarize(records)}
 
 
 if __name__ == "__main__":

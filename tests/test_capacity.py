@@ -37,7 +37,7 @@ def planted(layout: str, startup_s: float, rate: float, items: int = 200, in_ima
   return build.build(plan, build.Outcome(
       started=build.utc_now(), wall_time_s=startup_s + items / rate,
       raw={"counters": counters, "distributions": dist},
-      share_clock=(T0, "launcher process start")))
+      share_start=(T0, "launcher process start")))
 
 
 NO_STARTUP_CONSTANTS = {"WORKER_BOOT_S": 0.0, "IMAGE_GB": 0.0, "IMAGE_PULL_GBPS": 1.0}

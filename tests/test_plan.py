@@ -50,7 +50,7 @@ def test_every_refusal_comes_from_resolve_with_one_line(
 def test_the_record_carries_the_plan_whole_and_no_key_twice(kit, models_dir,  # noqa: F811
                                                              data_dir):
   resolved = plan.resolve(overrides(kit, models_dir, data_dir, items=4, batch_size=2))
-  record = run.run_plan(resolved, run.share_clock())
+  record = run.run_plan(resolved, run.worker_share_start())
   assert record.status == "succeeded" and record.run_id == resolved.run_id
   assert record.plan == resolved.as_record()
   assert record.plan["model_files"]["vocab_path"].endswith("vocab.txt")

@@ -39,7 +39,7 @@ def worker_args(bench: matrix.Benchmark, s: Mapping[str, str], job_name: str,
     args.append(f"--number_of_worker_harness_threads={harness_threads}")
   if bench.streaming:  # Beam's streaming benchmarks: items arrive as Pub/Sub messages
     args += ["--streaming", f"--pubsub_subscription={s['PUBSUB_SUBSCRIPTION']}"]
-  args += [f"--dataflow_service_options={o}" for o in service_options(bench)]
+  args += [f"--dataflow_service_options={option}" for option in service_options(bench)]
   experiments = [*shape.experiments, *layout.dataflow_experiments(bench.machine.vcpus)]
   args += [f"--experiments={e}" for e in dict.fromkeys(experiments)]
   if s.get("SERVICE_ACCOUNT"):

@@ -41,7 +41,7 @@ class Outcome:
   partial: dict[str, int] | None = None  # counts the workers reported before the run stopped
   facts: dict[str, Any] = dataclasses.field(default_factory=dict)  # engine, job id, container...
   job: dict[str, Any] | None = None  # a Dataflow job's own figures (dataflow.job_figures)
-  share_clock: tuple[int, str] | None = None  # (epoch ms, what) the worker share counts from
+  share_start: tuple[int, str] | None = None  # (epoch ms, what) the worker share counts from
   detail: str | None = None  # the error's whole text (a traceback): kept in a log, not the record
 
 
@@ -113,14 +113,14 @@ def _throughput(metrics: dict[str, Any], wall_time_s: float,
 
 
 def _worker_share(metrics: dict[str, Any], processes: list[dict[str, Any]],
-                  share_clock: tuple[int, str] | None, metadata: dict[str, Any]) -> None:
+                  share_start: tuple[int, str] | None, metadata: dict[str, Any]) -> None:
   """One worker's share of the job, whole: from the launcher's start to the last batch's end."""
-  share = process_stats.worker_share(processes, share_clock[0] if share_clock else None)
+  share = process_stats.worker_share(processes, share_start[0] if share_start else None)
   metrics["worker_share_s"] = share["seconds"] if share else None
   for part in process_stats.SHARE_PARTS:
     metrics[f"worker_share_{part}"] = share["parts"][part] if share else None
   if share:
-    metadata["worker_share_from"] = share_clock[1]
+    metadata["worker_share_from"] = share_start[1]
     metadata["worker_share_process"] = share["process"]
 
 
@@ -173,7 +173,7 @@ def build(plan: dict[str, Any], outcome: Outcome) -> Record:
   histogram = _latency(metrics, counters, notes)
   processes = process_stats.read(raw)
   _throughput(metrics, outcome.wall_time_s, processes)
-  _worker_share(metrics, processes, outcome.share_clock, metadata)
+  _worker_share(metrics, processes, outcome.share_start, metadata)
   _optimization(metrics, processes, counters, plan, metadata, notes)
   metrics["agreement"] = metrics["max_logit_diff"] = None  # add_agreement, once checked
   if plan.get("runner") == "DataflowRunner":
