@@ -28,7 +28,7 @@ endif
 USER_VARS := PYTHON VENV RUNNER PROFILE N BATCH_SIZE INPUT REPEATS BENCH WEIGHTS RESULTS \
   FAIL_ON_REGRESSION DRY_RUN LAYOUT BATCH_SIZES LAYOUTS PERF_BENCHMARKS BATCHINGS BATCHING \
   CROSS_PROFILE A B RUN BUILDER REGISTRY IMAGE_TAG BASE_IMAGE TORCH_FROM IMAGE_WEIGHTS CA_BUNDLE FORCE \
-  IN_IMAGE CONTAINER_CLI ITEMS DEADLINE BUDGET OPTIMIZE OPTIMIZATIONS HF_TOKEN_FILE
+  IN_IMAGE CONTAINER_CLI ITEMS DEADLINE BUDGET OPTIMIZE OPTIMIZATIONS HF_TOKEN_FILE DECODE
 literal = $(eval override $(1) := $$(value $(1)))$(eval export $(1))
 $(foreach v,$(.VARIABLES),$(if $(filter command line,$(origin $(v))),$(call literal,$(v))))
 $(foreach v,$(USER_VARS),$(if $(filter environment,$(origin $(v))),$(call literal,$(v))))
@@ -58,7 +58,8 @@ IN_IMAGE    ?=## 1: a local run's SDK workers run in the benchmark's pushed work
 ITEMS       ?=## make plan: items in the job (default: the matrix dataset's, e.g. 50000)
 DEADLINE    ?=## make plan: the job's deadline in seconds
 BUDGET      ?=## make plan: the job's budget in USD
-OPTIMIZE    ?=## CPU optimization: none, channels_last, freeze, compile, bf16, int8 (default: the profile's)
+DECODE      ?=## image classification: cpu (PIL per item, Beam's way) or device (batched on the model's device: nvjpeg on a GPU)
+OPTIMIZE    ?=## the loaded model's optimization: none; CPU: channels_last, freeze, compile, bf16, int8; GPU: fp16, bf16 (_channels_last) (default: the profile's)
 OPTIMIZATIONS ?=## make sweep: optimizations, comma-separated (default: the profile's)
 BENCHMARKS  := $(shell $(call q,$(PYTHON)) -m pipelines.matrix names)
 IMAGES      := $(shell $(call q,$(PYTHON)) -m pipelines.matrix images)
@@ -120,6 +121,8 @@ $(call check,WEIGHTS,random|pretrained,random or pretrained)
 BATCHING_RE := $(call names_re,$(call vocab,batchings))
 OPTIMIZATION_RE := $(call names_re,$(call vocab,optimizations))
 $(call check,BATCHING,$(BATCHING_RE),one of: $(subst |, ,$(BATCHING_RE)))
+DECODE_RE := $(call names_re,$(call vocab,decoders))
+$(call check,DECODE,$(DECODE_RE),one of: $(subst |, ,$(DECODE_RE)))
 $(call check,OPTIMIZE,$(OPTIMIZATION_RE),one of: $(subst |, ,$(OPTIMIZATION_RE)))
 $(call check,OPTIMIZATIONS,($(OPTIMIZATION_RE))($(comma)($(OPTIMIZATION_RE)))*,optimizations ($(subst |, ,$(OPTIMIZATION_RE))) separated by commas)
 $(call check,BATCHINGS,($(BATCHING_RE))($(comma)($(BATCHING_RE)))*,$(subst |, and/or ,$(BATCHING_RE)) separated by commas)
@@ -155,7 +158,8 @@ RUN_ARGS     = --runner $(call q,$(RUNNER)) --results-dir $(call q,$(RESULTS)) $
                $(if $(BATCH_SIZE),--batch-size $(call q,$(BATCH_SIZE))) $(if $(INPUT),--input $(call q,$(INPUT))) \
                $(if $(filter 1,$(DRY_RUN)),--dry-run) $(if $(LAYOUT),--layout $(call q,$(LAYOUT))) \
                $(if $(BATCHING),--batching $(call q,$(BATCHING))) --profile $(call q,$(PROFILE)) \
-               $(if $(filter 1,$(IN_IMAGE)),--in-image) $(if $(OPTIMIZE),--optimize $(call q,$(OPTIMIZE)))
+               $(if $(filter 1,$(IN_IMAGE)),--in-image) $(if $(OPTIMIZE),--optimize $(call q,$(OPTIMIZE))) \
+               $(if $(DECODE),--decode $(call q,$(DECODE)))
 ITEMS_ARG    = $(if $(N),--items $(call q,$(N)))
 REPEATS_ARG  = $(if $(REPEATS),--repeats $(call q,$(REPEATS)))
 

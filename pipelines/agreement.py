@@ -59,12 +59,13 @@ def check(plan, items: int = CHECK_ITEMS) -> dict[str, Any] | None:
       break
   if not examples:
     return {"items": 0, "passed": None, "note": "not checked: every input was dead-lettered"}
-  reference = load_model(files["model_state_dict_path"], plan.bench.model)
+  device = _device(plan)  # a GPU optimization (fp16) is checked where it runs
+  reference = load_model(files["model_state_dict_path"], plan.bench.model).to(device)
   batch = plan.max_batch_size or 8
   optimized = steps.optimize(copy.deepcopy(reference), name, batch)
   chunks = [examples[i:i + batch] for i in range(0, len(examples), batch)]
-  want = torch.cat([steps.prediction_logits(reference, c, "cpu") for c in chunks])
-  got = torch.cat([steps.prediction_logits(optimized, c, "cpu") for c in chunks])
+  want = torch.cat([steps.prediction_logits(reference, c, device).cpu() for c in chunks])
+  got = torch.cat([steps.prediction_logits(optimized, c, device).cpu() for c in chunks])
   meta = read_meta(files["model_state_dict_path"])
   weights = meta.weights if meta else "unknown"
   figures = compare(want, got, exact=name in optimizations.EXACT,
@@ -93,7 +94,55 @@ def compare(want: torch.Tensor, got: torch.Tensor, exact: bool,
     out["tolerance"] = f"agreement >= {LOSSY_PASS:g} with pretrained weights"
     out["passed"] = out["agreement"] >= LOSSY_PASS if meaningful else None
     if not meaningful:
-      out["note"] = ("random weights: their logits are near ties, so a lossy optimization's "
-                     "agreement means little; run `make models WEIGHTS=pretrained` (README, "
-                     "\"CPU optimizations\") for a meaningful one")
+      out["note"] = ("random weights: their logits are near ties, so a lossy change's (an "
+                     "optimization's, another decoder's) agreement means little; run `make "
+                     "models WEIGHTS=pretrained` (README, \"CPU optimizations\") for a "
+                     "meaningful one")
   return out
+
+
+def _device(plan) -> torch.device:
+  return torch.device("cuda" if plan.bench.device == "GPU" else "cpu")
+
+
+def check_decode(plan, items: int = CHECK_ITEMS) -> dict[str, Any] | None:
+  """DECODE=device against cpu: the same items decoded by PIL (the cpu path's preprocessing)
+  and by the batched decoder on the model's device (device_decode.decode_batch), run through
+  the same model as loaded; the figures of `compare` (lossy: a different resize), plus how far
+  the model's inputs are apart (max_input_diff, in normalized units). None: the run decodes
+  on the CPU."""
+  if plan.decode != "device":
+    return None
+  if not plan.check_model_files:
+    return {"items": 0, "passed": None,
+            "note": "not checked: no local model files (make models) to check against"}
+  from pipelines.worker import device_decode, images
+  from pipelines.worker.tasks import image_classification
+  started = time.perf_counter()
+  pairs = []
+  for line in plan.input_lines:
+    try:
+      data = images.read_bytes(line.decode("utf-8").strip())
+      pairs.append((image_classification.preprocess(data), data))
+    except Exception:  # noqa: BLE001,S112 - a line the pipeline dead-letters is not checked
+      continue
+    if len(pairs) == items:
+      break
+  device = _device(plan)
+  decoded, failed = device_decode.decode_batch(
+      [torch.frombuffer(bytearray(data), dtype=torch.uint8) for _, data in pairs], device)
+  kept = [cpu for i, (cpu, _) in enumerate(pairs) if i not in failed]
+  if not kept:
+    return {"items": 0, "passed": None, "note": "not checked: no input decoded both ways"}
+  files = dict(plan.check_model_files)
+  model = load_model(files["model_state_dict_path"], plan.bench.model).to(device)
+  want, got = torch.stack(kept).to(device), decoded.to(device)
+  with torch.no_grad():
+    logits = model(torch.cat([want, got])).float().cpu()
+  meta = read_meta(files["model_state_dict_path"])
+  weights = meta.weights if meta else "unknown"
+  figures = compare(logits[:len(kept)], logits[len(kept):], exact=False,
+                    meaningful=weights == "pretrained")
+  return {**figures, "max_input_diff": float((want - got).abs().max()),
+          "decoded_on": device.type, "weights": weights,
+          "seconds": round(time.perf_counter() - started, 1)}

@@ -39,7 +39,7 @@ import statistics
 import sys
 from typing import Any
 
-from pipelines import cost, matrix, profiles
+from pipelines import capacity_table, cost, matrix, profiles
 from pipelines.layout import Layout, LayoutError, check_memory
 from pipelines.record import comparable, store
 from pipelines.record.schema import Record
@@ -55,7 +55,8 @@ class PlanInputMissing(RuntimeError):
 
 @dataclasses.dataclass(frozen=True)
 class Measured:
-  """One profile and worker layout of the benchmark as measured on one machine type."""
+  """One profile and worker layout of a benchmark as measured on one machine type."""
+  benchmark: str
   profile: str  # its batching and step label: tuned or beam
   layout: Layout
   machine_type: str
@@ -64,6 +65,7 @@ class Measured:
   startup_s: float  # everything that does not scale with the items
   in_image: bool
   run_ids: tuple[str, ...]
+  hardware: str  # what the rate was measured on: the GPU, or the CPUs
 
 
 def constants(env: dict[str, str] = os.environ, **given: float | None) -> dict[str, float]:
@@ -104,10 +106,20 @@ def measured(bench: matrix.Benchmark, records: list[Record]) -> list[Measured]:
     startups = [max(0.0, r.metrics["worker_share_s"]
                     - r.metrics["num_inferences"] / r.metrics["steady_throughput_per_s"])
                 for r in chosen]
-    out.append(Measured(profile, Layout.parse(layout), bench.machine.name, bench.machine.vcpus,
-                        statistics.median(rates), statistics.median(startups),
-                        bool(in_image), tuple(r.run_id for r in chosen)))
+    out.append(Measured(bench.name, profile, Layout.parse(layout), bench.machine.name,
+                        bench.machine.vcpus, statistics.median(rates),
+                        statistics.median(startups), bool(in_image),
+                        tuple(r.run_id for r in chosen), hardware(chosen[-1])))
   return out
+
+
+def hardware(record: Record) -> str:
+  """'NVIDIA H200, 2 CPUs' or '2 CPUs of Intel(R) Xeon(R) ...': what a rate was measured on."""
+  meta = record.metadata
+  cpus = meta.get("cpus") or meta.get("launcher_cpus") or "?"
+  if record.device_used == "GPU":
+    return f"{meta.get('gpu_name') or 'a GPU'}, {cpus} CPUs"
+  return f"{cpus} CPUs of {meta.get('cpu_model') or 'an unrecorded CPU'}"
 
 
 def worker_seconds(m: Measured, items_per_worker: int, vcpus: int, c: dict[str, float]) -> float:
@@ -118,9 +130,13 @@ def worker_seconds(m: Measured, items_per_worker: int, vcpus: int, c: dict[str, 
 
 def rows(bench: matrix.Benchmark, found: list[Measured], items: int, c: dict[str, float],
          prices: dict[str, Any]) -> list[dict[str, Any]]:
-  """Every (machine type, layout, worker count) the measurements can speak for."""
+  """Every (machine type, layout, worker count) the measurements can speak for: larger machine
+  types projected by vCPUs for a CPU benchmark; a GPU benchmark's rate is its GPU's, so only
+  its own machine type."""
   out = []
   for machine, shape in prices["machine_types"].items():
+    if bench.needs_gpu and machine != bench.machine.name:
+      continue
     hourly = cost.worker_hour_price(machine, bench.dataflow.disk_size_gb,
                                     bench.dataflow.accelerator,
                                     bench.dataflow.accelerator_count, prices)
@@ -138,7 +154,9 @@ def rows(bench: matrix.Benchmark, found: list[Measured], items: int, c: dict[str
         continue
       for workers in WORKER_COUNTS:
         seconds = worker_seconds(m, math.ceil(items / workers), shape["vcpus"], c)
-        out.append({"machine_type": machine, "profile": m.profile, "layout": str(m.layout),
+        out.append({"benchmark": bench.name, "machine_type": machine,
+                    "accelerator": bench.dataflow.accelerator, "measured_on": m.hardware,
+                    "profile": m.profile, "layout": str(m.layout),
                     "layout_on_machine": str(on_machine),
                     "workers": workers, "job_s": seconds,
                     "cost_usd": workers * seconds / 3600 * hourly,
@@ -154,6 +172,14 @@ def frontier(candidates: list[dict[str, Any]]) -> list[dict[str, Any]]:
     if not best or row["cost_usd"] < best[-1]["cost_usd"]:
       best.append(row)
   return best
+
+
+def cpu_twins(bench: matrix.Benchmark) -> list[matrix.Benchmark]:
+  """The CPU benchmarks of a GPU benchmark's task and model (resnet152 for resnet152-gpu)."""
+  if not bench.needs_gpu:
+    return []
+  return [b for b in matrix.load().values()
+          if not b.needs_gpu and (b.task, b.model) == (bench.task, bench.model)]
 
 
 def beam_configuration(bench_name: str) -> dict[str, Any]:
@@ -205,10 +231,17 @@ def plan(bench_name: str, items: int, deadline_s: float | None, budget_usd: floa
   if fitted is not None:
     c = {**c, "WORKER_BOOT_S": fitted}
   candidates = rows(bench, found, items, c, prices)
+  # A GPU benchmark beside the same model on CPU workers, for the same items: the decision
+  # between the two is what its measurements are for.
+  for twin in cpu_twins(bench):
+    twin_found = measured(twin, records)
+    found += twin_found
+    candidates += rows(twin, twin_found, items, c, prices)
   beam = beam_configuration(bench.name)
   for row in candidates:
-    row["beam"] = (row["machine_type"], row["workers"], row["layout"], row["profile"]) == (
-        beam["machine_type"], beam["workers"], beam["layout"], beam["profile"])
+    row["beam"] = (row["benchmark"], row["machine_type"], row["workers"], row["layout"],
+                   row["profile"]) == (bench.name, beam["machine_type"], beam["workers"],
+                                       beam["layout"], beam["profile"])
   meeting = [r for r in candidates if deadline_s is None or r["job_s"] <= deadline_s]
   meeting = [r for r in meeting if budget_usd is None or r["cost_usd"] <= budget_usd]
   cheapest = min(meeting, key=lambda r: (r["cost_usd"], r["job_s"]), default=None)
@@ -221,53 +254,6 @@ def plan(bench_name: str, items: int, deadline_s: float | None, budget_usd: floa
           "measured": [{**dataclasses.asdict(m), "layout": str(m.layout)} for m in found],
           "beam": beam, "recommended": cheapest, "frontier": frontier(candidates),
           "rows": candidates, "dataflow_actuals": actuals}
-
-
-def table(result: dict[str, Any]) -> str:
-  def line(r: dict[str, Any], mark: str) -> str:
-    return (f"{r['machine_type']:<14} {r['profile']:<6} {r['layout_on_machine']:>6} "
-            f"{r['workers']:>7} "
-            f"{r['job_s'] / 60:>9.1f} {r['cost_usd']:>9.2f}  {r['basis']:<9} {mark}")
-  c = result["constants"]
-  out = [f"{result['benchmark']}: {result['items']} items; worker boot {c['WORKER_BOOT_S']:.0f} s"
-         f"{' (fitted from Dataflow records)' if result['boot_fitted_from_dataflow'] else ''}, "
-         f"image {c['IMAGE_GB']:g} GB at {c['IMAGE_PULL_GBPS']:g} GB/s", "measured here:"]
-  for m in result["measured"]:
-    out.append(f"  {m['profile']} layout {m['layout']} on {m['machine_type']}: "
-               f"{m['rate']:.2f} items/s steady, "
-               f"start-up {m['startup_s']:.1f} s ({'in the image' if m['in_image'] else 'host'}; "
-               f"runs {', '.join(m['run_ids'])})")
-  out += ["", f"{'machine type':<14} {'profile':<6} {'layout':>6} {'workers':>7} {'job min':>9} "
-          f"{'cost $':>9}  basis"]
-  shown = {id(r): "frontier" for r in result["frontier"]}
-  beam = result["beam"]
-  # An autoscaling job starts at `workers` and may grow: its row is where Beam's job starts.
-  beam_label = ("Beam's configuration" if not beam.get("max_workers") else
-                f"Beam's configuration at its start (autoscales to {beam['max_workers']})")
-  for r in result["rows"]:
-    if r["beam"]:
-      shown[id(r)] = (shown.get(id(r), "") + " " + beam_label).strip()
-  if result["recommended"]:
-    r = result["recommended"]
-    shown[id(r)] = (shown.get(id(r), "") + " <- cheapest"
-                    + (" meeting the deadline" if result["deadline_s"] else "")
-                    + (" within the budget" if result["budget_usd"] else "")).strip()
-  for r in sorted((r for r in result["rows"] if id(r) in shown),
-                  key=lambda r: (r["job_s"], r["cost_usd"])):
-    out.append(line(r, shown[id(r)]))
-  if not result["recommended"]:
-    out.append("no configuration meets the deadline and budget given")
-  if not any(r["beam"] for r in result["rows"]):
-    b = result["beam"]
-    out.append(f"Beam's configuration ({b['workers']} x {b['machine_type']}, layout "
-               f"{b['layout']}) is not projected: no local run of PROFILE=beam with a worker "
-               f"share (make compare-profiles BENCH=... N=share)")
-  for a in result["dataflow_actuals"]:
-    p = a["projected"]
-    out.append(f"Dataflow run {a['run_id']}: {a['job_s'] and a['job_s'] / 60:.1f} min, "
-               f"${a['cost_usd'] or 0:.2f}; projected "
-               + (f"{p['job_s'] / 60:.1f} min, ${p['cost_usd']:.2f}" if p else "n/a"))
-  return "\n".join(out)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -291,7 +277,7 @@ def main(argv: list[str] | None = None) -> int:
   except (PlanInputMissing, matrix.MatrixError) as e:
     print(f"error: plan {args.benchmark}: {e}", file=sys.stderr)
     return 2
-  print(table(result))
+  print(capacity_table.table(result))
   out = args.results_dir / "plans" / f"{bench.name}.json"
   out.parent.mkdir(parents=True, exist_ok=True)
   out.write_text(json.dumps(result, indent=2) + "\n")

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import pathlib
 import signal
 import subprocess
@@ -34,6 +35,14 @@ EXIT_REFUSED = 2
 
 class NotStarted(RuntimeError):
   """The run was refused before it started, or wrote no record (its one line is the message)."""
+
+
+class TimedOut(RuntimeError):
+  """The child ran past its time limit and was stopped (`record`: what it saved, if any)."""
+
+  def __init__(self, seconds: float, record: Record | None):
+    super().__init__(f"ran past its limit of {seconds:.0f} s and was stopped")
+    self.record = record
 
 
 class Interrupted(RuntimeError):
@@ -65,13 +74,17 @@ def from_json(text: str) -> Overrides:
   return Overrides(**fields)
 
 
-def run(asked: Overrides, quiet: bool = True) -> Record | None:
-  """Runs `o` in a child process and returns its record, found by the run id given to it
-  (None for a Dataflow dry run, which records nothing)."""
+def run(asked: Overrides, quiet: bool = True, timeout_s: float | None = None) -> Record | None:
+  """Runs `asked` in a child process and returns its record, found by the run id given to it
+  (None for a Dataflow dry run, which records nothing). Past `timeout_s` the child gets
+  SIGTERM (it stops its run and records it), then SIGKILL 30 s later: TimedOut."""
   run_id = build.new_run_id()
+  # Its own process group, so a last-resort kill takes its SDK worker processes with it; the
+  # signals a terminal sends this group reach it through `forward`.
   child = subprocess.Popen([sys.executable, "-m", "pipelines.child", run_id],
                            stdin=subprocess.PIPE, stdout=subprocess.PIPE if quiet else None,
-                           stderr=subprocess.PIPE if quiet else None, text=True)
+                           stderr=subprocess.PIPE if quiet else None, text=True,
+                           start_new_session=True)
   stopped: list[str] = []
 
   def forward(signum, frame):  # the child stops its run and writes its record; we wait for it
@@ -81,8 +94,18 @@ def run(asked: Overrides, quiet: bool = True) -> Record | None:
   handlers = {}
   if threading.current_thread() is threading.main_thread():
     handlers = {s: signal.signal(s, forward) for s in (signal.SIGINT, signal.SIGTERM)}
+  timed_out = False
   try:
-    out, err = child.communicate(to_json(asked))
+    try:
+      out, err = child.communicate(to_json(asked), timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+      timed_out = True
+      child.terminate()
+      try:
+        out, err = child.communicate(timeout=30)
+      except subprocess.TimeoutExpired:
+        os.killpg(child.pid, signal.SIGKILL)
+        out, err = child.communicate()
   finally:
     for signum, handler in handlers.items():
       signal.signal(signum, handler)
@@ -90,6 +113,8 @@ def run(asked: Overrides, quiet: bool = True) -> Record | None:
     record = store.find(run_id, asked.results_dir)
   except store.UnknownRun:
     record = None
+  if timed_out:
+    raise TimedOut(timeout_s, record)
   name = stopped[0] if stopped else _signal_of(child.returncode)
   if name:
     raise Interrupted(name, record)

@@ -125,7 +125,7 @@ def counts(items: int | str | None, benchmarks: Iterable[str] = (),
   out: dict[str, int] = {}
   for bench in shaped:
     listing = bench.task_spec.input_file
-    out[listing] = max(out.get(listing, 0), bench.items_for(items))
+    out[listing] = max(out.get(listing, 0), bench.files_for(items))
   if not chosen:
     return {listing: max(out.values()) for listing in sorted(FILE_BYTES)}
   return dict(sorted(out.items()))

@@ -22,6 +22,9 @@ from pipelines.record.build import Outcome, utc_now
 from pipelines.worker import pipeline
 from pipelines.worker.options import BenchmarkOptions
 
+# Local runs count each batch's items in time windows of this size, for the record's steady
+# state check (process_stats.steady_windows); off on Dataflow (its own job window counts).
+WINDOW_MS = 250
 ERROR_CHARS = 400  # a record's error: its first line and cause; the whole text goes to a log
 
 
@@ -36,7 +39,8 @@ def worker_options(plan: RunPlan, launch: runners.Launch) -> PipelineOptions:
       torch_interop_threads=layout.interop_threads, inference_step=plan.inference_step,
       profile=plan.profile.name, length_aware_batching=plan.length_aware,
       sentence_padding="max_length" if plan.sentence_batching == "max_length" else "longest",
-      optimization=plan.optimization, gpu_sample_s=plan.gpu_sample_s, **launch.values)
+      optimization=plan.optimization, gpu_sample_s=plan.gpu_sample_s, decode=plan.decode,
+      pin_memory=plan.pin_memory, **launch.values)
 
 
 def run(plan: RunPlan, share_start: tuple[int, str]) -> Outcome | None:

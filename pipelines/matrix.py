@@ -10,7 +10,7 @@ from typing import Any
 from pipelines.cli_types import SHARE
 from pipelines.layout import Layout, LayoutError, check_memory
 from pipelines.worker import tasks
-from pipelines.worker.vocab import DEVICES, OPTIMIZATIONS
+from pipelines.worker.vocab import DECODERS, DEVICES, OPTIMIZATIONS
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parent.parent
 MATRIX_PATH = REPO_ROOT / "infra" / "benchmarks.toml"
@@ -78,7 +78,12 @@ class Benchmark:
   layout: Layout  # the benchmark's own, or its machine type's default
   process_memory_mib: float  # peak RSS of one SDK process holding this model
   batching: str = "padded"  # language modeling: padded, or length (similar lengths together)
-  optimization: str = "none"  # the tuned profile's CPU optimization (optimizations.py)
+  optimization: str = "none"  # the tuned profile's optimization (optimizations.py)
+  decode: str = "cpu"  # image classification: where the tuned profile decodes (vocab.DECODERS)
+  # A fast benchmark's local run repeats its input list past this many distinct items (a
+  # GPU's steady state needs thousands; generating them would take minutes and GBs); None:
+  # every item distinct.
+  distinct_items: int | None = None
   # Beam runs it as a streaming job reading Pub/Sub; a local run reads the same items as a
   # bounded source (the record's `source` says so)
   streaming: bool = False
@@ -107,6 +112,11 @@ class Benchmark:
   def items_for(self, asked: int | str | None) -> int:
     """The items a local run takes for N: a count, `share`, or None (the matrix's local count)."""
     return self.share_items if asked == SHARE else asked or self.local_items
+
+  def files_for(self, asked: int | str | None) -> int:
+    """The distinct input items a local run of N needs (`make data` generates them)."""
+    items = self.items_for(asked)
+    return min(items, self.distinct_items) if self.distinct_items else items
 
   @property
   def needs_gpu(self) -> bool:
@@ -169,6 +179,9 @@ def load(path: pathlib.Path | None = None) -> dict[str, Benchmark]:
     if optimization not in OPTIMIZATIONS:
       raise MatrixError(f"{where}: unknown optimization '{optimization}'; known: "
                         f"{', '.join(OPTIMIZATIONS)}")
+    decode = entry.get("decode", "cpu")
+    if decode not in DECODERS:
+      raise MatrixError(f"{where}: unknown decode '{decode}'; known: {', '.join(DECODERS)}")
     model = _require(entry, "model", where)
     if model not in memory:
       raise MatrixError(f"{where}: model '{model}' has no [process_memory_mib] entry")
@@ -191,6 +204,8 @@ def load(path: pathlib.Path | None = None) -> dict[str, Benchmark]:
         process_memory_mib=float(memory[model]),
         batching=entry.get("batching", "padded"),
         optimization=optimization,
+        decode=decode,
+        distinct_items=int(local["distinct"]) if "distinct" in local else None,
         streaming=bool(entry.get("streaming", False)),
     )
   return benchmarks

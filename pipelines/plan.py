@@ -20,7 +20,7 @@ from pipelines import matrix, profiles
 from pipelines.layout import Layout, LayoutError
 from pipelines.preflight import PlanError, dataflow_run, in_image, local_input
 from pipelines.record import build, store
-from pipelines.worker import optimizations
+from pipelines.worker import optimizations, vocab
 from pipelines.worker.gpu_telemetry import SAMPLE_INTERVAL_S
 
 LOCAL = "DirectRunner"
@@ -47,6 +47,7 @@ class Overrides:
   in_image: bool = False  # local: the SDK workers run in the benchmark's pushed worker image
   optimization: str | None = None  # a CPU optimization (optimizations.NAMES); None: the profile's
   gpu_sample_s: float | None = None  # NVML sampling interval; 0: off; None: the default
+  decode: str | None = None  # image classification: cpu or device (vocab.DECODERS)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -68,7 +69,10 @@ class RunPlan:
   optimization: str  # applied where the workers load the model (optimizations.py)
   overrides: tuple[tuple[str, Any], ...]  # settings asked beyond the profile's (comparable.py)
   gpu_sample_s: float
+  decode: str  # where images are decoded: cpu (PIL, per item) or device (batched, on the model's)
+  pin_memory: bool  # a GPU run's batches reach the device through pinned memory, non-blocking
   input_lines: tuple[bytes, ...] = ()  # local runs: the lines to run, read once here
+  input_repeats: int = 1  # local runs of a fast benchmark: how often its distinct items repeat
   cloud: tuple[tuple[str, str], ...] = ()  # Dataflow settings
   image: str | None = None  # Dataflow, IN_IMAGE=1: image@sha256:... (a tag only in a dry run)
   in_image: bool = False  # local: the SDK workers run in `image` (runners.InImageRun)
@@ -141,10 +145,12 @@ class RunPlan:
         "interop_threads": layout.interop_threads, "harness_threads": self.harness_threads,
         "batching": self.batching, "batch_size": self.fixed_batch_size,
         "sentence_batching": self.sentence_batching, "source": self.source,
-        "items": self.items, "input": self.input, "model_files": dict(self.model_files),
+        "items": self.items, "input": self.input, "input_repeats": self.input_repeats,
+        "model_files": dict(self.model_files),
         "results_dir": str(self.results_dir), "beam_args": list(self.beam_args),
         "optimization": self.optimization, "overrides": dict(self.overrides),
         "gpu_sample_s": self.gpu_sample_s, "worker_share": self.worker_share,
+        "decode": self.decode, "pin_memory": self.pin_memory,
         # where it ran
         "machine_type": self.machine_type, "workers": shape.num_workers if cloud else 1,
         "accelerator": shape.accelerator if cloud else None,
@@ -180,12 +186,14 @@ def resolve(asked: Overrides, run_id: str | None = None) -> RunPlan:
   optimization = _optimization(bench, profile, asked)
   sentence_batching = profile.sentence_batching_for(bench, asked.batching)
   sample_s = SAMPLE_INTERVAL_S if asked.gpu_sample_s is None else asked.gpu_sample_s
+  decode = _decode(bench, profile, asked)
   common = dict(run_id=run_id or build.new_run_id(), bench=bench, profile=profile,
                 optimization=optimization, runner=asked.runner, dry_run=asked.dry_run,
                 layout=layout, min_batch_size=batching.get("min_batch_size"),
                 max_batch_size=batching.get("max_batch_size"),
                 sentence_batching=sentence_batching, results_dir=asked.results_dir,
-                beam_args=tuple(asked.beam_args), gpu_sample_s=sample_s)
+                beam_args=tuple(asked.beam_args), gpu_sample_s=sample_s, decode=decode,
+                pin_memory=bench.device == "GPU" and profile.pin_memory)
   if asked.runner == LOCAL and asked.in_image:
     found = in_image(bench, asked, optimization)
   elif asked.runner == LOCAL:
@@ -197,7 +205,7 @@ def resolve(asked: Overrides, run_id: str | None = None) -> RunPlan:
   else:
     found = dataflow_run(bench, profile, layout, asked)
   beyond = _overrides(bench, profile, asked, layout, batching, optimization, sentence_batching,
-                      found.get("items"))
+                      found.get("items"), decode)
   return RunPlan(**common, **found, overrides=beyond)
 
 
@@ -219,7 +227,8 @@ def _refuse_what_cannot_run(asked: Overrides, bench: matrix.Benchmark) -> None:
 
 def _overrides(bench: matrix.Benchmark, profile: profiles.Profile, asked: Overrides,
                layout: Layout, batching: dict[str, int], optimization: str,
-               sentence_batching: str, items: int | None) -> tuple[tuple[str, Any], ...]:
+               sentence_batching: str, items: int | None,
+               decode: str) -> tuple[tuple[str, Any], ...]:
   """The settings this run asked that differ from what its profile would have chosen: an
   experiment, kept apart from the profile's series and groups (record/comparable.py)."""
   local_items = asked.runner == LOCAL and asked.items is not None and items != bench.local_items
@@ -229,8 +238,24 @@ def _overrides(bench: matrix.Benchmark, profile: profiles.Profile, asked: Overri
              "batching": (sentence_batching != profile.sentence_batching_for(bench)
                           and sentence_batching),
              "input": bool(asked.input) and "custom",
+             "decode": decode != profile.decode_for(bench) and decode,
              "items": local_items and asked.items}  # local runs only: Dataflow runs them all
   return tuple((k, v) for k, v in differs.items() if v)
+
+
+def _decode(bench: matrix.Benchmark, profile: profiles.Profile, asked: Overrides) -> str:
+  """Where the run decodes its images: DECODE=, else the profile's (beam: cpu, Beam's way),
+  else the matrix's; device only for a task that decodes on the model's device."""
+  if asked.decode and profile.decode and asked.decode != profile.decode:
+    raise PlanError(f"PROFILE={profile.name} decodes on the {profile.decode}, as Beam's suite "
+                    "does: DECODE= is for the tuned profile")
+  decode = asked.decode or profile.decode_for(bench)
+  if decode not in vocab.DECODERS:
+    raise PlanError(f"DECODE={decode}: one of {', '.join(vocab.DECODERS)}")
+  if decode not in bench.task_spec.decoders:
+    raise PlanError(f"DECODE={decode}: {bench.name}'s task {bench.task} decodes "
+                    f"{' or '.join(bench.task_spec.decoders)} only")
+  return decode
 
 
 def _optimization(bench: matrix.Benchmark, profile: profiles.Profile, asked: Overrides) -> str:

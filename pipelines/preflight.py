@@ -37,10 +37,13 @@ def local_input(bench: matrix.Benchmark, asked,
             else asked.data_dir / bench.task_spec.input_file)
   lines = read_input_lines(source, default_source)
   items = len(lines) if asked.input and not asked.items else bench.items_for(asked.items)
-  if len(lines) < items:
-    raise PlanError(f"{source} has {len(lines)} items, {items} requested"
+  distinct = min(items, bench.distinct_items or items)
+  if len(lines) < distinct:
+    raise PlanError(f"{source} has {len(lines)} items, {distinct} requested"
                     + (f": run `make data N={asked.items}`" if default_source else ""))
-  return {"items": items, "input": str(source), "input_lines": tuple(lines[:items]),
+  repeats = -(-items // len(lines[:distinct])) if distinct < items else 1
+  return {"items": items, "input": str(source), "input_repeats": repeats,
+          "input_lines": tuple((lines[:distinct] * repeats)[:items]),
           "worker_share": bench.worker_share() if asked.items == SHARE else None,
           "model_files": tuple((model_files or local_model_files(bench, asked.models_dir)).items())}
 

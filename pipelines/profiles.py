@@ -58,6 +58,13 @@ class Profile:
   # A CPU optimization every run of the profile uses (beam: none, as Beam's suite); None: the
   # matrix's per benchmark, or OPTIMIZE=.
   optimization: str | None = None
+  decode: str | None = None  # images: cpu or device (beam: cpu); None: the matrix's
+  pin_memory: bool = True  # GPU runs: batches copied through pinned memory (beam: Beam's .to)
+
+  def decode_for(self, bench: matrix.Benchmark) -> str:
+    """Where the profile decodes the benchmark's images: its own (beam: cpu), else the
+    matrix's."""
+    return self.decode or bench.decode
 
   def layout_for(self, bench: matrix.Benchmark) -> Layout:
     if self.layout is None:
@@ -128,7 +135,8 @@ def load(path=None) -> dict[str, Profile]:
   for name, entry in raw.items():
     where = f"profiles.{name}"
     unknown = set(entry) - {"inference_step", "layout", "batching", "sentence_batching",
-                            "benchmarks", "harness_threads", "optimization"}
+                            "benchmarks", "harness_threads", "optimization", "decode",
+                            "pin_memory"}
     if unknown:
       raise ProfileError(f"{where}: unknown key(s) {', '.join(sorted(unknown))}")
     layout = entry.get("layout")
@@ -142,6 +150,10 @@ def load(path=None) -> dict[str, Profile]:
       raise ProfileError(f"{where}.harness_threads: a whole number from 1, or \"{SERVICE}\"")
     if entry.get("optimization", "none") not in OPTIMIZATIONS:
       raise ProfileError(f"{where}.optimization: one of {', '.join(OPTIMIZATIONS)}")
+    if entry.get("decode", "cpu") not in vocab.DECODERS:
+      raise ProfileError(f"{where}.decode: one of {', '.join(vocab.DECODERS)}")
+    if not isinstance(entry.get("pin_memory", True), bool):
+      raise ProfileError(f"{where}.pin_memory: true or false")
     if entry.get("sentence_batching", "padded") not in SENTENCE_BATCHINGS:
       raise ProfileError(f"{where}.sentence_batching: one of {', '.join(SENTENCE_BATCHINGS)}")
     for task, batching in entry.get("batching", {}).items():
@@ -166,7 +178,8 @@ def load(path=None) -> dict[str, Profile]:
                         sentence_batching=entry.get("sentence_batching"),
                         benchmarks=entry.get("benchmarks", {}),
                         harness_threads=None if threads == SERVICE else threads,
-                        optimization=entry.get("optimization"))
+                        optimization=entry.get("optimization"), decode=entry.get("decode"),
+                        pin_memory=entry.get("pin_memory", True))
   return out
 
 

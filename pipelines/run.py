@@ -14,13 +14,12 @@ import argparse
 import logging
 import pathlib
 import sys
-from typing import Any
 
-from pipelines import cli_types, dataflow, interrupts, launch, matrix, profiles, summary
+from pipelines import cli_types, dataflow, interrupts, launch, matrix, post_run, profiles, summary
 from pipelines import plan as plan_lib
 from pipelines.cli_types import positive_int
 from pipelines.layout import LayoutError
-from pipelines.record import build, ledger, store
+from pipelines.record import build, store
 from pipelines.record.schema import Record
 from pipelines.worker import optimizations, options, process_stats, vocab
 
@@ -62,6 +61,10 @@ def parser(description: str | None = __doc__) -> argparse.ArgumentParser:
                  help="CPU optimization applied where the workers load the model (default: "
                       "the profile's; PROFILE=beam: none); an agreement check against none "
                       "goes into the record (README, \"CPU optimizations\")")
+  p.add_argument("--decode", choices=vocab.DECODERS, default=None,
+                 help="image classification: decode with PIL per item on the CPU (cpu, Beam's "
+                      "way) or batched on the model's device (device: nvjpeg on a GPU); "
+                      "default: the profile's, else the matrix's")
   p.add_argument("--in-image", action="store_true",
                  help="local runs: run the SDK workers inside the benchmark's worker image "
                       "(pushed by `make push`), under the machine type's CPU and memory "
@@ -89,7 +92,7 @@ def overrides(benchmark: str, args: argparse.Namespace,
       batch_size=args.batch_size, input=args.input, layout=args.layout, batching=args.batching,
       dry_run=args.dry_run, data_dir=args.data_dir, models_dir=args.models_dir,
       results_dir=args.results_dir, beam_args=beam_args, in_image=args.in_image,
-      optimization=args.optimize)
+      optimization=args.optimize, decode=args.decode)
 
 
 class RecordNotSaved(RuntimeError):
@@ -109,30 +112,8 @@ def run_plan(plan: plan_lib.RunPlan, share_start: tuple[int, str]) -> Record | N
   if not saved.ok:
     raise RecordNotSaved(saved.message)
   print(f"run record: {saved.path}")
-  _post_run(plan, record)
+  post_run.run(plan, record)
   return record
-
-
-def _post_run(plan: plan_lib.RunPlan, record: Record) -> None:
-  """The steps after a saved run: the optimization's agreement check (saved into the record),
-  then publishing. Ctrl-C or SIGTERM during them keeps the record and says so in it
-  (metadata.post_run_interrupted_by); the command then exits 128 + the signal."""
-  check = record.succeeded and plan.optimization != optimizations.NONE
-  try:
-    with interrupts.stoppable():
-      if check:
-        build.add_agreement(record, _agreement(plan))
-        store.save(record, plan.results_dir)
-        check = False
-      publish_after_run(record, plan.results_dir)
-  except interrupts.Stopped as e:
-    record.metadata["post_run_interrupted_by"] = e.signal_name
-    if check:
-      build.add_agreement(record, {"items": 0, "passed": None, "note": (
-          f"agreement check interrupted by {e.signal_name}: the measurement stands, unchecked")})
-    store.save(record, plan.results_dir)
-    print(f"{plan.bench.name}: post-run steps interrupted by {e.signal_name}; the record is "
-          "saved", file=sys.stderr)
 
 
 def _keep_log(plan: plan_lib.RunPlan, detail: str) -> str | None:
@@ -144,34 +125,6 @@ def _keep_log(plan: plan_lib.RunPlan, detail: str) -> str | None:
   except OSError:
     return None
   return str(path)
-
-
-def _agreement(plan: plan_lib.RunPlan) -> dict[str, Any] | None:
-  """The optimization's agreement check (agreement.py); a check that fails to run is said in
-  the record, and the run stays good."""
-  from pipelines import agreement
-  try:
-    return agreement.check(plan)
-  except Exception as e:  # noqa: BLE001 - the measurement is done; say why it is unchecked
-    logging.exception("agreement check of %s failed", plan.optimization)
-    return {"items": 0, "passed": None,
-            "note": f"agreement check failed: {launch.error_line(e)}"}
-
-
-def publish_after_run(record: Record, results_dir: pathlib.Path) -> None:
-  """Sends the saved record to the configured stores. A failure is kept in the run's ledger
-  and reported; the run itself stays good and `make publish` resends it later."""
-  from pipelines.publish import publisher, settings
-  try:
-    targets = publisher.configured_targets()
-  except settings.SettingsError as e:
-    print(f"warning: not published: {e}", file=sys.stderr)
-    return
-  for failure in publisher.publish_record(record, targets, results_dir):
-    print(f"warning: not published: {failure}; `make publish` will retry", file=sys.stderr)
-  for entry in ledger.entries(results_dir, record).values():
-    if entry.get("status") == "ok":
-      print(f"published to {entry['target']}")
 
 
 _first_run_in_process = True

@@ -5,17 +5,19 @@ from __future__ import annotations
 
 import pytest
 
-from pipelines import capacity
+from pipelines import capacity, capacity_table
 from pipelines.projection_check import straight_line
 from pipelines.record import build, store
 from pipelines.record.schema import Record
+from pipelines.worker import worker_facts
 
 T0 = 1_800_000_000_000  # the launcher's start, epoch ms
 BATCH = 10
 
 
 def planted(layout: str, startup_s: float, rate: float, items: int = 200, in_image=True,
-            profile: str = "tuned", benchmark: str = "bert-base") -> Record:
+            profile: str = "tuned", benchmark: str = "bert-base", gpu: str | None = None
+            ) -> Record:
   """A bert-base (or `benchmark`) record of one SDK process whose timeline gives worker_share_s
   = startup_s + items / rate and a steady rate of `rate` items/s."""
   last = T0 + (startup_s + items / rate) * 1000
@@ -31,7 +33,10 @@ def planted(layout: str, startup_s: float, rate: float, items: int = 200, in_ima
       "sum": items, "count": items // BATCH, "min": BATCH, "max": BATCH}
   counters = {("BeamML_PyTorch", "num_inferences"): items,
               ("BenchmarkKit", process + "items_after_first_batch"): items - BATCH,
-              ("BenchmarkKit", process + "model_loads"): 1}
+              ("BenchmarkKit", process + "model_loads"): 1,
+              ("BenchmarkKit", f"model_loaded_on_{'cuda' if gpu else 'cpu'}"): 1}
+  facts = {"cpus": "2", "gpu": gpu or "none", "cpu_model": "Planted CPU"}
+  counters.update({("BenchmarkKit", name): 1 for name in worker_facts.counter_names(facts)})
   plan = {"run_id": build.new_run_id(), "benchmark": benchmark, "runner": "DirectRunner",
           "layout": layout, "in_image": in_image, "profile": profile, "overrides": {}}
   return build.build(plan, build.Outcome(
@@ -91,7 +96,7 @@ def test_beams_configuration_is_marked_when_its_layout_was_measured(tmp_path):
   assert (beam["machine_type"], beam["workers"], beam["layout"], beam["profile"]) == (
       "n1-standard-2", 250, "2x2", "beam")
   assert beam["job_s"] == pytest.approx(30 + 200 / 9, abs=0.01)  # whole ms timestamps
-  assert "Beam's configuration" in capacity.table(result)
+  assert "Beam's configuration" in capacity_table.table(result)
 
 
 def test_an_autoscaling_beam_configuration_is_shown_as_where_its_job_starts(tmp_path):
@@ -102,8 +107,8 @@ def test_an_autoscaling_beam_configuration_is_shown_as_where_its_job_starts(tmp_
   result = capacity.plan("distilbert-sentiment", 50_000, None, None, results,
                          NO_STARTUP_CONSTANTS)
   assert result["beam"]["workers"] == 20 and result["beam"]["max_workers"] == 250
-  assert "Beam's configuration at its start (autoscales to 250)" in capacity.table(result)
-  assert "autoscales" not in capacity.table(capacity.plan(
+  assert "Beam's configuration at its start (autoscales to 250)" in capacity_table.table(result)
+  assert "autoscales" not in capacity_table.table(capacity.plan(
       "bert-base", 50_000, None, None, planted_results(tmp_path), NO_STARTUP_CONSTANTS))
 
 
@@ -171,4 +176,31 @@ def test_a_dataflow_record_is_shown_beside_its_projection_and_refits_the_boot(me
   assert result["constants"]["WORKER_BOOT_S"] == pytest.approx(340, abs=0.1)
   (actual,) = result["dataflow_actuals"]
   assert actual["job_s"] == 400.0 and actual["projected"]["job_s"] == pytest.approx(400, abs=0.1)
-  assert "Dataflow run" in capacity.table(result)
+  assert "Dataflow run" in capacity_table.table(result)
+
+
+def test_a_gpu_plan_stands_beside_its_cpu_twin_saying_what_each_was_measured_on(tmp_path):
+  """make plan BENCH=resnet152-gpu: its T4 workers beside resnet152 on CPU workers, for the same
+  images; the GPU rows are never projected to other machine types (the GPU bounds them)."""
+  results = tmp_path / "results"
+  for record in (planted("1x2", 20, 400, benchmark="resnet152-gpu", gpu="NVIDIA H200"),
+                 planted("2x1", 30, 4, benchmark="resnet152")):
+    store.save(record, results)
+  result = capacity.plan("resnet152-gpu", 50_000, None, None, results, NO_STARTUP_CONSTANTS)
+  by_bench = {}
+  for row in result["rows"]:
+    by_bench.setdefault(row["benchmark"], []).append(row)
+  assert set(by_bench) == {"resnet152-gpu", "resnet152"}
+  assert {r["machine_type"] for r in by_bench["resnet152-gpu"]} == {"n1-standard-2"}
+  assert {r["accelerator"] for r in by_bench["resnet152-gpu"]} == {"nvidia-tesla-t4"}
+  assert {r["measured_on"] for r in by_bench["resnet152-gpu"]} == {"NVIDIA H200, 2 CPUs"}
+  assert {r["measured_on"] for r in by_bench["resnet152"]} == {"2 CPUs of Planted CPU"}
+  gpu75 = next(r for r in by_bench["resnet152-gpu"] if r["workers"] == 75)
+  cpu75 = next(r for r in by_bench["resnet152"] if r["workers"] == 75
+               and r["machine_type"] == "n1-standard-2")
+  assert gpu75["job_s"] == pytest.approx(20 + 667 / 400, abs=0.01)
+  assert cpu75["job_s"] == pytest.approx(30 + 667 / 4, abs=0.01)
+  text = capacity_table.table(result)
+  for mark in ("cheapest resnet152-gpu", "cheapest resnet152", "fastest resnet152-gpu"):
+    assert mark in text
+  assert "n1-standard-2+t4" in text and "NVIDIA H200, 2 CPUs" in text

@@ -90,11 +90,11 @@ LAYERS = [
     # the engine: the plan, the runners and what they need while a run is under way
     {"pipelines.progress", "pipelines.interrupts", "pipelines.dataflow", "pipelines.preflight",
      "pipelines.plan", "pipelines.agreement", "pipelines.runners", "pipelines.worker_container",
-     "pipelines.launch"},
+     "pipelines.launch", "pipelines.ceilings"},
     # readers of records
-    {"pipelines.publish", "pipelines.report", "pipelines.capacity"},
+    {"pipelines.publish", "pipelines.report", "pipelines.capacity", "pipelines.capacity_table"},
     # the launcher (runs one plan, then the post-run publish step)
-    {"pipelines.run"},
+    {"pipelines.run", "pipelines.post_run"},
     # commands built on the launcher
     {"pipelines.sweep", "pipelines.perf", "pipelines.compare_profiles", "pipelines.gpu_check",
      "pipelines.projection_check", "pipelines.bench_all", "pipelines.doctor",

@@ -14,9 +14,9 @@ import pytest
 import requests
 
 from pipelines.matrix import REPO_ROOT
+from pipelines.post_run import publish as publish_after_run
 from pipelines.publish import metrics_rows, publisher
 from pipelines.report import __main__ as report_cli
-from pipelines.run import publish_after_run
 from tests import servers
 from tests import test_publish as pub
 from tests.records import make_record

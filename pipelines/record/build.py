@@ -51,11 +51,14 @@ def gpu_section(raw: dict[str, Any]) -> dict[str, Any]:
     return {"telemetry": "unavailable"}
   memory = beam_metrics.kit_distribution(raw, "gpu_memory_used_mib")
   power = beam_metrics.kit_distribution(raw, "gpu_power_w")
+  sm_active = beam_metrics.kit_distribution(raw, "gpu_sm_active_pct")  # GPM GPUs only
   return {
       "telemetry": "available",
+      "window": "steady (after each process's first batch)",
       "samples": utilization["count"],
       "utilization_mean_pct": beam_metrics.mean(utilization),
       "utilization_max_pct": utilization["max"],
+      "sm_active_mean_pct": beam_metrics.mean(sm_active),
       "memory_max_mib": memory["max"] if memory else None,
       "power_mean_w": beam_metrics.mean(power),
   }
@@ -100,8 +103,8 @@ def _latency(metrics: dict[str, Any], counters: dict[str, int],
   return histogram
 
 
-def _throughput(metrics: dict[str, Any], wall_time_s: float,
-                processes: list[dict[str, Any]]) -> None:
+def _throughput(metrics: dict[str, Any], wall_time_s: float, raw: dict[str, Any],
+                processes: list[dict[str, Any]], metadata: dict[str, Any]) -> None:
   load_s = (metrics["mean_load_model_latency_milli_secs"] or 0) / 1000
   n = metrics["num_inferences"]
   metrics["wall_time_s"] = wall_time_s  # launch to finish
@@ -110,6 +113,11 @@ def _throughput(metrics: dict[str, Any], wall_time_s: float,
   steady = wall_time_s - load_s
   metrics["throughput_per_s_excl_model_load"] = n / steady if steady > 0 else None
   metrics["steady_throughput_per_s"] = process_stats.steady_throughput(processes)
+  # the same from whole time windows with every process steady, and whether they agree
+  windows = process_stats.steady_windows(raw, processes)
+  metrics["steady_window_throughput_per_s"] = windows.get("items_per_s")
+  metrics["steady_window_spread"] = windows.get("spread")
+  metadata["steady_state"] = windows
 
 
 def _worker_share(metrics: dict[str, Any], processes: list[dict[str, Any]],
@@ -153,6 +161,38 @@ def add_agreement(record: Record, agreement: dict[str, Any] | None) -> None:
   _checked(record.metrics, record.metric_notes)
 
 
+def add_decode_check(record: Record, check: dict[str, Any] | None) -> None:
+  """DECODE=device against cpu on the same items (agreement.check_decode)."""
+  check = check or {}
+  for name in ("agreement", "max_logit_diff", "max_input_diff"):
+    record.metrics[f"decode_{name}"] = check.get(name)
+  if check.get("note"):
+    record.metric_notes["decode_agreement"] = check["note"]
+  if check:
+    record.metadata["decode_check"] = {k: v for k, v in check.items()
+                                       if k not in ("agreement", "max_logit_diff", "note")}
+  _checked(record.metrics, record.metric_notes)
+
+
+def add_ceilings(record: Record, ceilings: dict[str, Any] | None) -> None:
+  """What each stage of the run does alone, and the run's ceiling (ceilings.measure): the
+  efficiency against it and its bottleneck in words."""
+  from pipelines.ceilings import Stage, words
+  ceilings = ceilings or {}
+  rate = ceilings.get("ceiling_items_per_s")
+  steady = record.metrics.get("steady_throughput_per_s")
+  record.metrics["ceiling_items_per_s"] = rate
+  record.metrics["efficiency_vs_ceiling"] = steady / rate if steady and rate else None
+  stages = [Stage(**s) for s in ceilings.get("stages", [])]
+  for stage in stages:
+    record.metrics[f"ceiling_{stage.name}_items_per_s"] = stage.items_per_s
+  if ceilings.get("note"):
+    record.metric_notes["ceiling_items_per_s"] = ceilings["note"]
+  if stages:
+    record.metadata["ceilings"] = {**ceilings, "in_words": words(stages, steady)}
+  _checked(record.metrics, record.metric_notes)
+
+
 def _checked(metrics: dict[str, Any], notes: dict[str, str]) -> None:
   """A metric that came out not finite, negative or absurd is None, and says so."""
   for name, value in metrics.items():
@@ -172,7 +212,7 @@ def build(plan: dict[str, Any], outcome: Outcome) -> Record:
   counters = beam_metrics.kit_counters(raw)
   histogram = _latency(metrics, counters, notes)
   processes = process_stats.read(raw)
-  _throughput(metrics, outcome.wall_time_s, processes)
+  _throughput(metrics, outcome.wall_time_s, raw, processes, metadata)
   _worker_share(metrics, processes, outcome.share_start, metadata)
   _optimization(metrics, processes, counters, plan, metadata, notes)
   metrics["agreement"] = metrics["max_logit_diff"] = None  # add_agreement, once checked
@@ -183,6 +223,7 @@ def build(plan: dict[str, Any], outcome: Outcome) -> Record:
   notes["estimated_cost_usd"] = basis
   gpu = gpu_section(raw)
   metrics["gpu_utilization_mean_pct"] = gpu.get("utilization_mean_pct")
+  metrics["gpu_sm_active_mean_pct"] = gpu.get("sm_active_mean_pct")
   _checked(metrics, notes)
   error = outcome.error
   if error is None and ((outcome.job or {}).get("stream") or {}).get("shortfall"):

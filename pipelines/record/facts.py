@@ -4,6 +4,7 @@ threads; pipelines/worker/worker_facts.py, process_stats.py)."""
 from __future__ import annotations
 
 import importlib.metadata
+import os
 import platform
 import subprocess
 from typing import Any
@@ -68,6 +69,10 @@ def workers(counters: dict[str, int], processes: list[dict[str, Any]]) -> dict[s
   flags = worker_facts.single(reported.get("cpu_flags"))
   return {
       "cpu_model": worker_facts.single(reported.get("cpu_model")),
+      # the CPUs each worker process could use (taskset, a container limit) and its GPU
+      "cpus": worker_facts.single(reported.get("cpus")),
+      "gpu_name": worker_facts.single(reported.get("gpu")),
+      "launcher_cpus": len(os.sched_getaffinity(0)),
       "cpu_flags": flags,
       # what a bf16 run ran on; `emulated` is a CPU without bf16 instructions
       "bf16": bf16_support(flags.split(",")) if flags and not flags.startswith("mixed:") else None,

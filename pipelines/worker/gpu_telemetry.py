@@ -1,18 +1,24 @@
 """GPU telemetry sampled inside the worker process that holds the model.
 
-A background thread reads one sample per interval through a narrow seam, `read_sample`, which is
-NVML in production and an injected function in tests. Samples are drained into Beam
-distributions by the model handler (Beam metrics can only be reported from inside a bundle), so
-they reach the run record on every runner without Cloud Monitoring.
+A background thread reads one sample per interval (200 ms by default) through a narrow seam,
+`read_sample`, which is NVML in production and an injected function in tests. Samples are
+drained into Beam distributions by the model handler (Beam metrics can only be reported from
+inside a bundle), so they reach the run record on every runner without Cloud Monitoring; the
+handler keeps only those taken once the process's first batch is done (its steady window).
+
+NVML's utilization is the share of time a kernel ran, however little of the GPU it used; where
+the GPU has GPM (Hopper and newer), each sample also carries SM activity over the interval,
+the share of the streaming multiprocessors' cycles that were busy.
 """
 from __future__ import annotations
 
 import dataclasses
 import logging
 import threading
+import time
 from typing import Callable, Optional
 
-SAMPLE_INTERVAL_S = 1.0
+SAMPLE_INTERVAL_S = 0.2
 
 
 @dataclasses.dataclass(frozen=True)
@@ -20,6 +26,8 @@ class GpuSample:
   utilization_pct: int
   memory_used_mib: int
   power_w: Optional[int]  # None where the board does not report power
+  at_ms: int = 0  # when it was taken, epoch ms
+  sm_active_pct: Optional[float] = None  # GPM's SM activity over the interval; None: no GPM
 
 
 ReadSample = Callable[[], GpuSample]
@@ -35,6 +43,8 @@ def nvml_reader(device_index: int = 0) -> Optional[ReadSample]:
     logging.info("GPU telemetry unavailable: %s", e)
     return None
 
+  sm_activity = _gpm_sm_activity(pynvml, handle)
+
   def read() -> GpuSample:
     utilization = pynvml.nvmlDeviceGetUtilizationRates(handle)
     memory = pynvml.nvmlDeviceGetMemoryInfo(handle)
@@ -42,8 +52,37 @@ def nvml_reader(device_index: int = 0) -> Optional[ReadSample]:
       power_w: Optional[int] = pynvml.nvmlDeviceGetPowerUsage(handle) // 1000
     except pynvml.NVMLError:
       power_w = None
-    return GpuSample(int(utilization.gpu), int(memory.used // (1 << 20)), power_w)
+    return GpuSample(int(utilization.gpu), int(memory.used // (1 << 20)), power_w,
+                     int(time.time() * 1000), sm_activity() if sm_activity else None)
 
+  return read
+
+
+def _gpm_sm_activity(pynvml, handle) -> Optional[Callable[[], Optional[float]]]:
+  """SM activity (%) between one call and the next, from NVML GPM samples; None where the
+  GPU or driver has no GPM."""
+  try:
+    if not pynvml.nvmlGpmQueryDeviceSupport(handle).isSupportedDevice:
+      return None
+    samples = [pynvml.nvmlGpmSampleAlloc(), pynvml.nvmlGpmSampleAlloc()]
+    pynvml.nvmlGpmSampleGet(handle, samples[0])
+  except Exception as e:  # noqa: BLE001 - an older driver or GPU: no SM activity, no failure
+    logging.info("GPU SM activity unavailable (NVML GPM): %s", e)
+    return None
+
+  def read() -> Optional[float]:
+    try:
+      pynvml.nvmlGpmSampleGet(handle, samples[1])
+      request = pynvml.c_nvmlGpmMetricsGet_t()
+      request.version = pynvml.NVML_GPM_METRICS_GET_VERSION
+      request.numMetrics = 1
+      request.sample1, request.sample2 = samples[0], samples[1]
+      request.metrics[0].metricId = pynvml.NVML_GPM_METRIC_SM_UTIL
+      pynvml.nvmlGpmMetricsGet(request)
+      samples.reverse()  # this sample starts the next interval
+      return float(request.metrics[0].value)
+    except Exception:  # noqa: BLE001 - one lost reading, never the run
+      return None
   return read
 
 

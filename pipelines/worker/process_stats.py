@@ -64,11 +64,16 @@ def threads() -> list[tuple[str, int]]:
           (name("inter_op_threads"), torch.get_num_interop_threads())]
 
 
-def report_batch(items: int, first_batch: bool) -> None:
-  Metrics.distribution(KIT_NAMESPACE, name("batch_end_ms")).update(int(time.time() * 1000))
+def report_batch(items: int, first_batch: bool, window_ms: int = 0) -> None:
+  """A batch of `items` ended now; with `window_ms`, its items also count in the time window
+  it ended in (steady_windows reads them)."""
+  now = int(time.time() * 1000)
+  Metrics.distribution(KIT_NAMESPACE, name("batch_end_ms")).update(now)
   Metrics.distribution(KIT_NAMESPACE, name("peak_rss_mib")).update(peak_rss_mib())
   if not first_batch:
     Metrics.counter(KIT_NAMESPACE, name("items_after_first_batch")).inc(items)
+    if window_ms:
+      Metrics.counter(KIT_NAMESPACE, f"{vocab.WINDOW}{window_ms}/{now // window_ms}").inc(items)
 
 
 def read(raw: dict[str, Any]) -> list[dict[str, Any]]:
@@ -137,3 +142,43 @@ def worker_share(processes: list[dict[str, Any]], launcher_started_ms: int | Non
   parts = {part: max(0, b - a) / 1000 for part, a, b in zip(SHARE_PARTS, marks, marks[1:])}
   return {"seconds": (last["last_batch_end_ms"] - launcher_started_ms) / 1000,
           "parts": parts, "process": last["process"]}
+
+
+# A steady state is stable when its last STABLE_WINDOWS windows are within STABLE_SPREAD of each
+# other (Triton perf_analyzer's rule); a window spans at least WINDOW_BATCHES batch intervals.
+STABLE_WINDOWS, STABLE_SPREAD, WINDOW_BATCHES = 3, 0.10, 5
+
+
+def steady_windows(raw: dict[str, Any], processes: list[dict[str, Any]]) -> dict[str, Any]:
+  """The items/s of the time windows in which every process was past its first batch and not
+  yet done, and whether the last STABLE_WINDOWS agree: {windows: [items/s...], window_s,
+  items_per_s (over those windows), spread, stable (None: too few windows), why}."""
+  counts: dict[int, int] = {}
+  window_ms = 0
+  for (namespace, metric), value in raw["counters"].items():
+    if namespace == KIT_NAMESPACE and metric.startswith(vocab.WINDOW):
+      size, bucket = metric[len(vocab.WINDOW):].split("/")
+      window_ms = int(size)
+      counts[int(bucket)] = counts.get(int(bucket), 0) + value
+  timed = [p for p in processes if p.get("batches", 0) >= 2]
+  if not window_ms or not timed or len(timed) != len(processes):
+    return {"windows": [], "stable": None, "why": "no windows reported"}
+  start = max(p["first_batch_end_ms"] for p in timed)  # every process past its first batch
+  end = min(p["last_batch_end_ms"] for p in timed)  # and none done yet
+  intervals = [p["steady_window_s"] * 1000 / (p["batches"] - 1) for p in timed]
+  buckets = max(1, -(-int(WINDOW_BATCHES * max(intervals)) // window_ms))
+  first = start // window_ms + 1  # whole buckets only
+  last = end // window_ms - 1
+  windows = [sum(counts.get(b, 0) for b in range(w, w + buckets)) / (buckets * window_ms / 1000)
+             for w in range(first, last - buckets + 2, buckets)]
+  out = {"windows": [round(w, 3) for w in windows], "window_s": buckets * window_ms / 1000}
+  if len(windows) < STABLE_WINDOWS:
+    return {**out, "stable": None, "why": f"{len(windows)} whole window(s) of "
+            f"{out['window_s']:g} s with every process steady: too short to judge (raise N)"}
+  tail = windows[-STABLE_WINDOWS:]
+  spread = max(tail) / min(tail) - 1 if min(tail) > 0 else float("inf")
+  stable = spread <= STABLE_SPREAD
+  return {**out, "items_per_s": sum(windows) / len(windows), "spread": spread,
+          "stable": stable, "why": (f"the last {STABLE_WINDOWS} windows are within "
+                                    f"{spread:.0%}" + ("" if stable else
+                                                       f", more than {STABLE_SPREAD:.0%}"))}

@@ -16,6 +16,10 @@ DEVICES = ("CPU", "GPU")
 # OPTIMIZE=: what the workers apply to the loaded model (optimizations.py says which runs where).
 OPTIMIZATIONS = ("none", "channels_last", "freeze", "compile", "bf16", "int8")
 
+# DECODE=: where an image classification run decodes its images: PIL on the CPU, per item in
+# the SDK process (Beam's way), or batched on the model's device (nvjpeg on a GPU).
+DECODERS = ("cpu", "device")
+
 # BATCHING=: how sentences are batched, as a user may ask; the profiles also know max_length
 # (every sentence padded to the tokenizer's maximum, as Beam's sentiment example pads).
 BATCHINGS = ("padded", "length")
@@ -33,8 +37,12 @@ LOADED_ON = "model_loaded_on_"
 WEIGHTS = "model_weights_"
 OPTIMIZATION_RAN = "optimization_ran_"
 PROCESS = "process/"  # per SDK process facts: process/<host>:<pid>/<fact> (process_stats.py)
+# items after each process's first batch, by the time window their batch ended in:
+# window/<window ms>/<epoch ms // window ms>, summed over processes by Beam (process_stats.py)
+WINDOW = "window/"
 
-LISTS = {"optimizations": OPTIMIZATIONS, "batchings": BATCHINGS, "devices": DEVICES}
+LISTS = {"optimizations": OPTIMIZATIONS, "batchings": BATCHINGS, "devices": DEVICES,
+         "decoders": DECODERS}
 
 if __name__ == "__main__":
   what = sys.argv[1] if len(sys.argv) > 1 else ""

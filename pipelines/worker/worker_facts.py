@@ -11,6 +11,7 @@ record describes the machines that ran the model, not the launcher's.
 """
 from __future__ import annotations
 
+import os
 import platform
 import re
 import socket
@@ -40,7 +41,17 @@ def facts() -> dict[str, str]:
           "hostname": socket.gethostname(),
           "python": platform.python_version(), "apache-beam": apache_beam.__version__,
           # what bf16 and int8 run on (optimizations.CPU_FLAGS present), and the CPU's name
-          "cpu_flags": ",".join(cpu_flags()) or "none", "cpu_model": cpu_model()}
+          "cpu_flags": ",".join(cpu_flags()) or "none", "cpu_model": cpu_model(),
+          # the CPUs it may run on (`taskset -c 0,1` or a container's limit: a worker's vCPUs)
+          "cpus": str(len(os.sched_getaffinity(0))), "gpu": gpu_name(torch)}
+
+
+def gpu_name(torch) -> str:
+  """The CUDA device the process would use, by name ('none' without one)."""
+  try:
+    return torch.cuda.get_device_name(0) if torch.cuda.is_available() else "none"
+  except Exception:  # noqa: BLE001 - a driver that reports CUDA but cannot name it
+    return "unknown"
 
 
 def cpu_model() -> str:

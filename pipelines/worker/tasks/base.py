@@ -17,6 +17,7 @@ class Task(abc.ABC):
   needs_vocab: bool = False  # the model needs the tokenizer vocab beside its state dict
   batchings: tuple[str, ...] = ("padded",)  # the batching modes it supports; the first: default
   reads_files: bool = False  # its input lines are paths of files the workers read
+  decoders: tuple[str, ...] = ("cpu",)  # where it may decode its inputs (vocab.DECODERS)
   # Why the launcher cannot run the task's model itself (the agreement check, perf's plain
   # loop); None: it can, through example_from_line and prediction_logits.
   no_local_model: Optional[str] = None

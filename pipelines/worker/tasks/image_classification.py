@@ -52,6 +52,7 @@ class FormatPrediction(beam.DoFn):
 class ImageClassification(Task):
   input_file = "images.txt"
   reads_files = True
+  decoders = ("cpu", "device")
 
   def parse(self, lines: beam.PCollection, opts):
     """Image paths -> (path, tensor)."""
