@@ -130,8 +130,9 @@ def device_decode_stage(datas: list[bytes], device: torch.device, batch: int) ->
                f"{where} decodes (batched, on the device)")
 
 
-def measure(plan, datas: list[bytes]) -> dict[str, Any]:
-  """The run's stages and ceiling, as the record keeps them (metadata.ceilings)."""
+def measure(plan, datas: list[bytes], steady: float | None = None) -> dict[str, Any]:
+  """The run's stages and ceiling, as the record keeps them (metadata.ceilings); `steady`:
+  the run's steady items/s, said against the ceiling in words."""
   device = torch.device("cuda" if plan.bench.device == "GPU" else "cpu")
   vcpus = plan.bench.machine.vcpus
   processes = min(plan.layout.processes, vcpus)
@@ -145,4 +146,5 @@ def measure(plan, datas: list[bytes]) -> dict[str, Any]:
     torch.set_num_threads(previous)
   rate, bound = ceiling(stages)
   return {"stages": [dataclasses.asdict(s) for s in stages], "ceiling_items_per_s": rate,
-          "bound_by": bound, "cpus": len(os.sched_getaffinity(0))}
+          "bound_by": bound, "in_words": words(stages, steady),
+          "cpus": len(os.sched_getaffinity(0))}

@@ -26,21 +26,21 @@ CEILING_ITEMS = 64  # the run's own inputs a decode ceiling is timed on (repeate
 class Step:
   what: str  # in a line: "agreement check"
   applies: Callable[[RunPlan, Record], bool]
-  measure: Callable[[RunPlan], dict[str, Any] | None]
+  measure: Callable[[RunPlan, Record], dict[str, Any] | None]
   add: Callable[[Record, dict[str, Any] | None], None]
 
 
-def _agreement(plan: RunPlan) -> dict[str, Any] | None:
+def _agreement(plan: RunPlan, record: Record) -> dict[str, Any] | None:
   from pipelines import agreement
   return agreement.check(plan)
 
 
-def _decode_check(plan: RunPlan) -> dict[str, Any] | None:
+def _decode_check(plan: RunPlan, record: Record) -> dict[str, Any] | None:
   from pipelines import agreement
   return agreement.check_decode(plan)
 
 
-def _ceilings(plan: RunPlan) -> dict[str, Any] | None:
+def _ceilings(plan: RunPlan, record: Record) -> dict[str, Any] | None:
   from pipelines import ceilings
   from pipelines.worker import images
   datas = []
@@ -53,7 +53,7 @@ def _ceilings(plan: RunPlan) -> dict[str, Any] | None:
       break
   if not datas:
     return {"note": "not measured: every input was dead-lettered"}
-  return ceilings.measure(plan, datas)
+  return ceilings.measure(plan, datas, record.metrics.get("steady_throughput_per_s"))
 
 
 STEPS = (
@@ -77,7 +77,7 @@ def run(plan: RunPlan, record: Record) -> None:
   try:
     with interrupts.stoppable():
       for step in list(pending):
-        step.add(record, _guarded(step, plan))
+        step.add(record, _guarded(step, plan, record))
         store.save(record, plan.results_dir)
         pending.remove(step)
       publish(record, plan.results_dir)
@@ -91,10 +91,10 @@ def run(plan: RunPlan, record: Record) -> None:
           "saved", file=sys.stderr)
 
 
-def _guarded(step: Step, plan: RunPlan) -> dict[str, Any] | None:
+def _guarded(step: Step, plan: RunPlan, record: Record) -> dict[str, Any] | None:
   """The step's figures; one that fails to run says why in the record."""
   try:
-    return step.measure(plan)
+    return step.measure(plan, record)
   except Exception as e:  # noqa: BLE001 - the measurement is done; say why it is unchecked
     logging.exception("%s of %s failed", step.what, plan.bench.name)
     return {"items": 0, "passed": None, "note": f"{step.what} failed: {launch.error_line(e)}"}

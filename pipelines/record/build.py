@@ -175,21 +175,19 @@ def add_decode_check(record: Record, check: dict[str, Any] | None) -> None:
 
 
 def add_ceilings(record: Record, ceilings: dict[str, Any] | None) -> None:
-  """What each stage of the run does alone, and the run's ceiling (ceilings.measure): the
-  efficiency against it and its bottleneck in words."""
-  from pipelines.ceilings import Stage, words
+  """What each stage of the run does alone, and the run's ceiling (ceilings.measure, with its
+  bottleneck in words): the efficiency against it."""
   ceilings = ceilings or {}
   rate = ceilings.get("ceiling_items_per_s")
   steady = record.metrics.get("steady_throughput_per_s")
   record.metrics["ceiling_items_per_s"] = rate
   record.metrics["efficiency_vs_ceiling"] = steady / rate if steady and rate else None
-  stages = [Stage(**s) for s in ceilings.get("stages", [])]
-  for stage in stages:
-    record.metrics[f"ceiling_{stage.name}_items_per_s"] = stage.items_per_s
+  for stage in ceilings.get("stages", []):
+    record.metrics[f"ceiling_{stage['name']}_items_per_s"] = stage["items_per_s"]
   if ceilings.get("note"):
     record.metric_notes["ceiling_items_per_s"] = ceilings["note"]
-  if stages:
-    record.metadata["ceilings"] = {**ceilings, "in_words": words(stages, steady)}
+  if ceilings.get("stages"):
+    record.metadata["ceilings"] = ceilings
   _checked(record.metrics, record.metric_notes)
 
 
