@@ -6,7 +6,7 @@ Reported by each worker process when it loads its model (handler.BenchmarkModelH
 Beam counters in the kit's namespace whose names carry the fact, since Beam metrics carry
 numbers only: `worker__<key>__<value>` with the value escaped to the characters every runner
 accepts in a metric name ([A-Za-z0-9.-]; anything else, '_' included, becomes _xx hex). The
-counter's value is the number of model loads that reported it. run_record decodes them, so a
+counter's value is the number of model loads that reported it. record/facts.py decodes them, so a
 record describes the machines that ran the model, not the launcher's.
 """
 from __future__ import annotations
