@@ -5,6 +5,8 @@ from pipelines.worker import gpu_telemetry, optimizations, tasks
 from pipelines.worker.arg_types import positive_int
 from pipelines.worker.tasks import DEVICES, TASKS
 
+DECODES = ("cpu", "device")  # where image classification can decode (--decode)
+
 # Well under Pillow's decompression-bomb guard (89 MP warns, 179 MP fails): a 50 MP RGB image
 # decodes to 150 MB, affordable on a 7.5 GB worker running two SDK processes.
 DEFAULT_MAX_IMAGE_PIXELS = 50_000_000
@@ -37,6 +39,13 @@ class BenchmarkOptions(PipelineOptions):
     parser.add_argument("--torch_interop_threads", type=int, default=None)
     parser.add_argument("--optimization", choices=optimizations.NAMES, default=optimizations.NONE,
                         help="CPU optimization applied to the loaded model (optimizations.py)")
+    parser.add_argument("--decode", choices=DECODES, default=DECODES[0],
+                        help="image classification: cpu decodes each image with PIL in the "
+                             "parse step; device decodes each batch of files on the model's "
+                             "device (nvjpeg on a GPU), after the same per-file checks")
+    parser.add_argument("--pin_memory", action="store_true", default=False,
+                        help="image classification on a GPU: copy each batch to it through "
+                             "pinned host memory, asynchronously")
     parser.add_argument("--length_aware_batching", action="store_true", default=False,
                         help="language modeling: batch sentences of similar token length")
     parser.add_argument("--sentence_padding", choices=("longest", "max_length"),
@@ -70,6 +79,10 @@ def validate(opts: BenchmarkOptions) -> None:
     missing.append("pubsub_subscription")
   if missing:
     raise ValueError("missing pipeline options: " + ", ".join("--" + m for m in missing))
+  decodings = tasks.get(opts.task).decodings if opts.task in TASKS else DECODES
+  if opts.decode not in decodings:
+    raise ValueError(f"--decode {opts.decode} is not available for {opts.task}: it decodes on "
+                     f"{', '.join(decodings)} only")
 
 
 def unknown_beam_args(args: list[str]) -> list[str]:

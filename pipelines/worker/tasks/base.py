@@ -16,6 +16,7 @@ class Task(abc.ABC):
   input_file: str  # the generated local input list under data/ (`make data`)
   needs_vocab: bool = False  # the model needs the tokenizer vocab beside its state dict
   batchings: tuple[str, ...] = ("padded",)  # the batching modes it supports; the first: default
+  decodings: tuple[str, ...] = ("cpu",)  # where it can decode its inputs (--decode); first: default
   reads_files: bool = False  # its input lines are paths of files the workers read
   # Why the launcher cannot run the task's model itself (the agreement check, perf's plain
   # loop); None: it can, through example_from_line and prediction_logits.
