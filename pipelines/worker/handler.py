@@ -8,8 +8,8 @@ are) and adds what a trustworthy benchmark needs, all as Beam metrics in namespa
   * samples GPU telemetry while the model is loaded (gpu_telemetry.py);
   * sets the worker layout's torch threads before the model loads, and reports per SDK process
     (`process/<host>:<pid>/...`) its threads, peak RSS and steady-state window (process_stats.py);
-  * applies the run's CPU optimization to the loaded model (optimized_model.py), timed apart from
-    the load, and counts which one ran.
+  * applies the run's optimization (a CPU one, or a GPU precision) to the loaded model
+    (optimized_model.py), timed apart from the load, and counts which one ran.
 """
 from __future__ import annotations
 

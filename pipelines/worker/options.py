@@ -38,7 +38,8 @@ class BenchmarkOptions(PipelineOptions):
                         help="torch intra-op threads each worker process sets before loading")
     parser.add_argument("--torch_interop_threads", type=int, default=None)
     parser.add_argument("--optimization", choices=optimizations.NAMES, default=optimizations.NONE,
-                        help="CPU optimization applied to the loaded model (optimizations.py)")
+                        help="optimization applied to the loaded model: a CPU one, or a GPU "
+                             "precision (optimizations.py)")
     parser.add_argument("--decode", choices=DECODES, default=DECODES[0],
                         help="image classification: cpu decodes each image with PIL in the "
                              "parse step; device decodes each batch of files on the model's "
