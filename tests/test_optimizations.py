@@ -51,7 +51,7 @@ def test_each_optimization_runs_where_the_workers_load_the_model(runs, bench, op
   code, record, predicted = runs(bench, optimization)
   assert code == 0 and record.status == "succeeded", record.error
   m, meta = record.metrics, record.metadata
-  assert meta["optimization"] == optimization  # what the workers applied, from their counters
+  assert meta["optimization_ran"] == optimization  # what the workers applied, from their counters
   assert m["num_inferences"] == len(predicted) == 6
   assert m["optimize_s"] is not None and m["worker_share_optimize_s"] is not None
   if optimization in ("freeze", "compile", "int8"):  # a trace, a compile, a quantization
