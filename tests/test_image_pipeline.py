@@ -125,3 +125,102 @@ def test_a_jpeg_cut_inside_its_header_is_reported_truncated_not_unidentified(dat
     images.decode(jpeg[:len(jpeg) // 2], None, short_side=None)  # cut in the scan data
   with pytest.raises(images.BadImage, match=r"^not an image file \(11 bytes"):
     images.decode(b"hello world", None, short_side=None)
+
+
+# --- --decode device: the batch decoded on the model's device (here the CPU) -----------------
+
+def _kit(out) -> dict[str, int]:
+  from pipelines.worker import beam_metrics
+  return beam_metrics.kit_counters(out["raw"])
+
+
+def test_device_decode_predicts_as_cpu_decode_and_says_where_it_decoded(tmp_path, models_dir,
+                                                                       data_dir):
+  paths = _images(data_dir)
+  runs = {decode: run_pipeline(tmp_path / decode, paths, task="image_classification",
+                               architecture="resnet18", models_dir=models_dir, batch_size=4,
+                               beam_args=(f"--decode={decode}",))
+          for decode in ("cpu", "device")}
+  device, cpu = runs["device"], runs["cpu"]
+  assert sorted(device["predictions"]) == sorted(cpu["predictions"])  # every image, same class
+  assert len(device["predictions"]) == len(paths) and device["dead_letters"] == []
+  metrics = device["record"].metrics
+  assert metrics["num_inferences"] == len(paths) and metrics["dead_lettered_after_batching"] == 0
+  # where it decoded, per batch: the launcher's metadata.decode
+  assert _kit(device)["decoded_on_cpu"] == metrics["num_batches"]
+  assert "decoded_with_pil" not in _kit(device) and "decoded_on_cuda" not in _kit(device)
+  assert _kit(cpu)["decoded_with_pil"] == cpu["record"].metrics["num_batches"]
+  assert "decoded_on_cpu" not in _kit(cpu)
+  # Beam's input bytes: the files themselves (counted without walking them byte by byte), and
+  # the keys, which Beam's KeyedModelHandler adds pickled
+  files = sum(len(pathlib_bytes(p)) for p in paths)
+  assert files < metrics["sum_inference_request_batch_byte_size"] < files + 200 * len(paths)
+
+  # The logits, through the task's own steps (what the agreement check and perf run): measured
+  # on these 10 images with resnet18's random weights, max |logit diff| 6.5e-04 (logits up to
+  # 4.5; the smallest top-1/top-2 gap 0.15), from resize differences of at most one 8-bit level
+  # (test_device_decode.py).
+  from pipelines.worker.options import BenchmarkOptions
+  model = load_model(models_dir / "resnet18.pth", "resnet18")
+  task = image_classification.TASK
+  logits = {}
+  for decode in ("cpu", "device"):
+    opts = BenchmarkOptions([f"--decode={decode}"])
+    examples = [task.example_from_line(p.encode(), opts) for p in paths]
+    logits[decode] = task.prediction_logits(model, examples, "cpu")
+  assert logits["device"].shape == (len(paths), 1000)
+  assert (logits["device"] - logits["cpu"]).abs().max().item() < 5e-3
+  assert torch.equal(logits["device"].argmax(1), logits["cpu"].argmax(1))
+
+
+def test_device_decode_dead_letters_each_bad_file_alone(tmp_path, models_dir, data_dir):
+  """A JPEG corrupted in its middle passes every per-file check and fails in its batch's decode:
+  only it is dead-lettered, after batching. Everything the parse step refuses it refuses as the
+  cpu path does, with the same reasons."""
+  from PIL import Image
+
+  from tests.test_device_decode import corrupt_in_the_middle
+  good = _images(data_dir)[:5]
+  corrupt = tmp_path / "corrupt.jpg"
+  corrupt.write_bytes(corrupt_in_the_middle(pathlib_bytes(good[0])))
+  truncated = tmp_path / "truncated.jpg"
+  truncated.write_bytes(pathlib_bytes(good[0])[:20000])  # cut in its scan data
+  not_an_image = tmp_path / "notes.jpg"
+  not_an_image.write_text("this is not a JPEG")
+  strip = tmp_path / "strip.png"
+  Image.new("L", (1, 30000)).save(strip)
+  large = tmp_path / "large.jpg"
+  Image.new("RGB", (2000, 1000)).save(large)
+  bad = [str(truncated), str(not_an_image), str(tmp_path), str(strip), str(large)]
+  lines = good[:2] + [str(corrupt)] + bad + good[2:]
+  runs = {decode: run_pipeline(tmp_path / decode, lines, task="image_classification",
+                               architecture="resnet18", models_dir=models_dir, batch_size=4,
+                               beam_args=(f"--decode={decode}", "--max_image_pixels=1500000"))
+          for decode in ("cpu", "device")}
+  dead = {decode: {d["input"]: d for d in map(json.loads, out["dead_letters"])}
+          for decode, out in runs.items()}
+  assert set(dead["device"]) == set(dead["cpu"]) == {str(corrupt), *bad}
+  for path in bad[1:]:  # refused in the parse step, as the cpu path refuses them
+    assert dead["device"][path] == dead["cpu"][path], path
+  # the truncated one too, by the cheap check rather than a decode
+  assert dead["device"][str(truncated)]["reason"] == (
+      "corrupt or truncated JPEG image: no end-of-image marker after its scan data (20000 bytes)")
+  assert dead["cpu"][str(truncated)]["reason"].startswith(
+      "corrupt or truncated JPEG image: image file is truncated")
+  assert dead["device"][str(large)]["reason"] == (
+      "image too large: 2000x1000 is 2 megapixels, the limit is 1.5 (--max_image_pixels)")
+  assert dead["device"][str(corrupt)] == {
+      "input": str(corrupt), "stage": "decode",
+      "reason": "corrupt or truncated JPEG image: Invalid JPEG file structure: two SOF markers"}
+  assert dead["cpu"][str(corrupt)]["reason"].startswith("corrupt or truncated JPEG image: ")
+  assert sorted(runs["device"]["predictions"]) == sorted(runs["cpu"]["predictions"])
+  assert len(runs["device"]["predictions"]) == len(good)
+  metrics, cpu_metrics = runs["device"]["record"].metrics, runs["cpu"]["record"].metrics
+  # the corrupt file reached the model call: Beam counted it, and so did the kit
+  assert metrics["num_inferences"] == len(good) + 1
+  assert metrics["dead_lettered"] == len(bad) + 1
+  assert metrics["dead_lettered_after_batching"] == 1
+  assert (metrics["num_inferences"] - metrics["dead_lettered_after_batching"]
+          + metrics["dead_lettered"]) == len(lines)
+  assert cpu_metrics["num_inferences"] == len(good)
+  assert cpu_metrics["dead_lettered_after_batching"] == 0

@@ -1,8 +1,10 @@
 """Hostile and unusual inputs through the real launcher: special files, absurd images, rotated
 and 16-bit images, sentences that hold BERT's special tokens, URLs as input lists, and the
-temporary files a run leaves behind."""
+temporary files a run leaves behind. The image inputs in --decode device go through the
+pipeline itself (run_pipeline)."""
 from __future__ import annotations
 
+import json
 import os
 import pathlib
 import resource
@@ -95,9 +97,9 @@ def test_reads_stop_at_the_byte_limit(kit, tmp_path, data_dir):
                             "(--max_image_bytes)"}
 
 
-def test_orientation_and_16_bit_greys_are_seen_as_a_viewer_shows_them(kit, tmp_path):
-  """A phone photo stored sideways with an EXIF orientation, and a 16-bit mid-grey, give the
-  tensors (and so the predictions) of the upright and the 8-bit image."""
+def _turned_and_16_bit(tmp_path) -> list[tuple[pathlib.Path, pathlib.Path]]:
+  """(image, reference) pairs: a photo stored sideways with an EXIF orientation and the same
+  decoded pixels turned upright; a 16-bit mid-grey PNG and TIFF and the 8-bit grey."""
   photo = synthetic_images.image(3, 3)  # 640 x 480
   pairs = []
   for orientation, upright in ((6, Image.Transpose.ROTATE_270), (8, Image.Transpose.ROTATE_90)):
@@ -113,9 +115,14 @@ def test_orientation_and_16_bit_greys_are_seen_as_a_viewer_shows_them(kit, tmp_p
   grey16.save(tmp_path / "grey16.png")
   grey16.save(tmp_path / "grey16.tif")
   Image.new("L", (400, 300), 128).save(tmp_path / "grey8.png")
-  pairs += [(tmp_path / "grey16.png", tmp_path / "grey8.png"),
-            (tmp_path / "grey16.tif", tmp_path / "grey8.png")]
+  return pairs + [(tmp_path / "grey16.png", tmp_path / "grey8.png"),
+                  (tmp_path / "grey16.tif", tmp_path / "grey8.png")]
 
+
+def test_orientation_and_16_bit_greys_are_seen_as_a_viewer_shows_them(kit, tmp_path):
+  """A phone photo stored sideways with an EXIF orientation, and a 16-bit mid-grey, give the
+  tensors (and so the predictions) of the upright and the 8-bit image."""
+  pairs = _turned_and_16_bit(tmp_path)
   for image, reference in pairs:
     assert torch.equal(*(image_classification.preprocess(
         images.read_bytes(str(p))) for p in (image, reference))), image.name
@@ -128,6 +135,55 @@ def test_orientation_and_16_bit_greys_are_seen_as_a_viewer_shows_them(kit, tmp_p
   classes = {p["input"]: p["class"] for p in predictions(kit.results, record)}
   for image, reference in pairs:
     assert classes[str(image)] == classes[str(reference)], image.name
+
+
+def test_device_decode_sees_them_as_the_cpu_path_does(tmp_path, models_dir):
+  """--decode device (here on the CPU): the cpu path's tensors, within the one 8-bit level its
+  resize may differ by (test_device_decode.py), for the turned photos and the 16-bit greys, and
+  their references' predictions."""
+  from pipelines.worker import device_decode
+  from tests.conftest import run_pipeline
+  from tests.test_device_decode import ONE_LEVEL
+  pairs = _turned_and_16_bit(tmp_path)
+  paths = sorted({str(p) for pair in pairs for p in pair})
+  decoded, failed = device_decode.decode_batch([images.read_bytes(p) for p in paths], "cpu")
+  assert failed == {}
+  for path, got in zip(paths, decoded):
+    want = image_classification.preprocess(images.read_bytes(path))
+    assert (got - want).abs().max().item() <= ONE_LEVEL + 1e-6, path
+  out = run_pipeline(tmp_path / "run", paths, task="image_classification",
+                     architecture="resnet18", models_dir=models_dir, batch_size=3,
+                     beam_args=("--decode=device",))
+  assert out["dead_letters"] == [] and out["record"].metrics["num_inferences"] == len(paths)
+  classes = {p["input"]: p["class"] for p in map(json.loads, out["predictions"])}
+  for image, reference in pairs:
+    assert classes[str(image)] == classes[str(reference)], image.name
+
+
+def test_device_decode_refuses_special_files_and_absurd_images_unread(tmp_path, models_dir,
+                                                                      data_dir):
+  """The parse step's checks in --decode device, in this process: nothing is opened that is not
+  a regular file, nothing is decoded whose header is too large."""
+  from tests.conftest import run_pipeline
+  good = (data_dir / "images.txt").read_text().split()[:2]
+  fifo = tmp_path / "photo.jpg"
+  os.mkfifo(fifo)
+  strip = tmp_path / "strip.png"
+  Image.new("L", (1, 30000)).save(strip)
+  lines = [good[0], str(fifo), "/dev/zero", str(strip), str(tmp_path), good[1]]
+  out = run_pipeline(tmp_path / "run", lines, task="image_classification",
+                     architecture="resnet18", models_dir=models_dir, batch_size=2,
+                     beam_args=("--decode=device",))
+  reasons = {d["input"]: d["reason"] for d in map(json.loads, out["dead_letters"])}
+  assert reasons == {
+      str(fifo): "not a regular file (fifo)",
+      "/dev/zero": "not a regular file (character device)",
+      str(tmp_path): "not a regular file (directory)",
+      str(strip): "aspect ratio too extreme: 1x30000 resizes to 256x7680000 (1966 megapixels) "
+                  "before the 224x224 crop, the limit is 50 (--max_image_pixels)",
+  }
+  assert out["record"].metrics["num_inferences"] == 2
+  assert out["record"].metrics["dead_lettered_after_batching"] == 0
 
 
 def test_sentences_holding_special_tokens(kit, tmp_path, data_dir):

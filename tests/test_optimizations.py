@@ -13,9 +13,10 @@ from pipelines.worker import optimizations, optimized_model
 from pipelines.worker.models import build_architecture
 from tests.test_faults import SMALL_MATRIX, kit, predictions  # noqa: F401 - kit: a fixture
 
-CASES = [("small-resnet", name) for name in optimizations.NAMES] + [
-    ("small-bert", name) for name in optimizations.NAMES
-    if name not in optimizations.IMAGE_ONLY]
+# What a CPU run can take: fp16 is a GPU precision (refused below).
+CPU_NAMES = [name for name in optimizations.NAMES if name not in optimizations.GPU_ONLY]
+CASES = [("small-resnet", name) for name in CPU_NAMES] + [
+    ("small-bert", name) for name in CPU_NAMES if name not in optimizations.IMAGE_ONLY]
 
 
 @pytest.fixture(scope="module")
@@ -194,3 +195,4 @@ def test_sweep_takes_optimizations_as_a_dimension(tmp_path, monkeypatch, capsys,
   assert re.search(r"(?m)^1x2 padded freeze .* a1\.00 ", out), out
   assert report.main(["--results-dir", str(results)]) == 0
   assert 'alt="sweep of small-bert"' in (results / "report.html").read_text()
+

@@ -54,6 +54,22 @@ def test_without_the_variable_workers_report_nothing(monkeypatch, tmp_path):
   assert reporting_pids(tmp_path) == {os.getpid()}
 
 
+def test_a_worker_says_what_it_loaded_before_any_batch(tmp_path, monkeypatch, models_dir):
+  """The device and weights reach the launcher's folder at load: a run stopped before Beam's
+  metrics (or before its first batch) still says what it loaded."""
+  from pipelines.worker import handler
+  from pipelines.worker.tasks import image_classification
+  monkeypatch.setenv(progress.ENV_VAR, str(tmp_path))
+  path = str(models_dir / "resnet18.pth")
+  wrapped = handler.BenchmarkModelHandler(
+      image_classification.TASK.model_handler(path, "resnet18", "CPU", {}), device="CPU",
+      state_dict_path=path, telemetry_reader=lambda: None)
+  wrapped.load_model()
+  tallies = progress.sum_tallies(tmp_path)
+  assert tallies["loaded"] == {"device_used": "CPU", "weights": "random"}
+  assert tallies["items"] == 0
+
+
 def _fake_worker(folder, pid_name: str, count: int) -> None:
   (folder / f"{pid_name}-abc").write_text(str(count))
 

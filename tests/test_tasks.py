@@ -27,11 +27,30 @@ def test_each_task_module_holds_one_complete_task_object(name):
   assert isinstance(task, Task) and not type(task).__abstractmethods__
   assert task.name == name and task.module == f"pipelines.worker.tasks.{name}"
   assert task.input_file.endswith(".txt") and task.batchings and task.batchings[0] == "padded"
+  assert task.decoders[0] == "cpu"  # --decode's default, which every task takes
   for method in ("parse", "model_handler", "format_prediction", "optimize", "example_from_line",
                  "prediction_logits", "plain_batches"):
     assert callable(getattr(task, method)), method
   if "length" in task.batchings:  # what length-aware batching (and the plain loop) sorts by
     assert type(task).example_length is not Task.example_length
+
+
+def test_only_image_classification_decodes_on_the_device(tmp_path):
+  from apache_beam.options.pipeline_options import PipelineOptions
+
+  from pipelines.worker import options
+  assert [n for n in tasks.names() if "device" in tasks.get(n).decoders] == [
+      "image_classification"]
+
+  def validate(task: str, decode: str) -> None:
+    options.validate(PipelineOptions(
+        [f"--decode={decode}"], task=task, input="in.txt", output=str(tmp_path),
+        model_architecture="m", model_state_dict_path="m.pth", vocab_path="v.txt",
+    ).view_as(options.BenchmarkOptions))
+  validate("image_classification", "device")
+  with pytest.raises(ValueError, match=r"^--decode device is not available for object_detection: "
+                                       r"it decodes on cpu only$"):
+    validate("object_detection", "device")
 
 
 def test_an_unknown_task_names_the_known_ones():

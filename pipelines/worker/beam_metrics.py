@@ -82,6 +82,9 @@ def summarize(raw: dict[str, Any]) -> dict[str, Any]:
       # The loaded model's parameters and buffers (what the weights really take).
       "model_param_and_buffer_bytes": param_bytes["max"] if param_bytes else None,
       "dead_lettered": kit_counter("dead_lettered"),
+      # Of those, the items Beam counted in num_inferences too: they reached the model call and
+      # failed there (a file the batched decode could not read: --decode device).
+      "dead_lettered_after_batching": kit_counter("dead_lettered_after_batching"),
       # Language modeling: the share of token slots in batches that were padding.
       "padding_fraction": (kit_counter("padding_slots") / kit_counter("token_slots")
                            if kit_counter("token_slots") else None),

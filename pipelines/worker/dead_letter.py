@@ -1,6 +1,7 @@
 """Dead-letter records: every input that does not become a prediction, with a reason."""
 from __future__ import annotations
 
+import dataclasses
 import json
 from typing import Any, Iterable
 
@@ -23,6 +24,23 @@ def from_exception(item: Any, stage: str, error: BaseException) -> dict[str, str
 
 def tagged(item: Any, stage: str, reason: str) -> beam.pvalue.TaggedOutput:
   return beam.pvalue.TaggedOutput(TAG, record(item, stage, reason))
+
+
+@dataclasses.dataclass(frozen=True)
+class Failed:
+  """The inference of an item that reached the model call but could not be run (its batched
+  decode failed): the task's format step dead-letters it (after_batching) instead of writing a
+  prediction."""
+  stage: str
+  reason: str
+
+
+def after_batching(item: Any, failed: Failed) -> beam.pvalue.TaggedOutput:
+  """The dead letter of an item Beam counted in num_inferences (it went to the model call), also
+  counted as dead_lettered_after_batching: inputs = num_inferences - dead_lettered_after_batching
+  + dead_lettered."""
+  Metrics.counter(KIT_NAMESPACE, "dead_lettered_after_batching").inc()
+  return tagged(item, failed.stage, failed.reason)
 
 
 def from_failed_batch(failure: tuple[Any, Any]) -> Iterable[dict[str, str]]:

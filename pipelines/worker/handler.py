@@ -3,13 +3,14 @@
 It delegates everything to Beam's handler (so Beam's own BeamML_PyTorch metrics stay as they
 are) and adds what a trustworthy benchmark needs, all as Beam metrics in namespace `BenchmarkKit`:
   * refuses to load a GPU benchmark where CUDA is unusable (Beam silently falls back to CPU);
-  * counts the device the model actually sits on and the weights kind it was loaded with;
+  * counts the device the model actually sits on and the weights kind it was loaded with, and
+    says both at once to the launcher's live progress (progress_reporter.py);
   * records each batch's latency in a histogram (latency_histogram.py) for percentiles;
   * samples GPU telemetry while the model is loaded (gpu_telemetry.py);
   * sets the worker layout's torch threads before the model loads, and reports per SDK process
     (`process/<host>:<pid>/...`) its threads, peak RSS and steady-state window (process_stats.py);
-  * applies the run's CPU optimization to the loaded model (optimized_model.py), timed apart from
-    the load, and counts which one ran.
+  * applies the run's optimization (a CPU one, or a GPU precision) to the loaded model
+    (optimized_model.py), timed apart from the load, and counts which one ran.
 """
 from __future__ import annotations
 
@@ -46,6 +47,8 @@ _pending_counters: dict[str, list[str]] = collections.defaultdict(list)
 _samplers: dict[str, list[gpu_telemetry.GpuSampler]] = collections.defaultdict(list)
 _pending_distributions: dict[str, list[tuple[str, int]]] = collections.defaultdict(list)
 _batches_seen: dict[str, int] = collections.defaultdict(int)
+# _device_of's answer as the record names it (record/facts.py device_used).
+_RECORD_DEVICE = {"cuda": "GPU", "cpu": "CPU"}
 
 
 class DeviceUnavailableError(RuntimeError):
@@ -102,6 +105,10 @@ class BenchmarkModelHandler(ModelHandler):
       model = self._optimize(model, self._optimization)
     optimized_ms = process_stats.now_ms()
     meta = read_meta(self._state_dict_path)
+    # Said now, before Beam's metrics: a run stopped before they arrive still says what it
+    # loaded (the record's device_used and weights).
+    progress_reporter().loaded(device_used=_RECORD_DEVICE.get(used, used),
+                               weights=meta.weights if meta else "unknown")
     # Beam calls load_model from DoFn.setup, where metrics are not reported; keep the counters
     # until the next batch, as Beam does for its own load metrics.
     with _lock:

@@ -87,12 +87,12 @@ def _unopenable(data: bytes) -> BadImage:
   return BadImage(f"not an image file ({len(data)} bytes Pillow cannot identify)")
 
 
-def decode(data: bytes, max_pixels: int | None, short_side: int | None,
-           crop: int | None = None) -> Image.Image:
-  """JPEG/PNG bytes -> 8-bit RGB image, refused (BadImage) before the full decode when it has
-  more than max_pixels as stored or once its short side is resized to short_side (None: the
-  model only scales images down, as object detection's letterbox does) before a crop x crop
-  centre crop."""
+def inspect(data: bytes, max_pixels: int | None, short_side: int | None,
+            crop: int | None = None) -> Image.Image:
+  """Every check decode makes before the full decode, from the header alone: the image opened
+  (not decoded), or BadImage when it has more than max_pixels as stored or once its short side
+  is resized to short_side (None: the model only scales images down, as object detection's
+  letterbox does) before a crop x crop centre crop."""
   try:
     image = Image.open(io.BytesIO(data))  # reads the header only
   except Image.DecompressionBombError as e:
@@ -109,10 +109,54 @@ def decode(data: bytes, max_pixels: int | None, short_side: int | None,
     raise BadImage(f"aspect ratio too extreme: {width}x{height} resizes to {new_width}x"
                    f"{new_height} ({new_width * new_height / 1e6:.0f} megapixels) before the "
                    f"{crop}x{crop} crop, the limit is {max_pixels / 1e6:g} (--max_image_pixels)")
+  return image
+
+
+def decode(data: bytes, max_pixels: int | None, short_side: int | None,
+           crop: int | None = None) -> Image.Image:
+  """JPEG/PNG bytes -> 8-bit RGB image, refused (BadImage) as inspect refuses before the full
+  decode."""
+  image = inspect(data, max_pixels, short_side, crop)
   try:
     return _to_rgb(image)  # forces the full decode: a truncated file fails here
   except (OSError, SyntaxError, ValueError) as e:
     raise BadImage(f"corrupt or truncated {image.format} image: {e}") from None
+
+
+def require_complete(data: bytes, image_format: str | None) -> None:
+  """A check that catches a truncated JPEG or PNG without decoding it (BadImage), for a path
+  that decodes later, in a batch (device_decode.py): a JPEG's end-of-image marker must follow
+  the start of its scan (entropy-coded data never holds one: a 0xFF byte there is stuffed), a
+  PNG must hold its IEND chunk. Other formats are not checked here."""
+  if image_format == "JPEG":
+    scan = _jpeg_scan_start(data)
+    if scan is None:
+      raise BadImage(f"corrupt or truncated JPEG image: no start of scan after its header "
+                     f"({len(data)} bytes)")
+    if data.rfind(b"\xff\xd9") < scan:
+      raise BadImage(f"corrupt or truncated JPEG image: no end-of-image marker after its scan "
+                     f"data ({len(data)} bytes)")
+  elif image_format == "PNG" and data.rfind(b"IEND") < 0:
+    raise BadImage(f"corrupt or truncated PNG image: no IEND chunk ({len(data)} bytes)")
+
+
+def _jpeg_scan_start(data: bytes) -> int | None:
+  """The offset of a JPEG's first start-of-scan marker, walking its header's segments (so an
+  EXIF thumbnail's markers, inside APP1, are skipped); None if the walk breaks off."""
+  i = 2
+  while i + 4 <= len(data):
+    if data[i] != 0xFF:
+      return None
+    marker = data[i + 1]
+    if marker == 0xFF:  # fill byte before a marker
+      i += 1
+    elif marker == 0xDA:
+      return i
+    elif marker == 0x01 or 0xD0 <= marker <= 0xD8:  # markers without a length
+      i += 2
+    else:
+      i += 2 + int.from_bytes(data[i + 2:i + 4], "big")
+  return None
 
 
 class DecodeImage(beam.DoFn):

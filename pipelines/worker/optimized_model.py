@@ -1,5 +1,7 @@
-"""Applies a CPU optimization (optimizations.py says which exist and what they need) to a
-loaded model: the result is a module Beam's handler calls as it called the model."""
+"""Applies an optimization (optimizations.py says which exist and what they need) to a loaded
+model: the result is a module Beam's handler calls as it called the model. Where the model sits
+(its parameters' device) decides the device the rules are checked for: a CUDA model takes the GPU
+precisions (a cast to fp16/bf16), a CPU model the CPU optimizations (bf16 as autocast)."""
 from __future__ import annotations
 
 import contextlib
@@ -8,32 +10,53 @@ from typing import Any, Callable
 
 import torch
 
+from pipelines.worker import optimizations
 from pipelines.worker.optimizations import NONE, OptimizationUnavailable, unavailable
 
 
 class Optimized(torch.nn.Module):
-  """The optimized model, called as the original was: inputs converted to channels_last where
-  asked, bf16 autocast around the call, outputs handed back in float32."""
+  """The optimized model, called as the original was: float inputs cast to the model's
+  precision where it was cast, inputs converted to channels_last where asked, bf16 autocast
+  around the call (CPU), outputs handed back in float32."""
 
-  def __init__(self, inner: Any, channels_last: bool = False, bf16: bool = False):
+  def __init__(self, inner: Any, channels_last: bool = False, bf16: bool = False,
+               cast: torch.dtype | None = None):
     super().__init__()
     self.inner = inner
     self.channels_last = channels_last
     self.bf16 = bf16
+    self.cast = cast
 
   def forward(self, *args, **kwargs):
+    if self.cast is not None:
+      args = tuple(_cast(a, self.cast) for a in args)
+      kwargs = {k: _cast(v, self.cast) for k, v in kwargs.items()}
     if self.channels_last:
       args = tuple(a.contiguous(memory_format=torch.channels_last) for a in args)
     autocast = (torch.autocast("cpu", dtype=torch.bfloat16) if self.bf16
                 else contextlib.nullcontext())
     with autocast:
       out = self.inner(*args, **kwargs)
-    if not self.bf16:
+    if not self.bf16 and self.cast is None:
       return out
     if isinstance(out, torch.Tensor):
       return out.float()
     out["logits"] = out["logits"].float()  # transformers' outputs and traced dicts alike
     return out
+
+
+def _cast(value: Any, dtype: torch.dtype) -> Any:
+  """Float tensors in the model's precision; token ids and masks stay as they are."""
+  if isinstance(value, torch.Tensor) and value.is_floating_point():
+    return value.to(dtype)
+  return value
+
+
+def device_kind(model: torch.nn.Module) -> str:
+  """'GPU' for a model whose weights are on CUDA, else 'CPU' (tasks.DEVICES' names)."""
+  for tensor in (*model.parameters(), *model.buffers()):
+    return "GPU" if tensor.device.type == "cuda" else "CPU"
+  return "CPU"
 
 
 Call = tuple[tuple, dict]  # (args, kwargs) of one model call
@@ -57,7 +80,9 @@ def apply(model: torch.nn.Module, name: str, task: str, examples: list[Call],
   one without padding) is compiled at load, not in a measured batch. `calibration`: the int8
   calibration calls of a task whose int8 is static (images). Raises OptimizationUnavailable
   with its reason."""
-  reason = unavailable(name, task)
+  device = device_kind(model)
+  capability = optimizations.cuda_capability() if device == "GPU" else None
+  reason = unavailable(name, task, device=device, capability=capability)
   if reason:
     raise OptimizationUnavailable(reason)
   args, kwargs = examples[0]
@@ -65,8 +90,16 @@ def apply(model: torch.nn.Module, name: str, task: str, examples: list[Call],
   with torch.no_grad():
     if name == NONE:
       return model
+    channels_last = name.endswith("channels_last")
+    if channels_last:
+      model = model.to(memory_format=torch.channels_last)
     if name == "channels_last":
-      return Optimized(model.to(memory_format=torch.channels_last), channels_last=True)
+      return Optimized(model, channels_last=True)
+    if name.startswith("fp16") or (name.startswith("bf16") and device == "GPU"):
+      dtype = torch.float16 if name.startswith("fp16") else torch.bfloat16
+      return Optimized(model.to(dtype), channels_last=channels_last, cast=dtype)
+    if name.startswith("bf16"):  # the CPU's: autocast, weights kept in float32
+      return Optimized(model, channels_last=channels_last, bf16=True)
     if name == "freeze":
       with _jit_deprecation_quiet():
         traced = torch.jit.trace(model, args or None, example_kwarg_inputs=kwargs or None,
@@ -83,8 +116,6 @@ def apply(model: torch.nn.Module, name: str, task: str, examples: list[Call],
       for call_args, call_kwargs in examples:
         compiled(*call_args, **call_kwargs)
       return Optimized(compiled)
-    if name == "bf16":
-      return Optimized(model, bf16=True)
     # int8
     torch.backends.quantized.engine = "x86"
     if calibration is None:  # transformers: dynamic quantization of the Linear layers

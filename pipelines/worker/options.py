@@ -3,7 +3,8 @@ from apache_beam.options.pipeline_options import PipelineOptions, StandardOption
 
 from pipelines.worker import gpu_telemetry, optimizations, tasks
 from pipelines.worker.arg_types import positive_int
-from pipelines.worker.tasks import DEVICES, TASKS
+from pipelines.worker.tasks import TASKS
+from pipelines.worker.vocab import DECODERS, DEVICES
 
 # Well under Pillow's decompression-bomb guard (89 MP warns, 179 MP fails): a 50 MP RGB image
 # decodes to 150 MB, affordable on a 7.5 GB worker running two SDK processes.
@@ -36,7 +37,15 @@ class BenchmarkOptions(PipelineOptions):
                         help="torch intra-op threads each worker process sets before loading")
     parser.add_argument("--torch_interop_threads", type=int, default=None)
     parser.add_argument("--optimization", choices=optimizations.NAMES, default=optimizations.NONE,
-                        help="CPU optimization applied to the loaded model (optimizations.py)")
+                        help="optimization applied to the loaded model: a CPU one, or a GPU "
+                             "precision (optimizations.py)")
+    parser.add_argument("--decode", choices=DECODERS, default=DECODERS[0],
+                        help="image classification: cpu decodes each image with PIL in the "
+                             "parse step; device decodes each batch of files on the model's "
+                             "device (nvjpeg on a GPU), after the same per-file checks")
+    parser.add_argument("--pin_memory", action="store_true", default=False,
+                        help="image classification on a GPU: copy each batch to it through "
+                             "pinned host memory, asynchronously")
     parser.add_argument("--length_aware_batching", action="store_true", default=False,
                         help="language modeling: batch sentences of similar token length")
     parser.add_argument("--sentence_padding", choices=("longest", "max_length"),
@@ -70,6 +79,10 @@ def validate(opts: BenchmarkOptions) -> None:
     missing.append("pubsub_subscription")
   if missing:
     raise ValueError("missing pipeline options: " + ", ".join("--" + m for m in missing))
+  decoders = tasks.get(opts.task).decoders if opts.task in TASKS else DECODERS
+  if opts.decode not in decoders:
+    raise ValueError(f"--decode {opts.decode} is not available for {opts.task}: it decodes on "
+                     f"{', '.join(decoders)} only")
 
 
 def unknown_beam_args(args: list[str]) -> list[str]:

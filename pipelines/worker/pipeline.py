@@ -77,14 +77,17 @@ def build(p: beam.Pipeline, opts: BenchmarkOptions,
 
   # streaming: each window's files are written when it fires
   written_every = TRIGGER_S if opts.view_as(StandardOptions).streaming else None
-  _ = (predictions
-       | "FormatPredictions" >> beam.ParDo(formatter)
+  # A task's format step dead-letters an item that reached the model call but failed there
+  # (dead_letter.Failed: image classification's batched decode); other tasks never emit one.
+  formatted = predictions | "FormatPredictions" >> beam.ParDo(formatter).with_outputs(
+      dead_letter.TAG, main="predictions")
+  _ = (formatted.predictions
        | "WritePredictions" >> beam.io.WriteToText(f"{opts.output}/predictions",
                                                    file_name_suffix=".jsonl",
                                                    triggering_frequency=written_every))
   failed_inference = failed.failed_inferences | "ExplodeFailedBatches" >> beam.FlatMap(
       dead_letter.from_failed_batch)
-  _ = ((undecodable, bad_input, failed_inference)
+  _ = ((undecodable, bad_input, failed_inference, formatted[dead_letter.TAG])
        | "MergeDeadLetters" >> beam.Flatten()
        | "CountDeadLetters" >> beam.ParDo(dead_letter.CountAndSerialize())
        | "WriteDeadLetters" >> beam.io.WriteToText(f"{opts.output}/dead_letter",

@@ -14,7 +14,8 @@ BEAM_PROFILE = "beam"  # Beam's own benchmark settings, published under Beam's s
 DEVICES = ("CPU", "GPU")
 
 # OPTIMIZE=: what the workers apply to the loaded model (optimizations.py says which runs where).
-OPTIMIZATIONS = ("none", "channels_last", "freeze", "compile", "bf16", "int8")
+OPTIMIZATIONS = ("none", "channels_last", "freeze", "compile", "bf16", "int8", "fp16",
+                 "fp16_channels_last", "bf16_channels_last")
 
 # DECODE=: where an image classification run decodes its images: PIL on the CPU, per item in
 # the SDK process (Beam's way), or batched on the model's device (nvjpeg on a GPU).
