@@ -40,7 +40,7 @@ def worker_options(plan: RunPlan, launch: runners.Launch) -> PipelineOptions:
       profile=plan.profile.name, length_aware_batching=plan.length_aware,
       sentence_padding="max_length" if plan.sentence_batching == "max_length" else "longest",
       optimization=plan.optimization, gpu_sample_s=plan.gpu_sample_s, decode=plan.decode,
-      pin_memory=plan.pin_memory, **launch.values)
+      pin_memory=plan.pin_memory, window_ms=WINDOW_MS if plan.local else 0, **launch.values)
 
 
 def run(plan: RunPlan, share_start: tuple[int, str]) -> Outcome | None:

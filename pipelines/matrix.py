@@ -41,6 +41,8 @@ class DataflowShape:
   # THROUGHPUT_BASED autoscaling's ceiling (Beam's sentiment jobs: 20 to 250); None: no
   # autoscaling range, num_workers throughout
   max_num_workers: int | None = None
+  # the accelerator's CUDA compute capability ([accelerators] in the matrix file)
+  accelerator_capability: tuple[int, int] | None = None
 
   @property
   def worker_range(self) -> str:
@@ -113,6 +115,11 @@ class Benchmark:
     """The items a local run takes for N: a count, `share`, or None (the matrix's local count)."""
     return self.share_items if asked == SHARE else asked or self.local_items
 
+  @property
+  def dataflow_capability(self) -> tuple[int, int] | None:
+    """The CUDA compute capability of the benchmark's Dataflow accelerator (a T4: 7.5)."""
+    return self.dataflow.accelerator_capability
+
   def files_for(self, asked: int | str | None) -> int:
     """The distinct input items a local run of N needs (`make data` generates them)."""
     items = self.items_for(asked)
@@ -146,6 +153,8 @@ def load(path: pathlib.Path | None = None) -> dict[str, Benchmark]:
                                 layout=_layout(_require(m, "layout", name), name))
               for name, m in raw.get("machine_types", {}).items()}
   memory = raw.get("process_memory_mib", {})
+  capabilities = {name: tuple(int(p) for p in str(value).split("."))
+                  for name, value in raw.get("accelerators", {}).items()}
   benchmarks: dict[str, Benchmark] = {}
   for name, entry in _require(raw, "benchmarks", "matrix").items():
     where = f"benchmarks.{name}"
@@ -161,6 +170,11 @@ def load(path: pathlib.Path | None = None) -> dict[str, Benchmark]:
       raise MatrixError(f"{where}: device must be one of {DEVICES}, got '{device}'")
     dataflow = {**shared_dataflow, **entry.get("dataflow", {})}
     dataflow["experiments"] = tuple(dataflow.get("experiments", ()))
+    if dataflow.get("accelerator"):
+      if dataflow["accelerator"] not in capabilities:
+        raise MatrixError(f"{where}: accelerator '{dataflow['accelerator']}' has no "
+                          "[accelerators] entry (its compute capability)")
+      dataflow["accelerator_capability"] = capabilities[dataflow["accelerator"]]
     unknown_shape = set(dataflow) - {f.name for f in dataclasses.fields(DataflowShape)}
     if unknown_shape:
       raise MatrixError(f"{where}.dataflow: unknown key(s) {', '.join(sorted(unknown_shape))}")

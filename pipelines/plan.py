@@ -197,7 +197,7 @@ def resolve(asked: Overrides, run_id: str | None = None) -> RunPlan:
   if asked.runner == LOCAL and asked.in_image:
     found = in_image(bench, asked, optimization)
   elif asked.runner == LOCAL:
-    reason = optimizations.unavailable(optimization, bench.task)
+    reason = optimizations.unavailable(optimization, bench.task, device=bench.device)
     if reason:
       raise PlanError(f"OPTIMIZE={optimization}: {reason}")
     found = local_input(bench, asked)
@@ -259,18 +259,21 @@ def _decode(bench: matrix.Benchmark, profile: profiles.Profile, asked: Overrides
 
 
 def _optimization(bench: matrix.Benchmark, profile: profiles.Profile, asked: Overrides) -> str:
-  """The run's CPU optimization: OPTIMIZE=, else the profile's (beam: none), else the
-  matrix's; refused where it cannot apply wherever the run goes (the machine's own abilities,
-  a compiler for compile, are checked where the workers run)."""
+  """The run's optimization: OPTIMIZE=, else the profile's (beam: none), else the matrix's;
+  refused where it cannot apply wherever the run goes: the task, the device, the GPU's compute
+  capability (this machine's for a local run, the accelerator's on Dataflow); a compiler for
+  compile is checked where the workers run."""
   if asked.optimization and profile.optimization and asked.optimization != profile.optimization:
     raise PlanError(f"PROFILE={profile.name} runs the model with optimization "
                     f"{profile.optimization}, as Beam's suite does: OPTIMIZE= is for the "
                     f"tuned profile")
   name = asked.optimization or profile.optimization_for(bench)
-  if name != optimizations.NONE and bench.device == "GPU":
-    raise PlanError(f"OPTIMIZE={name}: the kit's optimizations are CPU ones; {bench.name} runs "
-                    "on a GPU")
-  reason = optimizations.unavailable(name, bench.task, which=lambda compiler: compiler)
+  capability = None
+  if bench.device == "GPU":
+    capability = (optimizations.cuda_capability() if asked.runner == LOCAL
+                  else bench.dataflow_capability)
+  reason = optimizations.unavailable(name, bench.task, which=lambda compiler: compiler,
+                                     device=bench.device, capability=capability)
   if reason:  # what no machine can run (the compiler is checked where the workers are)
     raise PlanError(f"OPTIMIZE={name}: {reason}")
   return name

@@ -65,7 +65,8 @@ def in_image(bench: matrix.Benchmark, asked, optimization: str) -> dict[str, Any
     beside = [f"{dataflow.MODELS_IN_IMAGE}/{name}" for name in models.files_beside(bench.model)]
     versions = worker_container.preflight(image, [*files.values(), *beside], modules,
                                           gpu=bench.device == "GPU",
-                                          optimization=(optimization, bench.task))
+                                          optimization=(optimization, bench.task,
+                                                        bench.device))
   except worker_container.ContainerError as e:
     raise PlanError(str(e)) from None
   local = local_input(bench, asked, model_files=files)
@@ -99,7 +100,7 @@ def image_model_files(bench: matrix.Benchmark) -> dict[str, str]:
   """The model files as baked into the worker images."""
   files = {"model_state_dict_path": str(models.model_path(
       bench.model, pathlib.PurePosixPath(dataflow.MODELS_IN_IMAGE)))}
-  if bench.task_spec.needs_vocab:
+  if models.uses_vocab(bench.model):
     files["vocab_path"] = f"{dataflow.MODELS_IN_IMAGE}/{VOCAB_FILE}"
   return files
 
@@ -168,7 +169,7 @@ def items_requested(bench: matrix.Benchmark, input_override: str | None) -> int 
 def local_model_files(bench: matrix.Benchmark, models_dir: pathlib.Path) -> dict[str, str]:
   state_dict = models.model_path(bench.model, models_dir)
   files = {"model_state_dict_path": state_dict}
-  if bench.task_spec.needs_vocab:
+  if models.uses_vocab(bench.model):
     files["vocab_path"] = models_dir / VOCAB_FILE
   # read by the workers beside the state dict (captioning.tokenizer_folder), not passed
   beside = [models_dir / name for name in models.files_beside(bench.model)]

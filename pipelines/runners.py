@@ -23,7 +23,7 @@ from typing import Any
 
 import apache_beam as beam
 
-from pipelines import dataflow, interrupts, worker_container
+from pipelines import dataflow, interrupts, worker_container, worker_logs
 from pipelines.dataflow import feed
 from pipelines.plan import DATAFLOW, LOCAL, RunPlan
 from pipelines.worker import beam_metrics
@@ -68,18 +68,26 @@ class LocalRun:
     return self._run_watched(p)
 
   @staticmethod
-  def _run_watched(p: beam.Pipeline) -> dict[str, Any]:
-    with interrupts.LocalWatch() as watch:
-      try:
-        result = p.run()
-        result.wait_until_finish()
-      except BaseException as e:  # noqa: BLE001 - the watch says what really happened
-        outcome = watch.outcome(e)
-        if outcome is e:
-          raise
-        raise outcome from None
-      if (outcome := watch.outcome(None)) is not None:
-        raise outcome  # a signal Beam swallowed: the run did not finish as asked
+  def _run_watched(p: beam.Pipeline, where: str = "SDK worker") -> dict[str, Any]:
+    lines = worker_logs.WorkerLogLines(where)  # the workers' log entries, one line each
+    handlers = logging.getLogger().handlers
+    for handler in handlers:
+      handler.addFilter(lines)
+    try:
+      with interrupts.LocalWatch() as watch:
+        try:
+          result = p.run()
+          result.wait_until_finish()
+        except BaseException as e:  # noqa: BLE001 - the watch says what really happened
+          outcome = watch.outcome(e)
+          if outcome is e:
+            raise
+          raise outcome from None
+        if (outcome := watch.outcome(None)) is not None:
+          raise outcome  # a signal Beam swallowed: the run did not finish as asked
+    finally:
+      for handler in handlers:
+        handler.removeFilter(lines)
     return beam_metrics.query(result)
 
   def discard(self, launch: Launch) -> None:
@@ -121,14 +129,10 @@ class InImageRun(LocalRun):
     if progress:  # the workers' tallies for the live display and an interrupted run's record
       container.mounts.append((pathlib.Path(progress).resolve(), "rw"))
       container.env[PROGRESS_DIR_VAR] = str(pathlib.Path(progress).resolve())
-    lines = worker_container.WorkerLogLines()
-    handlers = logging.getLogger().handlers
-    for handler in handlers:
-      handler.addFilter(lines)
     try:
       container.start()
       try:
-        raw = self._run_watched(p)
+        raw = self._run_watched(p, "SDK worker (in the image)")
       except Exception as e:
         memory = launch.facts["container_memory"] = container.memory()
         if memory.get("oom_kills"):
@@ -142,8 +146,6 @@ class InImageRun(LocalRun):
       return raw
     finally:
       container.stop()
-      for handler in handlers:
-        handler.removeFilter(lines)
 
 
 class DataflowRun:

@@ -19,10 +19,8 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import logging
 import os
 import pathlib
-import re
 import shutil
 import socket
 import subprocess
@@ -48,7 +46,8 @@ for path in asked["files"]:
     out["missing_files"].append(path)
 if asked["optimization"] and not out["missing_modules"]:
   from pipelines.worker.optimizations import unavailable
-  out["optimization_unavailable"] = unavailable(*asked["optimization"])
+  name, task, device = asked["optimization"]
+  out["optimization_unavailable"] = unavailable(name, task, device=device)
 try:
   import apache_beam, torch
   out["versions"] = {"python": platform.python_version(), "apache-beam": apache_beam.__version__,
@@ -161,30 +160,6 @@ class Limits:
   def as_dict(self) -> dict[str, Any]:
     return {"machine_type": self.machine_type, "cpus": self.cpus,
             "memory_limit_mib": self.memory_mib}
-
-
-_LOG_MESSAGE = re.compile(r'^message: "(.*)"$', re.M)
-# What every SDK worker says at start on this path and on Dataflow alike: the kit's pipelines
-# need no main session, and its own options are read by its DoFns, not by the harness.
-_EXPECTED = ("No session file found", "Discarding unparseable args")
-
-
-class WorkerLogLines(logging.Filter):
-  """The SDK workers' log entries reach the launcher as whole LogEntry protos (Beam's logging
-  service prints `str(entry)`): one line each, with their message only; the two warnings every
-  worker gives at start are dropped."""
-
-  def filter(self, record: logging.LogRecord) -> bool:
-    if record.module != "worker_handlers":
-      return True
-    found = _LOG_MESSAGE.search(record.getMessage())
-    if not found:
-      return True
-    text = found.group(1)
-    if text.startswith(_EXPECTED):
-      return False
-    record.msg, record.args = "SDK worker (in the image): %s", (text[:500],)
-    return True
 
 
 class WorkerContainer:

@@ -23,7 +23,7 @@ def test_a_plan_is_resolved_once_and_frozen(kit, models_dir, data_dir):  # noqa:
                                     layout=Layout(1, 1), batching="length"))
   assert (resolved.items, resolved.batching, str(resolved.layout)) == (
       4, {"min_batch_size": 2, "max_batch_size": 2}, "1x1")
-  assert resolved.length_aware and resolved.task.needs_vocab
+  assert resolved.length_aware and "vocab_path" in dict(resolved.model_files)
   assert len(resolved.input_lines) == 4
   with pytest.raises(dataclasses.FrozenInstanceError):
     resolved.items = 5  # runners take the plan; they cannot change it

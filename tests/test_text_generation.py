@@ -50,8 +50,7 @@ def test_format_falls_back_as_beams_format_output():
 
 def test_registered_and_only_none():
   task = tasks.get("text_generation")
-  assert (task.input_file, task.needs_vocab, task.batchings) == ("sentences.txt", False,
-                                                                  ("padded",))
+  assert (task.input_file, task.batchings) == ("sentences.txt", ("padded",))
   assert task is TASK and task.module == "pipelines.worker.tasks.text_generation"
   assert optimizations.unavailable("none", "text_generation") is None
   for name in optimizations.NAMES[1:]:

@@ -237,6 +237,7 @@ def build(plan: dict[str, Any], outcome: Outcome) -> Record:
       # plan.inference_step, so the two must agree.
       "inference_metric_steps": beam_metrics.beam_steps(raw),
       "weights": facts.weights_used(counters),
+      "decoded": facts.decoded(counters),
       "processes_loaded_model": sum(1 for p in processes if p.get("model_loads")),
       "worker_processes": processes,
       **facts.workers(counters, processes),

@@ -53,6 +53,15 @@ def weights_used(counters: dict[str, int]) -> str:
   return single(counters, vocab.WEIGHTS)
 
 
+def decoded(counters: dict[str, int]) -> str | None:
+  """Where the workers decoded their images: 'cpu' (PIL), 'device (cuda)', 'device (cpu)';
+  None for a task that decodes none."""
+  if counters.get(vocab.DECODED_WITH_PIL):
+    return "cpu"
+  on = single(counters, vocab.DECODED_ON)
+  return None if on == "unknown" else f"device ({on})"
+
+
 def workers(counters: dict[str, int], processes: list[dict[str, Any]]) -> dict[str, Any]:
   """Versions and hostname as the workers reported them (worker_facts.py), torch threads from
   the per-process reports (process_stats.py).

@@ -53,7 +53,7 @@ def nvml_reader(device_index: int = 0) -> Optional[ReadSample]:
     except pynvml.NVMLError:
       power_w = None
     return GpuSample(int(utilization.gpu), int(memory.used // (1 << 20)), power_w,
-                     int(time.time() * 1000), sm_activity() if sm_activity else None)
+                     sm_active_pct=sm_activity() if sm_activity else None)
 
   return read
 
@@ -111,8 +111,9 @@ class GpuSampler:
       except Exception:  # noqa: BLE001 - a failed read loses one sample, never the run
         self.errors += 1
       else:
+        stamped = dataclasses.replace(sample, at_ms=int(time.time() * 1000))  # taken now
         with self._lock:
-          self._samples.append(sample)
+          self._samples.append(stamped)
       self._stop.wait(self._interval_s)
 
   def stop(self) -> None:

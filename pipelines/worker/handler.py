@@ -32,6 +32,7 @@ from pipelines.worker import (
   latency_histogram,
   optimizations,
   process_stats,
+  vocab,
   worker_facts,
 )
 from pipelines.worker.beam_metrics import KIT_NAMESPACE
@@ -47,6 +48,7 @@ _pending_counters: dict[str, list[str]] = collections.defaultdict(list)
 _samplers: dict[str, list[gpu_telemetry.GpuSampler]] = collections.defaultdict(list)
 _pending_distributions: dict[str, list[tuple[str, int]]] = collections.defaultdict(list)
 _batches_seen: dict[str, int] = collections.defaultdict(int)
+_steady_from_ms: dict[str, int] = {}  # when this process's first batch ended
 # _device_of's answer as the record names it (record/facts.py device_used).
 _RECORD_DEVICE = {"cuda": "GPU", "cpu": "CPU"}
 
@@ -80,8 +82,9 @@ class BenchmarkModelHandler(ModelHandler):
                telemetry_interval_s: float = gpu_telemetry.SAMPLE_INTERVAL_S,
                threads: int | None = None, interop_threads: int | None = None,
                optimization: str = optimizations.NONE,
-               optimize: Callable[[Any, str], Any] | None = None):
+               optimize: Callable[[Any, str], Any] | None = None, window_ms: int = 0):
     self._base = base
+    self._window_ms = window_ms  # process_stats' steady windows (0: none)
     self._optimization = optimization
     self._optimize = optimize  # the task's optimize(model, name): optimized_model.apply
     self._threads = threads
@@ -112,10 +115,10 @@ class BenchmarkModelHandler(ModelHandler):
     # Beam calls load_model from DoFn.setup, where metrics are not reported; keep the counters
     # until the next batch, as Beam does for its own load metrics.
     with _lock:
-      _pending_counters[self._token] += [f"model_loaded_on_{used}",
-                                         f"model_weights_{meta.weights if meta else 'unknown'}",
+      _pending_counters[self._token] += [f"{vocab.LOADED_ON}{used}",
+                                         f"{vocab.WEIGHTS}{meta.weights if meta else 'unknown'}",
                                          process_stats.name("model_loads"),
-                                         f"optimization_ran_{self._optimization}"]
+                                         f"{vocab.OPTIMIZATION_RAN}{self._optimization}"]
       _pending_distributions[self._token] += process_stats.threads()
       _pending_distributions[self._token] += process_stats.load_times(
           load_started_ms, load_ended_ms, optimized_ms)
@@ -144,7 +147,9 @@ class BenchmarkModelHandler(ModelHandler):
     with _lock:
       _batches_seen[self._token] += 1
       first_batch = _batches_seen[self._token] == 1
-    process_stats.report_batch(len(batch), first_batch)
+      if first_batch:  # GPU samples count from here: this process's steady window
+        _steady_from_ms[self._token] = process_stats.now_ms()
+    process_stats.report_batch(len(batch), first_batch, self._window_ms)
     self._report_pending()
     progress_reporter().add(len(batch))  # live progress for the launcher (pipelines/progress.py)
     return results
@@ -153,8 +158,9 @@ class BenchmarkModelHandler(ModelHandler):
     with _lock:
       counters = _pending_counters.pop(self._token, [])
       distributions = _pending_distributions.pop(self._token, [])
+      steady_from = _steady_from_ms.get(self._token, float("inf"))
       samples = [sample for sampler in _samplers.get(self._token, ())
-                 for sample in sampler.drain()]
+                 for sample in sampler.drain() if sample.at_ms >= steady_from]
     for name in counters:
       Metrics.counter(KIT_NAMESPACE, name).inc()
     for name, value in distributions:
@@ -164,6 +170,9 @@ class BenchmarkModelHandler(ModelHandler):
       Metrics.distribution(KIT_NAMESPACE, "gpu_memory_used_mib").update(sample.memory_used_mib)
       if sample.power_w is not None:
         Metrics.distribution(KIT_NAMESPACE, "gpu_power_w").update(sample.power_w)
+      if sample.sm_active_pct is not None:  # NVML GPM: Hopper and newer
+        Metrics.distribution(KIT_NAMESPACE, "gpu_sm_active_pct").update(
+            round(sample.sm_active_pct))
 
 
 # ModelHandler's methods that build a new handler around this one: inherited, never forwarded

@@ -13,7 +13,7 @@ from apache_beam.metrics import Metrics
 from apache_beam.ml.inference.base import PredictionResult
 from apache_beam.ml.inference.pytorch_inference import PytorchModelHandlerTensor
 
-from pipelines.worker import dead_letter, device_decode
+from pipelines.worker import dead_letter, device_decode, vocab
 from pipelines.worker.beam_metrics import KIT_NAMESPACE
 from pipelines.worker.vocab import DECODERS
 
@@ -34,10 +34,10 @@ def infer(batch: Sequence[torch.Tensor], model: torch.nn.Module, device: torch.d
   device = model_device(model, device)
   if decode == "device":
     inputs, failed = device_decode.decode_batch(batch, device)
-    Metrics.counter(KIT_NAMESPACE, f"decoded_on_{device.type}").inc()
+    Metrics.counter(KIT_NAMESPACE, f"{vocab.DECODED_ON}{device.type}").inc()
   else:
     inputs, failed = to_device(torch.stack(list(batch)), device, pin_memory), {}
-    Metrics.counter(KIT_NAMESPACE, "decoded_with_pil").inc()
+    Metrics.counter(KIT_NAMESPACE, vocab.DECODED_WITH_PIL).inc()
   with torch.no_grad():
     logits = model(inputs, **(inference_args or {})) if len(inputs) else None
   rows = iter(logits.float().cpu() if logits is not None else ())  # one copy for the batch

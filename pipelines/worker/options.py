@@ -63,6 +63,9 @@ class BenchmarkOptions(PipelineOptions):
     parser.add_argument("--gpu_sample_s", type=float, default=gpu_telemetry.SAMPLE_INTERVAL_S,
                         help="seconds between GPU telemetry samples (NVML) in the process that "
                              "holds the model; 0: no telemetry")
+    parser.add_argument("--window_ms", type=int, default=0,
+                        help="each batch's items also count in time windows of this many ms "
+                             "(the record's steady-state check); 0: none")
     parser.add_argument("--max_image_bytes", type=positive_int, default=DEFAULT_MAX_IMAGE_BYTES,
                         help="image files larger than this are dead-lettered; no read goes past "
                              "it")
@@ -73,7 +76,8 @@ def validate(opts: BenchmarkOptions) -> None:
   if not opts.view_as(StandardOptions).streaming:
     needed = (*needed, "input")
   missing = [name for name in needed if not getattr(opts, name)]
-  if opts.task in TASKS and tasks.get(opts.task).needs_vocab and not opts.vocab_path:
+  from pipelines.worker.models import uses_vocab  # torch: where the pipeline is built
+  if opts.model_architecture and uses_vocab(opts.model_architecture) and not opts.vocab_path:
     missing.append("vocab_path")
   if opts.view_as(StandardOptions).streaming and not opts.pubsub_subscription:
     missing.append("pubsub_subscription")

@@ -71,7 +71,8 @@ def build(p: beam.Pipeline, opts: BenchmarkOptions,
       optimization=opts.optimization,
       optimize=functools.partial(task.optimize, batch_size=opts.max_batch_size or 1),
       telemetry_reader=reader,
-      telemetry_interval_s=opts.gpu_sample_s or gpu_telemetry.SAMPLE_INTERVAL_S))
+      telemetry_interval_s=opts.gpu_sample_s or gpu_telemetry.SAMPLE_INTERVAL_S,
+      window_ms=opts.window_ms))
   predictions, failed = examples | opts.inference_step >> RunInference(
       handler).with_exception_handling()
 

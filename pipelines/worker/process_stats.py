@@ -161,8 +161,11 @@ def steady_windows(raw: dict[str, Any], processes: list[dict[str, Any]]) -> dict
       window_ms = int(size)
       counts[int(bucket)] = counts.get(int(bucket), 0) + value
   timed = [p for p in processes if p.get("batches", 0) >= 2]
-  if not window_ms or not timed or len(timed) != len(processes):
-    return {"windows": [], "stable": None, "why": "no windows reported"}
+  if not timed or len(timed) != len(processes):
+    return {"windows": [], "stable": None,
+            "why": "a process ran fewer than two batches: no steady state (raise N)"}
+  if not window_ms:
+    return {"windows": [], "stable": None, "why": "no windows reported (a Dataflow run)"}
   start = max(p["first_batch_end_ms"] for p in timed)  # every process past its first batch
   end = min(p["last_batch_end_ms"] for p in timed)  # and none done yet
   intervals = [p["steady_window_s"] * 1000 / (p["batches"] - 1) for p in timed]

@@ -37,6 +37,8 @@ DEFAULT_INFERENCE_STEP = "RunInference"
 LOADED_ON = "model_loaded_on_"
 WEIGHTS = "model_weights_"
 OPTIMIZATION_RAN = "optimization_ran_"
+DECODED_ON = "decoded_on_"  # a batch decoded on the model's device (cuda, cpu): DECODE=device
+DECODED_WITH_PIL = "decoded_with_pil"  # a batch whose items PIL decoded: DECODE=cpu
 PROCESS = "process/"  # per SDK process facts: process/<host>:<pid>/<fact> (process_stats.py)
 # items after each process's first batch, by the time window their batch ended in:
 # window/<window ms>/<epoch ms // window ms>, summed over processes by Beam (process_stats.py)

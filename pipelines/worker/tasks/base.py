@@ -14,7 +14,6 @@ from typing import Any, Iterable, Iterator, Optional
 class Task(abc.ABC):
   # The facts of the task (class attributes of each subclass).
   input_file: str  # the generated local input list under data/ (`make data`)
-  needs_vocab: bool = False  # the model needs the tokenizer vocab beside its state dict
   batchings: tuple[str, ...] = ("padded",)  # the batching modes it supports; the first: default
   reads_files: bool = False  # its input lines are paths of files the workers read
   decoders: tuple[str, ...] = ("cpu",)  # where it may decode its inputs (vocab.DECODERS)

@@ -167,7 +167,6 @@ class FormatPrediction(beam.DoFn):
 
 class ImageCaptioning(Task):
   input_file = "images.txt"
-  needs_vocab = True
   reads_files = True
 
   def parse(self, lines: beam.PCollection, opts):

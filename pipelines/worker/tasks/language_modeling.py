@@ -126,7 +126,6 @@ class FormatPrediction(beam.DoFn):
 
 class LanguageModeling(Task):
   input_file = "sentences.txt"
-  needs_vocab = True
   batchings = ("padded", "length")
 
   def parse(self, lines: beam.PCollection, opts):

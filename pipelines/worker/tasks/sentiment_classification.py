@@ -125,7 +125,6 @@ class FormatPrediction(beam.DoFn):
 
 class SentimentClassification(Task):
   input_file = "sentences.txt"
-  needs_vocab = True
   # padded: to the batch's longest sentence; length: similar lengths batched together;
   # max_length: every sentence to 128 tokens, as Beam's sentiment example pads them.
   batchings = ("padded", "length", "max_length")
