@@ -37,8 +37,7 @@ def worker_options(plan: RunPlan, launch: runners.Launch) -> PipelineOptions:
       min_batch_size=plan.min_batch_size, max_batch_size=plan.max_batch_size,
       layout=str(layout), torch_threads=layout.threads,
       torch_interop_threads=layout.interop_threads, inference_step=plan.inference_step,
-      profile=plan.profile.name, length_aware_batching=plan.length_aware,
-      sentence_padding="max_length" if plan.sentence_batching == "max_length" else "longest",
+      profile=plan.profile.name, sentence_batching=plan.sentence_batching,
       optimization=plan.optimization, gpu_sample_s=plan.gpu_sample_s, decode=plan.decode,
       pin_memory=plan.pin_memory, window_ms=WINDOW_MS if plan.local else 0, **launch.values)
 

@@ -47,11 +47,12 @@ def plain_options(bench: matrix.Benchmark, models_dir: pathlib.Path, profile: pr
   from apache_beam.options.pipeline_options import PipelineOptions
 
   from pipelines.worker.options import BenchmarkOptions
-  padding = "max_length" if profile.sentence_batching_for(bench) == "max_length" else "longest"
   return PipelineOptions(
       [], task=bench.task, model_architecture=bench.model,
       model_state_dict_path=str(models.model_path(bench.model, models_dir)),
-      vocab_path=str(models_dir / VOCAB_FILE), sentence_padding=padding).view_as(BenchmarkOptions)
+      vocab_path=str(models_dir / VOCAB_FILE),
+      sentence_batching=profile.sentence_batching_for(bench),
+      decode=profile.decode_for(bench)).view_as(BenchmarkOptions)
 
 
 def plain_loop(bench: matrix.Benchmark, lines: list[str], batch_size: int,

@@ -141,7 +141,7 @@ def test_the_dry_run_job_has_the_option_files_shape(beam_jobs, name):
     assert job["job_type"] == "JOB_TYPE_BATCH"
     assert any(t.startswith("ReadInput") for t in job["transforms"])
   if name.startswith("distilbert"):
-    assert options["sentence_padding"] == "max_length"  # Beam's tokenizer pads to 128
+    assert options["sentence_batching"] == "max_length"  # Beam's tokenizer pads to 128
     assert (options["min_batch_size"], options["max_batch_size"]) == (1, 10000)
 
 

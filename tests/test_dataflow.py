@@ -82,7 +82,7 @@ def test_dry_run_job_carries_every_benchmark_option(jobs):
   # None where the task has no vocab, or the job is not a streaming one
   assert set(bert) == flags - {"pubsub_subscription"}
   assert set(resnet) == flags - {"vocab_path", "pubsub_subscription"}
-  assert bert["length_aware_batching"] is True and resnet["length_aware_batching"] is False
+  assert bert["sentence_batching"] == "length" and resnet["sentence_batching"] == "padded"
   assert bert["benchmark"] == "bert-base" and resnet["max_image_pixels"] == 50_000_000
   assert resnet["max_image_bytes"] == 100_000_000
 

@@ -69,7 +69,7 @@ def test_length_aware_batches_predict_what_padded_batches_predict(tmp_path, mode
                         architecture="bert-tiny-uncased", models_dir=models_dir, batch_size=3)
   by_length = run_pipeline(tmp_path / "length", sentences, task="language_modeling",
                            architecture="bert-tiny-uncased", models_dir=models_dir, batch_size=3,
-                           beam_args=("--length_aware_batching",))
+                           beam_args=("--sentence_batching=length",))
   assert len(padded["predictions"]) == len(sentences)
   assert sorted(by_length["predictions"]) == sorted(padded["predictions"])
   # Same sentences, same batch size, far less padding.

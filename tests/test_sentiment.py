@@ -49,6 +49,6 @@ def test_example_from_line_refuses_what_the_pipeline_dead_letters_and_pads_as_it
   assert len(example["input_ids"]) == task.example_length(example) < 10
   padded = task.example_from_line(b"A fine film.", PipelineOptions(
       [], vocab_path=str(models_dir / VOCAB_FILE),
-      sentence_padding="max_length").view_as(BenchmarkOptions))
+      sentence_batching="max_length").view_as(BenchmarkOptions))
   assert len(padded["input_ids"]) == sentiment_classification.MAX_TOKENS
   assert task.example_length(padded) == task.example_length(example)

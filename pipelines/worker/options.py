@@ -1,7 +1,7 @@
 """Pipeline options: the same flags on the DirectRunner and on Dataflow."""
 from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
 
-from pipelines.worker import gpu_telemetry, optimizations, tasks
+from pipelines.worker import gpu_telemetry, optimizations, tasks, vocab
 from pipelines.worker.arg_types import positive_int
 from pipelines.worker.tasks import TASKS
 from pipelines.worker.vocab import DECODERS, DEVICES
@@ -46,12 +46,12 @@ class BenchmarkOptions(PipelineOptions):
     parser.add_argument("--pin_memory", action="store_true", default=False,
                         help="image classification on a GPU: copy each batch to it through "
                              "pinned host memory, asynchronously")
-    parser.add_argument("--length_aware_batching", action="store_true", default=False,
-                        help="language modeling: batch sentences of similar token length")
-    parser.add_argument("--sentence_padding", choices=("longest", "max_length"),
-                        default="longest",
-                        help="sentiment: pad each batch to its longest sentence, or every "
-                             "sentence to 128 tokens as Beam's example does")
+    parser.add_argument("--sentence_batching", choices=vocab.SENTENCE_BATCHINGS,
+                        default=vocab.SENTENCE_BATCHINGS[0],
+                        help="the sentence tasks: padded (each batch to its longest sentence, "
+                             "in the order they come), length (sentences of similar token "
+                             "length batched together) or max_length (every sentence padded "
+                             "to 128 tokens, as Beam's sentiment example does)")
     parser.add_argument("--pubsub_subscription",
                         help="streaming jobs (--streaming, Dataflow): the Pub/Sub subscription "
                              "the items are read from, one per message, as Beam's streaming "

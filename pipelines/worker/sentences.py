@@ -116,7 +116,7 @@ class SortByLength(beam.DoFn):
 def sorted_by_length(examples: beam.PCollection, opts) -> beam.PCollection:
   """The examples, sorted by token length within windows of LENGTH_SORT_BATCHES batches when the
   run asks for length-aware batching (every sentence task's parse step ends with it)."""
-  if not opts.length_aware_batching:
+  if opts.sentence_batching != "length":
     return examples
   window = LENGTH_SORT_BATCHES * (opts.max_batch_size or 1)
   return examples | "SortByLength" >> beam.ParDo(SortByLength(window))

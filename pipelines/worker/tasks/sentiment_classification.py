@@ -3,7 +3,7 @@
 Beam's example (apache_beam/examples/inference/pytorch_sentiment.py, 2.77) tokenizes each
 sentence to exactly 128 tokens (padding='max_length', truncation=True, max_length=128), stacks
 them and runs DistilBertForSequenceClassification. Here the same tokens are padded either that
-way (`--sentence_padding=max_length`, what the beam profile runs) or to the longest sentence of
+way (`--sentence_batching=max_length`, what the beam profile runs) or to the longest sentence of
 the batch (`longest`, the tuned default): the attention mask makes the logits of a sentence the
 same either way, up to float rounding; only the padding work differs. Sentences past 128 tokens
 are cut at 128 as Beam cuts them, and counted (the record's `sentences_truncated`). Where Beam
@@ -114,6 +114,11 @@ class Tokenize(beam.DoFn):
     yield sentence, tensors
 
 
+def _padding(opts) -> str:
+  """How a batch is padded: every sentence to MAX_TOKENS (max_length), else to its longest."""
+  return "max_length" if getattr(opts, "sentence_batching", None) == "max_length" else "longest"
+
+
 class FormatPrediction(beam.DoFn):
   def process(self, keyed: tuple[str, PredictionResult]):
     sentence, result = keyed
@@ -143,7 +148,7 @@ class SentimentClassification(Task):
         model_class=build_architecture,
         model_params={"architecture": architecture},
         device=device,
-        inference_fn=make_inference_fn(getattr(opts, "sentence_padding", None) or "longest"),
+        inference_fn=make_inference_fn(_padding(opts)),
         **batching)
 
   def format_prediction(self, opts) -> beam.DoFn:
@@ -156,13 +161,13 @@ class SentimentClassification(Task):
                                  sentences.token_examples(batch_size, masked=False))
 
   def example_from_line(self, line: bytes, opts) -> dict[str, torch.Tensor]:
-    """As Tokenize makes it; with --sentence_padding=max_length padded to MAX_TOKENS already,
+    """As Tokenize makes it; with --sentence_batching=max_length padded to MAX_TOKENS already,
     as the pipeline's batches are."""
     sentence = line.decode("utf-8").strip()
     if not sentence:
       raise UnusableSentence("empty line: no sentence")
     tensors = tokenize(load_tokenizer(opts.vocab_path), usable(sentence))[0]
-    if getattr(opts, "sentence_padding", None) != "max_length":
+    if _padding(opts) != "max_length":
       return tensors
     input_ids, attention_mask = pad_batch([tensors], "max_length")
     return {"input_ids": input_ids[0], "attention_mask": attention_mask[0]}
