@@ -204,3 +204,26 @@ def test_a_gpu_plan_stands_beside_its_cpu_twin_saying_what_each_was_measured_on(
   for mark in ("cheapest resnet152-gpu", "cheapest resnet152", "fastest resnet152-gpu"):
     assert mark in text
   assert "n1-standard-2+t4" in text and "NVIDIA H200, 2 CPUs" in text
+
+
+def test_plan_check_refuses_to_project_when_more_items_took_no_longer(tmp_path, monkeypatch,
+                                                                       capsys):
+  """`make plan-check BENCH=bert-base N=8`: start-up hides the per-item time; no 'inf items/s'
+  and no error figure said as fine."""
+  from pipelines import projection_check
+  seconds = {8: 20.0, 32: 19.5, 16: 20.2}
+  monkeypatch.setattr(projection_check, "run_share", lambda asked: _share(seconds[asked.items]))
+  assert projection_check.main(["bert-base", "--items", "8",
+                                "--results-dir", str(tmp_path)]) == 1
+  err = capsys.readouterr().err
+  assert "32 items took no longer than 8" in err and "raise N" in err
+  seconds.update({8: 20.0, 32: 50.0, 16: 40.0})  # 16 projects to 30 s: the line does not hold
+  assert projection_check.main(["bert-base", "--items", "8",
+                                "--results-dir", str(tmp_path)]) == 1
+  assert "beyond 10%: the plan's straight line does not hold" in capsys.readouterr().out
+
+
+def _share(seconds: float) -> Record:
+  record = planted("1x2", 1, 10)
+  record.metrics["worker_share_s"] = seconds
+  return record

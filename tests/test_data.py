@@ -8,7 +8,7 @@ import pathlib
 
 import pytest
 
-from pipelines import data, matrix, profiles
+from pipelines import data, matrix
 
 
 @pytest.fixture
@@ -27,10 +27,14 @@ def test_a_benchmark_gets_only_its_tasks_list_at_its_own_count():
   # each list at the most any of the named benchmarks takes
   assert data.counts(None, ["resnet101", "blip-clip-captioning", "bert-base"]) == {
       "images.txt": 256, "sentences.txt": 512}
-  # the share depends on the profile's worker count: Beam's resnet152-gpu job has 30 workers
-  assert data.counts("share", ["resnet152-gpu"], ["beam"]) == {"images.txt": 1667}
-  assert data.counts("share", ["resnet152-gpu"], list(profiles.load())) == {"images.txt": 1667}
-  assert data.counts("share", ["resnet152-gpu"]) == {"images.txt": 667}
+  # the share depends on the profile's worker count: Beam's resnet152 job has 75 workers, as
+  # the matrix; Beam's resnet152-gpu job has 30, and the GPU benchmark repeats its 512
+  # distinct images past that (matrix `local.distinct`): 512 are generated either way
+  assert data.counts("share", ["resnet152"], ["beam"]) == {"images.txt": 667}
+  assert matrix.get("resnet152-gpu").distinct_items == 512
+  assert data.counts("share", ["resnet152-gpu"], ["beam"]) == {"images.txt": 512}
+  assert data.counts(None, ["resnet152-gpu"]) == {"images.txt": 512}
+  assert data.counts(100, ["resnet152-gpu"]) == {"images.txt": 100}
 
 
 def test_the_list_is_the_tasks_input_file():
@@ -40,7 +44,7 @@ def test_the_list_is_the_tasks_input_file():
 
 def test_make_data_alone_makes_every_list_at_the_largest_count():
   every = matrix.load().values()
-  largest = max(b.local_items for b in every)
+  largest = max(b.files_for(None) for b in every)
   assert data.counts(None) == dict.fromkeys(("images.txt", "scenes.txt", "sentences.txt"), largest)
   assert data.counts(7) == dict.fromkeys(("images.txt", "scenes.txt", "sentences.txt"), 7)
   assert set(data.counts("share").values()) == {max(b.share_items for b in every)}

@@ -52,7 +52,8 @@ def test_without_settings(tmp_path):
   assert "CUDA        not available" in text and "NVML        unavailable" in text
   # what OPTIMIZE= can run here: this machine has g++ and the x86 quantized engine
   (optimize,) = [line for line in lines if line.startswith("OPTIMIZE=   ")]
-  assert "none, channels_last, freeze, compile, bf16, int8; bf16 " in optimize
+  assert "none, channels_last, freeze, compile, bf16, int8, bf16_channels_last; bf16 " in optimize
+  assert "fp16: fp16 is a GPU precision" in optimize
   bench = {line[doctor.WIDTH:].split()[0]: line for line in lines
            if " ready" in line or "cannot run:" in line}
   assert list(bench) == list(matrix.load())  # one line per benchmark of the matrix

@@ -115,6 +115,8 @@ def test_an_interrupted_local_run_is_recorded_as_cancelled(launch, layout, signu
   assert record.status == "cancelled"
   assert record.error.startswith(f"interrupted by {signal.Signals(signum).name}")
   assert record.metadata["interrupted_by"] == signal.Signals(signum).name
+  # what the workers said they loaded, though Beam's metrics never came
+  assert (record.device_used, record.weights) == ("CPU", "random")
   assert m["partial"] is True
   assert 1 <= m["num_inferences"] < ITEMS
   assert m["num_inferences"] + m["dead_lettered"] <= ITEMS

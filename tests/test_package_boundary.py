@@ -90,7 +90,7 @@ LAYERS = [
     # the engine: the plan, the runners and what they need while a run is under way
     {"pipelines.progress", "pipelines.interrupts", "pipelines.dataflow", "pipelines.preflight",
      "pipelines.plan", "pipelines.agreement", "pipelines.runners", "pipelines.worker_container",
-     "pipelines.launch", "pipelines.ceilings"},
+     "pipelines.launch", "pipelines.ceilings", "pipelines.worker_logs"},
     # readers of records
     {"pipelines.publish", "pipelines.report", "pipelines.capacity", "pipelines.capacity_table"},
     # the launcher (runs one plan, then the post-run publish step)

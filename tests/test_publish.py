@@ -568,3 +568,20 @@ def test_beams_newer_benchmarks_publish_under_beams_names_with_the_cost_figures(
     assert influx[name] == pytest.approx(value), name
     assert rows[name][0] == pytest.approx(value), name
   assert not any(name.startswith(BEAM_STEP) for name in influx)  # not Beam's ResNet label
+
+
+@pytest.mark.parametrize("value", ["abc", "nan", "0", "-1", "inf", "601"])
+def test_a_bad_publish_timeout_is_one_line_not_a_traceback(results, no_targets, capsys, value):
+  """PUBLISH_TIMEOUT_S is checked once: `make publish` refuses with one line (exit 2); after a
+  run, the record is saved and a warning says why it was not sent."""
+  influx_v1_env(no_targets, servers.closed_port_url())
+  no_targets.setenv("PUBLISH_TIMEOUT_S", value)
+  record = make_record(results)
+  assert publisher.main(["--results-dir", str(results)]) == 2
+  err = capsys.readouterr().err.strip().splitlines()
+  assert err == [f"error: PUBLISH_TIMEOUT_S must be a number of seconds above 0 and at most "
+                 f"600, not {value!r}"]
+  publish_after_run(record, results)
+  (warning,) = capsys.readouterr().err.strip().splitlines()
+  assert warning.startswith("warning: not published: PUBLISH_TIMEOUT_S must be")
+  assert ledger_of(record, results) == {}  # nothing was attempted

@@ -12,11 +12,12 @@ import pytest
 from PIL import Image
 
 from pipelines import cost
+from pipelines.record import store
 from pipelines.report import __main__ as report_cli
 from pipelines.report import compare, history, page
 from tests import servers
 from tests.records import history as make_history
-from tests.records import synthetic_record
+from tests.records import make_record, synthetic_record
 
 
 def noisy(level, n, seed, rel_noise=0.02):
@@ -227,3 +228,41 @@ def test_headline_metrics_are_the_seeds_three_plus_throughput():
   assert set(history.HEADLINE) == {
       "mean_inference_request_batch_size", "mean_inference_batch_latency_micro_secs",
       "mean_load_model_latency_milli_secs", "throughput_per_s_excl_model_load"}
+
+
+def test_compare_against_a_run_that_failed_says_so_and_exits_1(tmp_path, capsys):
+  good = make_record(tmp_path, started="2026-11-01T00:00:00+00:00")
+  failed = make_record(tmp_path, started="2026-11-02T00:00:00+00:00")
+  path = store.path_for(failed, tmp_path)
+  failed.status, failed.error = "failed", "WorkerDied: an SDK worker process died"
+  store.save(failed, tmp_path)
+  assert path.exists()
+  assert compare.main([good.run_id, failed.run_id, "--results-dir", str(tmp_path)]) == 1
+  out = capsys.readouterr().out
+  assert f"B: {failed.run_id}" in out and "failed: WorkerDied" in out
+  assert "WARNING: B did not succeed (failed): its figures are partial or missing" in out
+
+
+@pytest.mark.parametrize("edit, why", [
+    (lambda sweep: sweep["points"][0].update(batch_size="x"),
+     "points[0]: layout or batch_size of the wrong type"),
+    (lambda sweep: sweep["points"][0].update(layout=5),
+     "points[0]: layout or batch_size of the wrong type"),
+    (lambda sweep: sweep["points"][0].update(steady_items_per_s=float("nan")),
+     "points[0]: steady_items_per_s not a finite number"),
+    (lambda sweep: sweep.update(batch_sizes=[0, 2]), "batch_sizes is not a list of whole numbers"),
+])
+def test_a_hand_edited_sweep_is_skipped_by_name_and_the_report_still_written(
+    tmp_path, capsys, edit, why):
+  make_history(tmp_path, noisy(50_000, 4, 3))
+  sweep = {"benchmark": "resnet101", "items": 16, "repeats": 1, "batch_sizes": [2, 4],
+           "layouts": ["1x2"], "default_layout": "1x2", "default_batch_size": 2,
+           "default_batching": None, "started": "2026-11-01T00:00:00+00:00",
+           "points": [{"layout": "1x2", "batching": None, "batch_size": b, "status": "succeeded",
+                       "steady_items_per_s": 10.0, "p99_batch_ms": 5.0, "worker_share_s": 3.0,
+                       "peak_rss_mib_per_process": 900, "run_ids": ["r"]} for b in (2, 4)]}
+  edit(sweep)
+  (tmp_path / "sweeps").mkdir()
+  (tmp_path / "sweeps" / "resnet101-x.json").write_text(json.dumps(sweep))
+  assert report_cli.main(["--results-dir", str(tmp_path)]) == 0
+  assert f"resnet101-x.json: not a readable sweep ({why}); skipped" in capsys.readouterr().err

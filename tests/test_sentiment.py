@@ -32,7 +32,7 @@ def test_special_tokens_and_huge_lines_are_dead_lettered_and_truncation_is_count
       huge.strip()[:1000]: "999999 characters: over 25600, far more than 128 tokens can hold "
                            "(refused before tokenizing)",
   }
-  metrics = out["record"]["metrics"]
+  metrics = out["record"].metrics
   assert metrics["num_inferences"] == len(good) + 1
   assert metrics["sentences_truncated"] == 1
   assert {json.loads(p)["input"] for p in out["predictions"]} == {*good, long}

@@ -69,3 +69,47 @@ def test_the_sweep_offers_only_layouts_dataflow_can_run_on_the_machine_type(
   err = capsys.readouterr().err
   assert "one per vCPU (4), not 2 on n1-standard-4" in err and "(1x4,4x1,4x4)" in err
   assert not (tmp_path / "results").exists()  # nothing ran
+
+
+def test_a_stopped_sweep_keeps_what_finished_and_passes_the_signal_on(tmp_path, models_dir):
+  """SIGTERM to `make sweep` while a point runs: the point gets it (it records itself as
+  cancelled), the sweep writes its table with the points that finished, exits 143, and leaves
+  no process behind."""
+  import os
+  import signal
+  import subprocess
+  import sys
+  import time
+
+  from pipelines import interrupts
+  from pipelines.matrix import REPO_ROOT
+  data_dir = tmp_path / "data"
+  data.write_sentences(data_dir, 24, models_dir / tokenizer_files.VOCAB_FILE)
+  results = tmp_path / "results"
+  env = {k: v for k, v in os.environ.items() if k not in ("INFLUXDB_URL", "BIGQUERY_DATASET")}
+  env["BENCHMARK_MATRIX"] = str(SMALL_MATRIX)
+  sweeping = subprocess.Popen(
+      [sys.executable, "-m", "pipelines.sweep", "small-bert", "--batch-sizes", "2,3,4",
+       "--layouts", "1x2", "--batchings", "padded", "--items", "24",
+       "--results-dir", str(results), "--models-dir", str(models_dir),
+       "--data-dir", str(data_dir)], cwd=REPO_ROOT, env=env, stdout=subprocess.PIPE,
+      stderr=subprocess.PIPE, text=True)
+  try:
+    runs = results / "sweeps" / "runs" / "records"
+    deadline = time.monotonic() + 240
+    while len(list(runs.glob("*.json"))) < 1 and time.monotonic() < deadline:
+      assert sweeping.poll() is None, sweeping.communicate()
+      time.sleep(0.2)
+    time.sleep(2)  # the second point is starting
+    sweeping.send_signal(signal.SIGTERM)
+    out, err = sweeping.communicate(timeout=120)
+  finally:
+    if sweeping.poll() is None:
+      sweeping.kill()
+  assert sweeping.returncode == 128 + signal.SIGTERM, err[-3000:]
+  assert "interrupted by SIGTERM; the points that finished are kept above" in err
+  (stored,) = (results / "sweeps").glob("small-bert-*.json")
+  points = json.loads(stored.read_text())["points"]
+  assert points and points[0]["status"] == "succeeded"
+  assert "Traceback" not in err, err[-3000:]
+  assert interrupts.sdk_workers(sweeping.pid) == []
