@@ -10,6 +10,7 @@ import contextlib
 import json
 import os
 import pathlib
+import shutil
 import subprocess
 
 import pytest
@@ -295,3 +296,19 @@ def test_the_pixel_limit_is_configurable(kit):
   # The generated set cycles through 12 sizes; the first six include 1024x768 and 768x1024
   # (786k pixels), 1024x683 (699k) and 800x800 (640k): dead-lettered, the rest run.
   assert_accounted(record, inputs=6, dead=4)
+
+
+def test_a_failed_run_keeps_one_line_and_its_whole_error_in_a_log(kit, tmp_path, models_dir,
+                                                                  data_dir):
+  """A model that cannot be loaded fails the run inside Beam's workers; Beam wraps the worker's
+  traceback in its own message (kilobytes). The record keeps the first line and the cause; the
+  whole text is in a log beside the records."""
+  broken = tmp_path / "models"
+  shutil.copytree(models_dir, broken)
+  (broken / "resnet18.pth").write_bytes(b"not a state dict")
+  code, record = kit("small-resnet", "--models-dir", str(broken))  # the later folder wins
+  assert code == 1 and record.status == "failed"
+  assert "\n" not in record.error and len(record.error) <= 400, record.error
+  log = pathlib.Path(record.metadata["error_log"])
+  assert log.parent == kit.results / "logs" and "Traceback" in log.read_text()
+  assert len(log.read_text()) > len(record.error)
