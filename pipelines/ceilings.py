@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import dataclasses
+import multiprocessing
 import os
 import time
 from typing import Any, Callable
@@ -110,7 +111,9 @@ def _pil_rate(datas: list[bytes], seconds: float) -> float:
 def cpu_decode_stage(datas: list[bytes], processes: int) -> Stage:
   """PIL decode on `processes` single-threaded processes at once (the SDK processes of one
   worker), their rates summed."""
-  with concurrent.futures.ProcessPoolExecutor(processes) as pool:
+  # spawned, not forked: the launcher may hold CUDA (the decode check ran on the GPU)
+  with concurrent.futures.ProcessPoolExecutor(
+      processes, mp_context=multiprocessing.get_context("spawn")) as pool:
     rates = list(pool.map(_pil_rate, [datas] * processes, [MIN_SECONDS] * processes))
   return Stage("decode", "cpu", sum(rates),
                f"{processes} vCPU{'s' if processes > 1 else ''} decode (PIL)")

@@ -213,7 +213,10 @@ def build(plan: dict[str, Any], outcome: Outcome) -> Record:
   _throughput(metrics, outcome.wall_time_s, raw, processes, metadata)
   _worker_share(metrics, processes, outcome.share_start, metadata)
   _optimization(metrics, processes, counters, plan, metadata, notes)
-  metrics["agreement"] = metrics["max_logit_diff"] = None  # add_agreement, once checked
+  # the post-run steps' figures (add_*), None until a step measures them
+  for name in ("agreement", "max_logit_diff", "decode_agreement", "decode_max_logit_diff",
+               "decode_max_input_diff", "ceiling_items_per_s", "efficiency_vs_ceiling"):
+    metrics[name] = None
   if plan.get("runner") == "DataflowRunner":
     job_metrics(metrics, outcome.job, plan, metadata)
   figures, basis = cost.cost_benchmark_metrics(metrics, plan, cost.load_prices())

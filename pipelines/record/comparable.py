@@ -16,7 +16,7 @@ from pipelines.record.schema import Record
 from pipelines.worker.vocab import BEAM_PROFILE, DEFAULT_PROFILE
 
 # How an override is written in a series name and a label.
-_SUFFIX = {"batch_size": "b{}", "items": "n{}"}
+_SUFFIX = {"batch_size": "b{}", "items": "n{}", "input": "{}input"}
 _FLAG = {"optimization": "OPTIMIZE", "batch_size": "BATCH_SIZE", "items": "N",
          "layout": "LAYOUT", "batching": "BATCHING"}
 
