@@ -220,11 +220,12 @@ def plan(bench_name: str, items: int, deadline_s: float | None, budget_usd: floa
   bench = matrix.get(bench_name)
   records = store.load_all(results_dir) if results_dir.exists() else []
   found = measured(bench, records)
-  if not found:
-    raise PlanInputMissing(
-        f"no local run of {bench.name} with a worker share and a steady state in "
-        f"{results_dir}: run e.g. `make bench-{bench.name} N=share` (IN_IMAGE=1 to include the "
-        "container's start-up) for each layout to compare (LAYOUT=...)")
+  twins = {twin.name: (twin, measured(twin, records)) for twin in cpu_twins(bench)}
+  missing = (f"no local run of {bench.name} with a worker share and a steady state in "
+             f"{results_dir}: run e.g. `make bench-{bench.name} N=share` (IN_IMAGE=1 to include "
+             "the container's start-up) for each layout to compare (LAYOUT=...)")
+  if not found and not any(twin_found for _, twin_found in twins.values()):
+    raise PlanInputMissing(missing)
   prices = cost.load_prices()
   actuals = dataflow_actuals(bench, records)
   fitted = fit_boot(actuals, found, c, prices)
@@ -232,10 +233,10 @@ def plan(bench_name: str, items: int, deadline_s: float | None, budget_usd: floa
     c = {**c, "WORKER_BOOT_S": fitted}
   candidates = rows(bench, found, items, c, prices)
   # A GPU benchmark beside the same model on CPU workers, for the same items: the decision
-  # between the two is what its measurements are for.
-  for twin in cpu_twins(bench):
-    twin_found = measured(twin, records)
-    found += twin_found
+  # between the two is what its measurements are for (its CPU twin's rows stand alone until
+  # it has its own, which only a GPU machine can measure).
+  for twin, twin_found in twins.values():
+    found = found + twin_found
     candidates += rows(twin, twin_found, items, c, prices)
   beam = beam_configuration(bench.name)
   for row in candidates:
@@ -246,10 +247,12 @@ def plan(bench_name: str, items: int, deadline_s: float | None, budget_usd: floa
   meeting = [r for r in meeting if budget_usd is None or r["cost_usd"] <= budget_usd]
   cheapest = min(meeting, key=lambda r: (r["cost_usd"], r["job_s"]), default=None)
   for a in actuals:
-    a["projected"] = next((r for r in candidates if (r["machine_type"], r["workers"], r["layout"],
-                           r["profile"]) == (a["machine_type"], a["workers"], a["layout"],
-                                             a["profile"])), None)
+    a["projected"] = next((r for r in candidates if (r["benchmark"], r["machine_type"],
+                           r["workers"], r["layout"], r["profile"]) == (
+                               bench.name, a["machine_type"], a["workers"], a["layout"],
+                               a["profile"])), None)
   return {"benchmark": bench.name, "items": items, "deadline_s": deadline_s,
+          "not_measured": None if any(m.benchmark == bench.name for m in found) else missing,
           "budget_usd": budget_usd, "constants": c, "boot_fitted_from_dataflow": fitted is not None,
           "measured": [{**dataclasses.asdict(m), "layout": str(m.layout)} for m in found],
           "beam": beam, "recommended": cheapest, "frontier": frontier(candidates),

@@ -58,6 +58,8 @@ def table(result: dict[str, Any]) -> str:
     out.append(line(r, marks[id(r)]))
   if not result["recommended"]:
     out.append("no configuration meets the deadline and budget given")
+  if result.get("not_measured"):
+    out.append(result["not_measured"])
   if not any(r["beam"] for r in result["rows"]):
     b = result["beam"]
     out.append(f"Beam's configuration ({b['workers']} x {b['machine_type']}, layout "

@@ -22,7 +22,9 @@ class WorkerLogLines(logging.Filter):
     self.where = where
 
   def filter(self, record: logging.LogRecord) -> bool:
-    if record.module != "worker_handlers":
+    # Beam's two logging services: the FnApiRunner's (an EXTERNAL pool) and the local job
+    # service's (multi_processing workers, 'Worker: <entry>')
+    if record.module not in ("worker_handlers", "local_job_service"):
       return True
     found = _MESSAGE.search(record.getMessage())
     if not found:

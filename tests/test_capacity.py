@@ -206,6 +206,15 @@ def test_a_gpu_plan_stands_beside_its_cpu_twin_saying_what_each_was_measured_on(
   assert "n1-standard-2+t4" in text and "NVIDIA H200, 2 CPUs" in text
 
 
+def test_a_gpu_plan_without_its_own_runs_shows_its_cpu_twin_and_says_what_is_missing(tmp_path):
+  results = tmp_path / "results"
+  store.save(planted("2x1", 30, 4, benchmark="resnet152"), results)
+  result = capacity.plan("resnet152-gpu", 50_000, None, None, results, NO_STARTUP_CONSTANTS)
+  assert {r["benchmark"] for r in result["rows"]} == {"resnet152"}
+  assert result["not_measured"].startswith("no local run of resnet152-gpu")
+  assert "make bench-resnet152-gpu N=share" in capacity_table.table(result)
+
+
 def test_plan_check_refuses_to_project_when_more_items_took_no_longer(tmp_path, monkeypatch,
                                                                        capsys):
   """`make plan-check BENCH=bert-base N=8`: start-up hides the per-item time; no 'inf items/s'
