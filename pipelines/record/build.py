@@ -150,27 +150,25 @@ def _optimization(metrics: dict[str, Any], processes: list[dict[str, Any]],
 
 def add_agreement(record: Record, agreement: dict[str, Any] | None) -> None:
   """The launcher's post-run check of the run's optimization against none (agreement.py)."""
-  agreement = agreement or {}
-  for name in ("agreement", "max_logit_diff"):
-    record.metrics[name] = agreement.get(name)
-  if agreement.get("note"):
-    record.metric_notes["agreement"] = agreement["note"]
-  if agreement:
-    record.metadata["agreement_check"] = {k: v for k, v in agreement.items()
-                                          if k not in ("agreement", "max_logit_diff", "note")}
-  _checked(record.metrics, record.metric_notes)
+  _add_check(record, agreement, "", ("agreement", "max_logit_diff"), "agreement_check")
 
 
 def add_decode_check(record: Record, check: dict[str, Any] | None) -> None:
   """DECODE=device against cpu on the same items (agreement.check_decode)."""
+  _add_check(record, check, "decode_", ("agreement", "max_logit_diff", "max_input_diff"),
+             "decode_check")
+
+
+def _add_check(record: Record, check: dict[str, Any] | None, prefix: str,
+               figures: tuple[str, ...], fact: str) -> None:
+  """A check's figures as metrics (`prefix` + name), its note, the rest as metadata[fact]."""
   check = check or {}
-  for name in ("agreement", "max_logit_diff", "max_input_diff"):
-    record.metrics[f"decode_{name}"] = check.get(name)
+  for name in figures:
+    record.metrics[prefix + name] = check.get(name)
   if check.get("note"):
-    record.metric_notes["decode_agreement"] = check["note"]
+    record.metric_notes[prefix + "agreement"] = check["note"]
   if check:
-    record.metadata["decode_check"] = {k: v for k, v in check.items()
-                                       if k not in ("agreement", "max_logit_diff", "note")}
+    record.metadata[fact] = {k: v for k, v in check.items() if k not in (*figures, "note")}
   _checked(record.metrics, record.metric_notes)
 
 
