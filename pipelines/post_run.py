@@ -80,6 +80,8 @@ def run(plan: RunPlan, record: Record) -> None:
         step.add(record, _guarded(step, plan, record))
         store.save(record, plan.results_dir)
         pending.remove(step)
+      if "ceilings" in record.metadata:  # what bounds the run, in words
+        print(f"{plan.bench.name}: {record.metadata['ceilings']['in_words']}")
       publish(record, plan.results_dir)
   except interrupts.Stopped as e:
     record.metadata["post_run_interrupted_by"] = e.signal_name

@@ -7,6 +7,7 @@ import pytest
 
 from pipelines import ceilings, child, gpu_check, plan
 from pipelines.layout import Layout
+from pipelines.report import __main__ as report
 from pipelines.worker import process_stats
 from tests.test_dataflow import SETTINGS
 from tests.test_faults import kit  # noqa: F401 - the launcher fixture on the small matrix
@@ -45,6 +46,8 @@ def test_device_decode_on_a_cpu_benchmark_runs_and_says_where_and_how_far_from_p
   ceiling = record.metrics["ceiling_items_per_s"]
   assert ceiling == pytest.approx(1 / sum(1 / s["items_per_s"] for s in stages.values()))
   assert record.metadata["ceilings"]["in_words"].startswith("decode+model-bound")
+  assert report.main(["--results-dir", str(kit.results)]) == 0  # the report says it in words
+  assert "What bounds it: decode+model-bound" in (kit.results / "report.html").read_text()
   code, cpu = kit("small-resnet", "--items", "6")  # PIL: no decode check, no ceilings
   assert cpu.metadata["decoded"] == "cpu" and "ceilings" not in cpu.metadata
   assert cpu.metrics["decode_agreement"] is None

@@ -103,6 +103,8 @@ def _group_section(g: dict[str, Any], prices: dict[str, Any]) -> str:
     verdict = f"<p class=bad>Regressions flagged:</p><ul>{items}</ul>"
   else:
     verdict = "<p class=ok>No regression flagged.</p>"
+  bound = (meta.get("ceilings") or {}).get("in_words")
+  bound_line = f"<p>What bounds it: {_text(bound)}.</p>" if bound else ""
   headline = list(history.HEADLINE)
   versions = meta.get("versions", {})
   image = (f", image {html.escape(str(latest.plan['image']))}" if latest.plan.get("image")
@@ -116,6 +118,7 @@ Beam {_text(versions.get('apache-beam', '?'))},
 torch {_text(versions.get('torch', '?'))}, batch size {_fmt(latest.plan.get('batch_size'))}{image}.
 {html.escape(gpu_note)}.</p>
 {verdict}
+{bound_line}
 <table><tr><th>latest run</th><th>value</th></tr>{rows}{cost_row}</table>
 {_img(plots.history_grid(runs, headline, g['change_points']), 'history of ' + key.label())}
 {_img(plots.latency_spread(runs), 'batch latency spread of ' + key.label())}
