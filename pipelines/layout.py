@@ -61,9 +61,6 @@ class Layout:
     raise LayoutError(f"Dataflow runs 1 SDK process per worker or one per vCPU ({vcpus}), "
                       f"not {self.processes}")
 
-  def as_dict(self) -> dict[str, int | str]:
-    return {"layout": str(self), "processes": self.processes, "threads": self.threads,
-            "interop_threads": self.interop_threads}
 
 
 def check_memory(layout: Layout, process_mib: float, machine_type: str, memory_gb: float,

@@ -16,7 +16,7 @@ import dataclasses
 import pathlib
 from typing import Any
 
-from pipelines import matrix, profiles
+from pipelines import matrix, profiles, worker_container
 from pipelines.layout import Layout, LayoutError
 from pipelines.preflight import PlanError, dataflow_run, in_image, local_input
 from pipelines.record import build, store
@@ -158,8 +158,7 @@ class RunPlan:
         "disk_size_gb": shape.disk_size_gb if cloud else None,
         "region": dict(self.cloud).get("REGION"), "image": self.image,
         "in_image": self.in_image, "image_versions": dict(self.image_versions),
-        "container": ({"machine_type": bench.machine.name, "cpus": bench.machine.vcpus,
-                       "memory_limit_mib": int(bench.machine.memory_gb * 1024)}
+        "container": (worker_container.Limits.of(bench.machine).as_dict()
                       if self.in_image else None),
         # the benchmark's Dataflow worker (what a local run's cost is priced as) and series
         "dataflow": {"machine_type": shape.machine_type, "workers": shape.worker_range,

@@ -109,8 +109,7 @@ class InImageRun(LocalRun):
     # The workers' logs reach the launcher as whole log protos: warnings and errors only.
     launch.beam_args = [*plan.layout.in_image_beam_args(),
                         "--default_sdk_harness_log_level=WARNING"]
-    limits = worker_container.Limits(machine.name, machine.vcpus,
-                                     int(machine.memory_gb * 1024))
+    limits = worker_container.Limits.of(machine)
     mounts = [(launch.run_dir.resolve(), "rw")]
     if plan.task.reads_files:  # the input list names image files: their folder, read-only
       mounts.append((plan.input_files_root, "ro"))

@@ -157,6 +157,11 @@ class Limits:
   cpus: int
   memory_mib: int
 
+  @classmethod
+  def of(cls, machine) -> "Limits":
+    """A matrix MachineType's CPUs and memory, as one Dataflow worker of it has them."""
+    return cls(machine.name, machine.vcpus, int(machine.memory_gb * 1024))
+
   def as_dict(self) -> dict[str, Any]:
     return {"machine_type": self.machine_type, "cpus": self.cpus,
             "memory_limit_mib": self.memory_mib}
