@@ -9,6 +9,7 @@ from typing import Any
 
 from pipelines.cli_types import SHARE
 from pipelines.layout import Layout, LayoutError, check_memory
+from pipelines.record.schema import BENCHMARK as BENCHMARK_NAME
 from pipelines.worker import tasks
 from pipelines.worker.vocab import DECODERS, DEVICES, OPTIMIZATIONS
 
@@ -158,6 +159,9 @@ def load(path: pathlib.Path | None = None) -> dict[str, Benchmark]:
   benchmarks: dict[str, Benchmark] = {}
   for name, entry in _require(raw, "benchmarks", "matrix").items():
     where = f"benchmarks.{name}"
+    if not BENCHMARK_NAME.fullmatch(name):  # it names make targets, record files, series
+      raise MatrixError(f"{where}: a benchmark's name is letters, digits, '.', '_' and '-', "
+                        "at most 64, starting with a letter or digit")
     dataset_name = _require(entry, "dataset", where)
     if dataset_name not in datasets:
       raise MatrixError(f"{where}: unknown dataset '{dataset_name}'")

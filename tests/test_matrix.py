@@ -101,3 +101,11 @@ def test_grafana_dashboard_charts_metrics_the_records_publish(tmp_path):
           beam + "mean_load_model_latency_milli_secs", beam + "mean_inference_request_batch_size",
           "BenchmarkKit/throughput_per_s_excl_model_load",
           "BenchmarkKit/gpu_utilization_mean_pct"} <= charted
+
+
+def test_a_benchmark_name_that_could_not_name_a_file_is_refused(tmp_path):
+  text = (REPO_ROOT / "tests" / "small-matrix.toml").read_text()
+  bad = tmp_path / "matrix.toml"
+  bad.write_text(text.replace("[benchmarks.small-resnet]", '[benchmarks."small resnet/../x"]'))
+  with pytest.raises(matrix.MatrixError, match="a benchmark's name is letters, digits"):
+    matrix.load(bad)
