@@ -75,6 +75,14 @@ class Launch:
     (record,) = store.load_all(self.results)
     return record
 
+  def python_worker(self) -> int:
+    """One SDK worker's Python process (not the shell that started it)."""
+    (victim, *_) = [pid for pid in self.workers
+                    if "sh -c" not in interrupts._cmdline(pid)
+                    and interrupts._cmdline(pid).startswith(sys.executable)] or [None]
+    assert victim, self.workers
+    return victim
+
   def survivors(self) -> list[int]:
     deadline = time.monotonic() + 10  # reaped by now; a zombie does not count
     while time.monotonic() < deadline and any(interrupts.alive(p) for p in self.workers):
@@ -136,10 +144,7 @@ def test_an_interrupted_local_run_is_recorded_as_cancelled(launch, layout, signu
 def test_a_worker_process_killed_with_sigkill_is_named(launch):
   run = launch("2x1")
   run.wait_for_first_batch()
-  (victim, *_) = [pid for pid in run.workers
-                  if "sh -c" not in interrupts._cmdline(pid)
-                  and interrupts._cmdline(pid).startswith(sys.executable)] or [None]
-  assert victim, run.workers
+  victim = run.python_worker()
   os.kill(victim, signal.SIGKILL)
   code = run.finish()
   assert code == 1, run.output()
@@ -159,10 +164,7 @@ def test_a_stopped_worker_process_fails_the_run_naming_it(launch):
   naming the stopped process, and no worker is left behind."""
   run = launch("2x1")
   run.wait_for_first_batch()
-  (victim, *_) = [pid for pid in run.workers
-                  if "sh -c" not in interrupts._cmdline(pid)
-                  and interrupts._cmdline(pid).startswith(sys.executable)] or [None]
-  assert victim, run.workers
+  victim = run.python_worker()
   os.kill(victim, signal.SIGSTOP)
   code = run.finish(timeout_s=progress.STOPPED_S + 60)
   assert code == 1, run.output()
