@@ -1,5 +1,6 @@
 """What the sentence tasks share: the bert uncased tokenizer, the checks a line passes before it
-is tokenized, padding a batch, and length-aware batching's sort."""
+is tokenized, the parse step's dead-lettering, padding a batch, and length-aware batching's
+sort."""
 from __future__ import annotations
 
 import functools
@@ -15,7 +16,7 @@ from apache_beam.utils.timestamp import MIN_TIMESTAMP
 from apache_beam.utils.windowed_value import WindowedValue
 from torch.nn.utils.rnn import pad_sequence
 
-from pipelines.worker import optimized_model
+from pipelines.worker import dead_letter, optimized_model
 
 # Ids in the bert-uncased vocab (checked against the tokenizer when it loads).
 PAD_ID = 0
@@ -51,6 +52,30 @@ def load_tokenizer(vocab_path: str):
     raise ValueError(f"{vocab_path} is not the bert uncased vocab "
                      f"([MASK]={tokenizer.mask_token_id}, [PAD]={tokenizer.pad_token_id})")
   return tokenizer
+
+
+class TokenizeLines(beam.DoFn):
+  """line -> the task's (key, tensors) from example(sentence); empty lines and those example()
+  refuses (UnusableSentence) go to the dead-letter output with the reason."""
+
+  def __init__(self, vocab_path: str):
+    self._vocab_path = vocab_path
+
+  def setup(self):
+    self._tokenizer = load_tokenizer(self._vocab_path)
+
+  def example(self, sentence: str) -> tuple[str, dict[str, torch.Tensor]]:
+    raise NotImplementedError
+
+  def process(self, line: str):
+    sentence = line.strip()
+    if not sentence:
+      yield dead_letter.tagged(line, "tokenize", "empty line: no sentence")
+      return
+    try:
+      yield self.example(sentence)
+    except UnusableSentence as e:
+      yield dead_letter.tagged(sentence, "tokenize", str(e))
 
 
 def check_length(sentence: str, max_tokens: int) -> None:

@@ -91,24 +91,11 @@ def masked_example(tokenizer, sentence: str) -> tuple[str, dict[str, torch.Tenso
   return masked, tokenize(tokenizer, masked)
 
 
-class MaskAndTokenize(beam.DoFn):
+class MaskAndTokenize(sentences.TokenizeLines):
   """sentence -> (masked sentence, tensors); unusable lines go to the dead-letter output."""
 
-  def __init__(self, vocab_path: str):
-    self._vocab_path = vocab_path
-
-  def setup(self):
-    self._tokenizer = load_tokenizer(self._vocab_path)
-
-  def process(self, line: str):
-    sentence = line.strip()
-    if not sentence:
-      yield dead_letter.tagged(line, "tokenize", "empty line: no sentence")
-      return
-    try:
-      yield masked_example(self._tokenizer, sentence)
-    except UnusableSentence as e:
-      yield dead_letter.tagged(sentence, "tokenize", str(e))
+  def example(self, sentence: str):
+    return masked_example(self._tokenizer, sentence)
 
 
 class FormatPrediction(beam.DoFn):

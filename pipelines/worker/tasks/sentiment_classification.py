@@ -89,29 +89,19 @@ def usable(sentence: str) -> str:
   return sentence
 
 
-class Tokenize(beam.DoFn):
-  """sentence -> (sentence, tensors); empty and unusable lines go to the dead-letter output."""
+class Tokenize(sentences.TokenizeLines):
+  """sentence -> (sentence, tensors), counting the sentences cut at MAX_TOKENS; empty and
+  unusable lines go to the dead-letter output."""
 
   def __init__(self, vocab_path: str):
-    self._vocab_path = vocab_path
+    super().__init__(vocab_path)
     self._truncated = Metrics.counter(KIT_NAMESPACE, "sentences_truncated")
 
-  def setup(self):
-    self._tokenizer = load_tokenizer(self._vocab_path)
-
-  def process(self, line: str):
-    sentence = line.strip()
-    if not sentence:
-      yield dead_letter.tagged(line, "tokenize", "empty line: no sentence")
-      return
-    try:
-      tensors, truncated = tokenize(self._tokenizer, usable(sentence))
-    except UnusableSentence as e:
-      yield dead_letter.tagged(sentence, "tokenize", str(e))
-      return
+  def example(self, sentence: str):
+    tensors, truncated = tokenize(self._tokenizer, usable(sentence))
     if truncated:
       self._truncated.inc()
-    yield sentence, tensors
+    return sentence, tensors
 
 
 def _padding(opts) -> str:
