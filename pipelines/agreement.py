@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import copy
 import time
-from typing import Any
+from typing import Any, Callable
 
 import torch
 
@@ -49,17 +49,10 @@ def check(plan, items: int = CHECK_ITEMS) -> dict[str, Any] | None:
   files = dict(plan.check_model_files)
   opts = PipelineOptions(list(plan.beam_args), **files).view_as(BenchmarkOptions)
   steps = plan.task  # the task object: its steps are its methods
-  examples = []
-  for line in plan.input_lines:
-    try:
-      examples.append(steps.example_from_line(line, opts))
-    except Exception:  # noqa: BLE001,S112 - a line the pipeline dead-letters is not checked
-      continue
-    if len(examples) == items:
-      break
+  examples = first_usable(plan.input_lines, items, lambda line: steps.example_from_line(line, opts))
   if not examples:
     return {"items": 0, "passed": None, "note": "not checked: every input was dead-lettered"}
-  device = _device(plan)  # a GPU optimization (fp16) is checked where it runs
+  device = model_device(plan)  # a GPU optimization (fp16) is checked where it runs
   reference = load_model(files["model_state_dict_path"], plan.bench.model).to(device)
   batch = plan.max_batch_size or 8
   optimized = steps.optimize(copy.deepcopy(reference), name, batch)
@@ -101,8 +94,23 @@ def compare(want: torch.Tensor, got: torch.Tensor, exact: bool,
   return out
 
 
-def _device(plan) -> torch.device:
+def model_device(plan) -> torch.device:
+  """Where the run's model runs (a GPU benchmark's on CUDA)."""
   return torch.device("cuda" if plan.bench.device == "GPU" else "cpu")
+
+
+def first_usable(lines, items: int, convert: Callable[[bytes], Any]) -> list:
+  """convert(line) of the first `items` lines it takes: the lines the pipeline would not
+  dead-letter (convert raises for those, as the pipeline's parse step refuses them)."""
+  out: list = []
+  for line in lines:
+    try:
+      out.append(convert(line))
+    except Exception:  # noqa: BLE001,S112 - a line the pipeline dead-letters is left out
+      continue
+    if len(out) == items:
+      break
+  return out
 
 
 def check_decode(plan, items: int = CHECK_ITEMS) -> dict[str, Any] | None:
@@ -119,18 +127,13 @@ def check_decode(plan, items: int = CHECK_ITEMS) -> dict[str, Any] | None:
   from pipelines.worker import device_decode, images
   from pipelines.worker.tasks import image_classification
   started = time.perf_counter()
-  pairs = []
-  for line in plan.input_lines:
-    try:
-      data = images.read_bytes(line.decode("utf-8").strip())
-      pairs.append((image_classification.preprocess(data), data))
-    except Exception:  # noqa: BLE001,S112 - a line the pipeline dead-letters is not checked
-      continue
-    if len(pairs) == items:
-      break
-  device = _device(plan)
-  decoded, failed = device_decode.decode_batch(
-      [torch.frombuffer(bytearray(data), dtype=torch.uint8) for _, data in pairs], device)
+
+  def both(line: bytes) -> tuple[torch.Tensor, bytes]:
+    data = images.read_bytes(line.decode("utf-8").strip())
+    return image_classification.preprocess(data), data
+  pairs = first_usable(plan.input_lines, items, both)
+  device = model_device(plan)
+  decoded, failed = device_decode.decode_batch([data for _, data in pairs], device)
   kept = [cpu for i, (cpu, _) in enumerate(pairs) if i not in failed]
   if not kept:
     return {"items": 0, "passed": None, "note": "not checked: no input decoded both ways"}

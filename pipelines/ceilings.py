@@ -24,6 +24,7 @@ from typing import Any, Callable
 
 import torch
 
+from pipelines import agreement
 from pipelines.worker import models
 from pipelines.worker.tasks import image_classification
 from pipelines.worker.tasks.image_classification import CROP
@@ -79,11 +80,10 @@ def _synchronize(device: torch.device) -> Callable[[], None]:
   return torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
 
 
-def model_stage(plan, device: torch.device, threads: int) -> Stage:
+def model_stage(plan, device: torch.device, batch: int, threads: int) -> Stage:
   """The run's model alone, on a synthetic batch resident on `device`."""
   files = dict(plan.check_model_files or ())
   model = models.load_model(files["model_state_dict_path"], plan.bench.model).to(device)
-  batch = plan.max_batch_size or plan.bench.local_batch_size
   model = plan.task.optimize(model, plan.optimization, batch)
   images = torch.randn(batch, 3, CROP, CROP, device=device)
   torch.set_num_threads(threads)
@@ -122,7 +122,7 @@ def cpu_decode_stage(datas: list[bytes], processes: int) -> Stage:
 def device_decode_stage(datas: list[bytes], device: torch.device, batch: int) -> Stage:
   """The batched decoder on `device` (device_decode.decode_batch) on the run's batch size."""
   from pipelines.worker import device_decode
-  tensors = [torch.frombuffer(bytearray(d), dtype=torch.uint8) for d in datas]
+  tensors = [device_decode.as_tensor(d) for d in datas]  # as the pipeline's batches hold them
   chunk = (tensors * (1 + batch // len(tensors)))[:batch]
 
   def step() -> int:
@@ -136,7 +136,7 @@ def device_decode_stage(datas: list[bytes], device: torch.device, batch: int) ->
 def measure(plan, datas: list[bytes], steady: float | None = None) -> dict[str, Any]:
   """The run's stages and ceiling, as the record keeps them (metadata.ceilings); `steady`:
   the run's steady items/s, said against the ceiling in words."""
-  device = torch.device("cuda" if plan.bench.device == "GPU" else "cpu")
+  device = agreement.model_device(plan)
   vcpus = plan.bench.machine.vcpus
   processes = min(plan.layout.processes, vcpus)
   batch = plan.max_batch_size or plan.bench.local_batch_size
@@ -144,7 +144,7 @@ def measure(plan, datas: list[bytes], steady: float | None = None) -> dict[str, 
   try:
     stages = [device_decode_stage(datas, device, batch) if plan.decode == "device"
               else cpu_decode_stage(datas, processes),
-              model_stage(plan, device, threads=vcpus if device.type == "cpu" else 1)]
+              model_stage(plan, device, batch, threads=vcpus if device.type == "cpu" else 1)]
   finally:
     torch.set_num_threads(previous)
   rate, bound = ceiling(stages)

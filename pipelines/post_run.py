@@ -41,16 +41,10 @@ def _decode_check(plan: RunPlan, record: Record) -> dict[str, Any] | None:
 
 
 def _ceilings(plan: RunPlan, record: Record) -> dict[str, Any] | None:
-  from pipelines import ceilings
+  from pipelines import agreement, ceilings
   from pipelines.worker import images
-  datas = []
-  for line in plan.input_lines:
-    try:
-      datas.append(images.read_bytes(line.decode("utf-8").strip()))
-    except Exception:  # noqa: BLE001,S112 - what the pipeline dead-lettered is not timed
-      continue
-    if len(datas) == CEILING_ITEMS:
-      break
+  datas = agreement.first_usable(plan.input_lines, CEILING_ITEMS,
+                                 lambda line: images.read_bytes(line.decode("utf-8").strip()))
   if not datas:
     return {"note": "not measured: every input was dead-lettered"}
   return ceilings.measure(plan, datas, record.metrics.get("steady_throughput_per_s"))

@@ -93,12 +93,6 @@ def decode_batch(datas: Sequence[torch.Tensor | bytes], device: torch.device | s
   return _normalized([crops[i] for i in sorted(crops)], device), dict(sorted(failed.items()))
 
 
-def normalize(decoded: Sequence[torch.Tensor], device: torch.device | str) -> torch.Tensor:
-  """8-bit RGB [3, H, W] images -> the model's input, as the cpu path's transform makes it:
-  Resize(256) (bilinear, antialiased), CenterCrop(224), ToTensor, Normalize(ImageNet)."""
-  return _normalized([_resized_crop(image) for image in decoded], torch.device(device))
-
-
 def _resized_crop(image: torch.Tensor) -> torch.Tensor:
   """Resize(256) then CenterCrop(224), per image (their sizes differ); uint8 in and out,
   rounded, as PIL's resize is."""
@@ -107,6 +101,7 @@ def _resized_crop(image: torch.Tensor) -> torch.Tensor:
 
 
 def _normalized(crops: Sequence[torch.Tensor], device: torch.device) -> torch.Tensor:
+  """8-bit crops -> the model's input, as the cpu path's ToTensor and Normalize(ImageNet)."""
   if not crops:
     return torch.empty(0, 3, CROP, CROP, device=device)
   batch = torch.stack(list(crops)).float().div_(255)
